@@ -1,0 +1,148 @@
+#include "card.hpp"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <map>
+
+#include "protocol.hpp"
+
+namespace sidecore {
+namespace {
+
+constexpr std::string_view kPrefix = "sidecore/";
+
+std::string to_hex(std::string_view bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string from_hex(std::string_view hex, size_t index) {
+  if (hex.empty() || hex.size() % 2 != 0) {
+    throw CardError(fmt::format("card address {} has {} hex digits (need a non-zero even number)", index, hex.size()));
+  }
+  if (hex.size() / 2 > protocol::kMaxAddressBytes) {
+    throw CardError(fmt::format("card address {} is longer than {} bytes", index, protocol::kMaxAddressBytes));
+  }
+  std::string bytes(hex.size() / 2, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    int high = hex_value(hex[2 * i]), low = hex_value(hex[2 * i + 1]);
+    if (high < 0 || low < 0) throw CardError(fmt::format("card address {} is not hexadecimal", index));
+    bytes[i] = static_cast<char>(high << 4 | low);
+  }
+  return bytes;
+}
+
+bool printable_token(std::string_view value) {
+  for (char c : value) {
+    if (c <= ' ' || c > '~') return false;
+  }
+  return !value.empty();
+}
+
+std::vector<std::string_view> split(std::string_view text, char separator) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  while (true) {
+    size_t end = text.find(separator, start);
+    parts.push_back(text.substr(start, end - start));
+    if (end == std::string_view::npos) break;
+    start = end + 1;
+  }
+  return parts;
+}
+
+}  // namespace
+
+std::string format_card(const ExecutorCard& card) {
+  std::string addresses;
+  for (const auto& address : card.worker_addresses) {
+    if (!addresses.empty()) addresses.push_back(',');
+    addresses += to_hex(address);
+  }
+  return fmt::format("{}{} id={} host={} provider={} workers={} doorbell={} addrs={}", kPrefix,
+                     ExecutorCard::kVersion, card.executor_id, card.host, card.provider, card.worker_addresses.size(),
+                     card.doorbell.empty() ? "-" : card.doorbell, addresses);
+}
+
+ExecutorCard parse_card(std::string_view text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.remove_suffix(1);
+  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
+  if (text.empty()) throw CardError("executor card is empty");
+  if (text.substr(0, kPrefix.size()) != kPrefix) {
+    throw CardError("executor card does not start with 'sidecore/<version>'");
+  }
+  auto fields = split(text, ' ');
+  std::string_view version = fields[0].substr(kPrefix.size());
+  if (version != std::to_string(ExecutorCard::kVersion)) {
+    throw CardError(fmt::format("executor card version '{}' is not supported (this build reads version {})", version,
+                                ExecutorCard::kVersion));
+  }
+  std::map<std::string_view, std::string_view> values;
+  for (size_t i = 1; i < fields.size(); ++i) {
+    auto field = fields[i];
+    if (field.empty()) continue;
+    auto eq = field.find('=');
+    if (eq == std::string_view::npos || eq == 0) {
+      throw CardError(fmt::format("executor card field '{}' is not key=value", field));
+    }
+    auto key = field.substr(0, eq);
+    if (key != "id" && key != "host" && key != "provider" && key != "workers" && key != "doorbell" && key != "addrs") {
+      throw CardError(fmt::format("executor card has an unknown field '{}'", key));
+    }
+    if (!values.emplace(key, field.substr(eq + 1)).second) {
+      throw CardError(fmt::format("executor card repeats field '{}'", key));
+    }
+  }
+  for (auto key : {"id", "host", "provider", "workers", "doorbell", "addrs"}) {
+    if (!values.count(key)) throw CardError(fmt::format("executor card lacks the '{}' field", key));
+  }
+
+  ExecutorCard card;
+  card.executor_id = std::string(values["id"]);
+  if (card.executor_id.size() != 16 || card.executor_id.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    throw CardError("executor card id is not 16 lowercase hex digits");
+  }
+  if (!printable_token(values["host"])) throw CardError("executor card host is empty or not printable");
+  card.host = std::string(values["host"]);
+  if (!printable_token(values["provider"])) throw CardError("executor card provider is empty or not printable");
+  card.provider = std::string(values["provider"]);
+  auto doorbell = values["doorbell"];
+  if (doorbell != "-") {
+    if (doorbell.size() < 2 || doorbell.front() != '/' || doorbell.find('/', 1) != std::string_view::npos ||
+        !printable_token(doorbell) || doorbell.size() > 255) {
+      throw CardError("executor card doorbell is not a shared-memory name such as /sidecore-<id>");
+    }
+    card.doorbell = std::string(doorbell);
+  }
+
+  auto workers_text = values["workers"];
+  size_t workers = 0;
+  auto [end, ec] = std::from_chars(workers_text.data(), workers_text.data() + workers_text.size(), workers);
+  if (ec != std::errc{} || end != workers_text.data() + workers_text.size() || workers == 0 ||
+      workers > ExecutorCard::kMaxWorkers) {
+    throw CardError(fmt::format("executor card worker count '{}' is not a number from 1 to {}", workers_text,
+                                ExecutorCard::kMaxWorkers));
+  }
+  auto addresses = split(values["addrs"], ',');
+  if (addresses.size() != workers) {
+    throw CardError(fmt::format("executor card lists {} addresses for {} workers", addresses.size(), workers));
+  }
+  for (size_t i = 0; i < addresses.size(); ++i) card.worker_addresses.push_back(from_hex(addresses[i], i));
+  return card;
+}
+
+}  // namespace sidecore

@@ -1,0 +1,86 @@
+#include "core_set.hpp"
+
+#include <fmt/format.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <charconv>
+
+namespace sidecore {
+namespace {
+
+int parse_cpu(std::string_view text, std::string_view whole) {
+  int value = -1;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value < 0) {
+    throw CoreSetError(fmt::format("core list '{}': '{}' is not a CPU number", whole, text));
+  }
+  if (value > CoreSet::kMaxCpu) {
+    throw CoreSetError(fmt::format("core list '{}': CPU {} is out of range", whole, value));
+  }
+  return value;
+}
+
+}  // namespace
+
+CoreSet::CoreSet(std::vector<int> cores) : cores_(std::move(cores)) {
+  std::sort(cores_.begin(), cores_.end());
+  cores_.erase(std::unique(cores_.begin(), cores_.end()), cores_.end());
+}
+
+CoreSet CoreSet::parse(std::string_view text) {
+  if (text.empty()) throw CoreSetError("core list is empty");
+  std::vector<int> cores;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    auto part = text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    if (part.empty()) throw CoreSetError(fmt::format("core list '{}' has an empty element", text));
+    auto dash = part.find('-');
+    if (dash == std::string_view::npos) {
+      cores.push_back(parse_cpu(part, text));
+    } else {
+      int first = parse_cpu(part.substr(0, dash), text);
+      int last = parse_cpu(part.substr(dash + 1), text);
+      if (last < first) throw CoreSetError(fmt::format("core list '{}': range {} runs backwards", text, part));
+      for (int cpu = first; cpu <= last; ++cpu) cores.push_back(cpu);
+    }
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return CoreSet(std::move(cores));
+}
+
+CoreSet CoreSet::allowed() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  std::vector<int> cores;
+  if (sched_getaffinity(0, sizeof mask, &mask) == 0) {
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &mask)) cores.push_back(cpu);
+    }
+  }
+  return CoreSet(std::move(cores));
+}
+
+bool CoreSet::contains(int core) const noexcept { return std::binary_search(cores_.begin(), cores_.end(), core); }
+
+CoreSet CoreSet::minus(const CoreSet& other) const {
+  std::vector<int> rest;
+  std::set_difference(cores_.begin(), cores_.end(), other.cores_.begin(), other.cores_.end(), std::back_inserter(rest));
+  return CoreSet(std::move(rest));
+}
+
+std::string CoreSet::to_string() const {
+  std::string out;
+  for (size_t i = 0; i < cores_.size();) {
+    size_t j = i;
+    while (j + 1 < cores_.size() && cores_[j + 1] == cores_[j] + 1) ++j;
+    if (!out.empty()) out.push_back(',');
+    out += j == i ? fmt::format("{}", cores_[i]) : fmt::format("{}-{}", cores_[i], cores_[j]);
+    i = j + 1;
+  }
+  return out;
+}
+
+}  // namespace sidecore

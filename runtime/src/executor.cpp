@@ -1,0 +1,96 @@
+#include "executor.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <climits>
+#include <stdexcept>
+
+#include "fabric/fabric.hpp"
+#include "log.hpp"
+#include "token.hpp"
+
+namespace sidecore {
+namespace {
+
+std::string hostname() {
+  char name[HOST_NAME_MAX + 1] = {};
+  if (gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "localhost";
+  return name;
+}
+
+}  // namespace
+
+Executor::Executor(ExecutorConfig config) : config_(std::move(config)) {
+  if (config_.cores.empty()) throw std::invalid_argument("executor needs at least one core");
+  if (config_.cores.size() > ExecutorCard::kMaxWorkers) {
+    throw std::invalid_argument(fmt::format("executor supports at most {} cores", ExecutorCard::kMaxWorkers));
+  }
+  const CoreSet allowed = CoreSet::allowed();
+  if (auto missing = config_.cores.minus(allowed); !missing.empty()) {
+    throw std::invalid_argument(fmt::format("cores {} are not available here (this process may use {})",
+                                            missing.to_string(), allowed.to_string()));
+  }
+  if (config_.token.empty()) throw std::invalid_argument("executor needs a token");
+
+  auto fabric = fabric::Fabric::open(config_.provider);
+  card_.executor_id = generate_id();
+  card_.host = hostname();
+  card_.provider = config_.provider;
+  // Probe whether the provider's queues have a descriptor to sleep on; shm's do not.
+  const bool needs_doorbell = [&] {
+    auto domain = std::make_shared<fabric::Domain>(fabric);
+    fabric::CompletionQueue probe(domain, 16, true);
+    return probe.wait_fd() < 0;
+  }();
+  if (needs_doorbell) {
+    card_.doorbell = "/sidecore-" + card_.executor_id;
+    doorbell_ = Doorbell::create(card_.doorbell, static_cast<unsigned>(config_.cores.size()));
+    shared_.doorbell = &doorbell_;
+  }
+  shared_.token = config_.token;
+  shared_.loader = &loader_;
+  for (const auto& library : config_.preload) {
+    if (auto error = loader_.preload(library); !error.empty()) throw std::runtime_error(error);
+  }
+  unsigned index = 0;
+  for (int core : config_.cores.cores()) {
+    workers_.push_back(std::make_unique<Worker>(index++, core, fabric, shared_, config_.worker));
+    card_.worker_addresses.push_back(workers_.back()->address());
+  }
+  logger("sidecore.exec")->info("executor {} on cores {} provider {} poll {} spin {} us, {} worker(s)",
+                                card_.executor_id, config_.cores.to_string(), config_.provider,
+                                to_string(config_.worker.poll), config_.worker.spin_window.count(), workers_.size());
+}
+
+Executor::~Executor() { stop(); }
+
+void Executor::start() {
+  started_ = std::chrono::steady_clock::now();
+  for (auto& worker : workers_) threads_.emplace_back([w = worker.get()] { w->run(); });
+}
+
+void Executor::stop() {
+  if (threads_.empty()) return;
+  shared_.stop.store(true);
+  for (auto& worker : workers_) worker->wake();
+  for (auto& thread : threads_) thread.join();
+  threads_.clear();
+  stopped_ = std::chrono::steady_clock::now();
+}
+
+StatsSnapshot Executor::stats() const {
+  StatsSnapshot total;
+  for (const auto& worker : workers_) total += worker->stats().snapshot();
+  return total;
+}
+
+double Executor::running_seconds() const {
+  if (started_ == std::chrono::steady_clock::time_point{}) return 0.0;
+  const auto end = threads_.empty() && stopped_ != std::chrono::steady_clock::time_point{}
+                       ? stopped_
+                       : std::chrono::steady_clock::now();
+  return std::chrono::duration<double>(end - started_).count();
+}
+
+}  // namespace sidecore

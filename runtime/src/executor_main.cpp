@@ -1,0 +1,133 @@
+// sidecore-executor: runs an executor by hand (the Slurm plugin and sidecore-run start it too).
+#include <CLI/CLI.hpp>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+
+#include "executor.hpp"
+#include "fabric/error.hpp"
+#include "log.hpp"
+#include "token.hpp"
+
+namespace {
+
+// Writes `text` to `path` through a temporary file and a rename, so a reader never sees half a card.
+void write_atomically(const std::string& path, const std::string& text) {
+  const std::string temporary = path + ".tmp." + std::to_string(getpid());
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << text << '\n';
+    out.close();
+    if (!out) throw std::runtime_error("cannot write card file " + temporary);
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    std::remove(temporary.c_str());
+    throw std::runtime_error("cannot move card file into place at " + path);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace sidecore;
+  CLI::App app{"sidecore-executor: serve Sidecore functions on the given cores.\n\n"
+               "Prints its address card on stdout as SIDECORE_EXECUTOR='...'. Callers must present the\n"
+               "token from the SIDECORE_TOKEN environment variable; without one, a fresh token is\n"
+               "generated and printed as SIDECORE_TOKEN=... Stops on SIGTERM, SIGINT or SIGHUP.",
+               "sidecore-executor"};
+  std::string cores_text;
+  std::string provider = "shm";
+  std::string poll_text = "adaptive";
+  long spin_us = 1000;
+  std::string card_file;
+  std::vector<std::string> preload;
+  unsigned credits = 64;
+  bool print_stats = false;
+  std::string log_level;
+  app.add_option("--cores", cores_text, "CPU list to run workers on, one pinned worker per CPU (e.g. 2-5,8)")
+      ->required();
+  app.add_option("--provider", provider, "libfabric provider: shm, tcp;ofi_rxm, net, verbs;ofi_rxm, ...")
+      ->capture_default_str();
+  app.add_option("--poll", poll_text, "how idle workers wait: hot (busy poll), warm (sleep), adaptive (spin, then sleep)")
+      ->capture_default_str();
+  app.add_option("--spin-us", spin_us, "adaptive mode: microseconds to busy-poll after the last message")
+      ->check(CLI::Range(0L, 10'000'000L))
+      ->capture_default_str();
+  app.add_option("--card-file", card_file, "also write the address card to this file once ready (atomically)");
+  app.add_option("--preload", preload, "function library to load at start (repeatable)");
+  app.add_option("--credits", credits, "tasks one caller may have outstanding per worker")
+      ->check(CLI::Range(1u, 4096u))
+      ->capture_default_str();
+  app.add_flag("--stats", print_stats, "print a one-line summary (tasks, bytes, busy %, mean and p99 service time) at exit");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (default: $SIDECORE_LOG_LEVEL, else info)");
+  CLI11_PARSE(app, argc, argv);
+
+  if (!log_level.empty()) {
+    setenv("SIDECORE_LOG_LEVEL", log_level.c_str(), 1);
+    set_log_level_from_env();
+  }
+  auto fail = [](const std::string& message) {
+    std::fprintf(stderr, "sidecore-executor: error: %s\n", message.c_str());
+    return 1;
+  };
+
+  ExecutorConfig config;
+  try {
+    config.cores = CoreSet::parse(cores_text);
+  } catch (const CoreSetError& e) {
+    return fail(e.what());
+  }
+  auto poll = parse_poll_mode(poll_text);
+  if (!poll) return fail("unknown poll mode '" + poll_text + "' (use hot, warm or adaptive)");
+  config.provider = provider;
+  config.worker.poll = *poll;
+  config.worker.spin_window = std::chrono::microseconds(spin_us);
+  config.worker.credits_per_peer = credits;
+  config.preload = preload;
+  bool generated_token = false;
+  if (const char* token = std::getenv("SIDECORE_TOKEN"); token != nullptr && *token != '\0') {
+    config.token = token;
+  } else {
+    config.token = generate_token();
+    generated_token = true;
+  }
+
+  // Block the stop signals before any thread starts, so only sigwait below receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  const std::string printed_token = generated_token ? config.token : std::string();
+  std::unique_ptr<Executor> executor;
+  try {
+    executor = std::make_unique<Executor>(std::move(config));
+    executor->start();
+    std::printf("SIDECORE_EXECUTOR='%s'\n", executor->card_text().c_str());
+    if (generated_token) std::printf("SIDECORE_TOKEN=%s\n", printed_token.c_str());
+    std::fflush(stdout);
+    if (!card_file.empty()) write_atomically(card_file, executor->card_text());
+  } catch (const fabric::FabricError& e) {
+    return fail(e.what());
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  logger("sidecore.exec")->debug("stopping on signal {}", signal_number);
+  executor->stop();
+  if (print_stats) {
+    std::fprintf(stderr, "sidecore: executor %s on %zu worker(s): %s\n", executor->card().executor_id.c_str(),
+                 executor->workers(), format_summary(executor->stats(), executor->running_seconds(), executor->workers()).c_str());
+  }
+  if (!card_file.empty()) std::remove(card_file.c_str());
+  return 0;
+}

@@ -1,0 +1,66 @@
+#include "function_loader.hpp"
+
+#include <dlfcn.h>
+#include <fmt/format.h>
+
+#include "log.hpp"
+
+namespace sidecore {
+
+FunctionLoader::~FunctionLoader() {
+  // Libraries stay loaded until the executor exits: a worker may still hold a function pointer.
+  for (auto& [path, handle] : libraries_) dlclose(handle);
+}
+
+void* FunctionLoader::open_library(const std::string& library, std::string& error) {
+  if (auto it = libraries_.find(library); it != libraries_.end()) return it->second;
+  dlerror();
+  void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    const char* reason = dlerror();
+    error = fmt::format("cannot load library '{}': {}", library, reason ? reason : "unknown dlopen error");
+    return nullptr;
+  }
+  libraries_.emplace(library, handle);
+  logger("sidecore.exec")->debug("loaded function library {}", library);
+  return handle;
+}
+
+FunctionLoader::Lookup FunctionLoader::lookup(std::string_view library, std::string_view symbol) {
+  std::string key;
+  key.reserve(library.size() + symbol.size() + 1);
+  key.append(library).push_back('\0');
+  key.append(symbol);
+
+  std::lock_guard lock(mutex_);
+  if (auto it = by_name_.find(key); it != by_name_.end()) return {it->second, {}};
+
+  Lookup result;
+  void* handle = open_library(std::string(library), result.error);
+  if (handle == nullptr) return result;
+  dlerror();
+  void* address = dlsym(handle, std::string(symbol).c_str());
+  if (address == nullptr) {
+    result.error = fmt::format("library '{}' has no symbol '{}'", library, symbol);
+    return result;
+  }
+  const uint32_t id = count_.load(std::memory_order_relaxed);
+  if (id >= kMaxFunctions) {
+    result.error = fmt::format("executor already holds the maximum of {} functions", kMaxFunctions);
+    return result;
+  }
+  table_[id].store(reinterpret_cast<sidecore_function_t>(address), std::memory_order_release);
+  count_.store(id + 1, std::memory_order_release);
+  by_name_.emplace(std::move(key), id);
+  result.id = id;
+  return result;
+}
+
+std::string FunctionLoader::preload(std::string_view library) {
+  std::lock_guard lock(mutex_);
+  std::string error;
+  open_library(std::string(library), error);
+  return error;
+}
+
+}  // namespace sidecore

@@ -1,0 +1,42 @@
+// Per-worker counters, written by the worker thread only and read by others at any time.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace sidecore {
+
+// Service-time histogram: 4 buckets per power of two of nanoseconds, up to 2^40 ns.
+inline constexpr size_t kServiceBuckets = 41 * 4;
+
+// A plain copy of the counters, which can be summed over workers.
+struct StatsSnapshot {
+  uint64_t tasks = 0, bytes_in = 0, bytes_out = 0, busy_ns = 0, service_ns = 0;
+  std::array<uint64_t, kServiceBuckets> histogram{};
+
+  StatsSnapshot& operator+=(const StatsSnapshot& other) noexcept;
+  // Upper bound of the bucket holding quantile q (0..1) of service times, in ns; 0 without tasks.
+  uint64_t quantile_ns(double q) const noexcept;
+};
+
+class ServiceStats {
+ public:
+  void record_task(uint64_t service_ns, uint64_t bytes_in, uint64_t bytes_out) noexcept;
+  void add_busy(uint64_t ns) noexcept { busy_ns_.fetch_add(ns, std::memory_order_relaxed); }
+  StatsSnapshot snapshot() const noexcept;
+
+  static size_t bucket_of(uint64_t ns) noexcept;
+  static uint64_t bucket_upper(size_t bucket) noexcept;
+
+ private:
+  std::atomic<uint64_t> tasks_{0}, bytes_in_{0}, bytes_out_{0}, busy_ns_{0}, service_ns_{0};
+  std::array<std::atomic<uint64_t>, kServiceBuckets> histogram_{};
+};
+
+// One line: "tasks=... bytes_in=... bytes_out=... busy=...% mean_us=... p99_us=...", where busy is
+// the share of the workers' wall time spent in functions.
+std::string format_summary(const StatsSnapshot& stats, double wall_seconds, size_t workers);
+
+}  // namespace sidecore

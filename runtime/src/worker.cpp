@@ -1,0 +1,564 @@
+#include "worker.hpp"
+
+#include <poll.h>
+#include <pthread.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_rma.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "fabric/error.hpp"
+#include "log.hpp"
+#include "token.hpp"
+
+namespace sidecore {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kBatch = 64;
+constexpr size_t kReceiveReserve = 64;  // receives for hellos, beyond every peer's credits
+constexpr auto kSleepTimeout = std::chrono::milliseconds(100);
+constexpr size_t kMaxRefused = 256;
+
+uint64_t elapsed_ns(Clock::time_point since) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - since).count());
+}
+
+}  // namespace
+
+Worker::Worker(unsigned index, int core, std::shared_ptr<fabric::Fabric> fabric, WorkerShared& shared,
+               const WorkerOptions& options)
+    : index_(index), core_(core), shared_(shared), options_(options) {
+  domain_ = std::make_shared<fabric::Domain>(std::move(fabric));
+  const bool wants_fd = shared_.doorbell == nullptr;
+  auto cq = std::make_shared<fabric::CompletionQueue>(domain_, 4096, wants_fd);
+  auto av = std::make_shared<fabric::AddressVector>(domain_);
+  endpoint_ = std::make_shared<fabric::Endpoint>(domain_, std::move(cq), std::move(av));
+  buffers_ = std::make_unique<MessageBuffers>(domain_, endpoint_.get(), protocol::kMaxMessageBytes);
+  inject_limit_ = domain_->inject_size();
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  wanted_receives_ = kReceiveReserve;
+  for (size_t i = 0; i < wanted_receives_; ++i) post_receive(buffers_->acquire());
+}
+
+Worker::~Worker() {
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void Worker::wake() noexcept {
+  if (shared_.doorbell) shared_.doorbell->ring(index_);
+  uint64_t one = 1;
+  if (wake_fd_ >= 0 && write(wake_fd_, &one, sizeof one) < 0) {
+    // A full eventfd counter already means "wake up".
+  }
+}
+
+void Worker::post_receive(uint32_t buffer) {
+  ssize_t rc;
+  while ((rc = fi_recv(endpoint_->fid(), buffers_->data(buffer), buffers_->buffer_bytes(), buffers_->descriptor(buffer),
+                       FI_ADDR_UNSPEC, context(OpKind::receive, buffer))) == -FI_EAGAIN) {
+    fi_cq_read(endpoint_->cq().fid(), nullptr, 0);  // progress, without consuming completions
+  }
+  fabric::check(rc, "fi_recv");
+  ++posted_receives_;
+}
+
+void Worker::run() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  CPU_SET(core_, &mask);
+  if (pthread_setaffinity_np(pthread_self(), sizeof mask, &mask) != 0) {
+    logger("sidecore.exec")->warn("worker {}: could not pin to CPU {}", index_, core_);
+  }
+  auto last_work = Clock::now();
+  while (!shared_.stop.load(std::memory_order_relaxed)) {
+    if (poll_once() > 0 || busy()) {
+      last_work = Clock::now();
+      continue;
+    }
+    if (options_.poll == PollMode::hot) continue;
+    if (options_.poll == PollMode::adaptive && Clock::now() - last_work < options_.spin_window) continue;
+    sleep();
+    last_work = Clock::now();
+  }
+}
+
+void Worker::sleep() {
+  if (shared_.doorbell != nullptr) {
+    shared_.doorbell->prepare_sleep(index_);
+    if (poll_once() > 0 || shared_.stop.load(std::memory_order_relaxed)) {
+      shared_.doorbell->cancel_sleep(index_);
+      return;
+    }
+    shared_.doorbell->wait(index_, kSleepTimeout);
+    return;
+  }
+  const int fd = endpoint_->cq().wait_fd();
+  if (fd < 0) {
+    // A provider with neither a wait descriptor nor a doorbell: nap briefly.
+    usleep(50);
+    return;
+  }
+  if (!endpoint_->cq().trywait()) return;  // completions are ready: poll them
+  pollfd fds[2] = {{fd, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  ::poll(fds, 2, static_cast<int>(kSleepTimeout.count()));
+  if (fds[1].revents & POLLIN) {
+    uint64_t value;
+    if (read(wake_fd_, &value, sizeof value) < 0) {
+      // Nothing to drain.
+    }
+  }
+}
+
+size_t Worker::poll_once() {
+  if (!backlog_.empty()) flush_backlog();
+  fi_cq_data_entry entries[kBatch];
+  ssize_t count = endpoint_->cq().read(entries, kBatch);
+  if (count == -FI_EAGAIN) return 0;
+  if (count == -FI_EAVAIL) {
+    handle_error();
+    return 1;
+  }
+  if (count < 0) {
+    warn_limited(fmt::format("worker {}: fi_cq_read: {}", index_, fi_strerror(static_cast<int>(-count))));
+    return 0;
+  }
+  for (ssize_t i = 0; i < count; ++i) handle_completion(entries[i]);
+  return static_cast<size_t>(count);
+}
+
+void Worker::handle_completion(const fi_cq_data_entry& entry) {
+  const auto raw = reinterpret_cast<uintptr_t>(entry.op_context);
+  const auto kind = static_cast<OpKind>(raw >> 32);
+  const auto index = static_cast<uint32_t>(raw & 0xffffffffu);
+  switch (kind) {
+    case OpKind::receive:
+      --posted_receives_;
+      handle_message(index, entry.len);
+      break;
+    case OpKind::send:
+      --operations_in_flight_;
+      buffers_->release(index);
+      break;
+    case OpKind::read:
+      --operations_in_flight_;
+      on_read_done(index);
+      break;
+    case OpKind::write:
+      --operations_in_flight_;
+      on_write_done(index);
+      break;
+  }
+}
+
+void Worker::handle_error() {
+  fi_cq_err_entry entry{};
+  std::string why = endpoint_->cq().read_error(entry);
+  const auto raw = reinterpret_cast<uintptr_t>(entry.op_context);
+  const auto kind = static_cast<OpKind>(raw >> 32);
+  const auto index = static_cast<uint32_t>(raw & 0xffffffffu);
+  switch (kind) {
+    case OpKind::receive:
+      --posted_receives_;
+      if (entry.err == FI_ECANCELED) {
+        buffers_->release(index);
+      } else {
+        warn_limited(fmt::format("worker {}: receive failed: {}", index_, why));
+        post_receive(index);
+      }
+      break;
+    case OpKind::send:
+      --operations_in_flight_;
+      buffers_->release(index);
+      warn_limited(fmt::format("worker {}: a reply could not be delivered: {}", index_, why));
+      break;
+    case OpKind::read:
+    case OpKind::write:
+      --operations_in_flight_;
+      fail_pending(index, ErrorKind::executor_lost,
+                   fmt::format("RMA {} the caller's buffer failed: {}", kind == OpKind::read ? "from" : "to", why));
+      break;
+    default:
+      warn_limited(fmt::format("worker {}: completion error without context: {}", index_, why));
+  }
+}
+
+void Worker::handle_message(uint32_t buffer, size_t length) {
+  const std::span<const std::byte> message(buffers_->data(buffer), std::min(length, buffers_->buffer_bytes()));
+  std::string error;
+  if (auto header = protocol::decode_header(message, &error)) {
+    switch (header->type) {
+      case protocol::MessageType::hello: on_hello(message); break;
+      case protocol::MessageType::lookup: on_lookup(*header, message); break;
+      case protocol::MessageType::task: on_task(*header, message); break;
+      case protocol::MessageType::goodbye: on_goodbye(*header); break;
+      default: warn_limited(fmt::format("worker {}: dropped a message of type {} that callers do not send", index_,
+                                        static_cast<unsigned>(header->type)));
+    }
+  } else {
+    ++dropped_;
+    warn_limited(fmt::format("worker {}: dropped a malformed message: {}", index_, error));
+  }
+  // Every handler is done with the buffer (inputs that outlive it were copied or are read by RMA).
+  if (posted_receives_ < wanted_receives_) {
+    post_receive(buffer);
+  } else {
+    buffers_->release(buffer);
+  }
+}
+
+const Worker::Peer* Worker::authenticated(const protocol::MessageHeader& header) {
+  if (header.peer_id < peers_.size()) {
+    const Peer& peer = peers_[header.peer_id];
+    if (peer.active && peer.session == header.session) return &peer;
+  }
+  ++dropped_;
+  warn_limited(fmt::format("worker {}: ignored a message from a caller that has not presented the token "
+                           "(peer {}, {} such messages so far)",
+                           index_, header.peer_id, dropped_));
+  return nullptr;
+}
+
+void Worker::on_hello(std::span<const std::byte> message) {
+  std::string error;
+  auto hello = protocol::decode_hello(message, &error);
+  if (!hello) {
+    ++dropped_;
+    warn_limited(fmt::format("worker {}: dropped a malformed hello: {}", index_, error));
+    return;
+  }
+  const fi_addr_t address = endpoint_->av().insert(hello->address);
+  if (address == FI_ADDR_NOTAVAIL) {
+    warn_limited(fmt::format("worker {}: hello carries an address this provider cannot use", index_));
+    return;
+  }
+  if (!tokens_equal(hello->token, shared_.token)) {
+    warn_limited(fmt::format("worker {}: refused a caller that presented a wrong token", index_));
+    refuse(address, hello->fixed.nonce, ErrorKind::auth);
+    return;
+  }
+  uint32_t peer_id;
+  if (!free_peers_.empty()) {
+    peer_id = free_peers_.back();
+    free_peers_.pop_back();
+  } else if (peers_.size() < options_.max_peers) {
+    peer_id = static_cast<uint32_t>(peers_.size());
+    peers_.emplace_back();
+  } else {
+    warn_limited(fmt::format("worker {}: refused a caller: already serving {} callers", index_, options_.max_peers));
+    refuse(address, hello->fixed.nonce, ErrorKind::no_executor);
+    return;
+  }
+  Peer& peer = peers_[peer_id];
+  peer = Peer{address, random_u64(), true};
+  wanted_receives_ += options_.credits_per_peer;
+  while (posted_receives_ < wanted_receives_) post_receive(buffers_->acquire());
+
+  protocol::WelcomeMessage welcome{protocol::make_header(protocol::MessageType::welcome, peer_id, peer.session),
+                                   hello->fixed.nonce, options_.credits_per_peer, index_};
+  send_copy(address, &welcome, sizeof welcome);
+  logger("sidecore.exec")->debug("worker {}: caller {} connected", index_, peer_id);
+}
+
+void Worker::refuse(fi_addr_t address, uint64_t nonce, ErrorKind error) {
+  protocol::RefusedMessage refused{protocol::make_header(protocol::MessageType::refused), nonce, error, 0};
+  send_copy(address, &refused, sizeof refused);
+  // The address was inserted only to answer; keep a bounded number so a flood cannot grow the table.
+  refused_.push_back(address);
+  if (refused_.size() > kMaxRefused) {
+    for (size_t i = 0; i < kMaxRefused / 2; ++i) endpoint_->av().remove(refused_[i]);
+    refused_.erase(refused_.begin(), refused_.begin() + kMaxRefused / 2);
+  }
+}
+
+void Worker::on_goodbye(const protocol::MessageHeader& header) {
+  if (authenticated(header) == nullptr) return;
+  Peer& peer = peers_[header.peer_id];
+  // Leave the address in the table: results of tasks still in flight may be on their way to it.
+  peer.active = false;
+  free_peers_.push_back(header.peer_id);
+  wanted_receives_ -= options_.credits_per_peer;
+  logger("sidecore.exec")->debug("worker {}: caller {} said goodbye", index_, header.peer_id);
+}
+
+void Worker::on_lookup(const protocol::MessageHeader& header, std::span<const std::byte> message) {
+  const Peer* peer = authenticated(header);
+  if (peer == nullptr) return;
+  std::string error;
+  auto lookup = protocol::decode_lookup(message, &error);
+  if (!lookup) {
+    warn_limited(fmt::format("worker {}: dropped a malformed lookup: {}", index_, error));
+    return;
+  }
+  const auto started = Clock::now();
+  auto found = shared_.loader->lookup(lookup->library, lookup->symbol);
+  stats_.add_busy(elapsed_ns(started));
+  protocol::LookupReplyMessage reply{protocol::make_header(protocol::MessageType::lookup_reply),
+                                     lookup->fixed.request_id, ErrorKind::none, found.id};
+  if (!found.error.empty()) {
+    logger("sidecore.exec")->info("lookup failed: {}", found.error);
+    reply.error = ErrorKind::not_found;
+    reply.function_id = protocol::kNoFunction;
+  }
+  send_copy(peer->address, &reply, sizeof reply);
+}
+
+void Worker::on_task(const protocol::MessageHeader& header, std::span<const std::byte> message) {
+  const Peer* peer = authenticated(header);
+  if (peer == nullptr) return;
+  std::string error;
+  auto task = protocol::decode_task(message, &error);
+  if (!task) {
+    // The request id sits at a fixed place; answer it if the message is long enough to hold one,
+    // so the caller's request does not wait forever.
+    warn_limited(fmt::format("worker {}: rejected a malformed task: {}", index_, error));
+    if (message.size() >= sizeof(protocol::MessageHeader) + sizeof(uint64_t)) {
+      protocol::ResultMessage result{protocol::make_header(protocol::MessageType::result),
+                                     protocol::load<uint64_t>(message.subspan(sizeof(protocol::MessageHeader))),
+                                     ErrorKind::bad_arg, 0, 0};
+      send_copy(peer->address, &result, sizeof result);
+    }
+    return;
+  }
+  const uint32_t index = acquire_pending();
+  PendingTask& pending = pending_[index];
+  pending.task = task->fixed;
+  pending.output_remote = task->output.has_value();
+  if (task->output) pending.output = *task->output;
+  pending.peer_address = peer->address;
+  pending.peer_id = header.peer_id;
+  pending.received = Clock::now();
+
+  if (!task->input) {
+    pending.input = const_cast<std::byte*>(task->inline_input.data());
+    run_task(index);  // runs now, while the receive buffer still holds the input
+    return;
+  }
+  if (task->fixed.in_bytes > domain_->info()->ep_attr->max_msg_size) {
+    fail_pending(index, ErrorKind::bad_arg, "input is larger than the provider's largest transfer");
+    return;
+  }
+  try {
+    pending.input_scratch = acquire_scratch(task->fixed.in_bytes);
+  } catch (const std::exception& e) {
+    fail_pending(index, ErrorKind::bad_arg, fmt::format("cannot hold a {}-byte input: {}", task->fixed.in_bytes, e.what()));
+    return;
+  }
+  Scratch& scratch = scratch_[pending.input_scratch];
+  pending.input = scratch.memory.get();
+  ssize_t rc;
+  while ((rc = fi_read(endpoint_->fid(), scratch.memory.get(), task->fixed.in_bytes, scratch.region.descriptor(),
+                       peer->address, task->input->address, task->input->key, context(OpKind::read, index))) ==
+         -FI_EAGAIN) {
+    fi_cq_read(endpoint_->cq().fid(), nullptr, 0);
+  }
+  if (rc != 0) {
+    fail_pending(index, ErrorKind::executor_lost, fmt::format("fi_read: {}", fi_strerror(static_cast<int>(-rc))));
+    return;
+  }
+  ++operations_in_flight_;
+}
+
+void Worker::on_read_done(uint32_t index) {
+  if (index < pending_.size() && pending_[index].in_use) run_task(index);
+}
+
+void Worker::run_task(uint32_t index) {
+  PendingTask& pending = pending_[index];
+  const auto& task = pending.task;
+  sidecore_function_t function = shared_.loader->get(task.function_id);
+  if (function == nullptr) {
+    finish_task(pending, ErrorKind::not_found);
+    return;
+  }
+  // The output goes straight into the result message when it fits, else into a scratch buffer.
+  std::byte* output = nullptr;
+  uint32_t result_buffer = UINT32_MAX;
+  if (pending.output_remote) {
+    try {
+      pending.output_scratch = acquire_scratch(task.out_capacity);
+    } catch (const std::exception& e) {
+      fail_pending(index, ErrorKind::bad_arg, fmt::format("cannot hold a {}-byte output: {}", task.out_capacity, e.what()));
+      return;
+    }
+    output = scratch_[pending.output_scratch].memory.get();
+  } else {
+    result_buffer = buffers_->acquire();
+    output = buffers_->data(result_buffer) + sizeof(protocol::ResultMessage);
+  }
+
+  size_t out_bytes = 0;
+  const auto started = Clock::now();
+  const int rc = function(task.in_bytes ? pending.input : nullptr, task.in_bytes,
+                          task.out_capacity ? output : nullptr, task.out_capacity, &out_bytes);
+  stats_.add_busy(elapsed_ns(started));
+  pending.function_return = rc;
+  ErrorKind error = ErrorKind::none;
+  if (rc != 0) {
+    error = ErrorKind::function;
+    out_bytes = 0;
+  } else if (out_bytes > task.out_capacity) {
+    warn_limited(fmt::format("worker {}: function {} claimed {} output bytes with room for {}", index_,
+                             task.function_id, out_bytes, task.out_capacity));
+    error = ErrorKind::function;
+    out_bytes = 0;
+  }
+  pending.out_bytes = out_bytes;
+  release_scratch(pending.input_scratch);
+
+  if (result_buffer != UINT32_MAX) {
+    protocol::ResultMessage result{protocol::make_header(protocol::MessageType::result), task.request_id, error,
+                                   rc, out_bytes};
+    std::memcpy(buffers_->data(result_buffer), &result, sizeof result);
+    stats_.record_task(elapsed_ns(pending.received), task.in_bytes, out_bytes);
+    send_buffer(pending.peer_address, result_buffer, sizeof result + out_bytes);
+    pending.in_use = false;
+    free_pending_.push_back(index);
+    return;
+  }
+  if (error != ErrorKind::none || out_bytes == 0) {
+    finish_task(pending, error);
+    return;
+  }
+  Scratch& scratch = scratch_[pending.output_scratch];
+  // Delivery-complete, so the result message cannot overtake the output it announces.
+  iovec iov{scratch.memory.get(), out_bytes};
+  void* descriptor = scratch.region.descriptor();
+  fi_rma_iov remote{pending.output.address, out_bytes, pending.output.key};
+  fi_msg_rma msg{&iov, &descriptor, 1, pending.peer_address, &remote, 1, context(OpKind::write, index), 0};
+  ssize_t wrc;
+  while ((wrc = fi_writemsg(endpoint_->fid(), &msg, FI_COMPLETION | FI_DELIVERY_COMPLETE)) == -FI_EAGAIN) {
+    fi_cq_read(endpoint_->cq().fid(), nullptr, 0);
+  }
+  if (wrc != 0) {
+    fail_pending(index, ErrorKind::executor_lost, fmt::format("fi_write: {}", fi_strerror(static_cast<int>(-wrc))));
+    return;
+  }
+  ++operations_in_flight_;
+}
+
+void Worker::on_write_done(uint32_t index) {
+  if (index >= pending_.size() || !pending_[index].in_use) return;
+  finish_task(pending_[index], ErrorKind::none);
+}
+
+void Worker::finish_task(PendingTask& pending, ErrorKind error) {
+  protocol::ResultMessage result{protocol::make_header(protocol::MessageType::result), pending.task.request_id, error,
+                                 pending.function_return, error == ErrorKind::none ? pending.out_bytes : 0};
+  stats_.record_task(elapsed_ns(pending.received), pending.task.in_bytes, result.out_bytes);
+  send_copy(pending.peer_address, &result, sizeof result);
+  release_scratch(pending.input_scratch);
+  release_scratch(pending.output_scratch);
+  pending.in_use = false;
+  free_pending_.push_back(static_cast<uint32_t>(&pending - pending_.data()));
+}
+
+void Worker::fail_pending(uint32_t index, ErrorKind error, const std::string& why) {
+  if (index >= pending_.size() || !pending_[index].in_use) return;
+  warn_limited(fmt::format("worker {}: task {} failed: {}", index_, pending_[index].task.request_id, why));
+  pending_[index].function_return = 0;
+  finish_task(pending_[index], error);
+}
+
+uint32_t Worker::acquire_pending() {
+  uint32_t index;
+  if (!free_pending_.empty()) {
+    index = free_pending_.back();
+    free_pending_.pop_back();
+  } else {
+    index = static_cast<uint32_t>(pending_.size());
+    pending_.emplace_back();
+  }
+  pending_[index] = PendingTask{};
+  pending_[index].in_use = true;
+  return index;
+}
+
+uint32_t Worker::acquire_scratch(size_t bytes) {
+  // Reuse the smallest free buffer that fits; large transfers keep their registration.
+  uint32_t best = UINT32_MAX;
+  for (uint32_t i = 0; i < scratch_.size(); ++i) {
+    if (!scratch_[i].in_use && scratch_[i].bytes >= bytes && (best == UINT32_MAX || scratch_[i].bytes < scratch_[best].bytes)) {
+      best = i;
+    }
+  }
+  if (best == UINT32_MAX) {
+    const size_t rounded = std::max<size_t>((bytes + 4095) & ~size_t{4095}, 4096);
+    Scratch scratch;
+    scratch.memory.reset(static_cast<std::byte*>(std::aligned_alloc(4096, rounded)));
+    if (!scratch.memory) throw std::bad_alloc();
+    scratch.bytes = rounded;
+    scratch.region = fabric::MemoryRegion(domain_, endpoint_.get(), scratch.memory.get(), rounded, FI_READ | FI_WRITE);
+    // Keep at most a few idle buffers: drop a free one to make room.
+    for (uint32_t i = 0; i < scratch_.size(); ++i) {
+      if (!scratch_[i].in_use) {
+        scratch_[i] = std::move(scratch);
+        best = i;
+        break;
+      }
+    }
+    if (best == UINT32_MAX) {
+      best = static_cast<uint32_t>(scratch_.size());
+      scratch_.push_back(std::move(scratch));
+    }
+  }
+  scratch_[best].in_use = true;
+  return best;
+}
+
+void Worker::release_scratch(uint32_t& index) noexcept {
+  if (index != UINT32_MAX) {
+    scratch_[index].in_use = false;
+    index = UINT32_MAX;
+  }
+}
+
+bool Worker::try_send(fi_addr_t address, uint32_t buffer, size_t bytes) {
+  ssize_t rc;
+  if (bytes <= inject_limit_) {
+    rc = fi_inject(endpoint_->fid(), buffers_->data(buffer), bytes, address);
+    if (rc == 0) buffers_->release(buffer);
+  } else {
+    rc = fi_send(endpoint_->fid(), buffers_->data(buffer), bytes, buffers_->descriptor(buffer), address,
+                 context(OpKind::send, buffer));
+    if (rc == 0) ++operations_in_flight_;
+  }
+  if (rc == -FI_EAGAIN) return false;
+  if (rc != 0) {
+    buffers_->release(buffer);
+    warn_limited(fmt::format("worker {}: sending a reply failed: {}", index_, fi_strerror(static_cast<int>(-rc))));
+  }
+  return true;
+}
+
+void Worker::send_buffer(fi_addr_t address, uint32_t buffer, size_t bytes) {
+  // Keep replies in order: once one waits, later ones queue behind it.
+  if (!backlog_.empty() || !try_send(address, buffer, bytes)) backlog_.push_back({address, buffer, bytes});
+}
+
+void Worker::send_copy(fi_addr_t address, const void* message, size_t bytes) {
+  const uint32_t buffer = buffers_->acquire();
+  std::memcpy(buffers_->data(buffer), message, bytes);
+  send_buffer(address, buffer, bytes);
+}
+
+void Worker::flush_backlog() {
+  while (!backlog_.empty()) {
+    const Backlog& next = backlog_.front();
+    if (!try_send(next.address, next.buffer, next.bytes)) return;
+    backlog_.pop_front();
+  }
+}
+
+void Worker::warn_limited(const std::string& message) {
+  // At most one warning per second per worker, so hostile or broken traffic cannot flood the log.
+  const auto now = Clock::now();
+  if (now - last_warning_ < std::chrono::seconds(1)) return;
+  last_warning_ = now;
+  logger("sidecore.exec")->warn("{}", message);
+}
+
+}  // namespace sidecore

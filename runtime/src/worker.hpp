@@ -1,0 +1,163 @@
+// One executor worker: a thread pinned to one core that owns its own libfabric domain, endpoint,
+// completion queue and address vector, and serves every caller that says hello to it.
+//
+// Progress model: the worker is a poller. It drains its completion queue in batches; each
+// completion advances one task (message received -> [read input] -> run -> [write output] ->
+// result sent). Functions run on the worker thread itself, so one worker runs one function at a
+// time, while RMA for other tasks stays in flight. When the queue is empty it spins (hot), sleeps
+// at once (warm) or spins for a window and then sleeps (adaptive), on the queue's file descriptor
+// where the provider has one and on the Doorbell otherwise.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <rdma/fi_eq.h>
+
+#include "doorbell.hpp"
+#include "fabric/endpoint.hpp"
+#include "fabric/memory_region.hpp"
+#include "function_loader.hpp"
+#include "message_buffers.hpp"
+#include "poll_mode.hpp"
+#include "protocol.hpp"
+#include "service_stats.hpp"
+
+namespace sidecore {
+
+struct WorkerOptions {
+  PollMode poll = PollMode::adaptive;
+  std::chrono::microseconds spin_window{1000};  // adaptive: how long to spin after the last message
+  uint32_t credits_per_peer = 64;               // tasks a caller may have outstanding per worker
+  uint32_t max_peers = 1024;                    // callers per worker
+};
+
+// What all workers of one executor share.
+struct WorkerShared {
+  std::string token;
+  FunctionLoader* loader = nullptr;
+  Doorbell* doorbell = nullptr;  // set for providers without a wait descriptor
+  std::atomic<bool> stop{false};
+};
+
+class Worker {
+ public:
+  // Opens the worker's fabric objects and posts its receives; throws FabricError.
+  Worker(unsigned index, int core, std::shared_ptr<fabric::Fabric> fabric, WorkerShared& shared,
+         const WorkerOptions& options);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // The thread body: pins itself to its core and serves until shared.stop is set.
+  void run();
+  // Wakes the worker if it sleeps (after shared.stop was set).
+  void wake() noexcept;
+
+  const std::string& address() const noexcept { return endpoint_->name(); }
+  int core() const noexcept { return core_; }
+  const ServiceStats& stats() const noexcept { return stats_; }
+
+ private:
+  enum class OpKind : uint8_t { receive = 1, send = 2, read = 3, write = 4 };
+  struct Peer {
+    fi_addr_t address = FI_ADDR_NOTAVAIL;
+    uint64_t session = 0;
+    bool active = false;
+  };
+  // A task waiting on RMA: its input being read or its output being written.
+  struct PendingTask {
+    protocol::TaskMessage task{};
+    protocol::RemoteBuffer output{};
+    bool output_remote = false;
+    fi_addr_t peer_address = FI_ADDR_NOTAVAIL;
+    uint32_t peer_id = 0;
+    std::chrono::steady_clock::time_point received{};
+    std::byte* input = nullptr;
+    std::byte* result_output = nullptr;
+    uint32_t input_scratch = UINT32_MAX;
+    uint32_t output_scratch = UINT32_MAX;
+    int32_t function_return = 0;
+    uint64_t out_bytes = 0;
+    bool in_use = false;
+  };
+  // A reusable buffer for large inputs and outputs.
+  struct Scratch {
+    std::unique_ptr<std::byte, void (*)(void*)> memory{nullptr, std::free};
+    size_t bytes = 0;
+    fabric::MemoryRegion region;
+    bool in_use = false;
+  };
+  // A message that could not be sent yet (the provider said try again).
+  struct Backlog {
+    fi_addr_t address;
+    uint32_t buffer;
+    size_t bytes;
+  };
+
+  static void* context(OpKind kind, uint32_t index) noexcept {
+    return reinterpret_cast<void*>((static_cast<uintptr_t>(kind) << 32) | index);
+  }
+
+  size_t poll_once();
+  void handle_completion(const fi_cq_data_entry& entry);
+  void handle_error();
+  void handle_message(uint32_t buffer, size_t length);
+  void on_hello(std::span<const std::byte> message);
+  void on_lookup(const protocol::MessageHeader& header, std::span<const std::byte> message);
+  void on_task(const protocol::MessageHeader& header, std::span<const std::byte> message);
+  void on_goodbye(const protocol::MessageHeader& header);
+  void on_read_done(uint32_t pending);
+  void on_write_done(uint32_t pending);
+  void run_task(uint32_t pending_index);
+  void finish_task(PendingTask& task, ErrorKind error);
+  void fail_pending(uint32_t pending_index, ErrorKind error, const std::string& why);
+
+  const Peer* authenticated(const protocol::MessageHeader& header);
+  void post_receive(uint32_t buffer);
+  // Returns false when the provider said "try again" (the buffer is still ours).
+  bool try_send(fi_addr_t address, uint32_t buffer, size_t bytes);
+  void send_buffer(fi_addr_t address, uint32_t buffer, size_t bytes);
+  void send_copy(fi_addr_t address, const void* message, size_t bytes);
+  void flush_backlog();
+  void refuse(fi_addr_t address, uint64_t nonce, ErrorKind error);
+  uint32_t acquire_pending();
+  uint32_t acquire_scratch(size_t bytes);
+  void release_scratch(uint32_t& index) noexcept;
+  bool busy() const noexcept { return operations_in_flight_ > 0 || !backlog_.empty(); }
+  void sleep();
+  void warn_limited(const std::string& message);
+
+  unsigned index_;
+  int core_;
+  WorkerShared& shared_;
+  WorkerOptions options_;
+  std::shared_ptr<fabric::Domain> domain_;
+  std::shared_ptr<fabric::Endpoint> endpoint_;
+  std::unique_ptr<MessageBuffers> buffers_;
+  size_t inject_limit_ = 0;
+  int wake_fd_ = -1;  // eventfd polled next to the queue's descriptor
+
+  std::vector<Peer> peers_;
+  std::vector<uint32_t> free_peers_;
+  size_t posted_receives_ = 0;
+  size_t wanted_receives_ = 0;
+  std::vector<PendingTask> pending_;
+  std::vector<uint32_t> free_pending_;
+  std::vector<Scratch> scratch_;
+  std::deque<Backlog> backlog_;
+  size_t operations_in_flight_ = 0;  // sends, reads and writes awaiting completion
+  std::vector<fi_addr_t> refused_;   // addresses inserted only to send a refusal
+  uint64_t dropped_ = 0;             // unauthenticated or malformed messages
+  std::chrono::steady_clock::time_point last_warning_{};
+
+  ServiceStats stats_;
+};
+
+}  // namespace sidecore

@@ -296,7 +296,7 @@ void Worker::on_lookup(const protocol::MessageHeader& header, std::span<const st
   const auto started = Clock::now();
   auto found = shared_.loader->lookup(lookup->library, lookup->symbol);
   stats_.add_busy(elapsed_ns(started));
-  protocol::LookupReplyMessage reply{protocol::make_header(protocol::MessageType::lookup_reply),
+  protocol::LookupReplyMessage reply{protocol::make_header(protocol::MessageType::lookup_reply, header.peer_id, header.session),
                                      lookup->fixed.request_id, ErrorKind::none, found.id};
   if (!found.error.empty()) {
     logger("sidecore.exec")->info("lookup failed: {}", found.error);
@@ -316,7 +316,7 @@ void Worker::on_task(const protocol::MessageHeader& header, std::span<const std:
     // so the caller's request does not wait forever.
     warn_limited(fmt::format("worker {}: rejected a malformed task: {}", index_, error));
     if (message.size() >= sizeof(protocol::MessageHeader) + sizeof(uint64_t)) {
-      protocol::ResultMessage result{protocol::make_header(protocol::MessageType::result),
+      protocol::ResultMessage result{protocol::make_header(protocol::MessageType::result, header.peer_id, header.session),
                                      protocol::load<uint64_t>(message.subspan(sizeof(protocol::MessageHeader))),
                                      ErrorKind::bad_arg, 0, 0};
       send_copy(peer->address, &result, sizeof result);
@@ -330,6 +330,7 @@ void Worker::on_task(const protocol::MessageHeader& header, std::span<const std:
   if (task->output) pending.output = *task->output;
   pending.peer_address = peer->address;
   pending.peer_id = header.peer_id;
+  pending.session = header.session;
   pending.received = Clock::now();
 
   if (!task->input) {
@@ -410,8 +411,9 @@ void Worker::run_task(uint32_t index) {
   release_scratch(pending.input_scratch);
 
   if (result_buffer != UINT32_MAX) {
-    protocol::ResultMessage result{protocol::make_header(protocol::MessageType::result), task.request_id, error,
-                                   rc, out_bytes};
+    protocol::ResultMessage result{
+        protocol::make_header(protocol::MessageType::result, pending.peer_id, pending.session), task.request_id, error,
+        rc, out_bytes};
     std::memcpy(buffers_->data(result_buffer), &result, sizeof result);
     stats_.record_task(elapsed_ns(pending.received), task.in_bytes, out_bytes);
     send_buffer(pending.peer_address, result_buffer, sizeof result + out_bytes);
@@ -446,8 +448,9 @@ void Worker::on_write_done(uint32_t index) {
 }
 
 void Worker::finish_task(PendingTask& pending, ErrorKind error) {
-  protocol::ResultMessage result{protocol::make_header(protocol::MessageType::result), pending.task.request_id, error,
-                                 pending.function_return, error == ErrorKind::none ? pending.out_bytes : 0};
+  protocol::ResultMessage result{
+      protocol::make_header(protocol::MessageType::result, pending.peer_id, pending.session), pending.task.request_id,
+      error, pending.function_return, error == ErrorKind::none ? pending.out_bytes : 0};
   stats_.record_task(elapsed_ns(pending.received), pending.task.in_bytes, result.out_bytes);
   send_copy(pending.peer_address, &result, sizeof result);
   release_scratch(pending.input_scratch);

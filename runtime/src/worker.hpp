@@ -78,6 +78,7 @@ class Worker {
     bool output_remote = false;
     fi_addr_t peer_address = FI_ADDR_NOTAVAIL;
     uint32_t peer_id = 0;
+    uint64_t session = 0;
     std::chrono::steady_clock::time_point received{};
     std::byte* input = nullptr;
     std::byte* result_output = nullptr;

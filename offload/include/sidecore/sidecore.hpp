@@ -1,0 +1,116 @@
+// The Sidecore C++ client: connect to an executor, look up functions, submit tasks without
+// blocking, and test or wait for their completion.
+//
+//   auto client = sidecore::Client::from_environment();          // SIDECORE_EXECUTOR, SIDECORE_TOKEN
+//   auto square = client.lookup("/path/libmath.so", "square");    // throws sidecore::Error
+//   sidecore::TaskId id = client.submit(square, &x, sizeof x, &y, sizeof y);
+//   sidecore::Completion done = client.wait(id);                  // done.error, function_return, out_bytes
+//
+// Small inputs and outputs (up to 4 KiB) travel inside messages; larger ones are read from and
+// written to the caller's buffers by RMA, so `in` and `out` must stay valid, and `out` untouched,
+// until the task completes. No byte of `out` is written after completion.
+//
+// Threading: a Client is used by one thread at a time (like a libfabric endpoint). Progress is
+// made inside progress(), test() and wait(); submit() never blocks and never waits for credits:
+// tasks beyond what the executor accepts at once queue inside the client.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sidecore/error_kind.hpp"
+
+// Symbols of the client library that applications link against.
+#define SIDECORE_API __attribute__((visibility("default")))
+
+namespace sidecore {
+
+// Thrown by connect and lookup (never by the data path).
+class SIDECORE_API Error : public std::runtime_error {
+ public:
+  Error(ErrorKind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
+  ErrorKind kind() const noexcept { return kind_; }
+
+ private:
+  ErrorKind kind_;
+};
+
+// How a task ended.
+struct Completion {
+  ErrorKind error = ErrorKind::none;
+  int function_return = 0;  // the function's return value (non-zero means error == FUNCTION)
+  size_t out_bytes = 0;     // bytes the function wrote to `out`
+};
+
+using TaskId = uint64_t;
+inline constexpr TaskId kNoTask = 0;
+
+// Called from progress(), test() or wait() when a task submitted with a callback completes.
+using CompletionCallback = void (*)(void* user, TaskId id, const Completion& completion);
+
+// A function resolved on the client's executors; cheap to copy.
+class SIDECORE_API Function {
+ public:
+  Function() = default;
+  bool valid() const noexcept { return !ids_.empty(); }
+  const std::string& library() const noexcept { return library_; }
+  const std::string& symbol() const noexcept { return symbol_; }
+
+ private:
+  friend class Client;
+  std::string library_, symbol_;
+  std::vector<uint32_t> ids_;  // the function's id on each executor of the client
+  const void* owner_ = nullptr;
+};
+
+struct ClientOptions {
+  std::chrono::milliseconds connect_timeout{5000};  // for each executor's handshake and each lookup
+};
+
+class SIDECORE_API Client {
+ public:
+  // Connects to the executor described by `card`, presenting `token`. Throws Error: BAD_ARG for a
+  // malformed card, NO_EXECUTOR when it cannot be reached, AUTH when it refuses the token.
+  static Client connect(std::string_view card, std::string_view token, const ClientOptions& options = {});
+  // connect() with SIDECORE_EXECUTOR and SIDECORE_TOKEN; NO_EXECUTOR when they are unset.
+  static Client from_environment(const ClientOptions& options = {});
+
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+  ~Client();  // says goodbye to every worker; tasks still in flight are abandoned
+
+  // Resolves `symbol` in `library` on the executor (the path is the executor's). Throws Error
+  // (NOT_FOUND when the library or symbol is missing).
+  Function lookup(std::string_view library, std::string_view symbol);
+
+  // Starts a task; never blocks. The result is collected with test() or wait().
+  TaskId submit(const Function& function, const void* in, size_t in_bytes, void* out, size_t out_capacity);
+  // Starts a task whose completion is delivered to `callback` instead (test/wait do not apply).
+  TaskId submit(const Function& function, const void* in, size_t in_bytes, void* out, size_t out_capacity,
+                CompletionCallback callback, void* user);
+
+  // Makes progress; returns the completion and forgets the task once it is done. A TaskId that
+  // is unknown (already collected) yields a BAD_ARG completion.
+  std::optional<Completion> test(TaskId id);
+  Completion wait(TaskId id);
+  // Makes progress without collecting anything; returns the number of events handled.
+  size_t progress();
+
+  size_t in_flight() const noexcept;  // submitted and not yet completed
+  size_t workers() const noexcept;    // workers across all connected executors
+  const std::string& provider() const noexcept;
+
+ private:
+  struct Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sidecore

@@ -1,0 +1,604 @@
+#include "sidecore/sidecore.hpp"
+
+#include <fmt/format.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_tagged.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <thread>
+
+#include "card.hpp"
+#include "doorbell.hpp"
+#include "fabric/endpoint.hpp"
+#include "fabric/error.hpp"
+#include "fabric/memory_region.hpp"
+#include "log.hpp"
+#include "message_buffers.hpp"
+#include "protocol.hpp"
+#include "token.hpp"
+
+namespace sidecore {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kBatch = 64;
+constexpr size_t kReceiveReserve = 16;
+constexpr unsigned kSlotBits = 24;  // TaskId = sequence << 24 | slot
+constexpr uint64_t kSlotMask = (uint64_t{1} << kSlotBits) - 1;
+constexpr size_t kMaxSlots = size_t{1} << kSlotBits;
+
+enum class OpKind : uint8_t { receive = 1, send = 2 };
+
+void* context(OpKind kind, uint32_t index) noexcept {
+  return reinterpret_cast<void*>((static_cast<uintptr_t>(kind) << 32) | index);
+}
+
+}  // namespace
+
+struct Client::Impl {
+  struct WorkerLink {
+    fi_addr_t address = FI_ADDR_NOTAVAIL;
+    uint32_t peer_id = 0;
+    uint64_t session = 0;
+    uint32_t credits = 0;
+    uint32_t outstanding = 0;
+    bool connected = false;
+  };
+  struct ExecutorLink {
+    ExecutorCard card;
+    Doorbell doorbell;
+    std::vector<WorkerLink> workers;
+    std::deque<uint32_t> waiting;  // slots queued for a free credit
+  };
+  enum class SlotState : uint8_t { free, waiting, in_flight, done };
+  struct TaskSlot {
+    TaskId id = kNoTask;
+    SlotState state = SlotState::free;
+    uint32_t executor = 0, worker = 0, function_id = 0;
+    const void* in = nullptr;
+    size_t in_bytes = 0;
+    void* out = nullptr;
+    size_t out_capacity = 0;
+    fabric::MemoryRegion in_region, out_region;
+    Completion completion;
+    CompletionCallback callback = nullptr;
+    void* user = nullptr;
+  };
+  struct Backlog {
+    fi_addr_t address;
+    uint32_t buffer;
+    size_t bytes;
+    uint32_t executor, worker;
+  };
+  // An answer to a handshake or lookup, matched by nonce or request id.
+  struct Reply {
+    uint64_t key = 0;
+    bool arrived = false;
+    protocol::MessageType type{};
+    ErrorKind error = ErrorKind::none;
+    protocol::WelcomeMessage welcome{};
+    uint32_t function_id = protocol::kNoFunction;
+  };
+
+  ClientOptions options;
+  std::string provider;
+  std::shared_ptr<fabric::Domain> domain;
+  std::shared_ptr<fabric::Endpoint> endpoint;
+  std::unique_ptr<MessageBuffers> buffers;
+  size_t inject_limit = 0;
+  size_t posted_receives = 0;
+  std::vector<ExecutorLink> executors;
+  std::vector<TaskSlot> slots;
+  std::vector<uint32_t> free_slots;
+  uint64_t next_sequence = 1;
+  uint64_t next_lookup = 1;
+  size_t in_flight = 0;
+  size_t total_workers = 0;
+  std::deque<Backlog> backlog;
+  std::vector<Reply*> expected_replies;
+
+  explicit Impl(const ClientOptions& o, std::string_view prov) : options(o), provider(prov) {
+    auto fabric = fabric::Fabric::open(provider);
+    domain = std::make_shared<fabric::Domain>(fabric);
+    auto cq = std::make_shared<fabric::CompletionQueue>(domain, 4096, false);
+    auto av = std::make_shared<fabric::AddressVector>(domain);
+    endpoint = std::make_shared<fabric::Endpoint>(domain, std::move(cq), std::move(av));
+    buffers = std::make_unique<MessageBuffers>(domain, endpoint.get(), protocol::kMaxMessageBytes);
+    inject_limit = domain->inject_size();
+    post_receives(kReceiveReserve);
+  }
+
+  ~Impl() {
+    for (auto& executor : executors) {
+      for (uint32_t w = 0; w < executor.workers.size(); ++w) {
+        const auto& link = executor.workers[w];
+        if (!link.connected) continue;
+        auto goodbye = protocol::make_header(protocol::MessageType::goodbye, link.peer_id, link.session);
+        send_copy(link.address, &goodbye, sizeof goodbye, static_cast<uint32_t>(&executor - executors.data()), w);
+      }
+    }
+    // Give the goodbyes a moment to leave; the executors cope if they do not.
+    const auto deadline = Clock::now() + std::chrono::milliseconds(200);
+    while (!backlog.empty() && Clock::now() < deadline) progress();
+    for (int i = 0; i < 16; ++i) progress();
+  }
+
+  void post_receives(size_t count) {
+    for (size_t i = 0; i < count; ++i) {
+      const uint32_t buffer = buffers->acquire();
+      repost(buffer);
+    }
+  }
+
+  void repost(uint32_t buffer) {
+    ssize_t rc;
+    while ((rc = fi_recv(endpoint->fid(), buffers->data(buffer), buffers->buffer_bytes(), buffers->descriptor(buffer),
+                         FI_ADDR_UNSPEC, context(OpKind::receive, buffer))) == -FI_EAGAIN) {
+      fi_cq_read(endpoint->cq().fid(), nullptr, 0);
+    }
+    fabric::check(rc, "fi_recv");
+    ++posted_receives;
+  }
+
+  // --- sending -----------------------------------------------------------------------------------
+
+  bool try_send(const Backlog& message) {
+    ssize_t rc;
+    if (message.bytes <= inject_limit) {
+      rc = fi_inject(endpoint->fid(), buffers->data(message.buffer), message.bytes, message.address);
+      if (rc == 0) buffers->release(message.buffer);
+    } else {
+      rc = fi_send(endpoint->fid(), buffers->data(message.buffer), message.bytes, buffers->descriptor(message.buffer),
+                   message.address, context(OpKind::send, message.buffer));
+    }
+    if (rc == -FI_EAGAIN) return false;
+    if (rc != 0) {
+      buffers->release(message.buffer);
+      logger("sidecore.client")->warn("send failed: {}", fi_strerror(static_cast<int>(-rc)));
+    } else {
+      executors[message.executor].doorbell.ring(message.worker);
+    }
+    return true;
+  }
+
+  void send(fi_addr_t address, uint32_t buffer, size_t bytes, uint32_t executor, uint32_t worker) {
+    Backlog message{address, buffer, bytes, executor, worker};
+    if (!backlog.empty() || !try_send(message)) backlog.push_back(message);
+  }
+
+  void send_copy(fi_addr_t address, const void* data, size_t bytes, uint32_t executor, uint32_t worker) {
+    const uint32_t buffer = buffers->acquire();
+    std::memcpy(buffers->data(buffer), data, bytes);
+    send(address, buffer, bytes, executor, worker);
+  }
+
+  // --- connecting --------------------------------------------------------------------------------
+
+  // Waits for `replies` (all registered in expected_replies) until the deadline; false on timeout.
+  bool await(std::vector<Reply>& replies, Clock::time_point deadline) {
+    for (auto& reply : replies) expected_replies.push_back(&reply);
+    bool all = false;
+    while (true) {
+      progress();
+      all = true;
+      for (auto& reply : replies) all = all && reply.arrived;
+      if (all || Clock::now() > deadline) break;
+      std::this_thread::yield();
+    }
+    std::erase_if(expected_replies, [&](Reply* r) { return r >= replies.data() && r < replies.data() + replies.size(); });
+    return all;
+  }
+
+  void add_executor(const ExecutorCard& card, std::string_view token) {
+    if (card.provider != provider) {
+      throw Error(ErrorKind::bad_arg, fmt::format("executor {} uses provider '{}', this client '{}'", card.executor_id,
+                                                  card.provider, provider));
+    }
+    if (token.size() > protocol::kMaxTokenBytes) {
+      throw Error(ErrorKind::bad_arg, fmt::format("token longer than {} bytes", protocol::kMaxTokenBytes));
+    }
+    const auto index = static_cast<uint32_t>(executors.size());
+    ExecutorLink& link = executors.emplace_back();
+    link.card = card;
+    if (!card.doorbell.empty()) {
+      try {
+        link.doorbell = Doorbell::open(card.doorbell, static_cast<unsigned>(card.worker_addresses.size()));
+      } catch (const std::exception& e) {
+        executors.pop_back();
+        throw Error(ErrorKind::no_executor, fmt::format("executor {} on {} is not reachable from here ({})",
+                                                        card.executor_id, card.host, e.what()));
+      }
+    }
+    link.workers.resize(card.worker_addresses.size());
+    std::vector<Reply> replies(card.worker_addresses.size());
+    for (uint32_t w = 0; w < link.workers.size(); ++w) {
+      auto& worker = link.workers[w];
+      worker.address = endpoint->av().insert(card.worker_addresses[w]);
+      if (worker.address == FI_ADDR_NOTAVAIL) {
+        executors.pop_back();
+        throw Error(ErrorKind::bad_arg, fmt::format("executor card address {} is not a valid {} address", w, provider));
+      }
+      replies[w].key = random_u64();
+      const uint32_t buffer = buffers->acquire();
+      const size_t bytes = protocol::encode_hello(buffers->span(buffer), replies[w].key, token, endpoint->name());
+      send(worker.address, buffer, bytes, index, w);
+    }
+    const bool answered = await(replies, Clock::now() + options.connect_timeout);
+    for (uint32_t w = 0; w < link.workers.size(); ++w) {
+      const Reply& reply = replies[w];
+      if (!reply.arrived) continue;
+      if (reply.type == protocol::MessageType::refused) {
+        const ErrorKind kind = reply.error;
+        executors.pop_back();
+        throw Error(kind, kind == ErrorKind::auth
+                              ? fmt::format("executor {} refused the token (AUTH)", card.executor_id)
+                              : fmt::format("executor {} refused the connection ({})", card.executor_id, to_string(kind)));
+      }
+      auto& worker = link.workers[w];
+      worker.peer_id = reply.welcome.header.peer_id;
+      worker.session = reply.welcome.header.session;
+      worker.credits = reply.welcome.credits;
+      worker.connected = true;
+    }
+    if (!answered) {
+      executors.pop_back();
+      throw Error(ErrorKind::no_executor, fmt::format("executor {} on {} did not answer within {} ms", card.executor_id,
+                                                      card.host, options.connect_timeout.count()));
+    }
+    size_t credits = 0;
+    for (const auto& worker : link.workers) credits += worker.credits;
+    post_receives(credits);
+    total_workers += link.workers.size();
+  }
+
+  // --- receiving ---------------------------------------------------------------------------------
+
+  size_t progress() {
+    while (!backlog.empty()) {
+      if (!try_send(backlog.front())) break;
+      backlog.pop_front();
+    }
+    fi_cq_data_entry entries[kBatch];
+    const ssize_t count = endpoint->cq().read(entries, kBatch);
+    if (count == -FI_EAGAIN) return 0;
+    if (count == -FI_EAVAIL) {
+      fi_cq_err_entry error{};
+      const std::string why = endpoint->cq().read_error(error);
+      const auto raw = reinterpret_cast<uintptr_t>(error.op_context);
+      const auto index = static_cast<uint32_t>(raw & 0xffffffffu);
+      if (static_cast<OpKind>(raw >> 32) == OpKind::receive) {
+        --posted_receives;
+        if (error.err != FI_ECANCELED) repost(index);
+      } else {
+        buffers->release(index);
+        logger("sidecore.client")->warn("a message to the executor was not delivered: {}", why);
+      }
+      return 1;
+    }
+    if (count < 0) return 0;
+    for (ssize_t i = 0; i < count; ++i) {
+      const auto raw = reinterpret_cast<uintptr_t>(entries[i].op_context);
+      const auto index = static_cast<uint32_t>(raw & 0xffffffffu);
+      if (static_cast<OpKind>(raw >> 32) == OpKind::send) {
+        buffers->release(index);
+        continue;
+      }
+      --posted_receives;
+      handle_message(std::span<const std::byte>(buffers->data(index), std::min(entries[i].len, buffers->buffer_bytes())));
+      repost(index);
+    }
+    return static_cast<size_t>(count);
+  }
+
+  Reply* find_reply(uint64_t key) {
+    for (Reply* reply : expected_replies) {
+      if (reply->key == key && !reply->arrived) return reply;
+    }
+    return nullptr;
+  }
+
+  void handle_message(std::span<const std::byte> message) {
+    std::string error;
+    auto header = protocol::decode_header(message, &error);
+    if (!header) {
+      logger("sidecore.client")->warn("dropped a malformed message: {}", error);
+      return;
+    }
+    switch (header->type) {
+      case protocol::MessageType::result: on_result(*header, message); break;
+      case protocol::MessageType::welcome:
+        if (auto welcome = protocol::decode_welcome(message, &error)) {
+          if (Reply* reply = find_reply(welcome->nonce)) {
+            reply->arrived = true;
+            reply->type = header->type;
+            reply->welcome = *welcome;
+          }
+        }
+        break;
+      case protocol::MessageType::refused:
+        if (auto refused = protocol::decode_refused(message, &error)) {
+          if (Reply* reply = find_reply(refused->nonce)) {
+            reply->arrived = true;
+            reply->type = header->type;
+            reply->error = refused->error;
+          }
+        }
+        break;
+      case protocol::MessageType::lookup_reply:
+        if (auto answer = protocol::decode_lookup_reply(message, &error)) {
+          if (Reply* reply = find_reply(answer->request_id)) {
+            reply->arrived = true;
+            reply->type = header->type;
+            reply->error = answer->error;
+            reply->function_id = answer->function_id;
+          }
+        }
+        break;
+      default: error = fmt::format("unexpected message type {}", static_cast<unsigned>(header->type));
+    }
+    if (!error.empty()) logger("sidecore.client")->warn("dropped a message: {}", error);
+  }
+
+  void on_result(const protocol::MessageHeader& header, std::span<const std::byte> message) {
+    if (message.size() < sizeof(protocol::ResultMessage)) {
+      logger("sidecore.client")->warn("dropped a result of {} bytes", message.size());
+      return;
+    }
+    const auto fixed = protocol::load<protocol::ResultMessage>(message);
+    const uint64_t slot_index = fixed.request_id & kSlotMask;
+    if (slot_index >= slots.size()) return;
+    TaskSlot& slot = slots[slot_index];
+    if (slot.id != fixed.request_id || slot.state != SlotState::in_flight) return;  // late or stale: drop
+    WorkerLink& worker = executors[slot.executor].workers[slot.worker];
+    if (header.peer_id != worker.peer_id || header.session != worker.session) {
+      logger("sidecore.client")->warn("dropped a result that did not come from the task's worker");
+      return;
+    }
+    std::string error;
+    auto result = protocol::decode_result(message, static_cast<bool>(slot.out_region), &error);
+    Completion completion;
+    if (!result) {
+      logger("sidecore.client")->warn("malformed result for task {}: {}", slot.id, error);
+      completion.error = ErrorKind::executor_lost;
+    } else if (result->fixed.out_bytes > slot.out_capacity) {
+      completion.error = ErrorKind::function;
+    } else {
+      completion.error = result->fixed.error;
+      completion.function_return = result->fixed.function_return;
+      completion.out_bytes = result->fixed.out_bytes;
+      if (!result->inline_output.empty()) std::memcpy(slot.out, result->inline_output.data(), result->inline_output.size());
+    }
+    --worker.outstanding;
+    complete(static_cast<uint32_t>(slot_index), completion);
+    dispatch_waiting(slot.executor);
+  }
+
+  // --- tasks -------------------------------------------------------------------------------------
+
+  uint32_t acquire_slot() {
+    if (!free_slots.empty()) {
+      const uint32_t index = free_slots.back();
+      free_slots.pop_back();
+      return index;
+    }
+    if (slots.size() >= kMaxSlots) return UINT32_MAX;
+    slots.emplace_back();
+    return static_cast<uint32_t>(slots.size() - 1);
+  }
+
+  void release_slot(uint32_t index) {
+    TaskSlot& slot = slots[index];
+    slot.state = SlotState::free;
+    slot.id = kNoTask;
+    slot.in_region = {};
+    slot.out_region = {};
+    free_slots.push_back(index);
+  }
+
+  void complete(uint32_t index, const Completion& completion) {
+    TaskSlot& slot = slots[index];
+    slot.in_region = {};
+    slot.out_region = {};
+    slot.completion = completion;
+    if (slot.state == SlotState::in_flight || slot.state == SlotState::waiting) --in_flight;
+    if (slot.callback != nullptr) {
+      const auto callback = slot.callback;
+      void* user = slot.user;
+      const TaskId id = slot.id;
+      release_slot(index);
+      callback(user, id, completion);
+    } else {
+      slot.state = SlotState::done;
+    }
+  }
+
+  TaskId submit(const Function& function, const void* in, size_t in_bytes, void* out, size_t out_capacity,
+                CompletionCallback callback, void* user) {
+    const uint32_t index = acquire_slot();
+    if (index == UINT32_MAX) return kNoTask;
+    TaskSlot& slot = slots[index];
+    slot.id = (next_sequence++ << kSlotBits) | index;
+    slot.callback = callback;
+    slot.user = user;
+    slot.in = in;
+    slot.in_bytes = in_bytes;
+    slot.out = out;
+    slot.out_capacity = out_capacity;
+    slot.state = SlotState::waiting;
+    ++in_flight;
+    const TaskId id = slot.id;
+    const bool bad = (in == nullptr && in_bytes > 0) || (out == nullptr && out_capacity > 0) || !function.valid() ||
+                     function.owner_ != this || in_bytes > protocol::kMaxTransferBytes ||
+                     out_capacity > protocol::kMaxTransferBytes;
+    if (bad) {
+      complete(index, Completion{ErrorKind::bad_arg, 0, 0});
+      return id;
+    }
+    // One executor per client today; the pool of the MPI layer spreads over several.
+    slot.executor = 0;
+    slot.function_id = function.ids_[0];
+    ExecutorLink& executor = executors[0];
+    if (executor.waiting.empty() && dispatch(index)) return id;
+    executor.waiting.push_back(index);
+    return id;
+  }
+
+  // Sends the task in `index` to the least loaded worker with a free credit; false when none has one.
+  bool dispatch(uint32_t index) {
+    TaskSlot& slot = slots[index];
+    ExecutorLink& executor = executors[slot.executor];
+    uint32_t best = UINT32_MAX;
+    for (uint32_t w = 0; w < executor.workers.size(); ++w) {
+      const WorkerLink& link = executor.workers[w];
+      if (link.outstanding < link.credits &&
+          (best == UINT32_MAX || link.outstanding < executor.workers[best].outstanding)) {
+        best = w;
+        if (link.outstanding == 0) break;
+      }
+    }
+    if (best == UINT32_MAX) return false;
+    WorkerLink& worker = executor.workers[best];
+    slot.worker = best;
+
+    protocol::TaskMessage task{protocol::make_header(protocol::MessageType::task, worker.peer_id, worker.session),
+                               slot.id, slot.function_id, 0, slot.in_bytes, slot.out_capacity};
+    protocol::RemoteBuffer input{}, output{};
+    try {
+      if (slot.in_bytes > protocol::kInlineLimit) {
+        task.flags |= protocol::kInputRemote;
+        slot.in_region = fabric::MemoryRegion(domain, endpoint.get(), const_cast<void*>(slot.in), slot.in_bytes,
+                                              FI_REMOTE_READ);
+        input = {slot.in_region.remote_address(), slot.in_region.key()};
+      }
+      if (slot.out_capacity > protocol::kInlineLimit) {
+        task.flags |= protocol::kOutputRemote;
+        slot.out_region = fabric::MemoryRegion(domain, endpoint.get(), slot.out, slot.out_capacity, FI_REMOTE_WRITE);
+        output = {slot.out_region.remote_address(), slot.out_region.key()};
+      }
+    } catch (const fabric::FabricError& e) {
+      logger("sidecore.client")->warn("cannot register task {}'s buffers: {}", slot.id, e.what());
+      complete(index, Completion{ErrorKind::bad_arg, 0, 0});
+      return true;
+    }
+    const uint32_t buffer = buffers->acquire();
+    std::span<std::byte> message = buffers->span(buffer);
+    size_t bytes = protocol::encode_task_header(message, task, (task.flags & protocol::kInputRemote) ? &input : nullptr,
+                                                (task.flags & protocol::kOutputRemote) ? &output : nullptr);
+    if (!(task.flags & protocol::kInputRemote) && slot.in_bytes > 0) {
+      std::memcpy(message.data() + bytes, slot.in, slot.in_bytes);
+      bytes += slot.in_bytes;
+    }
+    ++worker.outstanding;
+    slot.state = SlotState::in_flight;
+    send(worker.address, buffer, bytes, slot.executor, best);
+    return true;
+  }
+
+  void dispatch_waiting(uint32_t executor_index) {
+    auto& waiting = executors[executor_index].waiting;
+    while (!waiting.empty() && dispatch(waiting.front())) waiting.pop_front();
+  }
+
+  std::optional<Completion> test(TaskId id) {
+    const uint64_t index = id & kSlotMask;
+    if (id == kNoTask || index >= slots.size() || slots[index].id != id || slots[index].callback != nullptr) {
+      return Completion{ErrorKind::bad_arg, 0, 0};
+    }
+    if (slots[index].state != SlotState::done) progress();
+    if (slots[index].state != SlotState::done) return std::nullopt;
+    Completion completion = slots[index].completion;
+    release_slot(static_cast<uint32_t>(index));
+    return completion;
+  }
+
+  Function lookup(std::string_view library, std::string_view symbol) {
+    if (library.empty() || library.size() > protocol::kMaxLibraryBytes) {
+      throw Error(ErrorKind::bad_arg, fmt::format("library path must be 1 to {} bytes", protocol::kMaxLibraryBytes));
+    }
+    if (symbol.empty() || symbol.size() > protocol::kMaxSymbolBytes) {
+      throw Error(ErrorKind::bad_arg, fmt::format("symbol name must be 1 to {} bytes", protocol::kMaxSymbolBytes));
+    }
+    Function function;
+    function.library_ = library;
+    function.symbol_ = symbol;
+    function.owner_ = this;
+    for (uint32_t e = 0; e < executors.size(); ++e) {
+      const WorkerLink& worker = executors[e].workers[0];
+      std::vector<Reply> replies(1);
+      replies[0].key = next_lookup++;
+      const uint32_t buffer = buffers->acquire();
+      const size_t bytes = protocol::encode_lookup(buffers->span(buffer), worker.peer_id, worker.session,
+                                                   replies[0].key, library, symbol);
+      send(worker.address, buffer, bytes, e, 0);
+      if (!await(replies, Clock::now() + options.connect_timeout)) {
+        throw Error(ErrorKind::executor_lost, fmt::format("executor {} did not answer a lookup within {} ms",
+                                                          executors[e].card.executor_id, options.connect_timeout.count()));
+      }
+      if (replies[0].error != ErrorKind::none) {
+        throw Error(replies[0].error, fmt::format("function '{}' in '{}' not found on executor {} ({})", symbol,
+                                                  library, executors[e].card.executor_id, to_string(replies[0].error)));
+      }
+      function.ids_.push_back(replies[0].function_id);
+    }
+    return function;
+  }
+};
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::Client(Client&&) noexcept = default;
+Client& Client::operator=(Client&&) noexcept = default;
+Client::~Client() = default;
+
+Client Client::connect(std::string_view card_text, std::string_view token, const ClientOptions& options) {
+  ExecutorCard card;
+  try {
+    card = parse_card(card_text);
+  } catch (const CardError& e) {
+    throw Error(ErrorKind::bad_arg, e.what());
+  }
+  std::unique_ptr<Impl> impl;
+  try {
+    impl = std::make_unique<Impl>(options, card.provider);
+  } catch (const fabric::FabricError& e) {
+    throw Error(ErrorKind::no_executor, fmt::format("cannot open the executor's provider: {}", e.what()));
+  }
+  impl->add_executor(card, token);
+  return Client(std::move(impl));
+}
+
+Client Client::from_environment(const ClientOptions& options) {
+  const char* card = std::getenv("SIDECORE_EXECUTOR");
+  const char* token = std::getenv("SIDECORE_TOKEN");
+  if (card == nullptr || *card == '\0') {
+    throw Error(ErrorKind::no_executor, "SIDECORE_EXECUTOR is not set: run under sidecore-run or srun --offload");
+  }
+  return connect(card, token ? token : "", options);
+}
+
+Function Client::lookup(std::string_view library, std::string_view symbol) { return impl_->lookup(library, symbol); }
+
+TaskId Client::submit(const Function& function, const void* in, size_t in_bytes, void* out, size_t out_capacity) {
+  return impl_->submit(function, in, in_bytes, out, out_capacity, nullptr, nullptr);
+}
+
+TaskId Client::submit(const Function& function, const void* in, size_t in_bytes, void* out, size_t out_capacity,
+                      CompletionCallback callback, void* user) {
+  return impl_->submit(function, in, in_bytes, out, out_capacity, callback, user);
+}
+
+std::optional<Completion> Client::test(TaskId id) { return impl_->test(id); }
+
+Completion Client::wait(TaskId id) {
+  while (true) {
+    if (auto done = impl_->test(id)) return *done;
+  }
+}
+
+size_t Client::progress() { return impl_->progress(); }
+size_t Client::in_flight() const noexcept { return impl_->in_flight; }
+size_t Client::workers() const noexcept { return impl_->total_workers; }
+const std::string& Client::provider() const noexcept { return impl_->provider; }
+
+}  // namespace sidecore

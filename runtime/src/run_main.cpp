@@ -126,6 +126,7 @@ int main(int argc, char** argv) {
   if (executor < 0) return fail(std::string("fork: ") + std::strerror(errno));
   if (executor == 0) {
     setenv("SIDECORE_TOKEN", token.c_str(), 1);  // the environment, not argv: argv is world-readable
+    setenv("SIDECORE_LOG_LEVEL", "warn", 0);      // keep the command's terminal quiet unless asked
     // The executor speaks on stdout only to print its card; keep the command's stdout clean.
     if (FILE* null = std::fopen("/dev/null", "w")) dup2(fileno(null), STDOUT_FILENO);
     std::vector<char*> args;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the build tree into a temporary prefix, then builds and runs a program against it twice:
+# with `pkg-config --cflags --libs sidecore` and with CMake's find_package(sidecore).
+# Usage: check_install.sh BUILD_DIR SOURCE_DIR FUNCTION_LIBRARY
+set -euo pipefail
+build=$1 source=$2 functions=$3
+work=$(mktemp -d /tmp/sidecore-install-test.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+prefix=$work/prefix
+
+cmake --install "$build" --prefix "$prefix" >/dev/null
+for path in bin/sidecore-executor bin/sidecore-run include/sidecore/function.h include/sidecore/sidecore.hpp \
+            lib/pkgconfig/sidecore.pc lib/cmake/sidecore/sidecoreConfig.cmake; do
+  [[ -e $prefix/$path ]] || { echo "install lacks $path" >&2; exit 1; }
+done
+
+# pkg-config module (the .pc file names the prefix it was configured for; point it at ours).
+export PKG_CONFIG_PATH=$work/pc
+mkdir -p "$PKG_CONFIG_PATH"
+sed "s|^prefix=.*|prefix=$prefix|" "$prefix/lib/pkgconfig/sidecore.pc" >"$PKG_CONFIG_PATH/sidecore.pc"
+# shellcheck disable=SC2046
+g++ -std=c++20 -o "$work/consumer-pc" "$source/tests/install/consumer/consumer.cpp" $(pkg-config --cflags --libs sidecore)
+"$prefix/bin/sidecore-run" --cores 1 --quiet -- "$work/consumer-pc" "$functions"
+
+# CMake package.
+cmake -S "$source/tests/install/consumer" -B "$work/cmake-build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$work/cmake-build" >/dev/null
+"$prefix/bin/sidecore-run" --cores 1 --quiet -- "$work/cmake-build/consumer" "$functions"
+
+# A C function library built against the installed ABI header alone.
+gcc -shared -fPIC -I"$prefix/include" -o "$work/libc_functions.so" "$source/tests/functions/test_functions.c"
+echo "install: ok"

@@ -14,6 +14,6 @@ echo "demo: built in $build"
 # This core computes; the others (or, on a 1-CPU machine, the same one) serve offloaded tasks.
 cpus=$(nproc)
 executor_cores=$([[ $cpus -gt 1 ]] && echo "1-$((cpus - 1))" || echo 0)
-echo "demo: sidecore-run --cores $executor_cores -- 02_task_farm (this process pinned to CPU 0)"
-taskset -c 0 "$build/runtime/sidecore-run" --cores "$executor_cores" -- \
-  "$build/examples/02_task_farm" "$build/examples/libsidecore_examples.so" 2000 20000
+echo "demo: sidecore-run --cores $executor_cores -- taskset -c 0 02_task_farm"
+"$build/runtime/sidecore-run" --cores "$executor_cores" -- \
+  taskset -c 0 "$build/examples/02_task_farm" "$build/examples/libsidecore_examples.so" 2000 20000

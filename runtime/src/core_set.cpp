@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <fstream>
+#include <string>
 
 namespace sidecore {
 namespace {
@@ -61,6 +63,18 @@ CoreSet CoreSet::allowed() {
     }
   }
   return CoreSet(std::move(cores));
+}
+
+CoreSet CoreSet::online() {
+  std::ifstream in("/sys/devices/system/cpu/online");
+  std::string text;
+  if (in && std::getline(in, text) && !text.empty()) {
+    try {
+      return parse(text);
+    } catch (const CoreSetError&) {
+    }
+  }
+  return allowed();
 }
 
 bool CoreSet::contains(int core) const noexcept { return std::binary_search(cores_.begin(), cores_.end(), core); }

@@ -24,6 +24,8 @@ class CoreSet {
   static CoreSet parse(std::string_view text);
   // The CPUs this process may run on (its affinity mask).
   static CoreSet allowed();
+  // The CPUs this machine has online (/sys/devices/system/cpu/online); allowed() if unreadable.
+  static CoreSet online();
 
   const std::vector<int>& cores() const noexcept { return cores_; }
   size_t size() const noexcept { return cores_.size(); }

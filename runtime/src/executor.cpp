@@ -26,10 +26,10 @@ Executor::Executor(ExecutorConfig config) : config_(std::move(config)) {
   if (config_.cores.size() > ExecutorCard::kMaxWorkers) {
     throw std::invalid_argument(fmt::format("executor supports at most {} cores", ExecutorCard::kMaxWorkers));
   }
-  const CoreSet allowed = CoreSet::allowed();
-  if (auto missing = config_.cores.minus(allowed); !missing.empty()) {
-    throw std::invalid_argument(fmt::format("cores {} are not available here (this process may use {})",
-                                            missing.to_string(), allowed.to_string()));
+  const CoreSet online = CoreSet::online();
+  if (auto missing = config_.cores.minus(online); !missing.empty()) {
+    throw std::invalid_argument(fmt::format("cores {} do not exist on this machine (it has {})", missing.to_string(),
+                                            online.to_string()));
   }
   if (config_.token.empty()) throw std::invalid_argument("executor needs a token");
 

@@ -106,9 +106,9 @@ int main(int argc, char** argv) {
   } catch (const CoreSetError& e) {
     return fail(e.what());
   }
-  if (auto missing = cores.minus(CoreSet::allowed()); !missing.empty()) {
-    return fail("cores " + missing.to_string() + " are not available here (this process may use " +
-                CoreSet::allowed().to_string() + ")");
+  if (auto missing = cores.minus(CoreSet::online()); !missing.empty()) {
+    return fail("cores " + missing.to_string() + " do not exist on this machine (it has " +
+                CoreSet::online().to_string() + ")");
   }
   if (!parse_poll_mode(poll_text)) return fail("unknown poll mode '" + poll_text + "' (use hot, warm or adaptive)");
 

@@ -22,11 +22,11 @@ uint64_t ServiceStats::bucket_upper(size_t bucket) noexcept {
 }
 
 void ServiceStats::record_task(uint64_t service_ns, uint64_t bytes_in, uint64_t bytes_out) noexcept {
-  tasks_.fetch_add(1, std::memory_order_relaxed);
-  bytes_in_.fetch_add(bytes_in, std::memory_order_relaxed);
-  bytes_out_.fetch_add(bytes_out, std::memory_order_relaxed);
-  service_ns_.fetch_add(service_ns, std::memory_order_relaxed);
-  histogram_[bucket_of(service_ns)].fetch_add(1, std::memory_order_relaxed);
+  bump(tasks_, 1);
+  bump(bytes_in_, bytes_in);
+  bump(bytes_out_, bytes_out);
+  bump(service_ns_, service_ns);
+  bump(histogram_[bucket_of(service_ns)], 1);
 }
 
 StatsSnapshot ServiceStats::snapshot() const noexcept {

@@ -1,4 +1,5 @@
 // Per-worker counters, written by the worker thread only and read by others at any time.
+// Counters may be read mid-update by another thread; each value is still one the worker wrote.
 #pragma once
 
 #include <array>
@@ -24,13 +25,17 @@ struct StatsSnapshot {
 class ServiceStats {
  public:
   void record_task(uint64_t service_ns, uint64_t bytes_in, uint64_t bytes_out) noexcept;
-  void add_busy(uint64_t ns) noexcept { busy_ns_.fetch_add(ns, std::memory_order_relaxed); }
+  void add_busy(uint64_t ns) noexcept { bump(busy_ns_, ns); }
   StatsSnapshot snapshot() const noexcept;
 
   static size_t bucket_of(uint64_t ns) noexcept;
   static uint64_t bucket_upper(size_t bucket) noexcept;
 
  private:
+  // One writer (the worker thread): a plain load and store, not a locked read-modify-write.
+  static void bump(std::atomic<uint64_t>& counter, uint64_t by) noexcept {
+    counter.store(counter.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+  }
   std::atomic<uint64_t> tasks_{0}, bytes_in_{0}, bytes_out_{0}, busy_ns_{0}, service_ns_{0};
   std::array<std::atomic<uint64_t>, kServiceBuckets> histogram_{};
 };

@@ -54,14 +54,18 @@ CoreSet CoreSet::parse(std::string_view text) {
 }
 
 CoreSet CoreSet::allowed() {
-  cpu_set_t mask;
-  CPU_ZERO(&mask);
+  // Sized for kMaxCpu, not the 1024 CPUs a plain cpu_set_t holds.
+  constexpr int kCount = kMaxCpu + 1;
+  cpu_set_t* mask = CPU_ALLOC(kCount);
+  const size_t bytes = CPU_ALLOC_SIZE(kCount);
+  CPU_ZERO_S(bytes, mask);
   std::vector<int> cores;
-  if (sched_getaffinity(0, sizeof mask, &mask) == 0) {
-    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-      if (CPU_ISSET(cpu, &mask)) cores.push_back(cpu);
+  if (sched_getaffinity(0, bytes, mask) == 0) {
+    for (int cpu = 0; cpu < kCount; ++cpu) {
+      if (CPU_ISSET_S(cpu, bytes, mask)) cores.push_back(cpu);
     }
   }
+  CPU_FREE(mask);
   return CoreSet(std::move(cores));
 }
 

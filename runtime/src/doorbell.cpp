@@ -94,17 +94,21 @@ void Doorbell::unmap() noexcept {
 }
 
 void Doorbell::prepare_sleep(unsigned worker) noexcept {
+  if (worker >= workers_) return;
   word(worker).store(kAsleep, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
 void Doorbell::wait(unsigned worker, std::chrono::microseconds timeout) noexcept {
+  if (worker >= workers_) return;
   timespec ts{static_cast<time_t>(timeout.count() / 1000000), static_cast<long>(timeout.count() % 1000000) * 1000};
   futex(&word(worker), FUTEX_WAIT, kAsleep, &ts);
   word(worker).store(kAwake, std::memory_order_relaxed);
 }
 
-void Doorbell::cancel_sleep(unsigned worker) noexcept { word(worker).store(kAwake, std::memory_order_relaxed); }
+void Doorbell::cancel_sleep(unsigned worker) noexcept {
+  if (worker < workers_) word(worker).store(kAwake, std::memory_order_relaxed);
+}
 
 void Doorbell::wake(unsigned worker) noexcept {
   if (word(worker).exchange(kAwake, std::memory_order_relaxed) == kAsleep) futex(&word(worker), FUTEX_WAKE, 1, nullptr);

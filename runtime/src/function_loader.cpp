@@ -8,7 +8,8 @@
 namespace sidecore {
 
 FunctionLoader::~FunctionLoader() {
-  // Libraries stay loaded until the executor exits: a worker may still hold a function pointer.
+  // Libraries stay loaded as long as the loader lives; the executor destroys it only after every
+  // worker thread has stopped, so no function pointer outlives its library.
   for (auto& [path, handle] : libraries_) dlclose(handle);
 }
 

@@ -33,6 +33,18 @@ std::optional<Fixed> decode_fixed(std::span<const std::byte> message, MessageTyp
   return load<Fixed>(message);
 }
 
+// decode_fixed for messages that carry nothing after their fixed part.
+template <typename Fixed>
+std::optional<Fixed> decode_exact(std::span<const std::byte> message, MessageType expected, std::string* error) {
+  auto fixed = decode_fixed<Fixed>(message, expected, error);
+  if (fixed && message.size() != sizeof(Fixed)) {
+    fail(error, fmt::format("message of type {} is {} bytes, its layout says {}", static_cast<unsigned>(expected),
+                            message.size(), sizeof(Fixed)));
+    return std::nullopt;
+  }
+  return fixed;
+}
+
 bool valid_error_kind(ErrorKind kind) { return static_cast<uint32_t>(kind) < kErrorKindCount; }
 
 }  // namespace
@@ -62,7 +74,7 @@ std::optional<MessageHeader> decode_header(std::span<const std::byte> message, s
 std::optional<HelloView> decode_hello(std::span<const std::byte> message, std::string* error) {
   auto fixed = decode_fixed<HelloMessage>(message, MessageType::hello, error);
   if (!fixed) return std::nullopt;
-  if (fixed->token_bytes > kMaxTokenBytes || fixed->address_bytes == 0 || fixed->address_bytes > kMaxAddressBytes) {
+  if (fixed->token_bytes == 0 || fixed->token_bytes > kMaxTokenBytes || fixed->address_bytes == 0 || fixed->address_bytes > kMaxAddressBytes) {
     fail(error, fmt::format("hello with a {}-byte token and a {}-byte address", fixed->token_bytes,
                             fixed->address_bytes));
     return std::nullopt;
@@ -166,7 +178,7 @@ std::optional<ResultView> decode_result(std::span<const std::byte> message, bool
 }
 
 std::optional<WelcomeMessage> decode_welcome(std::span<const std::byte> message, std::string* error) {
-  auto fixed = decode_fixed<WelcomeMessage>(message, MessageType::welcome, error);
+  auto fixed = decode_exact<WelcomeMessage>(message, MessageType::welcome, error);
   if (fixed && fixed->credits == 0) {
     fail(error, "welcome grants no credits");
     return std::nullopt;
@@ -175,7 +187,7 @@ std::optional<WelcomeMessage> decode_welcome(std::span<const std::byte> message,
 }
 
 std::optional<RefusedMessage> decode_refused(std::span<const std::byte> message, std::string* error) {
-  auto fixed = decode_fixed<RefusedMessage>(message, MessageType::refused, error);
+  auto fixed = decode_exact<RefusedMessage>(message, MessageType::refused, error);
   if (fixed && !valid_error_kind(fixed->error)) {
     fail(error, "refusal with an unknown error kind");
     return std::nullopt;
@@ -184,7 +196,7 @@ std::optional<RefusedMessage> decode_refused(std::span<const std::byte> message,
 }
 
 std::optional<LookupReplyMessage> decode_lookup_reply(std::span<const std::byte> message, std::string* error) {
-  auto fixed = decode_fixed<LookupReplyMessage>(message, MessageType::lookup_reply, error);
+  auto fixed = decode_exact<LookupReplyMessage>(message, MessageType::lookup_reply, error);
   if (fixed && !valid_error_kind(fixed->error)) {
     fail(error, "lookup reply with an unknown error kind");
     return std::nullopt;
@@ -194,7 +206,10 @@ std::optional<LookupReplyMessage> decode_lookup_reply(std::span<const std::byte>
 
 size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_view token, std::string_view address) {
   const size_t total = sizeof(HelloMessage) + token.size() + address.size();
-  if (token.size() > kMaxTokenBytes || address.size() > kMaxAddressBytes || total > buffer.size()) return 0;
+  if (token.empty() || token.size() > kMaxTokenBytes || address.empty() || address.size() > kMaxAddressBytes ||
+      total > buffer.size()) {
+    return 0;
+  }
   HelloMessage hello{make_header(MessageType::hello), nonce, static_cast<uint16_t>(token.size()),
                      static_cast<uint16_t>(address.size()), 0};
   std::memcpy(buffer.data(), &hello, sizeof hello);
@@ -206,7 +221,11 @@ size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_vie
 size_t encode_lookup(std::span<std::byte> buffer, uint32_t peer_id, uint64_t session, uint64_t request_id,
                      std::string_view library, std::string_view symbol) {
   const size_t total = sizeof(LookupMessage) + library.size() + symbol.size();
-  if (library.size() > kMaxLibraryBytes || symbol.size() > kMaxSymbolBytes || total > buffer.size()) return 0;
+  if (library.empty() || library.size() > kMaxLibraryBytes || symbol.empty() || symbol.size() > kMaxSymbolBytes ||
+      library.find('\0') != std::string_view::npos || symbol.find('\0') != std::string_view::npos ||
+      total > buffer.size()) {
+    return 0;
+  }
   LookupMessage lookup{make_header(MessageType::lookup, peer_id, session), request_id,
                        static_cast<uint16_t>(library.size()), static_cast<uint16_t>(symbol.size()), 0};
   std::memcpy(buffer.data(), &lookup, sizeof lookup);
@@ -217,6 +236,8 @@ size_t encode_lookup(std::span<std::byte> buffer, uint32_t peer_id, uint64_t ses
 
 size_t encode_task_header(std::span<std::byte> buffer, const TaskMessage& task, const RemoteBuffer* input,
                           const RemoteBuffer* output) {
+  const size_t needed = sizeof task + (input ? sizeof *input : 0) + (output ? sizeof *output : 0);
+  if (buffer.size() < needed) return 0;
   size_t offset = 0;
   std::memcpy(buffer.data(), &task, sizeof task);
   offset += sizeof task;

@@ -179,14 +179,15 @@ std::optional<RefusedMessage> decode_refused(std::span<const std::byte> message,
 std::optional<LookupReplyMessage> decode_lookup_reply(std::span<const std::byte> message,
                                                       std::string* error = nullptr);
 
-// --- encoding into a caller-provided buffer; each returns the bytes written ----------------------
+// --- encoding into a caller-provided buffer; each returns the bytes written, or 0 when the ---------
+// --- buffer is too small or the fields are ones the decoders would refuse ------------------------
 
 size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_view token, std::string_view address);
 size_t encode_lookup(std::span<std::byte> buffer, uint32_t peer_id, uint64_t session, uint64_t request_id,
                      std::string_view library, std::string_view symbol);
 
 // Task and result headers are written in place by the data path; these helpers keep it in one spot.
-// Returns the size of the header part (before any inline input).
+// Returns the size of the header part (before any inline input), 0 when `buffer` is too small.
 size_t encode_task_header(std::span<std::byte> buffer, const TaskMessage& task, const RemoteBuffer* input,
                           const RemoteBuffer* output);
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 
@@ -16,7 +17,8 @@ size_t ServiceStats::bucket_of(uint64_t ns) noexcept {
 }
 
 uint64_t ServiceStats::bucket_upper(size_t bucket) noexcept {
-  if (bucket < 4) return bucket + 1;
+  if (bucket < 8) return bucket < 4 ? bucket + 1 : 4;  // buckets 4..7 are never used (see bucket_of)
+  if (bucket >= kServiceBuckets) bucket = kServiceBuckets - 1;
   const unsigned octave = static_cast<unsigned>(bucket / 4), quarter = static_cast<unsigned>(bucket % 4);
   return (uint64_t{1} << octave) + (uint64_t{quarter + 1} << (octave - 2));
 }
@@ -52,6 +54,7 @@ StatsSnapshot& StatsSnapshot::operator+=(const StatsSnapshot& other) noexcept {
 
 uint64_t StatsSnapshot::quantile_ns(double q) const noexcept {
   if (tasks == 0) return 0;
+  q = std::isnan(q) ? 0.0 : std::clamp(q, 0.0, 1.0);
   const auto rank = std::max<uint64_t>(1, static_cast<uint64_t>(std::ceil(q * static_cast<double>(tasks))));
   uint64_t seen = 0;
   for (size_t i = 0; i < kServiceBuckets; ++i) {

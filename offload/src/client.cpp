@@ -153,12 +153,13 @@ struct Client::Impl {
       rc = fi_send(endpoint->fid(), buffers->data(message.buffer), message.bytes, buffers->descriptor(message.buffer),
                    message.address, context(OpKind::send, message.buffer));
     }
+    // Ring even when refused: a sleeping worker may have to answer shm's connection request
+    // before this send can go through.
+    executors[message.executor].doorbell.ring(message.worker);
     if (rc == -FI_EAGAIN) return false;
     if (rc != 0) {
       buffers->release(message.buffer);
       logger("sidecore.client")->warn("send failed: {}", fi_strerror(static_cast<int>(-rc)));
-    } else {
-      executors[message.executor].doorbell.ring(message.worker);
     }
     return true;
   }
@@ -175,6 +176,17 @@ struct Client::Impl {
   }
 
   // --- connecting --------------------------------------------------------------------------------
+
+  // Forgets the executor being added (its handshake failed), with any message still queued for it.
+  void abandon_last_executor() {
+    const auto index = static_cast<uint32_t>(executors.size() - 1);
+    std::erase_if(backlog, [&](const Backlog& message) {
+      if (message.executor != index) return false;
+      buffers->release(message.buffer);
+      return true;
+    });
+    executors.pop_back();
+  }
 
   // Waits for `replies` (all registered in expected_replies) until the deadline; false on timeout.
   bool await(std::vector<Reply>& replies, Clock::time_point deadline) {
@@ -206,7 +218,7 @@ struct Client::Impl {
       try {
         link.doorbell = Doorbell::open(card.doorbell, static_cast<unsigned>(card.worker_addresses.size()));
       } catch (const std::exception& e) {
-        executors.pop_back();
+        abandon_last_executor();
         throw Error(ErrorKind::no_executor, fmt::format("executor {} on {} is not reachable from here ({})",
                                                         card.executor_id, card.host, e.what()));
       }
@@ -217,7 +229,7 @@ struct Client::Impl {
       auto& worker = link.workers[w];
       worker.address = endpoint->av().insert(card.worker_addresses[w]);
       if (worker.address == FI_ADDR_NOTAVAIL) {
-        executors.pop_back();
+        abandon_last_executor();
         throw Error(ErrorKind::bad_arg, fmt::format("executor card address {} is not a valid {} address", w, provider));
       }
       replies[w].key = random_u64();
@@ -231,7 +243,7 @@ struct Client::Impl {
       if (!reply.arrived) continue;
       if (reply.type == protocol::MessageType::refused) {
         const ErrorKind kind = reply.error;
-        executors.pop_back();
+        abandon_last_executor();
         throw Error(kind, kind == ErrorKind::auth
                               ? fmt::format("executor {} refused the token (AUTH)", card.executor_id)
                               : fmt::format("executor {} refused the connection ({})", card.executor_id, to_string(kind)));
@@ -243,7 +255,7 @@ struct Client::Impl {
       worker.connected = true;
     }
     if (!answered) {
-      executors.pop_back();
+      abandon_last_executor();
       throw Error(ErrorKind::no_executor, fmt::format("executor {} on {} did not answer within {} ms", card.executor_id,
                                                       card.host, options.connect_timeout.count()));
     }

@@ -8,6 +8,7 @@
 
 #include "fabric/fabric.hpp"
 #include "log.hpp"
+#include "protocol.hpp"
 #include "token.hpp"
 
 namespace sidecore {
@@ -31,7 +32,10 @@ Executor::Executor(ExecutorConfig config) : config_(std::move(config)) {
     throw std::invalid_argument(fmt::format("cores {} do not exist on this machine (it has {})", missing.to_string(),
                                             online.to_string()));
   }
-  if (config_.token.empty()) throw std::invalid_argument("executor needs a token");
+  if (config_.token.empty() || config_.token.size() > protocol::kMaxTokenBytes) {
+    throw std::invalid_argument(
+        fmt::format("the token (SIDECORE_TOKEN) must be 1 to {} bytes long", protocol::kMaxTokenBytes));
+  }
 
   auto fabric = fabric::Fabric::open(config_.provider);
   card_.executor_id = generate_id();

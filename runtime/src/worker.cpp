@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "fabric/error.hpp"
@@ -22,6 +23,9 @@ constexpr size_t kBatch = 64;
 constexpr size_t kReceiveReserve = 64;  // receives for hellos, beyond every peer's credits
 constexpr auto kSleepTimeout = std::chrono::milliseconds(100);
 constexpr size_t kMaxRefused = 256;
+// A reply the provider has refused for this long goes, with every later reply to the same caller:
+// that caller is gone or unreachable, and its replies must not hold up anyone else's.
+constexpr auto kBacklogLimit = std::chrono::seconds(5);
 
 uint64_t elapsed_ns(Clock::time_point since) {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - since).count());
@@ -411,6 +415,12 @@ void Worker::run_task(uint32_t index) {
   release_scratch(pending.input_scratch);
 
   if (result_buffer != UINT32_MAX) {
+    if (!still_connected(pending.peer_id, pending.session)) {  // the caller left: nobody to answer
+      buffers_->release(result_buffer);
+      pending.in_use = false;
+      free_pending_.push_back(index);
+      return;
+    }
     protocol::ResultMessage result{
         protocol::make_header(protocol::MessageType::result, pending.peer_id, pending.session), task.request_id, error,
         rc, out_bytes};
@@ -452,7 +462,7 @@ void Worker::finish_task(PendingTask& pending, ErrorKind error) {
       protocol::make_header(protocol::MessageType::result, pending.peer_id, pending.session), pending.task.request_id,
       error, pending.function_return, error == ErrorKind::none ? pending.out_bytes : 0};
   stats_.record_task(elapsed_ns(pending.received), pending.task.in_bytes, result.out_bytes);
-  send_copy(pending.peer_address, &result, sizeof result);
+  if (still_connected(pending.peer_id, pending.session)) send_copy(pending.peer_address, &result, sizeof result);
   release_scratch(pending.input_scratch);
   release_scratch(pending.output_scratch);
   pending.in_use = false;
@@ -538,8 +548,11 @@ bool Worker::try_send(fi_addr_t address, uint32_t buffer, size_t bytes) {
 }
 
 void Worker::send_buffer(fi_addr_t address, uint32_t buffer, size_t bytes) {
-  // Keep replies in order: once one waits, later ones queue behind it.
-  if (!backlog_.empty() || !try_send(address, buffer, bytes)) backlog_.push_back({address, buffer, bytes});
+  // Replies to one caller stay in order: once one waits, later ones to that caller queue behind it.
+  // Replies to other callers go out at once.
+  const bool caller_waits =
+      std::any_of(backlog_.begin(), backlog_.end(), [&](const Backlog& b) { return b.address == address; });
+  if (caller_waits || !try_send(address, buffer, bytes)) backlog_.push_back({address, buffer, bytes, Clock::now()});
 }
 
 void Worker::send_copy(fi_addr_t address, const void* message, size_t bytes) {
@@ -549,11 +562,29 @@ void Worker::send_copy(fi_addr_t address, const void* message, size_t bytes) {
 }
 
 void Worker::flush_backlog() {
-  while (!backlog_.empty()) {
-    const Backlog& next = backlog_.front();
-    if (!try_send(next.address, next.buffer, next.bytes)) return;
-    backlog_.pop_front();
+  const auto now = Clock::now();
+  std::vector<fi_addr_t> blocked, expired;
+  for (auto it = backlog_.begin(); it != backlog_.end();) {
+    const bool skip = std::find(blocked.begin(), blocked.end(), it->address) != blocked.end();
+    if (!skip && try_send(it->address, it->buffer, it->bytes)) {
+      it = backlog_.erase(it);
+      continue;
+    }
+    if (!skip) {
+      blocked.push_back(it->address);
+      if (now - it->since > kBacklogLimit) expired.push_back(it->address);
+    }
+    ++it;
   }
+  if (expired.empty()) return;
+  const size_t before = backlog_.size();
+  std::erase_if(backlog_, [&](const Backlog& b) {
+    if (std::find(expired.begin(), expired.end(), b.address) == expired.end()) return false;
+    buffers_->release(b.buffer);
+    return true;
+  });
+  warn_limited(fmt::format("worker {}: dropped {} replies to {} caller(s) unreachable for {} s", index_,
+                           before - backlog_.size(), expired.size(), kBacklogLimit.count()));
 }
 
 void Worker::warn_limited(const std::string& message) {

@@ -100,6 +100,7 @@ class Worker {
     fi_addr_t address;
     uint32_t buffer;
     size_t bytes;
+    std::chrono::steady_clock::time_point since;
   };
 
   static void* context(OpKind kind, uint32_t index) noexcept {
@@ -121,6 +122,10 @@ class Worker {
   void fail_pending(uint32_t pending_index, ErrorKind error, const std::string& why);
 
   const Peer* authenticated(const protocol::MessageHeader& header);
+  // True while the caller that sent a task is still connected under the same session.
+  bool still_connected(uint32_t peer_id, uint64_t session) const noexcept {
+    return peer_id < peers_.size() && peers_[peer_id].active && peers_[peer_id].session == session;
+  }
   void post_receive(uint32_t buffer);
   // Returns false when the provider said "try again" (the buffer is still ours).
   bool try_send(fi_addr_t address, uint32_t buffer, size_t bytes);

@@ -1,0 +1,55 @@
+// sidecore_integration_env_client LIBRARY COUNT: a separate client process, connected the way a
+// rank connects (SIDECORE_EXECUTOR and SIDECORE_TOKEN). It echoes COUNT distinct 8-byte values
+// through LIBRARY's `echo`, checks every one, and prints "ok COUNT" (exit 0); any failure goes to
+// stderr with exit status 1.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "sidecore/sidecore.hpp"
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: %s LIBRARY COUNT\n", argv[0]);
+    return 2;
+  }
+  const std::string library = argv[1];
+  const size_t count = std::strtoul(argv[2], nullptr, 10);
+  try {
+    auto client = sidecore::Client::from_environment();
+    const auto echo = client.lookup(library, "echo");
+    std::vector<uint64_t> in(count), out(count, 0);
+    std::vector<sidecore::TaskId> ids(count);
+    const uint64_t tag = static_cast<uint64_t>(getpid()) << 32;
+    for (size_t i = 0; i < count; ++i) {
+      in[i] = tag | i;
+      ids[i] = client.submit(echo, &in[i], sizeof in[i], &out[i], sizeof out[i]);
+    }
+    for (size_t i = 0; i < count; ++i) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      std::optional<sidecore::Completion> done;
+      while (!(done = client.test(ids[i])) && std::chrono::steady_clock::now() < deadline) {
+      }
+      if (!done) {
+        std::fprintf(stderr, "task %zu did not complete within 30 s\n", i);
+        return 1;
+      }
+      if (done->error != sidecore::ErrorKind::none || done->out_bytes != sizeof(uint64_t) || out[i] != in[i]) {
+        std::fprintf(stderr, "task %zu: error %s, out_bytes %zu, value %llx instead of %llx\n", i,
+                     std::string(to_string(done->error)).c_str(), done->out_bytes,
+                     static_cast<unsigned long long>(out[i]), static_cast<unsigned long long>(in[i]));
+        return 1;
+      }
+    }
+  } catch (const sidecore::Error& e) {
+    std::fprintf(stderr, "sidecore error %s: %s\n", std::string(to_string(e.kind())).c_str(), e.what());
+    return 1;
+  }
+  std::printf("ok %zu\n", count);
+  return 0;
+}

@@ -1,0 +1,299 @@
+// Helpers for the integration tier: real sidecore-executor processes, child commands with a
+// deadline, and bounded waits on the client.
+//
+// Nothing a test starts may outlive it. Every child gets PR_SET_PDEATHSIG=SIGKILL (so a crashed or
+// timed-out test binary takes its executors with it) and its own process group (so a command that
+// overruns its deadline is killed together with whatever it started).
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "sidecore/sidecore.hpp"
+
+extern char** environ;
+
+namespace sidecore_test {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// A path the CMake file passes in the environment ($<TARGET_FILE:...>).
+inline std::string required_env(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') {
+    throw std::runtime_error(std::string(name) + " is not set: run this test through ctest");
+  }
+  return value;
+}
+inline std::string executor_binary() { return required_env("SIDECORE_TEST_EXECUTOR"); }
+inline std::string run_binary() { return required_env("SIDECORE_TEST_RUN"); }
+inline std::string functions_library() { return required_env("SIDECORE_TEST_FUNCTIONS"); }
+inline std::string env_client_binary() { return required_env("SIDECORE_TEST_ENV_CLIENT"); }
+
+inline std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// A private temporary directory, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "sidecore-itest.XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp: " + std::string(std::strerror(errno)));
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// The shell convention for a wait status: the exit code, or 128 + the signal.
+inline int status_code(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+// Starts argv[0] (a path) with stdin from /dev/null and stdout/stderr into the given files.
+// `env` entries "KEY=VALUE" override the inherited environment; a bare "KEY" removes KEY.
+// Everything is prepared before fork(), so the child only makes async-signal-safe calls.
+inline pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                   const std::filesystem::path& stdout_path, const std::filesystem::path& stderr_path) {
+  if (argv.empty()) throw std::invalid_argument("spawn: empty argv");
+  std::vector<std::string> environment;
+  auto key_of = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string text(*entry);
+    bool overridden = false;
+    for (const auto& change : env) overridden = overridden || key_of(change) == key_of(text);
+    if (!overridden) environment.push_back(text);
+  }
+  for (const auto& change : env) {
+    if (change.find('=') != std::string::npos) environment.push_back(change);
+  }
+  std::vector<char*> args, envp;
+  std::vector<std::string> argv_copy = argv;
+  for (auto& arg : argv_copy) args.push_back(arg.data());
+  args.push_back(nullptr);
+  for (auto& entry : environment) envp.push_back(entry.data());
+  envp.push_back(nullptr);
+
+  const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  const int out_fd = open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int err_fd = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (null_fd < 0 || out_fd < 0 || err_fd < 0) {
+    for (int fd : {null_fd, out_fd, err_fd}) {
+      if (fd >= 0) close(fd);
+    }
+    throw std::runtime_error("spawn: cannot open the output files");
+  }
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(126);  // the test died between fork and prctl
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    dup2(null_fd, STDIN_FILENO);
+    dup2(out_fd, STDOUT_FILENO);
+    dup2(err_fd, STDERR_FILENO);
+    execve(args[0], args.data(), envp.data());
+    static const char message[] = "spawn: execve failed\n";
+    if (write(STDERR_FILENO, message, sizeof message - 1) < 0) {
+      // Nothing more to say.
+    }
+    _exit(127);
+  }
+  close(null_fd);
+  close(out_fd);
+  close(err_fd);
+  if (pid < 0) throw std::runtime_error("fork: " + std::string(std::strerror(errno)));
+  setpgid(pid, pid);  // also in the parent, so kill(-pid) works however the race goes
+  return pid;
+}
+
+// Waits for `pid` until the deadline; the wait status, or nullopt when it is still running.
+inline std::optional<int> wait_until(pid_t pid, Clock::time_point deadline) {
+  while (true) {
+    int status = 0;
+    const pid_t done = waitpid(pid, &status, WNOHANG);
+    if (done == pid) return status;
+    if (done < 0 && errno != EINTR) return -1;
+    if (Clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(2ms);
+  }
+}
+
+struct CommandResult {
+  int exit_code = -1;      // status_code() of the command; 128 + 9 after a timeout kill
+  bool timed_out = false;  // it overran its deadline and was killed (with its process group)
+  std::string out, err;
+  std::chrono::milliseconds elapsed{0};
+};
+
+// Runs a command to completion, but never longer than `timeout`.
+inline CommandResult run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
+                                 std::chrono::milliseconds timeout = 20s) {
+  TempDir dir;
+  const auto started = Clock::now();
+  const pid_t pid = spawn(argv, env, dir.path() / "stdout", dir.path() / "stderr");
+  CommandResult result;
+  auto status = wait_until(pid, started + timeout);
+  if (!status) {
+    result.timed_out = true;
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    int killed = 0;
+    waitpid(pid, &killed, 0);
+    status = killed;
+  }
+  result.exit_code = status_code(*status);
+  result.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+  result.out = read_file(dir.path() / "stdout");
+  result.err = read_file(dir.path() / "stderr");
+  return result;
+}
+
+inline std::vector<std::string> nonempty_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find_first_not_of(" \t\r") != std::string::npos) lines.push_back(line);
+  }
+  return lines;
+}
+
+struct ExecutorOptions {
+  std::string provider = "shm";
+  std::string token;                    // put in SIDECORE_TOKEN; required
+  std::string cores = "1";              // this machine has CPUs 0 and 1; tests run executors on 1
+  std::vector<std::string> extra_args;  // e.g. {"--poll", "warm"}
+  std::chrono::milliseconds ready_timeout{15000};
+};
+
+// A running `sidecore-executor --cores 1 --provider P --card-file DIR/card`, stopped on destruction:
+// SIGTERM, a bounded wait, then SIGKILL. The constructor returns once the card file exists, and
+// throws (after killing the child) when the executor exits or is not ready in time.
+class ExecutorProcess {
+ public:
+  explicit ExecutorProcess(ExecutorOptions options) : options_(std::move(options)) {
+    if (options_.token.empty()) throw std::invalid_argument("ExecutorProcess needs a token");
+    std::vector<std::string> argv{executor_binary(), "--cores",     options_.cores,      "--provider",
+                                  options_.provider, "--card-file", card_path().string()};
+    argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
+    pid_ = spawn(argv, {"SIDECORE_TOKEN=" + options_.token}, dir_.path() / "stdout", dir_.path() / "stderr");
+    const auto deadline = Clock::now() + options_.ready_timeout;
+    while (true) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        exit_code_ = status_code(status);
+        throw std::runtime_error("sidecore-executor (" + options_.provider + ") exited with status " +
+                                 std::to_string(*exit_code_) + " before writing its card; stderr:\n" + stderr_text());
+      }
+      std::error_code error;
+      if (std::filesystem::exists(card_path(), error)) {
+        std::ifstream in(card_path());
+        std::getline(in, card_);
+        if (!card_.empty()) break;
+      }
+      if (Clock::now() > deadline) {
+        stop();
+        throw std::runtime_error("sidecore-executor (" + options_.provider + ") wrote no card within " +
+                                 std::to_string(options_.ready_timeout.count()) + " ms; stderr:\n" + stderr_text());
+      }
+      std::this_thread::sleep_for(2ms);
+    }
+  }
+  ~ExecutorProcess() { stop(); }
+  ExecutorProcess(const ExecutorProcess&) = delete;
+  ExecutorProcess& operator=(const ExecutorProcess&) = delete;
+
+  // Stops the executor (idempotent) and returns its status: 0 for a clean exit on SIGTERM,
+  // 128 + 9 when it had to be killed.
+  int stop(std::chrono::milliseconds grace = 5000ms) {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      auto status = wait_until(pid_, Clock::now() + grace);
+      if (!status) {
+        killed_ = true;
+        kill(-pid_, SIGKILL);
+        kill(pid_, SIGKILL);
+        int killed = 0;
+        waitpid(pid_, &killed, 0);
+        status = killed;
+      }
+      exit_code_ = status_code(*status);
+      pid_ = -1;
+    }
+    return exit_code_.value_or(-1);
+  }
+
+  const std::string& card() const noexcept { return card_; }
+  const std::string& token() const noexcept { return options_.token; }
+  const std::string& provider() const noexcept { return options_.provider; }
+  pid_t pid() const noexcept { return pid_; }
+  bool needed_sigkill() const noexcept { return killed_; }
+  std::filesystem::path card_path() const { return dir_.path() / "card"; }
+  std::string stdout_text() const { return read_file(dir_.path() / "stdout"); }
+  std::string stderr_text() const { return read_file(dir_.path() / "stderr"); }
+
+ private:
+  ExecutorOptions options_;
+  TempDir dir_;
+  pid_t pid_ = -1;
+  std::string card_;
+  std::optional<int> exit_code_;
+  bool killed_ = false;
+};
+
+// A token unique to this run, so that one test's secret can be searched for in logs.
+inline std::string fresh_token(const std::string& prefix = "tok") {
+  static unsigned counter = 0;
+  std::ostringstream text;
+  text << prefix << std::hex << getpid() << 'x' << std::chrono::steady_clock::now().time_since_epoch().count() << 'x'
+       << ++counter;
+  return text.str();
+}
+
+// Client::wait() with a deadline, so a lost completion fails the test instead of hanging it.
+inline std::optional<sidecore::Completion> wait_for(sidecore::Client& client, sidecore::TaskId id,
+                                                    std::chrono::milliseconds timeout = 30s) {
+  const auto deadline = Clock::now() + timeout;
+  while (true) {
+    if (auto done = client.test(id)) return done;
+    if (Clock::now() > deadline) return std::nullopt;
+  }
+}
+
+}  // namespace sidecore_test

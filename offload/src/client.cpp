@@ -9,6 +9,10 @@
 #include <deque>
 #include <thread>
 
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include "card.hpp"
 #include "doorbell.hpp"
 #include "fabric/endpoint.hpp"
@@ -50,12 +54,19 @@ struct Client::Impl {
     ExecutorCard card;
     Doorbell doorbell;
     std::vector<WorkerLink> workers;
-    std::deque<uint32_t> waiting;  // slots queued for a free credit
+    std::deque<std::pair<uint32_t, TaskId>> waiting;  // slots queued for a free credit (stale ones skipped)
   };
-  enum class SlotState : uint8_t { free, waiting, in_flight, done };
+  // A task's slot lives until both sides are done with it: the user has (or was handed) the
+  // completion, and no result can arrive for it any more. A timed-out task is handed to the user
+  // at once but keeps its slot (and its worker's credit) until the late result comes back.
   struct TaskSlot {
     TaskId id = kNoTask;
-    SlotState state = SlotState::free;
+    bool used = false;
+    bool waiting = false;      // queued in the client for a credit
+    bool on_wire = false;      // sent to a worker, result not back yet
+    bool collectable = false;  // completion ready for test()/wait()
+    bool delivered = false;    // the user has the completion (collected or via callback)
+    Clock::time_point deadline{};
     uint32_t executor = 0, worker = 0, function_id = 0;
     const void* in = nullptr;
     size_t in_bytes = 0;
@@ -98,15 +109,23 @@ struct Client::Impl {
   size_t total_workers = 0;
   std::deque<Backlog> backlog;
   std::vector<Reply*> expected_replies;
+  std::deque<std::pair<Clock::time_point, TaskId>> deadlines;  // in submit order, so in deadline order
+  Doorbell own_doorbell;  // rung by workers after results, where the queue has no descriptor
+  int interrupt_fd = -1;  // wakes sleep() on a queue descriptor
 
   explicit Impl(const ClientOptions& o, std::string_view prov) : options(o), provider(prov) {
     auto fabric = fabric::Fabric::open(provider);
     domain = std::make_shared<fabric::Domain>(fabric);
-    auto cq = std::make_shared<fabric::CompletionQueue>(domain, 4096, false);
+    auto cq = std::make_shared<fabric::CompletionQueue>(domain, 4096, true);
     auto av = std::make_shared<fabric::AddressVector>(domain);
     endpoint = std::make_shared<fabric::Endpoint>(domain, std::move(cq), std::move(av));
     buffers = std::make_unique<MessageBuffers>(domain, endpoint.get(), protocol::kMaxMessageBytes);
     inject_limit = domain->inject_size();
+    if (endpoint->cq().wait_fd() < 0) {
+      own_doorbell = Doorbell::create("/sidecore-c-" + generate_id(), 1);
+    } else {
+      interrupt_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    }
     post_receives(kReceiveReserve);
   }
 
@@ -123,6 +142,7 @@ struct Client::Impl {
     const auto deadline = Clock::now() + std::chrono::milliseconds(200);
     while (!backlog.empty() && Clock::now() < deadline) progress();
     for (int i = 0; i < 16; ++i) progress();
+    if (interrupt_fd >= 0) close(interrupt_fd);
   }
 
   void post_receives(size_t count) {
@@ -234,7 +254,8 @@ struct Client::Impl {
       }
       replies[w].key = random_u64();
       const uint32_t buffer = buffers->acquire();
-      const size_t bytes = protocol::encode_hello(buffers->span(buffer), replies[w].key, token, endpoint->name());
+      const size_t bytes =
+          protocol::encode_hello(buffers->span(buffer), replies[w].key, token, endpoint->name(), own_doorbell.name());
       send(worker.address, buffer, bytes, index, w);
     }
     const bool answered = await(replies, Clock::now() + options.connect_timeout);
@@ -268,6 +289,12 @@ struct Client::Impl {
   // --- receiving ---------------------------------------------------------------------------------
 
   size_t progress() {
+    size_t events = poll_queue();
+    if (!deadlines.empty()) events += expire(Clock::now());
+    return events;
+  }
+
+  size_t poll_queue() {
     while (!backlog.empty()) {
       if (!try_send(backlog.front())) break;
       backlog.pop_front();
@@ -362,29 +389,64 @@ struct Client::Impl {
     const uint64_t slot_index = fixed.request_id & kSlotMask;
     if (slot_index >= slots.size()) return;
     TaskSlot& slot = slots[slot_index];
-    if (slot.id != fixed.request_id || slot.state != SlotState::in_flight) return;  // late or stale: drop
+    if (slot.id != fixed.request_id || !slot.on_wire) return;  // stale: drop
     WorkerLink& worker = executors[slot.executor].workers[slot.worker];
     if (header.peer_id != worker.peer_id || header.session != worker.session) {
       logger("sidecore.client")->warn("dropped a result that did not come from the task's worker");
       return;
     }
-    std::string error;
-    auto result = protocol::decode_result(message, static_cast<bool>(slot.out_region), &error);
-    Completion completion;
-    if (!result) {
-      logger("sidecore.client")->warn("malformed result for task {}: {}", slot.id, error);
-      completion.error = ErrorKind::executor_lost;
-    } else if (result->fixed.out_bytes > slot.out_capacity) {
-      completion.error = ErrorKind::function;
-    } else {
-      completion.error = result->fixed.error;
-      completion.function_return = result->fixed.function_return;
-      completion.out_bytes = result->fixed.out_bytes;
-      if (!result->inline_output.empty()) std::memcpy(slot.out, result->inline_output.data(), result->inline_output.size());
-    }
+    slot.on_wire = false;
     --worker.outstanding;
-    complete(static_cast<uint32_t>(slot_index), completion);
-    dispatch_waiting(slot.executor);
+    const auto index = static_cast<uint32_t>(slot_index);
+    if (slot.collectable || slot.delivered) {
+      // Timed out earlier: the user has moved on, and nothing may touch `out` any more.
+      release_if_finished(index);
+    } else {
+      std::string error;
+      auto result = protocol::decode_result(message, static_cast<bool>(slot.out_region), &error);
+      Completion completion;
+      if (!result) {
+        logger("sidecore.client")->warn("malformed result for task {}: {}", slot.id, error);
+        completion.error = ErrorKind::executor_lost;
+      } else if (result->fixed.out_bytes > slot.out_capacity) {
+        completion.error = ErrorKind::function;
+      } else {
+        completion.error = result->fixed.error;
+        completion.function_return = result->fixed.function_return;
+        completion.out_bytes = result->fixed.out_bytes;
+        if (!result->inline_output.empty()) std::memcpy(slot.out, result->inline_output.data(), result->inline_output.size());
+      }
+      deliver(index, completion);
+    }
+    dispatch_waiting(executors[worker_executor(worker)].waiting);
+  }
+
+  uint32_t worker_executor(const WorkerLink& worker) const {
+    for (uint32_t e = 0; e < executors.size(); ++e) {
+      const auto& list = executors[e].workers;
+      if (&worker >= list.data() && &worker < list.data() + list.size()) return e;
+    }
+    return 0;
+  }
+
+  // Times out every task whose deadline has passed.
+  size_t expire(Clock::time_point now) {
+    size_t expired = 0;
+    while (!deadlines.empty() && deadlines.front().first <= now) {
+      const TaskId id = deadlines.front().second;
+      deadlines.pop_front();
+      const uint64_t index = id & kSlotMask;
+      if (index >= slots.size() || slots[index].id != id) continue;
+      TaskSlot& slot = slots[index];
+      if (slot.collectable || slot.delivered) continue;
+      // Revoke the executor's access to the buffers first: a late RMA must fail, not land.
+      slot.in_region = {};
+      slot.out_region = {};
+      slot.waiting = false;
+      deliver(static_cast<uint32_t>(index), Completion{ErrorKind::timeout, 0, 0, false});
+      ++expired;
+    }
+    return expired;
   }
 
   // --- tasks -------------------------------------------------------------------------------------
@@ -400,29 +462,31 @@ struct Client::Impl {
     return static_cast<uint32_t>(slots.size() - 1);
   }
 
-  void release_slot(uint32_t index) {
+  void release_if_finished(uint32_t index) {
     TaskSlot& slot = slots[index];
-    slot.state = SlotState::free;
-    slot.id = kNoTask;
-    slot.in_region = {};
-    slot.out_region = {};
+    if (slot.on_wire || slot.waiting || !slot.delivered) return;
+    slot = TaskSlot{};
     free_slots.push_back(index);
   }
 
-  void complete(uint32_t index, const Completion& completion) {
+  // Hands `completion` to the user: to the callback, or for test()/wait() to collect.
+  void deliver(uint32_t index, const Completion& completion) {
     TaskSlot& slot = slots[index];
     slot.in_region = {};
     slot.out_region = {};
+    slot.waiting = false;
     slot.completion = completion;
-    if (slot.state == SlotState::in_flight || slot.state == SlotState::waiting) --in_flight;
+    --in_flight;
     if (slot.callback != nullptr) {
       const auto callback = slot.callback;
       void* user = slot.user;
       const TaskId id = slot.id;
-      release_slot(index);
-      callback(user, id, completion);
+      slot.callback = nullptr;
+      slot.delivered = true;
+      release_if_finished(index);
+      callback(user, id, completion);  // last: it may submit again and reuse the slot
     } else {
-      slot.state = SlotState::done;
+      slot.collectable = true;
     }
   }
 
@@ -432,28 +496,33 @@ struct Client::Impl {
     if (index == UINT32_MAX) return kNoTask;
     TaskSlot& slot = slots[index];
     slot.id = (next_sequence++ << kSlotBits) | index;
+    slot.used = true;
     slot.callback = callback;
     slot.user = user;
     slot.in = in;
     slot.in_bytes = in_bytes;
     slot.out = out;
     slot.out_capacity = out_capacity;
-    slot.state = SlotState::waiting;
     ++in_flight;
     const TaskId id = slot.id;
     const bool bad = (in == nullptr && in_bytes > 0) || (out == nullptr && out_capacity > 0) || !function.valid() ||
                      function.owner_ != this || in_bytes > protocol::kMaxTransferBytes ||
                      out_capacity > protocol::kMaxTransferBytes;
     if (bad) {
-      complete(index, Completion{ErrorKind::bad_arg, 0, 0});
+      deliver(index, Completion{ErrorKind::bad_arg, 0, 0, false});
       return id;
     }
-    // One executor per client today; the pool of the MPI layer spreads over several.
+    if (options.task_timeout.count() > 0) {
+      slot.deadline = Clock::now() + options.task_timeout;
+      deadlines.emplace_back(slot.deadline, id);
+    }
+    // One executor per client; the MPI extension's pool spreads tasks over several clients.
     slot.executor = 0;
     slot.function_id = function.ids_[0];
     ExecutorLink& executor = executors[0];
+    slot.waiting = true;
     if (executor.waiting.empty() && dispatch(index)) return id;
-    executor.waiting.push_back(index);
+    executor.waiting.emplace_back(index, id);
     return id;
   }
 
@@ -473,6 +542,7 @@ struct Client::Impl {
     if (best == UINT32_MAX) return false;
     WorkerLink& worker = executor.workers[best];
     slot.worker = best;
+    slot.waiting = false;
 
     protocol::TaskMessage task{protocol::make_header(protocol::MessageType::task, worker.peer_id, worker.session),
                                slot.id, slot.function_id, 0, slot.in_bytes, slot.out_capacity};
@@ -491,7 +561,7 @@ struct Client::Impl {
       }
     } catch (const fabric::FabricError& e) {
       logger("sidecore.client")->warn("cannot register task {}'s buffers: {}", slot.id, e.what());
-      complete(index, Completion{ErrorKind::bad_arg, 0, 0});
+      deliver(index, Completion{ErrorKind::bad_arg, 0, 0, false});
       return true;
     }
     const uint32_t buffer = buffers->acquire();
@@ -503,26 +573,94 @@ struct Client::Impl {
       bytes += slot.in_bytes;
     }
     ++worker.outstanding;
-    slot.state = SlotState::in_flight;
+    slot.on_wire = true;
     send(worker.address, buffer, bytes, slot.executor, best);
     return true;
   }
 
-  void dispatch_waiting(uint32_t executor_index) {
-    auto& waiting = executors[executor_index].waiting;
-    while (!waiting.empty() && dispatch(waiting.front())) waiting.pop_front();
+  void dispatch_waiting(std::deque<std::pair<uint32_t, TaskId>>& waiting) {
+    while (!waiting.empty()) {
+      const auto [index, id] = waiting.front();
+      if (slots[index].id != id || !slots[index].waiting) {  // timed out or cancelled meanwhile
+        waiting.pop_front();
+        continue;
+      }
+      if (!dispatch(index)) return;
+      waiting.pop_front();
+    }
+  }
+
+  bool cancel(TaskId id) {
+    const uint64_t index = id & kSlotMask;
+    if (id == kNoTask || index >= slots.size() || slots[index].id != id || !slots[index].waiting) return false;
+    deliver(static_cast<uint32_t>(index), Completion{ErrorKind::none, 0, 0, true});
+    return true;
+  }
+
+  std::optional<Completion> collect(uint64_t index) {
+    TaskSlot& slot = slots[index];
+    if (!slot.collectable) return std::nullopt;
+    Completion completion = slot.completion;
+    slot.collectable = false;
+    slot.delivered = true;
+    release_if_finished(static_cast<uint32_t>(index));
+    return completion;
   }
 
   std::optional<Completion> test(TaskId id) {
     const uint64_t index = id & kSlotMask;
-    if (id == kNoTask || index >= slots.size() || slots[index].id != id || slots[index].callback != nullptr) {
-      return Completion{ErrorKind::bad_arg, 0, 0};
+    if (id == kNoTask || index >= slots.size() || slots[index].id != id || slots[index].delivered ||
+        (slots[index].callback != nullptr && !slots[index].collectable)) {
+      return Completion{ErrorKind::bad_arg, 0, 0, false};
     }
-    if (slots[index].state != SlotState::done) progress();
-    if (slots[index].state != SlotState::done) return std::nullopt;
-    Completion completion = slots[index].completion;
-    release_slot(static_cast<uint32_t>(index));
-    return completion;
+    if (auto done = collect(index)) return done;
+    progress();
+    return collect(index);
+  }
+
+  bool prepare_sleep() {
+    if (own_doorbell) {
+      own_doorbell.prepare_sleep(0);
+      if (progress() > 0 || !backlog.empty()) {
+        own_doorbell.cancel_sleep(0);
+        return false;
+      }
+      return true;
+    }
+    if (progress() > 0 || !backlog.empty()) return false;
+    return endpoint->cq().wait_fd() < 0 || endpoint->cq().trywait();
+  }
+
+  void sleep(std::chrono::microseconds timeout) {
+    if (!deadlines.empty()) {  // wake up for the next task deadline
+      const auto until_deadline =
+          std::chrono::duration_cast<std::chrono::microseconds>(deadlines.front().first - Clock::now());
+      timeout = std::max(std::chrono::microseconds(0), std::min(timeout, until_deadline));
+    }
+    if (own_doorbell) {
+      own_doorbell.wait(0, timeout);
+      return;
+    }
+    const int fd = endpoint->cq().wait_fd();
+    if (fd < 0) {
+      std::this_thread::sleep_for(std::min(timeout, std::chrono::microseconds(50)));
+      return;
+    }
+    pollfd fds[2] = {{fd, POLLIN, 0}, {interrupt_fd, POLLIN, 0}};
+    ::poll(fds, 2, static_cast<int>((timeout.count() + 999) / 1000));
+    if (fds[1].revents & POLLIN) {
+      uint64_t value;
+      [[maybe_unused]] ssize_t drained = read(interrupt_fd, &value, sizeof value);
+    }
+  }
+
+  void interrupt_sleep() noexcept {
+    if (own_doorbell) {
+      own_doorbell.ring(0);
+    } else if (interrupt_fd >= 0) {
+      uint64_t one = 1;
+      [[maybe_unused]] ssize_t written = write(interrupt_fd, &one, sizeof one);
+    }
   }
 
   Function lookup(std::string_view library, std::string_view symbol) {
@@ -601,6 +739,11 @@ TaskId Client::submit(const Function& function, const void* in, size_t in_bytes,
 }
 
 std::optional<Completion> Client::test(TaskId id) { return impl_->test(id); }
+bool Client::cancel(TaskId id) { return impl_->cancel(id); }
+bool Client::prepare_sleep() { return impl_->prepare_sleep(); }
+void Client::sleep(std::chrono::microseconds timeout) { impl_->sleep(timeout); }
+void Client::interrupt_sleep() noexcept { impl_->interrupt_sleep(); }
+const std::string& Client::executor_host() const noexcept { return impl_->executors.front().card.host; }
 
 Completion Client::wait(TaskId id) {
   while (true) {

@@ -79,14 +79,35 @@ std::optional<HelloView> decode_hello(std::span<const std::byte> message, std::s
                             fixed->address_bytes));
     return std::nullopt;
   }
-  const size_t expected = sizeof(HelloMessage) + fixed->token_bytes + fixed->address_bytes;
+  if (fixed->doorbell_bytes > kMaxDoorbellBytes) {
+    fail(error, fmt::format("hello with a {}-byte doorbell name", fixed->doorbell_bytes));
+    return std::nullopt;
+  }
+  const size_t expected = sizeof(HelloMessage) + fixed->token_bytes + fixed->address_bytes + fixed->doorbell_bytes;
   if (message.size() != expected) {
     fail(error, fmt::format("hello is {} bytes, its lengths say {}", message.size(), expected));
     return std::nullopt;
   }
   auto rest = message.subspan(sizeof(HelloMessage));
-  return HelloView{*fixed, as_chars(rest.first(fixed->token_bytes)),
-                   as_chars(rest.subspan(fixed->token_bytes, fixed->address_bytes))};
+  HelloView view{*fixed, as_chars(rest.first(fixed->token_bytes)),
+                 as_chars(rest.subspan(fixed->token_bytes, fixed->address_bytes)),
+                 as_chars(rest.subspan(fixed->token_bytes + fixed->address_bytes, fixed->doorbell_bytes))};
+  if (!view.doorbell.empty() && !valid_doorbell_name(view.doorbell)) {
+    fail(error, "hello names a doorbell that is not /sidecore-<name>");
+    return std::nullopt;
+  }
+  return view;
+}
+
+bool valid_doorbell_name(std::string_view name) noexcept {
+  constexpr std::string_view prefix = "/sidecore-";
+  if (name.size() <= prefix.size() || name.size() > kMaxDoorbellBytes || name.substr(0, prefix.size()) != prefix) {
+    return false;
+  }
+  for (char c : name.substr(prefix.size())) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return true;
 }
 
 std::optional<LookupView> decode_lookup(std::span<const std::byte> message, std::string* error) {
@@ -204,17 +225,20 @@ std::optional<LookupReplyMessage> decode_lookup_reply(std::span<const std::byte>
   return fixed;
 }
 
-size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_view token, std::string_view address) {
-  const size_t total = sizeof(HelloMessage) + token.size() + address.size();
+size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_view token, std::string_view address,
+                    std::string_view doorbell) {
+  const size_t total = sizeof(HelloMessage) + token.size() + address.size() + doorbell.size();
   if (token.empty() || token.size() > kMaxTokenBytes || address.empty() || address.size() > kMaxAddressBytes ||
-      total > buffer.size()) {
+      (!doorbell.empty() && !valid_doorbell_name(doorbell)) || total > buffer.size()) {
     return 0;
   }
   HelloMessage hello{make_header(MessageType::hello), nonce, static_cast<uint16_t>(token.size()),
-                     static_cast<uint16_t>(address.size()), 0};
-  std::memcpy(buffer.data(), &hello, sizeof hello);
-  std::memcpy(buffer.data() + sizeof hello, token.data(), token.size());
-  std::memcpy(buffer.data() + sizeof hello + token.size(), address.data(), address.size());
+                     static_cast<uint16_t>(address.size()), static_cast<uint16_t>(doorbell.size()), 0};
+  std::byte* out = buffer.data();
+  std::memcpy(out, &hello, sizeof hello);
+  std::memcpy(out + sizeof hello, token.data(), token.size());
+  std::memcpy(out + sizeof hello + token.size(), address.data(), address.size());
+  std::memcpy(out + sizeof hello + token.size() + address.size(), doorbell.data(), doorbell.size());
   return total;
 }
 

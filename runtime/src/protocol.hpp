@@ -28,6 +28,7 @@ inline constexpr uint16_t kVersion = 1;
 inline constexpr size_t kInlineLimit = 4096;       // payload bytes carried inside a message
 inline constexpr size_t kMaxTokenBytes = 128;
 inline constexpr size_t kMaxAddressBytes = 512;
+inline constexpr size_t kMaxDoorbellBytes = 64;
 inline constexpr size_t kMaxLibraryBytes = 3072;
 inline constexpr size_t kMaxSymbolBytes = 1024;
 inline constexpr uint64_t kMaxTransferBytes = uint64_t{1} << 40;  // 1 TiB: anything larger is garbage
@@ -59,8 +60,10 @@ struct HelloMessage {
   uint64_t nonce;          // echoed in Welcome/Refused so the caller can match the answer
   uint16_t token_bytes;
   uint16_t address_bytes;
-  uint32_t reserved;
-  // followed by token_bytes of token, then address_bytes of the caller's endpoint address
+  uint16_t doorbell_bytes;  // 0, or the length of the caller's own doorbell name
+  uint16_t reserved;
+  // followed by token_bytes of token, address_bytes of the caller's endpoint address, then the
+  // name of the caller's doorbell (shm callers that sleep while waiting for results)
 };
 static_assert(sizeof(HelloMessage) == 40);
 
@@ -132,7 +135,7 @@ struct ResultMessage {
 static_assert(sizeof(ResultMessage) == 48);
 
 inline constexpr size_t kMaxMessageBytes = sizeof(TaskMessage) + 2 * sizeof(RemoteBuffer) + kInlineLimit;
-static_assert(kMaxMessageBytes >= sizeof(HelloMessage) + kMaxTokenBytes + kMaxAddressBytes);
+static_assert(kMaxMessageBytes >= sizeof(HelloMessage) + kMaxTokenBytes + kMaxAddressBytes + kMaxDoorbellBytes);
 static_assert(kMaxMessageBytes >= sizeof(LookupMessage) + kMaxLibraryBytes + kMaxSymbolBytes);
 
 constexpr MessageHeader make_header(MessageType type, uint32_t peer_id = 0, uint64_t session = 0) {
@@ -148,7 +151,11 @@ struct HelloView {
   HelloMessage fixed;
   std::string_view token;
   std::string_view address;
+  std::string_view doorbell;  // empty when the caller has none
 };
+
+// True for names of the form "/sidecore-<letters, digits, '-'>", at most kMaxDoorbellBytes long.
+bool valid_doorbell_name(std::string_view name) noexcept;
 std::optional<HelloView> decode_hello(std::span<const std::byte> message, std::string* error = nullptr);
 
 struct LookupView {
@@ -182,7 +189,8 @@ std::optional<LookupReplyMessage> decode_lookup_reply(std::span<const std::byte>
 // --- encoding into a caller-provided buffer; each returns the bytes written, or 0 when the ---------
 // --- buffer is too small or the fields are ones the decoders would refuse ------------------------
 
-size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_view token, std::string_view address);
+size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_view token, std::string_view address,
+                    std::string_view doorbell = {});
 size_t encode_lookup(std::span<std::byte> buffer, uint32_t peer_id, uint64_t session, uint64_t request_id,
                      std::string_view library, std::string_view symbol);
 

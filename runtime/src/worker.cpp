@@ -257,7 +257,18 @@ void Worker::on_hello(std::span<const std::byte> message) {
     return;
   }
   Peer& peer = peers_[peer_id];
-  peer = Peer{address, random_u64(), true};
+  peer.address = address;
+  peer.session = random_u64();
+  peer.active = true;
+  peer.doorbell = Doorbell();
+  if (!hello->doorbell.empty()) {
+    try {
+      peer.doorbell = Doorbell::open(std::string(hello->doorbell), 1);
+    } catch (const std::exception& e) {
+      // The caller then has to poll for its results; it still gets them.
+      warn_limited(fmt::format("worker {}: cannot open caller {}'s doorbell: {}", index_, peer_id, e.what()));
+    }
+  }
   wanted_receives_ += options_.credits_per_peer;
   while (posted_receives_ < wanted_receives_) post_receive(buffers_->acquire());
 
@@ -283,6 +294,7 @@ void Worker::on_goodbye(const protocol::MessageHeader& header) {
   Peer& peer = peers_[header.peer_id];
   // Leave the address in the table: results of tasks still in flight may be on their way to it.
   peer.active = false;
+  peer.doorbell = Doorbell();
   free_peers_.push_back(header.peer_id);
   wanted_receives_ -= options_.credits_per_peer;
   logger("sidecore.exec")->debug("worker {}: caller {} said goodbye", index_, header.peer_id);
@@ -427,6 +439,7 @@ void Worker::run_task(uint32_t index) {
     std::memcpy(buffers_->data(result_buffer), &result, sizeof result);
     stats_.record_task(elapsed_ns(pending.received), task.in_bytes, out_bytes);
     send_buffer(pending.peer_address, result_buffer, sizeof result + out_bytes);
+    ring_caller(pending.peer_id);
     pending.in_use = false;
     free_pending_.push_back(index);
     return;
@@ -462,7 +475,10 @@ void Worker::finish_task(PendingTask& pending, ErrorKind error) {
       protocol::make_header(protocol::MessageType::result, pending.peer_id, pending.session), pending.task.request_id,
       error, pending.function_return, error == ErrorKind::none ? pending.out_bytes : 0};
   stats_.record_task(elapsed_ns(pending.received), pending.task.in_bytes, result.out_bytes);
-  if (still_connected(pending.peer_id, pending.session)) send_copy(pending.peer_address, &result, sizeof result);
+  if (still_connected(pending.peer_id, pending.session)) {
+    send_copy(pending.peer_address, &result, sizeof result);
+    ring_caller(pending.peer_id);
+  }
   release_scratch(pending.input_scratch);
   release_scratch(pending.output_scratch);
   pending.in_use = false;

@@ -70,6 +70,7 @@ class Worker {
     fi_addr_t address = FI_ADDR_NOTAVAIL;
     uint64_t session = 0;
     bool active = false;
+    Doorbell doorbell;  // the caller's, rung after each result when it has one
   };
   // A task waiting on RMA: its input being read or its output being written.
   struct PendingTask {
@@ -131,6 +132,10 @@ class Worker {
   bool try_send(fi_addr_t address, uint32_t buffer, size_t bytes);
   void send_buffer(fi_addr_t address, uint32_t buffer, size_t bytes);
   void send_copy(fi_addr_t address, const void* message, size_t bytes);
+  // Wakes the caller if it sleeps on its doorbell waiting for results.
+  void ring_caller(uint32_t peer_id) noexcept {
+    if (peer_id < peers_.size()) peers_[peer_id].doorbell.ring(0);
+  }
   void flush_backlog();
   void refuse(fi_addr_t address, uint64_t nonce, ErrorKind error);
   uint32_t acquire_pending();

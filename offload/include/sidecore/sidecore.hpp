@@ -47,6 +47,7 @@ struct Completion {
   ErrorKind error = ErrorKind::none;
   int function_return = 0;  // the function's return value (non-zero means error == FUNCTION)
   size_t out_bytes = 0;     // bytes the function wrote to `out`
+  bool cancelled = false;   // cancel() took the task back before it was sent
 };
 
 using TaskId = uint64_t;
@@ -72,6 +73,9 @@ class SIDECORE_API Function {
 
 struct ClientOptions {
   std::chrono::milliseconds connect_timeout{5000};  // for each executor's handshake and each lookup
+  // A task not completed this long after submit completes with TIMEOUT; from then on no byte of
+  // its output buffer is written (its registration is revoked, a late result is dropped). 0: none.
+  std::chrono::milliseconds task_timeout{0};
 };
 
 class SIDECORE_API Client {
@@ -102,10 +106,23 @@ class SIDECORE_API Client {
   Completion wait(TaskId id);
   // Makes progress without collecting anything; returns the number of events handled.
   size_t progress();
+  // Takes back a task that has not been sent to a worker yet (it waits for a credit); it then
+  // completes with `cancelled` set. False when the task is already on its way or done.
+  bool cancel(TaskId id);
+
+  // Sleeping until something happens, for a progress thread that must not spin (two steps, so a
+  // caller can hold its own lock around the first and not around the second):
+  // prepare_sleep() makes progress once and returns true when nothing happened and sleeping is
+  // safe; sleep() then waits until a worker sends something, interrupt_sleep() is called, or the
+  // timeout passes. Only interrupt_sleep() may be called from another thread concurrently.
+  bool prepare_sleep();
+  void sleep(std::chrono::microseconds timeout);
+  void interrupt_sleep() noexcept;
 
   size_t in_flight() const noexcept;  // submitted and not yet completed
   size_t workers() const noexcept;    // workers across all connected executors
   const std::string& provider() const noexcept;
+  const std::string& executor_host() const noexcept;  // the host name in the executor's card
 
  private:
   struct Impl;

@@ -1,0 +1,54 @@
+#include "mpi/pool_settings.hpp"
+
+#include <charconv>
+#include <vector>
+
+namespace sidecore::mpi {
+namespace {
+
+std::string info_value(MPI_Info info, const char* key) {
+  int length = 0, found = 0;
+  MPI_Info_get_valuelen(info, key, &length, &found);
+  if (!found) return {};
+  std::vector<char> value(static_cast<size_t>(length) + 1, '\0');
+  MPI_Info_get(info, key, length, value.data(), &found);
+  return found ? std::string(value.data()) : std::string();
+}
+
+}  // namespace
+
+std::variant<PoolSettings, std::string> parse_pool_settings(const std::string& scope, const std::string& fallback,
+                                                            const std::string& timeout_ms) {
+  PoolSettings settings;
+  if (scope == "node") {
+    settings.scope = Scope::node;
+  } else if (scope == "job" || scope.empty()) {
+    settings.scope = Scope::job;
+  } else {
+    return "sidecore_scope='" + scope + "' is not node or job";
+  }
+  if (fallback == "error") {
+    settings.fallback = Fallback::error;
+  } else if (fallback == "inline" || fallback.empty()) {
+    settings.fallback = Fallback::inline_call;
+  } else {
+    return "sidecore_fallback='" + fallback + "' is not inline or error";
+  }
+  if (!timeout_ms.empty()) {
+    long long value = -1;
+    auto [end, ec] = std::from_chars(timeout_ms.data(), timeout_ms.data() + timeout_ms.size(), value);
+    if (ec != std::errc{} || end != timeout_ms.data() + timeout_ms.size() || value < 0 || value > 86'400'000) {
+      return "sidecore_timeout_ms='" + timeout_ms + "' is not a number of milliseconds from 0 to 86400000";
+    }
+    settings.timeout = std::chrono::milliseconds(value);
+  }
+  return settings;
+}
+
+std::variant<PoolSettings, std::string> parse_pool_settings(MPI_Info info) {
+  if (info == MPI_INFO_NULL) return PoolSettings{};
+  return parse_pool_settings(info_value(info, "sidecore_scope"), info_value(info, "sidecore_fallback"),
+                             info_value(info, "sidecore_timeout_ms"));
+}
+
+}  // namespace sidecore::mpi

@@ -1,0 +1,29 @@
+// The info keys of MPIX_Offload_pool_create, parsed and checked.
+#pragma once
+
+#include <mpi.h>
+
+#include <chrono>
+#include <string>
+#include <variant>
+
+namespace sidecore::mpi {
+
+enum class Scope { node, job };
+enum class Fallback { inline_call, error };
+
+struct PoolSettings {
+  Scope scope = Scope::job;                   // sidecore_scope: use executors of this node only, or all
+  Fallback fallback = Fallback::inline_call;  // sidecore_fallback: without executors, run in the rank or fail
+  std::chrono::milliseconds timeout{0};       // sidecore_timeout_ms: 0 = none
+};
+
+// Reads the sidecore_* keys of `info` (MPI_INFO_NULL gives the defaults). On an unknown value,
+// returns a message naming the key and the value.
+std::variant<PoolSettings, std::string> parse_pool_settings(MPI_Info info);
+
+// The same parsing from plain strings (empty = key absent), shared with the unit tests.
+std::variant<PoolSettings, std::string> parse_pool_settings(const std::string& scope, const std::string& fallback,
+                                                            const std::string& timeout_ms);
+
+}  // namespace sidecore::mpi

@@ -1,0 +1,55 @@
+// Progress for offload requests that never needs the application's help and never spins on the
+// rank's core.
+//
+// One engine per process, shared by every pool. A background thread makes progress and completes
+// generalized requests (MPI_Grequest_complete). While tasks are in flight and nothing arrives it
+// sleeps on the client's doorbell (shm) or completion-queue descriptor (tcp, net), which workers
+// ring after each result; with nothing in flight it sleeps on a condition variable that submit
+// signals. Under Open MPI the engine also hooks opal_progress, so a rank blocked in MPI_Wait or
+// polling with MPI_Test drives its offload requests itself, at polling latency; the thread then
+// stays out of the way (it does not arm its doorbell while the hook has run in the last
+// millisecond). All client access happens under one mutex; the hook only try-locks it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace sidecore::mpi {
+
+class Pool;
+
+class ProgressEngine {
+ public:
+  static ProgressEngine& instance();
+
+  // Registers a pool (starting the thread and the hook with the first one).
+  void add(Pool* pool);
+  // Unregisters a pool (stopping the thread and the hook with the last one). Call without the lock.
+  void remove(Pool* pool);
+  // The lock around every use of a pool's clients.
+  std::mutex& mutex() noexcept { return mutex_; }
+  // After a submit, so an idle thread starts watching the new task. Call without the lock.
+  void submitted() noexcept;
+  // Makes progress on every pool once; the lock must be held. Returns events handled.
+  size_t progress_locked();
+
+ private:
+  ProgressEngine() = default;
+  void run();
+  static int opal_hook();
+
+  std::mutex mutex_;
+  std::condition_variable idle_;
+  std::vector<Pool*> pools_;
+  std::thread thread_;
+  bool stop_ = false;
+  std::atomic<bool> thread_idle_{false};
+  std::atomic<int64_t> hook_last_poll_ns_{0};
+  bool hook_registered_ = false;
+};
+
+}  // namespace sidecore::mpi

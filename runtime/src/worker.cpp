@@ -1,11 +1,9 @@
 #include "worker.hpp"
 
-#include <poll.h>
 #include <pthread.h>
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 #include <sched.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,21 +41,15 @@ Worker::Worker(unsigned index, int core, std::shared_ptr<fabric::Fabric> fabric,
   endpoint_ = std::make_shared<fabric::Endpoint>(domain_, std::move(cq), std::move(av));
   buffers_ = std::make_unique<MessageBuffers>(domain_, endpoint_.get(), protocol::kMaxMessageBytes);
   inject_limit_ = domain_->inject_size();
-  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   wanted_receives_ = kReceiveReserve;
   for (size_t i = 0; i < wanted_receives_; ++i) post_receive(buffers_->acquire());
 }
 
-Worker::~Worker() {
-  if (wake_fd_ >= 0) close(wake_fd_);
-}
+Worker::~Worker() = default;
 
 void Worker::wake() noexcept {
   if (shared_.doorbell) shared_.doorbell->ring(index_);
-  uint64_t one = 1;
-  if (wake_fd_ >= 0 && write(wake_fd_, &one, sizeof one) < 0) {
-    // A full eventfd counter already means "wake up".
-  }
+  if (endpoint_->cq().wait_fd() >= 0) endpoint_->cq().signal();  // only queues with a wait object have one
 }
 
 void Worker::post_receive(uint32_t buffer) {
@@ -78,43 +70,50 @@ void Worker::run() {
     logger("sidecore.exec")->warn("worker {}: could not pin to CPU {}", index_, core_);
   }
   auto last_work = Clock::now();
+  unsigned empty_polls = 0;
   while (!shared_.stop.load(std::memory_order_relaxed)) {
     if (poll_once() > 0 || busy()) {
       last_work = Clock::now();
+      empty_polls = 0;
       continue;
     }
     if (options_.poll == PollMode::hot) continue;
-    if (options_.poll == PollMode::adaptive && Clock::now() - last_work < options_.spin_window) continue;
-    sleep();
-    last_work = Clock::now();
+    if (options_.poll == PollMode::adaptive) {
+      // Reading the clock costs about as much as an empty poll: look at it every 64th time only.
+      if (++empty_polls % 64 != 0 || Clock::now() - last_work < options_.spin_window) continue;
+    }
+    // A sleep that timed out leaves last_work alone, so an idle worker goes straight back to sleep
+    // instead of spinning through another window.
+    if (sleep()) last_work = Clock::now();
   }
 }
 
-void Worker::sleep() {
+bool Worker::sleep() {
   if (shared_.doorbell != nullptr) {
     shared_.doorbell->prepare_sleep(index_);
-    if (poll_once() > 0 || shared_.stop.load(std::memory_order_relaxed)) {
+    const size_t events = poll_once();
+    if (events > 0 || shared_.stop.load(std::memory_order_relaxed)) {
       shared_.doorbell->cancel_sleep(index_);
-      return;
+      return events > 0;
     }
     shared_.doorbell->wait(index_, kSleepTimeout);
-    return;
+    return false;
   }
-  const int fd = endpoint_->cq().wait_fd();
-  if (fd < 0) {
-    // A provider with neither a wait descriptor nor a doorbell: nap briefly.
-    usleep(50);
-    return;
+  if (endpoint_->cq().wait_fd() < 0) {
+    usleep(50);  // a provider with neither a wait object nor a doorbell: nap briefly
+    return false;
   }
-  if (!endpoint_->cq().trywait()) return;  // completions are ready: poll them
-  pollfd fds[2] = {{fd, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-  ::poll(fds, 2, static_cast<int>(kSleepTimeout.count()));
-  if (fds[1].revents & POLLIN) {
-    uint64_t value;
-    if (read(wake_fd_, &value, sizeof value) < 0) {
-      // Nothing to drain.
-    }
+  // Block inside libfabric: with net the descriptor stays readable once anything completed, so
+  // poll() on it would return at once and the worker would never really sleep.
+  fi_cq_data_entry entries[kBatch];
+  const ssize_t count = endpoint_->cq().sread(entries, kBatch, static_cast<int>(kSleepTimeout.count()));
+  if (count == -FI_EAVAIL) {
+    handle_error();
+    return true;
   }
+  if (count <= 0) return false;
+  for (ssize_t i = 0; i < count; ++i) handle_completion(entries[i]);
+  return true;
 }
 
 size_t Worker::poll_once() {
@@ -339,6 +338,10 @@ void Worker::on_task(const protocol::MessageHeader& header, std::span<const std:
     }
     return;
   }
+  if (!task->input && !task->output) {
+    run_inline(*peer, header, *task);
+    return;
+  }
   const uint32_t index = acquire_pending();
   PendingTask& pending = pending_[index];
   pending.task = task->fixed;
@@ -377,6 +380,40 @@ void Worker::on_task(const protocol::MessageHeader& header, std::span<const std:
     return;
   }
   ++operations_in_flight_;
+}
+
+void Worker::run_inline(const Peer& peer, const protocol::MessageHeader& header, const protocol::TaskView& task) {
+  const auto received = Clock::now();
+  const auto& fixed = task.fixed;
+  const uint32_t buffer = buffers_->acquire();
+  std::byte* output = buffers_->data(buffer) + sizeof(protocol::ResultMessage);
+  size_t out_bytes = 0;
+  int rc = 0;
+  ErrorKind error = ErrorKind::none;
+  if (sidecore_function_t function = shared_.loader->get(fixed.function_id); function == nullptr) {
+    error = ErrorKind::not_found;
+  } else {
+    // The input is read straight from the receive buffer, the output written into the result.
+    rc = function(fixed.in_bytes ? task.inline_input.data() : nullptr, fixed.in_bytes,
+                  fixed.out_capacity ? output : nullptr, fixed.out_capacity, &out_bytes);
+    if (rc != 0 || out_bytes > fixed.out_capacity) {
+      if (rc == 0) {
+        warn_limited(fmt::format("worker {}: function {} claimed {} output bytes with room for {}", index_,
+                                 fixed.function_id, out_bytes, fixed.out_capacity));
+      }
+      error = ErrorKind::function;
+      out_bytes = 0;
+    }
+  }
+  const auto service_ns = elapsed_ns(received);
+  stats_.add_busy(service_ns);
+  stats_.record_task(service_ns, fixed.in_bytes, out_bytes);
+  const protocol::ResultMessage result{
+      protocol::make_header(protocol::MessageType::result, header.peer_id, header.session), fixed.request_id, error, rc,
+      out_bytes};
+  std::memcpy(buffers_->data(buffer), &result, sizeof result);
+  send_buffer(peer.address, buffer, sizeof result + out_bytes);
+  ring_caller(header.peer_id);
 }
 
 void Worker::on_read_done(uint32_t index) {

@@ -116,6 +116,8 @@ class Worker {
   void on_lookup(const protocol::MessageHeader& header, std::span<const std::byte> message);
   void on_task(const protocol::MessageHeader& header, std::span<const std::byte> message);
   void on_goodbye(const protocol::MessageHeader& header);
+  // Fast path: input and output both inline; no pending-task bookkeeping.
+  void run_inline(const Peer& peer, const protocol::MessageHeader& header, const protocol::TaskView& task);
   void on_read_done(uint32_t pending);
   void on_write_done(uint32_t pending);
   void run_task(uint32_t pending_index);
@@ -142,7 +144,8 @@ class Worker {
   uint32_t acquire_scratch(size_t bytes);
   void release_scratch(uint32_t& index) noexcept;
   bool busy() const noexcept { return operations_in_flight_ > 0 || !backlog_.empty(); }
-  void sleep();
+  // Sleeps until a message or timeout; true when it handled completions itself.
+  bool sleep();
   void warn_limited(const std::string& message);
 
   unsigned index_;
@@ -153,7 +156,6 @@ class Worker {
   std::shared_ptr<fabric::Endpoint> endpoint_;
   std::unique_ptr<MessageBuffers> buffers_;
   size_t inject_limit_ = 0;
-  int wake_fd_ = -1;  // eventfd polled next to the queue's descriptor
 
   std::vector<Peer> peers_;
   std::vector<uint32_t> free_peers_;

@@ -28,6 +28,14 @@ class CompletionQueue {
   // Reads one error entry and returns a description of it; fills `entry`.
   std::string read_error(fi_cq_err_entry& entry) noexcept;
 
+  // Blocks up to `timeout_ms` for completions (queues with a wait object only); same returns as
+  // read(), -FI_EAGAIN on timeout or after signal().
+  ssize_t sread(fi_cq_data_entry* entries, size_t count, int timeout_ms) noexcept {
+    return fi_cq_sread(cq_, entries, count, nullptr, timeout_ms);
+  }
+  // Wakes a thread blocked in sread(); safe from any thread.
+  void signal() noexcept { fi_cq_signal(cq_); }
+
   // -1 when the queue has no descriptor to sleep on.
   int wait_fd() const noexcept { return wait_fd_; }
   // True when it is safe to sleep on wait_fd() now (libfabric's fi_trywait protocol).

@@ -78,3 +78,15 @@ SIDECORE_FUNCTION int where(const void *in, size_t in_bytes, void *out, size_t o
   *out_bytes = (size_t)n;
   return 0;
 }
+
+/* Input: uint32 microseconds. Sleeps, then fills the whole output with 0xAB: a late result that
+ * must never reach a caller whose task timed out. */
+SIDECORE_FUNCTION int sleep_then_fill(const void *in, size_t in_bytes, void *out, size_t out_capacity,
+                                      size_t *out_bytes) {
+  uint32_t us = 0;
+  if (in_bytes >= sizeof us) memcpy(&us, in, sizeof us);
+  usleep(us);
+  if (out_capacity) memset(out, 0xAB, out_capacity);
+  *out_bytes = out_capacity;
+  return 0;
+}

@@ -104,6 +104,8 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : settings_(settings) {
   }
   ClientOptions options;
   options.task_timeout = settings_.timeout;
+  int refused = 0;  // an executor refused this rank's token
+  std::string refusal;
   for (const auto& [id, entry] : unique) {
     const auto& [card, text] = entry;
     const bool local = card.host == host;
@@ -114,9 +116,20 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : settings_(settings) {
       total_workers_ += workers;
       if (local) local_workers_ += workers;
     } catch (const Error& e) {
-      // Degrade, never fail: the pool uses the executors it can reach.
+      if (e.kind() == ErrorKind::auth) {
+        refused = 1;
+        refusal = e.what();
+      }
+      // Otherwise degrade, never fail: the pool uses the executors it can reach.
       logger("sidecore.mpi")->warn("cannot use executor {} on {}: {}", id, card.host, e.what());
     }
+  }
+  // A refused token is a broken job setup, not a missing executor: every rank fails alike.
+  MPI_Allreduce(MPI_IN_PLACE, &refused, 1, MPI_INT, MPI_MAX, comm_);
+  if (refused) {
+    executors_.clear();
+    MPI_Comm_free(&comm_);
+    throw PoolError(ErrorKind::auth, refusal.empty() ? "an executor refused another rank's token" : refusal);
   }
   // Node-local executors first: they are tried first when picking one.
   std::stable_partition(executors_.begin(), executors_.end(), [](const Executor& e) { return e.local; });

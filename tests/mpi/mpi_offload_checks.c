@@ -1,0 +1,476 @@
+/* The MPI tier: every behaviour of <mpix_offload.h>, asserted from C under mpirun.
+ *
+ *   mpi_offload_checks SCENARIO THREAD_LEVEL FUNCTION_LIBRARY
+ *
+ * SCENARIO   executor  (run under sidecore-run): data path, statuses, errors, mixing with MPI
+ *                      requests, Request_free, Cancel, timeouts, background progress, idle CPU
+ *            inline    (no executor): tasks run in the calling rank
+ *            error     (no executor, sidecore_fallback=error): submit fails with NO_EXECUTOR
+ *            auth      (under sidecore-run with a wrong SIDECORE_TOKEN): pool_create fails with AUTH
+ * THREAD_LEVEL single | funneled | serialized | multiple
+ *
+ * Every rank runs every check; rank 0 prints the total and the exit status is non-zero if any
+ * check failed on any rank. */
+#include <mpi.h>
+#include <mpix_offload.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static int rank = 0, size = 1, failures = 0, checks = 0;
+static const char *library = NULL;
+
+#define CHECK(cond, ...)                                                   \
+  do {                                                                     \
+    ++checks;                                                              \
+    if (!(cond)) {                                                         \
+      ++failures;                                                          \
+      fprintf(stderr, "rank %d: FAIL %s:%d: ", rank, __FILE__, __LINE__);  \
+      fprintf(stderr, __VA_ARGS__);                                        \
+      fprintf(stderr, "\n");                                               \
+    }                                                                      \
+  } while (0)
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double cpu_s(void) {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return (double)usage.ru_utime.tv_sec + (double)usage.ru_utime.tv_usec * 1e-6 + (double)usage.ru_stime.tv_sec +
+         (double)usage.ru_stime.tv_usec * 1e-6;
+}
+
+static int kind_of(int code) {
+  int kind = -1;
+  MPIX_Offload_error_kind(code, &kind);
+  return kind;
+}
+
+static MPIX_Offload_function lookup(MPIX_Offload_pool pool, const char *symbol) {
+  MPIX_Offload_function fn = MPIX_OFFLOAD_FUNCTION_NULL;
+  int rc = MPIX_Offload_function_lookup(pool, library, symbol, &fn);
+  CHECK(rc == MPI_SUCCESS && fn != MPIX_OFFLOAD_FUNCTION_NULL, "lookup of %s: rc %d", symbol, rc);
+  return fn;
+}
+
+static MPIX_Offload_pool make_pool(const char *key, const char *value) {
+  MPI_Info info = MPI_INFO_NULL;
+  if (key != NULL) {
+    MPI_Info_create(&info);
+    MPI_Info_set(info, key, value);
+  }
+  MPIX_Offload_pool pool = MPIX_OFFLOAD_POOL_NULL;
+  int rc = MPIX_Offload_pool_create(MPI_COMM_WORLD, info, &pool);
+  CHECK(rc == MPI_SUCCESS && pool != MPIX_OFFLOAD_POOL_NULL, "pool_create(%s=%s): rc %d", key ? key : "-",
+        value ? value : "-", rc);
+  if (info != MPI_INFO_NULL) MPI_Info_free(&info);
+  return pool;
+}
+
+/* --- checks ---------------------------------------------------------------------------------- */
+
+static void check_data_and_status(MPIX_Offload_pool pool) {
+  MPIX_Offload_function echo = lookup(pool, "echo");
+  static const size_t sizes[] = {0, 1, 4096, 4097, 1 << 20};
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; ++i) {
+    const size_t n = sizes[i];
+    unsigned char *in = malloc(n + 1), *out = malloc(n + 1);
+    for (size_t b = 0; b < n; ++b) in[b] = (unsigned char)(b * 7 + (size_t)rank);
+    memset(out, 0, n + 1);
+    MPI_Request request;
+    MPI_Status status;
+    int rc = MPIX_Offload_submit(echo, in, (MPI_Count)n, out, (MPI_Count)n, &request);
+    CHECK(rc == MPI_SUCCESS, "submit of %zu bytes: rc %d", n, rc);
+    rc = MPI_Wait(&request, &status);
+    int count = -1;
+    MPI_Get_count(&status, MPI_BYTE, &count);
+    /* Single-completion calls return the error; MPI leaves status.MPI_ERROR alone there. */
+    CHECK(rc == MPI_SUCCESS, "echo of %zu bytes: rc %d", n, rc);
+    CHECK(count == (int)n, "echo of %zu bytes: MPI_Get_count %d", n, count);
+    CHECK(status.MPI_TAG == 0, "echo: MPI_TAG %d", status.MPI_TAG);
+    CHECK(request == MPI_REQUEST_NULL, "MPI_Wait leaves MPI_REQUEST_NULL");
+    CHECK(n == 0 || memcmp(in, out, n) == 0, "echo of %zu bytes: output differs", n);
+    free(in);
+    free(out);
+  }
+  MPIX_Offload_function_free(&echo);
+  CHECK(echo == MPIX_OFFLOAD_FUNCTION_NULL, "function_free sets the handle to NULL");
+}
+
+static void check_function_errors(MPIX_Offload_pool pool) {
+  MPIX_Offload_function value = lookup(pool, "return_value");
+  int32_t code = 42;
+  MPI_Request request;
+  MPI_Status status;
+  MPIX_Offload_submit(value, &code, sizeof code, NULL, 0, &request);
+  int rc = MPI_Wait(&request, &status);
+  CHECK(rc != MPI_SUCCESS && kind_of(rc) == MPIX_OFFLOAD_ERR_FUNCTION, "non-zero return: rc %d kind %d", rc,
+        kind_of(rc));
+  CHECK(status.MPI_TAG == 42, "non-zero return reaches MPI_TAG: %d", status.MPI_TAG);
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(rc, text, &length);
+  CHECK(strstr(text, "Sidecore") != NULL && strstr(text, "FUNCTION") != NULL, "MPI_Error_string: '%s'", text);
+
+  /* In a multiple-completion call the error comes back in the status. */
+  MPIX_Offload_function echo = lookup(pool, "echo");
+  MPI_Request requests[3];
+  MPI_Status statuses[3];
+  char in[8] = "abcdefg", out[8] = {0};
+  int32_t zero = 0;
+  MPIX_Offload_submit(echo, in, sizeof in, out, sizeof out, &requests[0]);
+  MPIX_Offload_submit(value, &code, sizeof code, NULL, 0, &requests[1]);
+  MPIX_Offload_submit(value, &zero, sizeof zero, NULL, 0, &requests[2]);
+  rc = MPI_Waitall(3, requests, statuses);
+  CHECK(rc == MPI_ERR_IN_STATUS, "Waitall with a failed task: rc %d", rc);
+  CHECK(statuses[0].MPI_ERROR == MPI_SUCCESS && memcmp(in, out, sizeof in) == 0, "Waitall: the good task");
+  CHECK(kind_of(statuses[1].MPI_ERROR) == MPIX_OFFLOAD_ERR_FUNCTION && statuses[1].MPI_TAG == 42,
+        "Waitall: the failing task's status (kind %d, tag %d)", kind_of(statuses[1].MPI_ERROR), statuses[1].MPI_TAG);
+  CHECK(statuses[2].MPI_ERROR == MPI_SUCCESS && statuses[2].MPI_TAG == 0, "Waitall: return 0 is success");
+
+  /* A claimed output larger than the buffer is the function's fault. */
+  MPIX_Offload_function overflow = lookup(pool, "overflow");
+  char small[4];
+  MPIX_Offload_submit(overflow, NULL, 0, small, sizeof small, &request);
+  rc = MPI_Wait(&request, &status);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_FUNCTION, "overflowing output: kind %d", kind_of(rc));
+
+  /* Missing symbol and missing library: NOT_FOUND at lookup. */
+  MPIX_Offload_function missing = MPIX_OFFLOAD_FUNCTION_NULL;
+  rc = MPIX_Offload_function_lookup(pool, library, "no_such_symbol", &missing);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_NOT_FOUND && missing == MPIX_OFFLOAD_FUNCTION_NULL, "missing symbol: kind %d",
+        kind_of(rc));
+  rc = MPIX_Offload_function_lookup(pool, "/no/such/library.so", "echo", &missing);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_NOT_FOUND, "missing library: kind %d", kind_of(rc));
+
+  MPIX_Offload_function_free(&echo);
+  MPIX_Offload_function_free(&overflow);
+  MPIX_Offload_function_free(&value);
+}
+
+static void check_bad_arguments(MPIX_Offload_pool pool) {
+  MPIX_Offload_function echo = lookup(pool, "echo");
+  MPI_Request request = MPI_REQUEST_NULL;
+  char buffer[16];
+  int rc;
+  rc = MPIX_Offload_submit(echo, NULL, 8, buffer, sizeof buffer, &request);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "NULL input with a size: kind %d", kind_of(rc));
+  rc = MPIX_Offload_submit(echo, buffer, 8, NULL, 8, &request);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "NULL output with a size: kind %d", kind_of(rc));
+  rc = MPIX_Offload_submit(echo, buffer, -1, buffer, sizeof buffer, &request);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "negative input size: kind %d", kind_of(rc));
+  rc = MPIX_Offload_submit(echo, buffer, 8, buffer, -5, &request);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "negative output size: kind %d", kind_of(rc));
+  rc = MPIX_Offload_submit(echo, buffer, 8, buffer, 8, NULL);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "NULL request: kind %d", kind_of(rc));
+  rc = MPIX_Offload_submit(MPIX_OFFLOAD_FUNCTION_NULL, buffer, 8, buffer, 8, &request);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "NULL function: kind %d", kind_of(rc));
+  MPIX_Offload_function stale = echo;
+  MPIX_Offload_function_free(&echo);
+  rc = MPIX_Offload_submit(stale, buffer, 8, buffer, 8, &request);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "freed function: kind %d", kind_of(rc));
+  rc = MPIX_Offload_function_free(&stale);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "double function_free: kind %d", kind_of(rc));
+  rc = MPIX_Offload_function_lookup(pool, NULL, "echo", &echo);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "NULL library: kind %d", kind_of(rc));
+  rc = MPIX_Offload_function_lookup(pool, library, "", &echo);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "empty symbol: kind %d", kind_of(rc));
+  rc = MPIX_Offload_function_lookup(pool, library, "echo", NULL);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "NULL fn: kind %d", kind_of(rc));
+  rc = MPIX_Offload_function_lookup(MPIX_OFFLOAD_POOL_NULL, library, "echo", &echo);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "NULL pool: kind %d", kind_of(rc));
+  int local = -1;
+  rc = MPIX_Offload_pool_size(MPIX_OFFLOAD_POOL_NULL, &local, NULL);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "pool_size of NULL: kind %d", kind_of(rc));
+  rc = MPIX_Offload_error_kind(MPI_SUCCESS, NULL);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "error_kind with NULL: kind %d", kind_of(rc));
+  int kind = 99;
+  CHECK(MPIX_Offload_error_kind(MPI_SUCCESS, &kind) == MPI_SUCCESS && kind == MPIX_OFFLOAD_ERR_NONE,
+        "MPI_SUCCESS is kind NONE");
+  CHECK(MPIX_Offload_error_kind(MPI_ERR_TRUNCATE, &kind) == MPI_ERR_ARG, "a non-Sidecore code is not classified");
+
+  MPIX_Offload_pool bad = MPIX_OFFLOAD_POOL_NULL;
+  rc = MPIX_Offload_pool_create(MPI_COMM_NULL, MPI_INFO_NULL, &bad);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "MPI_COMM_NULL: kind %d", kind_of(rc));
+  rc = MPIX_Offload_pool_create(MPI_COMM_WORLD, MPI_INFO_NULL, NULL);
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "NULL pool pointer: kind %d", kind_of(rc));
+  static const char *bad_values[][2] = {{"sidecore_scope", "galaxy"},
+                                        {"sidecore_fallback", "maybe"},
+                                        {"sidecore_timeout_ms", "-3"},
+                                        {"sidecore_timeout_ms", "soon"}};
+  for (size_t i = 0; i < 4; ++i) {
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, bad_values[i][0], bad_values[i][1]);
+    rc = MPIX_Offload_pool_create(MPI_COMM_WORLD, info, &bad);
+    CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG && bad == MPIX_OFFLOAD_POOL_NULL, "%s=%s: kind %d",
+          bad_values[i][0], bad_values[i][1], kind_of(rc));
+    MPI_Info_free(&info);
+  }
+}
+
+/* Offload requests next to point-to-point and nonblocking collective requests in every completion call. */
+static void check_mixed_completion(MPIX_Offload_pool pool) {
+  MPIX_Offload_function echo = lookup(pool, "echo");
+  const int right = (rank + 1) % size, left = (rank + size - 1) % size;
+  for (int call = 0; call < 6; ++call) {
+    int send = rank * 100 + call, received = -1, sum_in = rank, sum = -1;
+    int64_t in[4], out[4];
+    MPI_Request requests[7];
+    for (int t = 0; t < 4; ++t) {
+      in[t] = (int64_t)rank * 1000 + call * 10 + t;
+      out[t] = -1;
+      MPIX_Offload_submit(echo, &in[t], sizeof in[t], &out[t], sizeof out[t], &requests[t]);
+    }
+    MPI_Irecv(&received, 1, MPI_INT, left, call, MPI_COMM_WORLD, &requests[4]);
+    MPI_Isend(&send, 1, MPI_INT, right, call, MPI_COMM_WORLD, &requests[5]);
+    MPI_Iallreduce(&sum_in, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD, &requests[6]);
+    int done = 0, flag = 0, index = -1, indices[7], outcount = 0, rc = MPI_SUCCESS;
+    const char *name = "";
+    switch (call) {
+      case 0:
+        name = "Waitall";
+        rc = MPI_Waitall(7, requests, MPI_STATUSES_IGNORE);
+        break;
+      case 1:
+        name = "Waitany";
+        for (done = 0; done < 7 && rc == MPI_SUCCESS; ++done) rc = MPI_Waitany(7, requests, &index, MPI_STATUS_IGNORE);
+        break;
+      case 2:
+        name = "Waitsome";
+        while (done < 7 && rc == MPI_SUCCESS) {
+          rc = MPI_Waitsome(7, requests, &outcount, indices, MPI_STATUSES_IGNORE);
+          done += outcount;
+        }
+        break;
+      case 3:
+        name = "Testall";
+        while (!flag && rc == MPI_SUCCESS) rc = MPI_Testall(7, requests, &flag, MPI_STATUSES_IGNORE);
+        break;
+      case 4:
+        name = "Testany";
+        while (done < 7 && rc == MPI_SUCCESS) {
+          rc = MPI_Testany(7, requests, &index, &flag, MPI_STATUS_IGNORE);
+          if (flag) ++done;
+        }
+        break;
+      case 5:
+        name = "Testsome";
+        while (done < 7 && rc == MPI_SUCCESS) {
+          rc = MPI_Testsome(7, requests, &outcount, indices, MPI_STATUSES_IGNORE);
+          done += outcount;
+        }
+        break;
+    }
+    CHECK(rc == MPI_SUCCESS, "%s: rc %d", name, rc);
+    for (int t = 0; t < 7; ++t) CHECK(requests[t] == MPI_REQUEST_NULL, "%s: request %d not freed", name, t);
+    for (int t = 0; t < 4; ++t) CHECK(out[t] == in[t], "%s: task %d gave %lld", name, t, (long long)out[t]);
+    CHECK(received == left * 100 + call, "%s: point-to-point got %d", name, received);
+    CHECK(sum == size * (size - 1) / 2, "%s: Iallreduce got %d", name, sum);
+  }
+  MPIX_Offload_function_free(&echo);
+}
+
+static void check_request_free(void) {
+  MPIX_Offload_pool pool = make_pool(NULL, NULL);
+  MPIX_Offload_function slow = lookup(pool, "sleep_then_fill");
+  uint32_t us = 20000;
+  unsigned char out[256];
+  memset(out, 0, sizeof out);
+  MPI_Request request;
+  MPIX_Offload_submit(slow, &us, sizeof us, out, sizeof out, &request);
+  int rc = MPI_Request_free(&request);
+  CHECK(rc == MPI_SUCCESS && request == MPI_REQUEST_NULL, "MPI_Request_free on an offload request: rc %d", rc);
+  MPIX_Offload_function_free(&slow);
+  const double start = now_s();
+  rc = MPIX_Offload_pool_free(&pool);  /* waits for the freed task, does not hang */
+  CHECK(rc == MPI_SUCCESS && pool == MPIX_OFFLOAD_POOL_NULL, "pool_free after Request_free: rc %d", rc);
+  CHECK(now_s() - start < 10.0, "pool_free took %.1f s", now_s() - start);
+  CHECK(out[0] == 0xAB && out[255] == 0xAB, "the freed request's task still ran");
+}
+
+static void check_cancel(MPIX_Offload_pool pool, int have_executor) {
+  MPIX_Offload_function slow = lookup(pool, "sleep_us");
+  enum { kTasks = 80 }; /* more than one worker's 64 credits: the last ones wait in the client */
+  MPI_Request requests[kTasks];
+  uint32_t us = 2000;
+  for (int t = 0; t < kTasks; ++t) MPIX_Offload_submit(slow, &us, sizeof us, NULL, 0, &requests[t]);
+  MPI_Status status;
+  MPI_Cancel(&requests[kTasks - 1]);
+  MPI_Wait(&requests[kTasks - 1], &status);
+  int cancelled = 0;
+  MPI_Test_cancelled(&status, &cancelled);
+  CHECK(!have_executor || cancelled, "MPI_Cancel of a task that has not started");
+  MPI_Cancel(&requests[0]);
+  int rc = MPI_Wait(&requests[0], &status);
+  MPI_Test_cancelled(&status, &cancelled);
+  CHECK(!cancelled && rc == MPI_SUCCESS, "MPI_Cancel of a running task leaves it to complete: rc %d", rc);
+  rc = MPI_Waitall(kTasks - 2, &requests[1], MPI_STATUSES_IGNORE);
+  CHECK(rc == MPI_SUCCESS, "the other tasks complete: rc %d", rc);
+  MPIX_Offload_function_free(&slow);
+}
+
+static void check_timeout(void) {
+  MPIX_Offload_pool pool = make_pool("sidecore_timeout_ms", "100");
+  MPIX_Offload_function slow = lookup(pool, "sleep_then_fill");
+  static const size_t sizes[] = {64, 65536}; /* output inline, and by RMA into the buffer */
+  for (size_t i = 0; i < 2; ++i) {
+    unsigned char *out = calloc(1, sizes[i]);
+    uint32_t us = 600000;
+    MPI_Request request;
+    MPI_Status status;
+    const double start = now_s();
+    MPIX_Offload_submit(slow, &us, sizeof us, out, (MPI_Count)sizes[i], &request);
+    int rc = MPI_Wait(&request, &status);
+    const double waited = now_s() - start;
+    CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_TIMEOUT, "slow task of %zu output bytes: kind %d", sizes[i], kind_of(rc));
+    CHECK(waited >= 0.09 && waited < 0.5, "timed out after %.3f s (limit 0.1 s)", waited);
+    /* Let the late result arrive (and be dropped), making progress meanwhile. */
+    const double late = now_s() + 0.8;
+    while (now_s() < late) {
+      int flag;
+      MPI_Iprobe(MPI_ANY_SOURCE, 999, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+    }
+    size_t written = 0;
+    for (size_t b = 0; b < sizes[i]; ++b) written += out[b] != 0;
+    CHECK(written == 0, "%zu bytes of a timed-out task's %zu-byte output were written", written, sizes[i]);
+    free(out);
+  }
+  MPIX_Offload_function_free(&slow);
+  MPIX_Offload_pool_free(&pool);
+}
+
+/* Requests complete while the rank computes and calls no MPI at all, and waiting costs no CPU. */
+static void check_background_progress(MPIX_Offload_pool pool) {
+  MPIX_Offload_function echo = lookup(pool, "echo");
+  volatile char out[8] = {0};
+  char in[8] = "offload";
+  MPI_Request request;
+  MPIX_Offload_submit(echo, in, sizeof in, (char *)out, sizeof out, &request);
+  const double until = now_s() + 0.3;
+  double x = 1.0;
+  while (now_s() < until) x = x * 1.0000001 + 1e-9; /* compute, no MPI */
+  CHECK(memcmp((const char *)out, in, sizeof in) == 0, "output arrived without any MPI call (x=%g)", x);
+  MPI_Wait(&request, MPI_STATUS_IGNORE);
+
+  MPIX_Offload_function slow = lookup(pool, "sleep_us");
+  uint32_t us = 400000;
+  MPIX_Offload_submit(slow, &us, sizeof us, NULL, 0, &request);
+  const double cpu_before = cpu_s(), wall_before = now_s();
+  struct timespec nap = {0, 400 * 1000 * 1000};
+  nanosleep(&nap, NULL);
+  const double cpu = cpu_s() - cpu_before, wall = now_s() - wall_before;
+  CHECK(cpu < 0.1 * wall, "waiting for a task cost %.3f s of CPU in %.3f s", cpu, wall);
+  MPI_Wait(&request, MPI_STATUS_IGNORE);
+  MPIX_Offload_function_free(&slow);
+  MPIX_Offload_function_free(&echo);
+}
+
+struct thread_args {
+  MPIX_Offload_function fn;
+  int failures;
+};
+
+static void *submit_from_thread(void *raw) {
+  struct thread_args *args = raw;
+  for (int i = 0; i < 100; ++i) {
+    int64_t in = i, out = -1;
+    MPI_Request request;
+    MPIX_Offload_submit(args->fn, &in, sizeof in, &out, sizeof out, &request);
+    if (MPI_Wait(&request, MPI_STATUS_IGNORE) != MPI_SUCCESS || out != in) ++args->failures;
+  }
+  return NULL;
+}
+
+static void check_threads(MPIX_Offload_pool pool) {
+  MPIX_Offload_function echo = lookup(pool, "echo");
+  struct thread_args args[2] = {{echo, 0}, {echo, 0}};
+  pthread_t threads[2];
+  for (int t = 0; t < 2; ++t) pthread_create(&threads[t], NULL, submit_from_thread, &args[t]);
+  for (int t = 0; t < 2; ++t) pthread_join(threads[t], NULL);
+  CHECK(args[0].failures == 0 && args[1].failures == 0, "MPI_THREAD_MULTIPLE: two threads submitting");
+  MPIX_Offload_function_free(&echo);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 4) {
+    fprintf(stderr, "usage: %s executor|inline|error|auth single|funneled|serialized|multiple LIBRARY\n", argv[0]);
+    return 2;
+  }
+  const char *scenario = argv[1], *level_name = argv[2];
+  library = argv[3];
+  int required = MPI_THREAD_SINGLE;
+  if (strcmp(level_name, "funneled") == 0) required = MPI_THREAD_FUNNELED;
+  if (strcmp(level_name, "serialized") == 0) required = MPI_THREAD_SERIALIZED;
+  if (strcmp(level_name, "multiple") == 0) required = MPI_THREAD_MULTIPLE;
+  int provided = -1;
+  MPI_Init_thread(&argc, &argv, required, &provided);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  CHECK(provided >= required, "MPI provides thread level %d, %d asked", provided, required);
+
+  if (strcmp(scenario, "executor") == 0) {
+    MPIX_Offload_pool pool = make_pool("sidecore_scope", "node");
+    int local = -1, total = -1;
+    MPIX_Offload_pool_size(pool, &local, &total);
+    CHECK(local >= 1 && total >= local, "pool_size under sidecore-run: local %d total %d", local, total);
+    check_data_and_status(pool);
+    check_function_errors(pool);
+    check_bad_arguments(pool);
+    check_mixed_completion(pool);
+    check_cancel(pool, 1);
+    check_background_progress(pool);
+    if (provided == MPI_THREAD_MULTIPLE) check_threads(pool);
+    int rc = MPIX_Offload_pool_free(&pool);
+    CHECK(rc == MPI_SUCCESS && pool == MPIX_OFFLOAD_POOL_NULL, "pool_free: rc %d", rc);
+    MPIX_Offload_pool stale = pool;
+    rc = MPIX_Offload_pool_free(&stale);
+    CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "pool_free of a freed pool: kind %d", kind_of(rc));
+    check_request_free();
+    check_timeout();
+  } else if (strcmp(scenario, "inline") == 0) {
+    MPIX_Offload_pool pool = make_pool("sidecore_fallback", "inline");
+    int local = -1, total = -1;
+    MPIX_Offload_pool_size(pool, &local, &total);
+    CHECK(local == 0 && total == 0, "no executor: pool_size %d %d", local, total);
+    check_data_and_status(pool);
+    check_function_errors(pool);
+    check_mixed_completion(pool);
+    MPIX_Offload_pool_free(&pool);
+  } else if (strcmp(scenario, "error") == 0) {
+    MPIX_Offload_pool pool = make_pool("sidecore_fallback", "error");
+    MPIX_Offload_function echo = lookup(pool, "echo");
+    char buffer[8] = "x";
+    MPI_Request request = MPI_REQUEST_NULL;
+    int rc = MPIX_Offload_submit(echo, buffer, sizeof buffer, buffer, sizeof buffer, &request);
+    CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_NO_EXECUTOR && request == MPI_REQUEST_NULL,
+          "fallback=error without an executor: kind %d", kind_of(rc));
+    MPIX_Offload_function_free(&echo);
+    MPIX_Offload_pool_free(&pool);
+  } else if (strcmp(scenario, "auth") == 0) {
+    MPIX_Offload_pool pool = MPIX_OFFLOAD_POOL_NULL;
+    int rc = MPIX_Offload_pool_create(MPI_COMM_WORLD, MPI_INFO_NULL, &pool);
+    CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_AUTH && pool == MPIX_OFFLOAD_POOL_NULL, "wrong token: kind %d",
+          kind_of(rc));
+  } else {
+    CHECK(0, "unknown scenario %s", scenario);
+  }
+
+  int total_failures = 0;
+  MPI_Allreduce(&failures, &total_failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  if (rank == 0) {
+    printf("%s/%s on %d ranks: %d checks per rank, %d failures\n", scenario, level_name, size, checks,
+           total_failures);
+  }
+  MPI_Finalize();
+  return total_failures == 0 ? 0 : 1;
+}

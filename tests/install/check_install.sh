@@ -22,10 +22,19 @@ sed "s|^prefix=.*|prefix=$prefix|" "$prefix/lib/pkgconfig/sidecore.pc" >"$PKG_CO
 g++ -std=c++20 -o "$work/consumer-pc" "$source/tests/install/consumer/consumer.cpp" $(pkg-config --cflags --libs sidecore)
 "$prefix/bin/sidecore-run" --cores 1 --quiet -- "$work/consumer-pc" "$functions"
 
+# The MPI extension through the same module, with mpicc as the documentation shows.
+for path in include/mpix_offload.h lib/libsidecore_mpix.so; do
+  [[ -e $prefix/$path ]] || { echo "install lacks $path" >&2; exit 1; }
+done
+# shellcheck disable=SC2046
+mpicc -o "$work/mpi-consumer" "$source/tests/install/consumer/mpi_consumer.c" $(pkg-config --cflags --libs sidecore)
+"$prefix/bin/sidecore-run" --cores 1 --quiet -- mpirun --oversubscribe -n 2 "$work/mpi-consumer" "$functions"
+
 # CMake package.
 cmake -S "$source/tests/install/consumer" -B "$work/cmake-build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$work/cmake-build" >/dev/null
 "$prefix/bin/sidecore-run" --cores 1 --quiet -- "$work/cmake-build/consumer" "$functions"
+"$prefix/bin/sidecore-run" --cores 1 --quiet -- mpirun --oversubscribe -n 2 "$work/cmake-build/mpi_consumer" "$functions"
 
 # A C function library built against the installed ABI header alone.
 gcc -shared -fPIC -I"$prefix/include" -o "$work/libc_functions.so" "$source/tests/functions/test_functions.c"

@@ -143,6 +143,9 @@ struct Client::Impl {
     while (!backlog.empty() && Clock::now() < deadline) progress();
     for (int i = 0; i < 16; ++i) progress();
     if (interrupt_fd >= 0) close(interrupt_fd);
+    // Close the endpoint before the buffers it may still write into (posted receives, RMA).
+    slots.clear();
+    endpoint.reset();
   }
 
   void post_receives(size_t count) {

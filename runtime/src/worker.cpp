@@ -45,7 +45,10 @@ Worker::Worker(unsigned index, int core, std::shared_ptr<fabric::Fabric> fabric,
   for (size_t i = 0; i < wanted_receives_; ++i) post_receive(buffers_->acquire());
 }
 
-Worker::~Worker() = default;
+Worker::~Worker() {
+  // Close the endpoint before the buffers it may still write into (posted receives, RMA).
+  endpoint_.reset();
+}
 
 void Worker::wake() noexcept {
   if (shared_.doorbell) shared_.doorbell->ring(index_);

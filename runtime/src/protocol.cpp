@@ -238,7 +238,9 @@ size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_vie
   std::memcpy(out, &hello, sizeof hello);
   std::memcpy(out + sizeof hello, token.data(), token.size());
   std::memcpy(out + sizeof hello + token.size(), address.data(), address.size());
-  std::memcpy(out + sizeof hello + token.size() + address.size(), doorbell.data(), doorbell.size());
+  if (!doorbell.empty()) {  // an empty view may hold a null pointer, which memcpy must not get
+    std::memcpy(out + sizeof hello + token.size() + address.size(), doorbell.data(), doorbell.size());
+  }
   return total;
 }
 

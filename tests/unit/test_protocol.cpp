@@ -390,7 +390,9 @@ TEST(ProtocolTask, RoundTripEmptyInlineInput) {
 
 TEST(ProtocolTask, RoundTripInlineInputAtLimit) {
   const std::string input(kInlineLimit, 'x');
-  auto task = decode_task(task_message(task_fixed(0, input.size(), kInlineLimit), nullptr, nullptr, input));
+  // The decoded view points into the message: keep the message alive while the view is used.
+  const auto bytes = task_message(task_fixed(0, input.size(), kInlineLimit), nullptr, nullptr, input);
+  auto task = decode_task(bytes);
   ASSERT_TRUE(task);
   EXPECT_EQ(chars(task->inline_input), input);
 }
@@ -540,7 +542,9 @@ TEST(ProtocolResult, RoundTripInlineOutput) {
 
 TEST(ProtocolResult, RoundTripInlineOutputAtLimit) {
   const std::string output(kInlineLimit, 'o');
-  auto result = decode_result(message_of(result_fixed(ErrorKind::none, 0, output.size()), output), false);
+  // The decoded view points into the message: keep the message alive while the view is used.
+  const auto bytes = message_of(result_fixed(ErrorKind::none, 0, output.size()), output);
+  auto result = decode_result(bytes, false);
   ASSERT_TRUE(result);
   EXPECT_EQ(chars(result->inline_output), output);
 }

@@ -12,6 +12,8 @@ packages=(
   libhwloc-dev hwloc
   libcli11-dev nlohmann-json3-dev
   python3
+  munge slurmctld slurmd slurm-client libslurm-dev libpmix-dev
+  clang libclang-rt-14-dev
 )
 
 missing=()

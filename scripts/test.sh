@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Installs what the project needs, builds it, and runs every test tier with ctest.
-# Exits non-zero on any failure. Usage: scripts/test.sh [ctest arguments, e.g. -L unit]
+# Installs what the project needs, builds it, and runs every test tier with ctest, then runs the
+# unit and integration tiers again under ASan+UBSan and under TSan. Exits non-zero on any failure.
+#
+#   scripts/test.sh                      everything (what CI runs)
+#   scripts/test.sh -L unit              only some tests of the main build (ctest arguments);
+#                                        the sanitizer builds are skipped when arguments are given
+#   SIDECORE_SANITIZERS=0 scripts/test.sh  skip the sanitizer builds
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${SIDECORE_BUILD_DIR:-$root/build}
@@ -8,15 +13,39 @@ jobs=$(nproc)
 
 "$root/scripts/install-deps.sh"
 
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECORE_WERROR=ON
-cmake --build "$build" -j "$jobs"
-
 # Tests start real executors, fabric endpoints and MPI jobs: as root, Open MPI needs permission.
 if [[ $(id -u) -eq 0 ]]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 export FI_TCP_IFACE=${FI_TCP_IFACE:-lo}
 
-# Tiers that can share the machine run in parallel; each test has its own timeout.
+section() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
+
+section "build"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECORE_WERROR=ON
+cmake --build "$build" -j "$jobs"
+
+section "tests"
+# One test at a time: several tests check timing bounds and CPU use, and the machine has 2 cores.
 ctest --test-dir "$build" --output-on-failure --timeout 600 "$@"
+
+if [[ $# -eq 0 && ${SIDECORE_SANITIZERS:-1} != 0 ]]; then
+  # The runtime and the client under the sanitizers, on the unit and integration tiers.
+  sanitizer_tier() {
+    local name=$1 sanitize=$2 dir=$build-$1
+    section "$name build"
+    cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DSIDECORE_SANITIZE="$sanitize" -DSIDECORE_WERROR=ON \
+      -DSIDECORE_BUILD_BENCH=OFF -DSIDECORE_BUILD_EXAMPLES=OFF -DSIDECORE_BUILD_SPANK=OFF >/dev/null
+    cmake --build "$dir" -j "$jobs"
+    section "$name tests"
+    ctest --test-dir "$dir" --output-on-failure --timeout 900 -L 'unit|integration' -E 'install|spank'
+  }
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export LSAN_OPTIONS=suppressions=$root/tests/sanitizers/lsan.supp
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/sanitizers/tsan.supp"
+  sanitizer_tier asan address,undefined
+  sanitizer_tier tsan thread
+fi
+section "done"
 echo "scripts/test.sh: all tests passed"

@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# A real Slurm on this machine, for tests and demos: its own munged, slurmctld and slurmd, every
+# key, socket, state, spool, log and pid file in one private folder, and spank_sidecore.so loaded as
+# `required` (a plugin that fails to load makes every step fail loudly, not silently lose executors).
+#
+#   slurm/local-cluster.sh up [--nodes N] [--prefix DIR] [--build DIR] [--executor PATH]
+#                             [--plugin-args 'k=v ...']
+#   slurm/local-cluster.sh down | status | env
+#
+# up           starts what is not running; run again with other options, it rewrites the
+#              configuration and restarts the daemons that need it; with the same ones it does nothing.
+# --prefix DIR the plugin and executor installed under DIR (lib*/slurm/spank_sidecore.so, bin/)
+# --build DIR  the project's build folder (default: $SIDECORE_BUILD_DIR, else <repo>/build)
+# --executor PATH  another sidecore-executor than the one next to the plugin
+# --plugin-args admin arguments for the plugstack.conf line (see slurm/plugstack.conf.d/sidecore.conf)
+# --nodes N    only 1 for now
+# env          prints `export SLURM_CONF=...` lines: eval "$(slurm/local-cluster.sh env)"
+#
+# Needs root (slurmd does) and Debian's munge slurmctld slurmd slurm-client (scripts/install-deps.sh).
+# The folder is $SIDECORE_SLURM_DIR (default /tmp/sidecore-slurm); ports 16817 and 16818.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dir=${SIDECORE_SLURM_DIR:-/tmp/sidecore-slurm}
+ctld_port=${SIDECORE_SLURMCTLD_PORT:-16817}
+slurmd_port=${SIDECORE_SLURMD_PORT:-16818}
+conf=$dir/slurm.conf
+
+say() { echo "local-cluster: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+pid_alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# Stops the daemon whose pid file is $1 (SIGTERM, then SIGKILL after 10 s) and waits for it.
+stop_daemon() {
+  local pidfile=$1 name=$2 pid
+  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
+  pid=$(cat "$pidfile")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$name ($pid) ignored SIGTERM; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$pidfile"
+}
+
+need_tools() {
+  local missing=()
+  for tool in munged mungekey slurmctld slurmd sinfo scontrol srun; do
+    command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || missing+=("$tool")
+  done
+  ((${#missing[@]} == 0)) || die "missing ${missing[*]}; install them with scripts/install-deps.sh"
+  [[ $(id -u) -eq 0 ]] || die "must run as root (slurmd and munged need it)"
+}
+
+# The plugin and executor to use: from --prefix, else from the build folder.
+locate_sidecore() {
+  if [[ -n $prefix ]]; then
+    plugin=""
+    for candidate in "$prefix"/lib*/slurm/spank_sidecore.so "$prefix"/lib/*/slurm/spank_sidecore.so; do
+      [[ -f $candidate ]] && { plugin=$candidate; break; }
+    done
+    [[ -n $plugin ]] || die "no spank_sidecore.so under $prefix/lib*/slurm (was the project installed there?)"
+    executor=$prefix/bin/sidecore-executor
+  else
+    plugin=$build/spank-plugin/spank_sidecore.so
+    executor=$build/runtime/sidecore-executor
+    [[ -f $plugin ]] || die "no plugin at $plugin: build the project (or pass --build DIR / --prefix DIR)"
+  fi
+  [[ -z $executor_override ]] || executor=$executor_override
+  [[ -x $executor ]] || die "no executor at $executor"
+}
+
+start_munge() {
+  if [[ -S $dir/munge/munge.socket ]] && munge -n -S "$dir/munge/munge.socket" 2>/dev/null |
+       unmunge -S "$dir/munge/munge.socket" >/dev/null 2>&1; then
+    return 0
+  fi
+  stop_daemon "$dir/munge/munged.pid" munged
+  install -d -m 0700 -o munge -g munge "$dir/munge"
+  if [[ ! -s $dir/munge/munge.key ]]; then
+    mungekey --create --keyfile="$dir/munge/munge.key" >/dev/null
+    chown munge:munge "$dir/munge/munge.key"
+    chmod 0600 "$dir/munge/munge.key"
+  fi
+  # The socket's folder must be reachable by every user who runs srun; the key stays private.
+  chmod 0711 "$dir/munge"
+  runuser -u munge -- munged --socket="$dir/munge/munge.socket" --key-file="$dir/munge/munge.key" \
+    --pid-file="$dir/munge/munged.pid" --log-file="$dir/munge/munged.log" --seed-file="$dir/munge/munged.seed"
+  for _ in $(seq 50); do
+    munge -n -S "$dir/munge/munge.socket" 2>/dev/null | unmunge -S "$dir/munge/munge.socket" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "munged did not start; see $dir/munge/munged.log"
+}
+
+write_config() {
+  local layout
+  # The node's real layout, so that slurmd agrees with slurm.conf (memory left at the default).
+  layout=$(slurmd -C | head -1 | sed -e 's/^NodeName=[^ ]* //' -e 's/ RealMemory=[0-9]*//')
+  install -d -m 0755 "$dir" "$dir/log" "$dir/state" "$dir/spool" "$dir/run"
+  install -d -m 1777 "$dir/tmp"
+  cat > "$dir/slurm.conf.new" <<CONF
+# Written by slurm/local-cluster.sh; rewritten on every \`up\` whose options changed.
+ClusterName=sidecore
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort=$ctld_port
+SlurmdPort=$slurmd_port
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$dir/munge/munge.socket
+StateSaveLocation=$dir/state
+SlurmdSpoolDir=$dir/spool/%n
+SlurmctldPidFile=$dir/run/slurmctld.pid
+SlurmdPidFile=$dir/run/slurmd-%n.pid
+SlurmctldLogFile=$dir/log/slurmctld.log
+SlurmdLogFile=$dir/log/slurmd-%n.log
+SlurmdDebug=info
+SlurmctldDebug=info
+TmpFS=$dir/tmp
+PlugStackConfig=$dir/plugstack.conf
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/affinity
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=pmix
+MailProg=/bin/true
+SchedulerType=sched/builtin
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+ReturnToService=2
+KillWait=5
+MinJobAge=10
+NodeName=localhost NodeAddr=127.0.0.1 $layout State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=other Nodes=localhost MaxTime=INFINITE State=UP
+CONF
+  cat > "$dir/plugstack.conf.new" <<CONF
+# Written by slurm/local-cluster.sh. Admin arguments: slurm/plugstack.conf.d/sidecore.conf.
+required $plugin executor=$executor $plugin_args
+CONF
+}
+
+# Starts slurmctld and slurmd if they are not running, then waits until the node takes jobs.
+start_slurm() {
+  if ! pid_alive "$dir/run/slurmctld.pid"; then
+    # -c: a test cluster starts with no jobs left over from an earlier run.
+    slurmctld -c -f "$conf" || die "slurmctld did not start; see $dir/log/slurmctld.log"
+  fi
+  if ! pid_alive "$dir/run/slurmd-localhost.pid"; then
+    slurmd -N localhost -f "$conf" || die "slurmd did not start; see $dir/log/slurmd-localhost.log"
+  fi
+  local state=""
+  for _ in $(seq 300); do
+    state=$(SLURM_CONF=$conf sinfo -h -n localhost -o %T 2>/dev/null | head -1 || true)
+    case $state in
+      idle | mixed | allocated) return 0 ;;
+      drain* | down*)
+        SLURM_CONF=$conf scontrol update nodename=localhost state=resume >/dev/null 2>&1 || true ;;
+    esac
+    sleep 0.1
+  done
+  die "the node is '${state:-unknown}' after 30 s; see $dir/log/"
+}
+
+cmd_up() {
+  local nodes=1
+  prefix="" build=${SIDECORE_BUILD_DIR:-$root/build} plugin_args="" executor_override=""
+  while (($#)); do
+    case $1 in
+      --nodes) nodes=${2:?--nodes needs a number}; shift ;;
+      --nodes=*) nodes=${1#*=} ;;
+      --prefix) prefix=${2:?--prefix needs a folder}; shift ;;
+      --prefix=*) prefix=${1#*=} ;;
+      --build) build=${2:?--build needs a folder}; shift ;;
+      --build=*) build=${1#*=} ;;
+      --executor) executor_override=${2:?--executor needs a path}; shift ;;
+      --executor=*) executor_override=${1#*=} ;;
+      --plugin-args) plugin_args=${2-}; shift ;;
+      --plugin-args=*) plugin_args=${1#*=} ;;
+      *) die "up: unknown option '$1'" ;;
+    esac
+    shift
+  done
+  [[ $nodes =~ ^[0-9]+$ ]] && ((nodes >= 1)) || die "--nodes wants a positive number, not '$nodes'"
+  ((nodes == 1)) || die "--nodes $nodes: only a single node is supported (simulated multi-node clusters are not implemented yet)"
+  need_tools
+  locate_sidecore
+  install -d -m 0755 "$dir"
+  start_munge
+  write_config
+  local restart_ctld=0 restart_slurmd=0
+  cmp -s "$dir/slurm.conf.new" "$conf" || restart_ctld=1
+  cmp -s "$dir/plugstack.conf.new" "$dir/plugstack.conf" || restart_slurmd=1
+  ((restart_ctld)) && restart_slurmd=1
+  mv "$dir/slurm.conf.new" "$conf"
+  mv "$dir/plugstack.conf.new" "$dir/plugstack.conf"
+  chmod 0644 "$conf" "$dir/plugstack.conf"
+  if ((restart_ctld)) && pid_alive "$dir/run/slurmctld.pid"; then
+    say "slurm.conf changed: restarting slurmctld"
+    stop_daemon "$dir/run/slurmctld.pid" slurmctld
+  fi
+  # plugstack.conf is read when slurmd starts.
+  if ((restart_slurmd)) && pid_alive "$dir/run/slurmd-localhost.pid"; then
+    say "plugstack.conf changed: restarting slurmd"
+    stop_daemon "$dir/run/slurmd-localhost.pid" slurmd
+  fi
+  start_slurm
+  say "up: $(SLURM_CONF=$conf sinfo -h -o '%P %D %T %C' | tr '\n' ' ')(plugin $plugin)"
+}
+
+cmd_down() {
+  [[ $(id -u) -eq 0 ]] || die "must run as root"
+  # In parallel: each waits for its own daemon.
+  stop_daemon "$dir/run/slurmd-localhost.pid" slurmd &
+  stop_daemon "$dir/run/slurmctld.pid" slurmctld &
+  wait
+  stop_daemon "$dir/munge/munged.pid" munged
+  say "down (state and logs stay in $dir)"
+}
+
+cmd_status() {
+  local up=0
+  for entry in munged:$dir/munge/munged.pid slurmctld:$dir/run/slurmctld.pid slurmd:$dir/run/slurmd-localhost.pid; do
+    local name=${entry%%:*} pidfile=${entry#*:}
+    if pid_alive "$pidfile"; then echo "$name: running (pid $(cat "$pidfile"))"; else echo "$name: stopped"; up=1; fi
+  done
+  if ((up == 0)); then
+    SLURM_CONF=$conf sinfo -N -o '%N %P %T %C' || up=1
+  fi
+  return $up
+}
+
+cmd_env() {
+  echo "export SLURM_CONF=$conf"
+  echo "export SIDECORE_SLURM_DIR=$dir"
+}
+
+case ${1-} in
+  up) shift; cmd_up "$@" ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  *) echo "usage: $0 up [--nodes N] [--prefix DIR] [--build DIR] [--executor PATH] [--plugin-args 'k=v ...'] | down | status | env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,70 @@
+// Starting and stopping one sidecore-executor from inside slurmstepd.
+//
+// The executor is a direct child of slurmstepd, so that proctrack counts it as part of the step and
+// nothing is left as a zombie. slurmstepd's task loop reaps any child (wait3 on every pid) and skips
+// pids that are not tasks, so the plugin follows the executor through a pidfd, which tells when it
+// exits and signals it without racing a reused pid, and reaps it itself where it still can.
+// Everything the child needs is computed before fork(); between fork and exec it calls only
+// async-signal-safe functions.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core_set.hpp"
+
+namespace sidecore::spank {
+
+struct LaunchSpec {
+  std::string executable;
+  std::vector<std::string> args;  // after argv[0]
+  std::vector<std::string> env;   // the whole environment, "KEY=VALUE"
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;      // supplementary groups
+  CoreSet cpus;                   // OS CPUs to pin to
+  std::string workdir;            // empty or unreachable: "/"
+  std::string card_file;          // the executor writes its card here once ready
+  int stderr_fd = -1;             // the executor's stderr; -1: /dev/null
+  std::chrono::milliseconds ready_timeout{10'000};
+};
+
+// Owns a running executor (its pidfd); move-only. The destructor only lets go of the pidfd: stop()
+// is explicit, so that a copy of the plugin state in a forked task never signals anything.
+class ExecutorProcess {
+ public:
+  ExecutorProcess(pid_t pid, int pidfd) noexcept : pid_(pid), pidfd_(pidfd) {}
+  // How it ended ("exited with status 3", "killed by signal 11"), once it has; reaps it.
+  std::string exit_description();
+  ExecutorProcess(ExecutorProcess&& other) noexcept;
+  ExecutorProcess& operator=(ExecutorProcess&& other) noexcept;
+  ExecutorProcess(const ExecutorProcess&) = delete;
+  ExecutorProcess& operator=(const ExecutorProcess&) = delete;
+  ~ExecutorProcess();
+
+  pid_t pid() const noexcept { return pid_; }
+  bool running() const noexcept;
+  // SIGTERM, up to `grace` for it to exit, then SIGKILL. True if it exited on SIGTERM (or was gone).
+  bool stop(std::chrono::milliseconds grace) noexcept;
+
+ private:
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+};
+
+struct LaunchResult {
+  std::optional<ExecutorProcess> process;  // set on success
+  std::string card;                        // the executor's card, on success
+  std::string error;                       // why there is no executor, otherwise
+};
+
+// Starts the executor fully dropped to spec.uid/gid/groups, with every signal unblocked and at its
+// default action, pinned to spec.cpus, in a session of its own, and waits until its card appears
+// (or it exits, or ready_timeout passes: then it is killed and `error` says so).
+LaunchResult launch_executor(const LaunchSpec& spec);
+
+}  // namespace sidecore::spank

@@ -1,0 +1,254 @@
+#include "plugin.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "plan.hpp"
+#include "token.hpp"
+
+namespace sidecore::spank {
+namespace {
+
+// Slurm's ids above SLURM_MAX_NORMAL_STEP_ID are the batch, extern, interactive and pending steps.
+constexpr uint32_t kMaxNormalStepId = 0xfffffff0;
+constexpr uint32_t kBatchStep = 0xfffffffb;
+constexpr uint32_t kExternStep = 0xfffffffc;
+
+bool is_absolute_directory(const std::string& path) {
+  struct stat info {};
+  return !path.empty() && path.front() == '/' && stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
+}
+
+// `env` with every variable in `set` replaced or added.
+std::vector<std::string> with_variables(std::vector<std::string> env,
+                                        const std::vector<std::pair<std::string, std::string>>& set) {
+  for (const auto& [name, value] : set) {
+    const std::string prefix = name + "=";
+    std::erase_if(env, [&](const std::string& entry) { return entry.rfind(prefix, 0) == 0; });
+    env.push_back(prefix + value);
+  }
+  return env;
+}
+
+std::string provider_for(const AdminConfig& config, uint32_t node_count) {
+  if (config.provider != "auto") return config.provider;
+  return node_count > 1 ? "tcp;ofi_rxm" : "shm";
+}
+
+}  // namespace
+
+Plugin::Plugin(SpankHost& host, std::string default_executor, CoreMapper map_cores)
+    : host_(host), default_executor_(std::move(default_executor)), map_cores_(std::move(map_cores)) {
+  config_.executor = default_executor_;
+}
+
+void Plugin::log(LogLevel level, const std::string& message) {
+  if (level < config_.log_level) return;
+  host_.log(level, "sidecore: " + message);
+}
+
+std::optional<pid_t> Plugin::executor_pid() const {
+  if (!executor_) return std::nullopt;
+  return executor_->pid();
+}
+
+int Plugin::init(const std::vector<std::string>& args) try {
+  AdminParse parsed = parse_admin_args(args, default_executor_);
+  config_ = parsed.config;
+  // Users of srun and sbatch cannot fix the admin's line: report it where the admin looks.
+  const Context context = host_.context();
+  if (context == Context::remote || context == Context::slurmd || context == Context::job_script) {
+    for (const auto& error : parsed.errors) host_.log(LogLevel::error, "sidecore: plugstack.conf: " + error);
+  }
+  return 0;
+} catch (const std::exception& e) {
+  host_.log(LogLevel::error, std::string("sidecore: init: ") + e.what());
+  return 0;
+}
+
+int Plugin::option(OptionId id, const char* value, bool remote) try {
+  std::optional<std::string> error;
+  switch (id) {
+    case OptionId::offload: error = parse_offload_flag(value, options_); break;
+    case OptionId::poll: error = parse_poll_flag(value, options_); break;
+    case OptionId::lib: error = parse_lib_flag(value, options_); break;
+    case OptionId::stats: error = parse_stats_flag(value, options_); break;
+  }
+  if (!error) return 0;
+  host_.log(LogLevel::error, "sidecore: " + *error);
+  // srun, sbatch and salloc refuse the job; inside slurmstepd the value was already checked by
+  // the client, and refusing there would fail the step.
+  return remote ? 0 : -1;
+} catch (const std::exception& e) {
+  host_.log(LogLevel::error, std::string("sidecore: option: ") + e.what());
+  return remote ? 0 : -1;
+}
+
+int Plugin::init_post_opt() { return 0; }
+
+int Plugin::task_post_fork() { return 0; }
+
+void Plugin::no_executor(const std::string& why) {
+  // Only a step that asked for executors hears why it has none; a site default stays in the log.
+  const LogLevel level = options_.offload ? LogLevel::warn : LogLevel::info;
+  if (level < config_.log_level) return;
+  host_.log(level, "sidecore: no executor on this node: " + why);
+}
+
+int Plugin::user_init() try {
+  if (host_.context() != Context::remote) return 0;
+  start_executor();
+  return 0;
+} catch (const std::exception& e) {
+  no_executor(std::string("internal error: ") + e.what());
+  return 0;
+} catch (...) {
+  no_executor("internal error");
+  return 0;
+}
+
+void Plugin::start_executor() {
+  StepItems step;
+  if (auto error = host_.step_items(step)) {
+    no_executor(*error);
+    return;
+  }
+  if (step.step_id > kMaxNormalStepId) {
+    log(LogLevel::debug, step.step_id == kBatchStep    ? "no executor for the batch step"
+                         : step.step_id == kExternStep ? "no executor for the extern step"
+                                                       : "no executor for this special step");
+    return;
+  }
+  const OffloadRequest request = options_.offload.value_or(config_.default_request);
+  if (request.kind == OffloadRequest::Kind::off) return;
+  log(LogLevel::debug, "configuration: " + describe(config_));
+
+  if (!config_.allow_partitions.empty()) {
+    const std::string partition = host_.getenv("SLURM_JOB_PARTITION").value_or("");
+    if (std::find(config_.allow_partitions.begin(), config_.allow_partitions.end(), partition) ==
+        config_.allow_partitions.end()) {
+      no_executor("partition '" + partition + "' is not among the site's allow_partitions");
+      return;
+    }
+  }
+
+  CoreSet job_cores, step_cores;
+  try {
+    job_cores = CoreSet::parse(step.job_cores);
+    step_cores = CoreSet::parse(step.step_cores);
+  } catch (const CoreSetError& e) {
+    no_executor(std::string("cannot read the allocated cores: ") + e.what());
+    return;
+  }
+  const CorePlan plan = plan_cores(job_cores, step_cores, request, config_.max_cores);
+  for (const auto& warning : plan.warnings) log(LogLevel::warn, warning);
+  if (plan.cores.empty()) {
+    no_executor(plan.reason);
+    return;
+  }
+  const CpuMapping mapping = map_cores_(plan.cores);
+  if (!mapping.warning.empty()) log(LogLevel::warn, mapping.warning);
+
+  // A private folder owned by the job's user for the card: only the executor writes there.
+  std::string base = host_.getenv("TMPDIR").value_or("/tmp");
+  if (!is_absolute_directory(base)) base = "/tmp";
+  std::string pattern = base + "/sidecore." + std::to_string(step.job_id) + "." + std::to_string(step.step_id) + ".XXXXXX";
+  if (mkdtemp(pattern.data()) == nullptr) {
+    no_executor("cannot create a folder for the executor's card under " + base + ": " + std::strerror(errno));
+    return;
+  }
+  card_dir_ = pattern;
+  card_file_ = card_dir_ + "/card";
+  struct stat info {};
+  if (stat(card_dir_.c_str(), &info) == 0 && info.st_uid != step.uid && geteuid() == 0 &&
+      chown(card_dir_.c_str(), step.uid, step.gid) != 0) {
+    no_executor("cannot hand the card folder " + card_dir_ + " to the job's user: " + std::strerror(errno));
+    rmdir(card_dir_.c_str());
+    card_dir_.clear();
+    return;
+  }
+
+  const std::string token = generate_token();
+  const std::string cpus = mapping.cpus.to_string();
+  const PollMode poll = options_.poll.value_or(config_.poll);
+  LaunchSpec spec;
+  spec.executable = config_.executor;
+  spec.args = {"--cores", cpus, "--provider", provider_for(config_, step.node_count), "--poll",
+               std::string(to_string(poll)), "--card-file", card_file_};
+  const std::string workdir = host_.getenv("PWD").value_or("");
+  for (const auto& library : options_.libraries) {
+    spec.args.push_back("--preload");
+    spec.args.push_back(library.front() == '/' || workdir.empty() ? library : workdir + "/" + library);
+  }
+  stats_ = options_.stats;
+  if (stats_) spec.args.push_back("--stats");
+  spec.env = with_variables(step.job_env, {{"SIDECORE_TOKEN", token}, {"SIDECORE_CORES", cpus}});
+  spec.uid = step.uid;
+  spec.gid = step.gid;
+  spec.groups = step.groups;
+  spec.cpus = mapping.cpus;
+  spec.workdir = workdir;
+  spec.card_file = card_file_;
+  spec.stderr_fd = host_.step_stderr_fd();
+  spec.ready_timeout = config_.ready_timeout;
+
+  LaunchResult launched = launch_executor(spec);
+  if (!launched.process) {
+    no_executor("the executor did not start: " + launched.error);
+    std::remove(card_file_.c_str());
+    rmdir(card_dir_.c_str());
+    card_dir_.clear();
+    return;
+  }
+  executor_ = std::move(launched.process);
+  tasks_to_exit_ = step.local_task_count;
+  const bool exported = host_.setenv("SIDECORE_EXECUTOR", launched.card) && host_.setenv("SIDECORE_TOKEN", token) &&
+                        host_.setenv("SIDECORE_CORES", cpus);
+  if (!exported) {
+    stop_executor("because the tasks' environment could not be set");
+    no_executor("cannot set SIDECORE_* in the tasks' environment");
+    return;
+  }
+  log(LogLevel::info, "executor " + std::to_string(executor_->pid()) + " on CPU(s) " + cpus + " for job " +
+                          std::to_string(step.job_id) + " step " + std::to_string(step.step_id));
+}
+
+void Plugin::stop_executor(const char* when) {
+  if (!executor_) return;
+  const pid_t pid = executor_->pid();
+  if (!executor_->running()) {
+    log(LogLevel::info, "executor " + std::to_string(pid) + " had already exited " + when);
+  } else if (!executor_->stop(config_.stop_grace)) {
+    log(LogLevel::warn, "executor " + std::to_string(pid) + " ignored SIGTERM and was killed " + when);
+  } else {
+    log(LogLevel::debug, "executor " + std::to_string(pid) + " stopped " + when);
+  }
+  executor_.reset();
+  if (!card_dir_.empty()) {
+    std::remove(card_file_.c_str());
+    rmdir(card_dir_.c_str());
+    card_dir_.clear();
+  }
+}
+
+int Plugin::task_exit() try {
+  if (executor_ && tasks_to_exit_ > 0 && --tasks_to_exit_ == 0) stop_executor("after the last task");
+  return 0;
+} catch (...) {
+  return 0;
+}
+
+int Plugin::exit() try {
+  stop_executor("at step end");
+  return 0;
+} catch (...) {
+  return 0;
+}
+
+}  // namespace sidecore::spank

@@ -1,0 +1,62 @@
+// The plugin's logic, one instance per process that loads spank_sidecore.so. Each method matches
+// one SPANK callback and never throws; the return value is what the callback returns to Slurm.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cpu_map.hpp"
+#include "executor_process.hpp"
+#include "options.hpp"
+#include "spank_host.hpp"
+
+namespace sidecore::spank {
+
+enum class OptionId : int { offload = 1, poll = 2, lib = 3, stats = 4 };
+
+class Plugin {
+ public:
+  // `default_executor`: where sidecore-executor is when the admin does not say (executor=).
+  // `map_cores` turns Slurm's abstract core ids into OS CPUs (hwloc by default; tests fake a topology).
+  using CoreMapper = std::function<CpuMapping(const CoreSet&)>;
+  Plugin(SpankHost& host, std::string default_executor, CoreMapper map_cores = abstract_cores_to_cpus);
+
+  int init(const std::vector<std::string>& args);
+  // 0 accepts the value; -1 makes srun/sbatch/salloc refuse it (the message names the flag).
+  int option(OptionId id, const char* value, bool remote);
+  int init_post_opt();
+  // Starts the executor. Always 0: an error here drains the node in 22.05.
+  int user_init();
+  int task_post_fork();
+  // The last local task's exit stops the executor.
+  int task_exit();
+  // Fallback stop, for steps whose tasks never all reported.
+  int exit();
+
+  const AdminConfig& config() const noexcept { return config_; }
+  const JobOptions& job_options() const noexcept { return options_; }
+  // The running executor's pid, if any (for tests).
+  std::optional<pid_t> executor_pid() const;
+
+ private:
+  void log(LogLevel level, const std::string& message);
+  void no_executor(const std::string& why);
+  void start_executor();
+  void stop_executor(const char* when);
+
+  SpankHost& host_;
+  std::string default_executor_;
+  CoreMapper map_cores_;
+  AdminConfig config_;
+  JobOptions options_;
+  std::optional<ExecutorProcess> executor_;
+  std::string card_dir_;
+  std::string card_file_;
+  uint32_t tasks_to_exit_ = 0;
+  bool stats_ = false;
+};
+
+}  // namespace sidecore::spank

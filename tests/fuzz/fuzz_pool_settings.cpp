@@ -1,0 +1,62 @@
+// Fuzzes the string overload of parse_pool_settings with the three info values a user passes to
+// MPIX_Offload_pool_create (sidecore_scope, sidecore_fallback, sidecore_timeout_ms). The input is
+// split with FuzzedDataProvider: two strings each ended by a backslash and any other character
+// (a doubled backslash is a literal one), then the rest of the bytes.
+//
+// Accepted settings must come from the documented words and range; a refusal must name the first
+// key whose value is wrong; an accepted timeout reads the same when written back as a number.
+#include <fuzzer/FuzzedDataProvider.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "fuzz_check.hpp"
+#include "mpi/pool_settings.hpp"
+
+namespace {
+
+bool starts_with(const std::string& text, std::string_view prefix) { return text.rfind(prefix, 0) == 0; }
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace sidecore::mpi;
+  FuzzedDataProvider provider(data, size);
+  const std::string scope = provider.ConsumeRandomLengthString();
+  const std::string fallback = provider.ConsumeRandomLengthString();
+  const std::string timeout_ms = provider.ConsumeRemainingBytesAsString();
+
+  const auto parsed = parse_pool_settings(scope, fallback, timeout_ms);
+  const bool scope_known = scope.empty() || scope == "node" || scope == "job";
+  const bool fallback_known = fallback.empty() || fallback == "inline" || fallback == "error";
+
+  if (const auto* message = std::get_if<std::string>(&parsed)) {
+    if (!scope_known) {
+      SIDECORE_FUZZ_CHECK(starts_with(*message, "sidecore_scope='"));
+    } else if (!fallback_known) {
+      SIDECORE_FUZZ_CHECK(starts_with(*message, "sidecore_fallback='"));
+    } else {
+      SIDECORE_FUZZ_CHECK(!timeout_ms.empty() && starts_with(*message, "sidecore_timeout_ms='"));
+    }
+    return 0;
+  }
+
+  const auto& settings = std::get<PoolSettings>(parsed);
+  SIDECORE_FUZZ_CHECK(scope_known && fallback_known);
+  SIDECORE_FUZZ_CHECK((settings.scope == Scope::node) == (scope == "node"));
+  SIDECORE_FUZZ_CHECK((settings.fallback == Fallback::error) == (fallback == "error"));
+  const auto timeout = settings.timeout.count();
+  SIDECORE_FUZZ_CHECK(timeout >= 0 && timeout <= 86'400'000);
+  if (timeout_ms.empty()) SIDECORE_FUZZ_CHECK(timeout == 0);
+
+  // The timeout written back as a plain number gives the same settings.
+  const auto again = parse_pool_settings(scope, fallback, std::to_string(timeout));
+  SIDECORE_FUZZ_CHECK(std::holds_alternative<PoolSettings>(again));
+  const auto& settings_again = std::get<PoolSettings>(again);
+  SIDECORE_FUZZ_CHECK(settings_again.scope == settings.scope && settings_again.fallback == settings.fallback &&
+                      settings_again.timeout == settings.timeout);
+  return 0;
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus in tests/fuzz/corpus/<target>/: a few valid inputs per target, so the fuzzers
+start from messages, cards, cpulists and settings that the decoders accept. The files are committed;
+run this again (python3 tests/fuzz/make-seeds.py) only when a format changes, and commit the result.
+The layouts mirror runtime/src/protocol.hpp (little-endian, fixed sizes)."""
+import pathlib
+import struct
+
+CORPUS = pathlib.Path(__file__).resolve().parent / "corpus"
+MAGIC, VERSION = 0x52434453, 1
+HELLO, WELCOME, REFUSED, LOOKUP, LOOKUP_REPLY, TASK, RESULT, GOODBYE = range(1, 9)
+INPUT_REMOTE, OUTPUT_REMOTE = 1, 2
+TOKEN = b"0123456789abcdef0123456789abcdef"  # 32 hex digits, as generate_token() makes
+ADDRESS = bytes([0x02, 0x00, 0x1F, 0x90, 127, 0, 0, 1]) + bytes(8)  # a sockaddr_in, as tcp names look
+DOORBELL = b"/sidecore-0123456789abcdef"
+
+
+def header(kind, peer_id=0, session=0):
+    return struct.pack("<IHHIIQ", MAGIC, VERSION, kind, peer_id, 0, session)
+
+
+def hello(nonce, token, address, doorbell=b""):
+    return header(HELLO) + struct.pack("<QHHHH", nonce, len(token), len(address), len(doorbell), 0) + token + \
+        address + doorbell
+
+
+def lookup(library, symbol):
+    return header(LOOKUP, 3, 0x1234) + struct.pack("<QHHI", 11, len(library), len(symbol), 0) + library + symbol
+
+
+def task(flags, in_bytes, out_capacity, inline=b"", remote_in=None, remote_out=None):
+    message = header(TASK, 3, 0x1234) + struct.pack("<QIIQQ", 12, 0, flags, in_bytes, out_capacity)
+    for remote in (remote_in, remote_out):
+        if remote is not None:
+            message += struct.pack("<QQ", *remote)
+    return message + inline
+
+
+def result(error, function_return, out_bytes, inline=b""):
+    return header(RESULT, 3, 0x1234) + struct.pack("<QIiQ", 12, error, function_return, out_bytes) + inline
+
+
+PROTOCOL = {
+    "hello": hello(1, TOKEN, ADDRESS),
+    "hello-doorbell": hello(2, TOKEN, ADDRESS, DOORBELL),
+    "welcome": header(WELCOME, 3, 0x1234) + struct.pack("<QII", 1, 16, 0),
+    "refused": header(REFUSED) + struct.pack("<QII", 1, 6, 0),
+    "lookup": lookup(b"/usr/lib/libsidecore_test_functions.so", b"sidecore_test_add"),
+    "lookup-reply": header(LOOKUP_REPLY, 3, 0x1234) + struct.pack("<QII", 11, 0, 0),
+    "lookup-reply-not-found": header(LOOKUP_REPLY, 3, 0x1234) + struct.pack("<QII", 11, 2, 0xFFFFFFFF),
+    "task-inline": task(0, 8, 8, b"\x01\x00\x00\x00\x02\x00\x00\x00"),
+    "task-empty": task(0, 0, 0),
+    "task-input-remote": task(INPUT_REMOTE, 1 << 20, 64, remote_in=(0x7F0000001000, 0xABCD)),
+    "task-output-remote": task(OUTPUT_REMOTE, 4, 1 << 20, b"abcd", remote_out=(0x7F0000002000, 0xBEEF)),
+    "task-both-remote": task(INPUT_REMOTE | OUTPUT_REMOTE, 1 << 30, 1 << 30, remote_in=(0x1000, 1),
+                             remote_out=(0x2000, 2)),
+    "result-inline": result(0, 0, 4, b"\x03\x00\x00\x00"),
+    "result-function-error": result(3, -5, 0),
+    "result-remote": result(0, 0, 1 << 20),  # valid only when the task's output was remote
+    "goodbye": header(GOODBYE, 3, 0x1234),
+}
+
+CARD = {
+    "tcp": "sidecore/1 id=0123456789abcdef host=node01 provider=tcp;ofi_rxm workers=2 doorbell=- "
+           "addrs=02001f907f0000010000000000000000,02001f917f0000010000000000000000\n",
+    "shm-doorbell": "sidecore/1 id=ffffffffffffffff host=login-2.cluster.example.org provider=shm workers=1 "
+                    "doorbell=/sidecore-ffffffffffffffff addrs=00ff10",
+    "fields-reordered": "sidecore/1 addrs=0a000001 workers=1 doorbell=- provider=verbs;ofi_rxm host=n1 "
+                        "id=00000000deadbeef",
+}
+
+CORE_SET = {
+    "single": "0",
+    "list": "0-3,6,8-9",
+    "unsorted": "7,1-2,4,1",
+    "online": "0-127",
+    "wide": "0,65535",
+}
+
+# FuzzedDataProvider strings: scope and fallback each end with a backslash and another character.
+POOL_SETTINGS = {
+    "node-error": "node\\;error\\;250",
+    "job-inline": "job\\;inline\\;0",
+    "defaults": "\\;\\;",
+    "max-timeout": "\\;error\\;86400000",
+    "bad-scope": "rack\\;inline\\;1",
+}
+
+
+def write(target, seeds):
+    folder = CORPUS / target
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in seeds.items():
+        (folder / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+write("protocol", PROTOCOL)
+write("card", CARD)
+write("core_set", CORE_SET)
+write("pool_settings", POOL_SETTINGS)

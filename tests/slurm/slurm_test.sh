@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# The slurm tier: real srun/salloc/sbatch jobs, run by a non-root test user, against the cluster of
+# slurm/local-cluster.sh with spank_sidecore.so loaded. One case per invocation:
+#   tests/slurm/slurm_test.sh setup | teardown | <case>
+# Environment: SIDECORE_BUILD_DIR (the build to test), SIDECORE_TEST_EXECUTOR (optional: another
+# sidecore-executor), SIDECORE_TEST_USER (default sidecore-test).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cluster=$here/../../slurm/local-cluster.sh
+user=${SIDECORE_TEST_USER:-sidecore-test}
+build=${SIDECORE_BUILD_DIR:?SIDECORE_BUILD_DIR must name the build folder}
+eval "$("$cluster" env)"
+# Where setup stages a copy of the executor when the test user cannot reach the build folder (a
+# clone under /root, mode 0700): later cases then use the copy.
+staged_executor=/tmp/sidecore-slurm-test-bin/sidecore-executor
+if [[ -z ${SIDECORE_TEST_EXECUTOR-} && -x $staged_executor && ${1-} != setup ]]; then
+  SIDECORE_TEST_EXECUTOR=$staged_executor
+fi
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+check() { echo "ok: $*"; }
+
+# Brings the cluster up with these admin arguments (restarts slurmd only if they changed).
+cluster_up() {
+  local args=(up --build "$build" --plugin-args "$*")
+  [[ -z ${SIDECORE_TEST_EXECUTOR-} ]] || args+=(--executor "$SIDECORE_TEST_EXECUTOR")
+  "$cluster" "${args[@]}" >/dev/null
+}
+
+# Runs a command as the test user in a folder of its own, with stdout and stderr kept apart.
+work=$(mktemp -d /tmp/sidecore-slurm-test.XXXXXX)
+chmod 0755 "$work"
+chown "$user": "$work" 2>/dev/null || true
+trap 'rm -rf "$work"' EXIT
+as_user() {
+  (cd "$work" && runuser -u "$user" -- env SLURM_CONF="$SLURM_CONF" PATH=/usr/bin:/bin "$@")
+}
+
+# Executors of the test user that are still running (zombies excluded).
+live_executors() {
+  ps -u "$user" -o pid=,stat=,args= 2>/dev/null | awk '$2 !~ /^Z/ && /sidecore-executor/ {print $1}' || true
+}
+expect_no_executor_left() {
+  for _ in $(seq 50); do
+    [[ -z $(live_executors) ]] && return 0
+    sleep 0.1
+  done
+  fail "executor(s) still running after the step: $(live_executors)"
+}
+
+# Inside the step: prints what the task sees and what it can find out about its node's executor.
+probe='
+echo "cores=$SIDECORE_CORES"
+echo "token=$SIDECORE_TOKEN"
+echo "card=$SIDECORE_EXECUTOR"
+echo "task_cpus=$(grep Cpus_allowed_list /proc/self/status | cut -f2)"
+pid=$(pgrep -u "$(id -u)" -f "sidecore\.$SLURM_JOB_ID\.$SLURM_STEP_ID\." | head -1)
+if [ -n "$pid" ]; then
+  echo "exec_pid=$pid"
+  echo "exec_sid=$(ps -o sid= -p $pid | tr -d " ")"
+  echo "exec_user=$(ps -o user= -p $pid)"
+  echo "exec_uids=$(grep ^Uid /proc/$pid/status | cut -f2-)"
+  echo "exec_cpus=$(grep Cpus_allowed_list /proc/$pid/status | cut -f2)"
+fi
+'
+field() { sed -n "s/^$1=//p" "$2" | head -1; }
+
+case_setup() {
+  [[ $(id -u) -eq 0 ]] || fail "the slurm tier runs as root (it starts slurmd)"
+  if ! id "$user" >/dev/null 2>&1; then
+    useradd --system --create-home --shell /bin/bash "$user"
+    check "created test user $user"
+  fi
+  local executor=${SIDECORE_TEST_EXECUTOR:-$build/runtime/sidecore-executor}
+  rm -rf "$(dirname "$staged_executor")"
+  if ! runuser -u "$user" -- test -x "$executor"; then
+    install -D -m 0755 "$executor" "$staged_executor"
+    chmod 0755 "$(dirname "$staged_executor")"
+    check "$user cannot reach $executor; staged a copy at $staged_executor"
+    executor=$staged_executor
+    SIDECORE_TEST_EXECUTOR=$staged_executor
+  fi
+  runuser -u "$user" -- test -x "$executor" || fail "$user cannot run $executor"
+  cluster_up
+  check "cluster up: $(sinfo -h -o '%P %T %C' | tr '\n' ' ')"
+}
+
+case_teardown() {
+  local state
+  state=$(sinfo -h -n localhost -o %T | head -1)
+  expect_no_executor_left
+  "$cluster" down
+  rm -rf "$(dirname "$staged_executor")"
+  [[ $state == idle ]] || fail "the node is '$state' at the end, not idle"
+  check "node idle, not drained; no executor left"
+}
+
+case_help() {
+  cluster_up
+  for client in srun sbatch salloc; do
+    local help
+    help=$($client --help 2>&1)
+    for flag in '--offload=N|idle' '--offload-poll=hot|warm|adaptive' '--offload-lib=PATH' '--offload-stats'; do
+      grep -qF -- "$flag" <<<"$help" || fail "$client --help does not list $flag"
+    done
+  done
+  check "srun, sbatch and salloc --help list the four flags"
+}
+
+case_idle_cores() {
+  cluster_up
+  as_user salloc -Q -n1 -c2 srun --exact -n1 -c1 --offload --offload-stats bash -c "$probe" >"$work/out" 2>"$work/err" ||
+    fail "step failed: $(cat "$work/err")"
+  cat "$work/out"
+  local uid
+  uid=$(id -u "$user")
+  [[ $(field cores "$work/out") == 1 ]] || fail "SIDECORE_CORES is not 1"
+  [[ $(field token "$work/out") =~ ^[0-9a-f]{32}$ ]] || fail "SIDECORE_TOKEN is not a fresh 32-hex token"
+  [[ $(field card "$work/out") == sidecore/1\ * ]] || fail "SIDECORE_EXECUTOR is not a card"
+  [[ $(field task_cpus "$work/out") == 0 ]] || fail "the task is not on CPU 0"
+  [[ -n $(field exec_pid "$work/out") ]] || fail "no executor process found from the task"
+  [[ $(field exec_uids "$work/out") == "$uid"$'\t'"$uid"$'\t'"$uid"$'\t'"$uid" ]] || fail "executor not fully dropped to $user"
+  [[ $(field exec_cpus "$work/out") == 1 ]] || fail "executor not pinned to the idle CPU 1"
+  [[ $(field exec_sid "$work/out") == "$(field exec_pid "$work/out")" ]] || fail "executor not in its own session"
+  # The summary is printed when the executor stops on SIGTERM: it got the plugin's graceful stop.
+  grep -q "sidecore: executor .* tasks=0" "$work/err" || fail "--offload-stats summary missing from the step's stderr: $(cat "$work/err")"
+  expect_no_executor_left
+  check "executor as $user on exactly the idle CPU, variables in the task, summary on stderr, gone after the step"
+
+  # A second step gets a different token.
+  as_user salloc -Q -n1 -c2 srun --exact -n1 -c1 --offload bash -c "$probe" >"$work/out2" 2>"$work/err2" || fail "second step failed"
+  [[ $(field token "$work/out2") != "$(field token "$work/out")" ]] || fail "two steps got the same token"
+  check "each step gets a fresh token"
+}
+
+case_sbatch() {
+  cluster_up
+  cat >"$work/job.sh" <<'JOB'
+#!/bin/bash
+#SBATCH -n1 -c2
+#SBATCH --offload
+echo "batch_step_card=${SIDECORE_EXECUTOR:-none}"
+srun --exact -n1 -c1 bash -c 'echo "step_cores=$SIDECORE_CORES"; echo "step_card=${SIDECORE_EXECUTOR:-none}"'
+JOB
+  chmod 0755 "$work/job.sh"
+  as_user sbatch -Q --wait -o "$work/job.out" "$work/job.sh" || fail "batch job failed: $(cat "$work/job.out" 2>/dev/null)"
+  cat "$work/job.out"
+  grep -q '^batch_step_card=none$' "$work/job.out" || fail "the batch step got an executor"
+  grep -q '^step_cores=1$' "$work/job.out" || fail "#SBATCH --offload did not reach the step"
+  grep -q '^step_card=sidecore/1 ' "$work/job.out" || fail "the step has no card"
+  expect_no_executor_left
+  check "#SBATCH --offload reaches the steps, not the batch step"
+}
+
+case_no_idle() {
+  cluster_up
+  as_user salloc -Q -n1 -c2 srun -n1 -c2 --offload bash -c 'echo "card=${SIDECORE_EXECUTOR:-none}"' >"$work/out" 2>"$work/err" ||
+    fail "a step without idle cores failed: $(cat "$work/err")"
+  grep -q '^card=none$' "$work/out" || fail "a step without idle cores got an executor"
+  grep -q "no executor on this node: the step's tasks use all 2 of the job's cores" "$work/err" ||
+    fail "no message saying why: $(cat "$work/err")"
+  check "no idle cores: the step runs and says why ($(head -1 "$work/err"))"
+}
+
+case_refused() {
+  cluster_up
+  local flag
+  for flag in --offload=abc --offload=-1 --offload-poll=lukewarm; do
+    rm -f "$work/ran"
+    if as_user srun -n1 "$flag" touch "$work/ran" 2>"$work/err"; then fail "srun accepted $flag"; fi
+    grep -qF -- "$flag" "$work/err" || fail "srun's message does not name $flag: $(cat "$work/err")"
+    [[ ! -e $work/ran ]] || fail "the job ran despite $flag"
+    if as_user sbatch -Q "$flag" --wrap "touch $work/ran" 2>"$work/err"; then fail "sbatch accepted $flag"; fi
+    grep -qF -- "$flag" "$work/err" || fail "sbatch's message does not name $flag"
+    check "$flag refused by srun and sbatch: $(grep -F -- "$flag" "$work/err" | head -1)"
+  done
+  [[ -z $(squeue -h) ]] || fail "a job was queued: $(squeue -h)"
+  [[ ! -e $work/ran ]] || fail "something ran"
+}
+
+case_admin_policy() {
+  cluster_up default=idle
+  as_user salloc -Q -n1 -c2 srun --exact -n1 -c1 bash -c 'echo "cores=${SIDECORE_CORES:-none}"' >"$work/out" 2>"$work/err" || fail "step failed"
+  grep -q '^cores=1$' "$work/out" || fail "default=idle did not start an executor without the flag"
+  as_user salloc -Q -n1 -c2 srun --exact -n1 -c1 --offload=0 bash -c 'echo "cores=${SIDECORE_CORES:-none}"' >"$work/out" 2>"$work/err" || fail "step failed"
+  grep -q '^cores=none$' "$work/out" || fail "--offload=0 did not override default=idle"
+  check "default=idle honoured, and --offload=0 overrides it"
+
+  cluster_up default=off max_cores=0
+  as_user salloc -Q -n1 -c2 srun --exact -n1 -c1 bash -c 'echo "cores=${SIDECORE_CORES:-none}"' >"$work/out" 2>"$work/err" || fail "step failed"
+  grep -q '^cores=none$' "$work/out" || fail "default=off started an executor"
+  as_user salloc -Q -n1 -c2 srun --exact -n1 -c1 --offload bash -c 'echo "cores=${SIDECORE_CORES:-none}"' >"$work/out" 2>"$work/err" || fail "step failed"
+  grep -q '^cores=none$' "$work/out" || fail "max_cores=0 did not stop the executor"
+  grep -q 'max_cores=0' "$work/err" || fail "no message naming max_cores=0: $(cat "$work/err")"
+  check "default=off and max_cores=0 honoured"
+
+  cluster_up max_cores=1 allow_partitions=other bogus_key=1
+  as_user salloc -Q -n1 -c2 srun --exact -n1 -c1 --offload bash -c 'echo "cores=${SIDECORE_CORES:-none}"' >"$work/out" 2>"$work/err" || fail "step failed"
+  grep -q '^cores=none$' "$work/out" || fail "allow_partitions=other let the debug partition start one"
+  as_user salloc -Q -p other -n1 -c2 srun --exact -n1 -c1 --offload bash -c 'echo "cores=${SIDECORE_CORES:-none}"' >"$work/out" 2>"$work/err" || fail "step failed"
+  grep -q '^cores=1$' "$work/out" || fail "max_cores=1 in an allowed partition did not start one"
+  grep -q "unknown argument 'bogus_key'" "$SIDECORE_SLURM_DIR"/log/slurmd-localhost.log || fail "unknown key not in slurmd's log"
+  check "max_cores=1 and allow_partitions honoured; an unknown key is an error in the log, not a crash"
+  cluster_up
+}
+
+case_killed_executor() {
+  cluster_up
+  local script='
+pid=$(pgrep -u "$(id -u)" -f "sidecore\.$SLURM_JOB_ID\.$SLURM_STEP_ID\." | head -1)
+[ -n "$pid" ] || { echo "no executor"; exit 1; }
+kill -9 "$pid"; sleep 0.5; echo survived'
+  as_user salloc -Q -n1 -c2 srun --exact -n1 -c1 --offload bash -c "$script" >"$work/out" 2>"$work/err" ||
+    fail "the step failed after its executor was killed: $(cat "$work/out" "$work/err")"
+  grep -q '^survived$' "$work/out" || fail "the task did not finish"
+  expect_no_executor_left
+  [[ $(sinfo -h -n localhost -o %T | head -1) == idle ]] || fail "node not idle after the killed executor"
+  check "an executor killed mid-step does not fail the step"
+}
+
+case_mpi() {
+  cluster_up
+  command -v mpicc >/dev/null || fail "mpicc missing (libopenmpi-dev)"
+  cat >"$work/hello.c" <<'C'
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  int rank, size;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  const char *cores = getenv("SIDECORE_CORES");
+  int ok = cores != NULL && getenv("SIDECORE_EXECUTOR") != NULL, all = 0;
+  MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  if (rank == 0) printf("ranks=%d with_executor=%d cores=%s\n", size, all, cores ? cores : "none");
+  MPI_Finalize();
+  return 0;
+}
+C
+  mpicc -o "$work/hello" "$work/hello.c"
+  chmod 0755 "$work/hello"
+  as_user salloc -Q -n2 srun --mpi=pmix --exact -n1 --offload=idle "$work/hello" >"$work/out" 2>"$work/err" ||
+    fail "MPI step failed: $(cat "$work/err")"
+  cat "$work/out"
+  grep -q '^ranks=1 with_executor=1 cores=1$' "$work/out" || fail "the MPI rank did not see its executor"
+  expect_no_executor_left
+  check "srun --mpi=pmix --offload=idle"
+}
+
+name=${1:?usage: $0 setup|teardown|<case>}
+"case_${name//-/_}"

@@ -1,0 +1,115 @@
+#include <gtest/gtest.h>
+
+#include "options.hpp"
+
+namespace sidecore::spank {
+namespace {
+
+TEST(OffloadFlag, AcceptsIdleCountsAndNoValue) {
+  JobOptions options;
+  EXPECT_FALSE(parse_offload_flag(nullptr, options));
+  EXPECT_EQ(options.offload, OffloadRequest::idle());
+  EXPECT_FALSE(parse_offload_flag("3", options));
+  EXPECT_EQ(options.offload, OffloadRequest::cores(3));
+  EXPECT_FALSE(parse_offload_flag("idle", options));
+  EXPECT_EQ(options.offload, OffloadRequest::idle());
+  options.offload.reset();
+  EXPECT_FALSE(parse_offload_flag("(null)", options));  // how #SBATCH --offload reaches srun
+  EXPECT_EQ(options.offload, OffloadRequest::idle());
+  EXPECT_FALSE(parse_offload_flag("0", options));
+  EXPECT_EQ(options.offload, OffloadRequest::off());
+}
+
+TEST(OffloadFlag, RefusesWithAMessageNamingTheFlag) {
+  for (const char* bad : {"abc", "-1", "1x", "99999999999", " 2", "Idle"}) {
+    JobOptions options;
+    auto error = parse_offload_flag(bad, options);
+    ASSERT_TRUE(error) << bad;
+    EXPECT_NE(error->find("--offload=" + std::string(bad)), std::string::npos) << *error;
+    EXPECT_FALSE(options.offload);
+  }
+}
+
+TEST(PollFlag, AcceptsTheThreeModesOnly) {
+  JobOptions options;
+  EXPECT_FALSE(parse_poll_flag("hot", options));
+  EXPECT_EQ(options.poll, PollMode::hot);
+  EXPECT_FALSE(parse_poll_flag("warm", options));
+  EXPECT_EQ(options.poll, PollMode::warm);
+  EXPECT_FALSE(parse_poll_flag("adaptive", options));
+  EXPECT_EQ(options.poll, PollMode::adaptive);
+  auto error = parse_poll_flag("lukewarm", options);
+  ASSERT_TRUE(error);
+  EXPECT_NE(error->find("--offload-poll=lukewarm"), std::string::npos);
+  EXPECT_TRUE(parse_poll_flag(nullptr, options));
+}
+
+TEST(LibFlag, SplitsPathsAndRefusesNone) {
+  JobOptions options;
+  EXPECT_FALSE(parse_lib_flag("/a/libx.so,liby.so", options));
+  EXPECT_EQ(options.libraries, (std::vector<std::string>{"/a/libx.so", "liby.so"}));
+  auto error = parse_lib_flag(",", options);
+  ASSERT_TRUE(error);
+  EXPECT_NE(error->find("--offload-lib"), std::string::npos);
+}
+
+TEST(StatsFlag, SetsStats) {
+  JobOptions options;
+  EXPECT_FALSE(parse_stats_flag(nullptr, options));
+  EXPECT_TRUE(options.stats);
+}
+
+TEST(AdminArgs, DefaultsWithoutArguments) {
+  auto parsed = parse_admin_args({}, "/usr/bin/sidecore-executor");
+  EXPECT_TRUE(parsed.errors.empty());
+  EXPECT_FALSE(parsed.config.max_cores);
+  EXPECT_EQ(parsed.config.default_request, OffloadRequest::off());
+  EXPECT_EQ(parsed.config.poll, PollMode::adaptive);
+  EXPECT_EQ(parsed.config.provider, "auto");
+  EXPECT_EQ(parsed.config.executor, "/usr/bin/sidecore-executor");
+  EXPECT_TRUE(parsed.config.allow_partitions.empty());
+  EXPECT_EQ(parsed.config.log_level, LogLevel::info);
+}
+
+TEST(AdminArgs, EveryKey) {
+  auto parsed = parse_admin_args({"max_cores=4", "default=idle", "poll=warm", "provider=tcp;ofi_rxm",
+                                  "executor=/opt/sc/bin/sidecore-executor", "allow_partitions=a,b",
+                                  "log_level=debug"},
+                                 "/x");
+  EXPECT_TRUE(parsed.errors.empty());
+  EXPECT_EQ(parsed.config.max_cores, 4u);
+  EXPECT_EQ(parse_admin_args({"max_cores=0"}, "/x").config.max_cores, 0u);
+  EXPECT_EQ(parsed.config.default_request, OffloadRequest::idle());
+  EXPECT_EQ(parsed.config.poll, PollMode::warm);
+  EXPECT_EQ(parsed.config.provider, "tcp;ofi_rxm");
+  EXPECT_EQ(parsed.config.executor, "/opt/sc/bin/sidecore-executor");
+  EXPECT_EQ(parsed.config.allow_partitions, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(parsed.config.log_level, LogLevel::debug);
+  EXPECT_EQ(parse_admin_args({"default=2"}, "/x").config.default_request, OffloadRequest::cores(2));
+  EXPECT_EQ(parse_admin_args({"default=off"}, "/x").config.default_request, OffloadRequest::off());
+}
+
+TEST(AdminArgs, UnknownKeysAndBadValuesAreReportedAndLeaveDefaults) {
+  auto parsed = parse_admin_args({"max_cores=many", "colour=blue", "novalue", "poll=lukewarm", "default=-1",
+                                  "executor=relative/path", "log_level=loud", "max_cores=2"},
+                                 "/x");
+  ASSERT_EQ(parsed.errors.size(), 7u);
+  EXPECT_NE(parsed.errors[1].find("unknown argument 'colour'"), std::string::npos);
+  EXPECT_NE(parsed.errors[2].find("'novalue'"), std::string::npos);
+  EXPECT_EQ(parsed.config.max_cores, 2u);
+  EXPECT_EQ(parsed.config.poll, PollMode::adaptive);
+  EXPECT_EQ(parsed.config.default_request, OffloadRequest::off());
+  EXPECT_EQ(parsed.config.executor, "/x");
+  EXPECT_EQ(parsed.config.log_level, LogLevel::info);
+}
+
+TEST(AdminArgs, DescribeRoundTrips) {
+  auto config = parse_admin_args({"max_cores=3", "default=idle", "poll=hot", "allow_partitions=p"}, "/e").config;
+  auto again = parse_admin_args({"max_cores=3", "default=idle", "poll=hot", "provider=auto", "executor=/e",
+                                 "allow_partitions=p", "log_level=info"},
+                                "/other");
+  EXPECT_EQ(describe(config), describe(again.config));
+}
+
+}  // namespace
+}  // namespace sidecore::spank

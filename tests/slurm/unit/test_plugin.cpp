@@ -1,0 +1,234 @@
+// The plugin core driven through a fake SPANK API, callback by callback as slurmstepd calls them.
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "fake_spank.hpp"
+#include "plugin.hpp"
+#include "test_helpers.hpp"
+
+namespace sidecore::spank {
+namespace {
+
+using namespace testing;
+
+// This machine may have as few as 2 CPUs; the fake topology folds Slurm's cores 0..n onto CPUs 0 and 1
+// (core k runs on CPU k % 2), so steps with more cores than the machine still start.
+CpuMapping two_cpu_topology(const CoreSet& abstract) {
+  std::vector<int> cpus;
+  for (int core : abstract.cores()) cpus.push_back(core % 2);
+  return {CoreSet(std::move(cpus)), ""};
+}
+
+class PluginTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(fake_executor().empty()) << "SIDECORE_FAKE_EXECUTOR is not set";
+    host.items.job_id = 42;
+    host.items.step_id = 0;
+    host.items.local_task_count = 2;
+    host.items.uid = getuid();
+    host.items.gid = getgid();
+    host.items.job_cores = "0-1";
+    host.items.step_cores = "0";
+    host.env["PATH"] = "/usr/bin:/bin";
+    host.env["TMPDIR"] = dir.path();
+    host.env["PWD"] = dir.path();
+    host.env["FAKE_EXECUTOR_LOG"] = dir.file("log");
+  }
+  std::vector<std::string> admin(std::vector<std::string> extra = {}) {
+    extra.insert(extra.begin(), "executor=" + fake_executor());
+    return extra;
+  }
+  // The card folder the plugin made under TMPDIR, if it still exists.
+  bool card_folder_left() const {
+    for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+      if (entry.path().filename().string().rfind("sidecore.42.", 0) == 0) return true;
+    }
+    return false;
+  }
+
+  TempDir dir;
+  FakeSpank host;
+  Plugin plugin{host, "/nonexistent/sidecore-executor", two_cpu_topology};
+};
+
+TEST_F(PluginTest, StartsOnTheIdleCoresExportsTheVariablesAndStopsAfterTheLastTask) {
+  ASSERT_TRUE(start_step(plugin, host, admin(), {{OptionId::offload, nullptr}}));
+  auto pid = plugin.executor_pid();
+  ASSERT_TRUE(pid) << host.all_messages();
+  EXPECT_FALSE(process_gone(*pid));
+  EXPECT_EQ(host.env["SIDECORE_CORES"], "1");
+  EXPECT_TRUE(std::regex_match(host.env["SIDECORE_TOKEN"], std::regex("[0-9a-f]{32}"))) << host.env["SIDECORE_TOKEN"];
+  EXPECT_NE(host.env["SIDECORE_EXECUTOR"].find("fake cores=1 token=" + host.env["SIDECORE_TOKEN"]), std::string::npos)
+      << host.env["SIDECORE_EXECUTOR"];
+  EXPECT_NE(host.env["SIDECORE_EXECUTOR"].find("--provider shm --poll adaptive"), std::string::npos);
+  EXPECT_EQ(proc_status(*pid, "Cpus_allowed_list"), "1");
+  EXPECT_TRUE(card_folder_left());
+
+  EXPECT_EQ(plugin.task_exit(), 0);
+  EXPECT_FALSE(process_gone(*pid)) << "stopped before the last task ended";
+  EXPECT_EQ(plugin.task_exit(), 0);
+  EXPECT_TRUE(wait_gone(*pid));
+  EXPECT_FALSE(plugin.executor_pid());
+  EXPECT_EQ(plugin.exit(), 0);
+  EXPECT_NE(read_file(dir.file("log")).find("stopped"), std::string::npos);
+  EXPECT_FALSE(card_folder_left());
+}
+
+TEST_F(PluginTest, EachStepGetsAFreshToken) {
+  ASSERT_TRUE(start_step(plugin, host, admin(), {{OptionId::offload, "idle"}}));
+  const std::string first = host.env["SIDECORE_TOKEN"];
+  ASSERT_TRUE(end_step(plugin, host));
+  Plugin second_step{host, "/nonexistent"};
+  host.items.step_id = 1;
+  ASSERT_TRUE(start_step(second_step, host, admin(), {{OptionId::offload, "idle"}}));
+  EXPECT_NE(host.env["SIDECORE_TOKEN"], first);
+  EXPECT_TRUE(end_step(second_step, host));
+}
+
+TEST_F(PluginTest, JobFlagsReachTheExecutor) {
+  host.items.job_cores = "0-4";
+  ASSERT_TRUE(start_step(plugin, host, admin({"provider=tcp;ofi_rxm"}),
+                         {{OptionId::offload, "2"}, {OptionId::poll, "hot"}, {OptionId::lib, "/x/liba.so,libb.so"},
+                          {OptionId::stats, nullptr}}));
+  const std::string card = host.env["SIDECORE_EXECUTOR"];
+  EXPECT_EQ(host.env["SIDECORE_CORES"], "0-1");  // cores 3-4
+  EXPECT_NE(card.find("--provider tcp;ofi_rxm --poll hot"), std::string::npos) << card;
+  EXPECT_NE(card.find("--preload /x/liba.so --preload " + dir.path() + "/libb.so"), std::string::npos) << card;
+  EXPECT_NE(card.find("--stats"), std::string::npos) << card;
+  EXPECT_TRUE(end_step(plugin, host));
+}
+
+TEST_F(PluginTest, NoExecutorForTheBatchOrExternStep) {
+  for (uint32_t special : {0xfffffffbu, 0xfffffffcu, 0xfffffffau}) {
+    FakeSpank step_host = host;
+    Plugin step_plugin{step_host, "/nonexistent"};
+    step_host.items.step_id = special;
+    ASSERT_TRUE(start_step(step_plugin, step_host, admin(), {{OptionId::offload, nullptr}}));
+    EXPECT_FALSE(step_plugin.executor_pid());
+    EXPECT_EQ(step_host.env.count("SIDECORE_EXECUTOR"), 0u);
+    EXPECT_TRUE(end_step(step_plugin, step_host));
+  }
+}
+
+TEST_F(PluginTest, NoIdleCoresRunsTheStepAndSaysWhy) {
+  host.items.step_cores = "0-1";
+  ASSERT_TRUE(start_step(plugin, host, admin(), {{OptionId::offload, nullptr}}));
+  EXPECT_FALSE(plugin.executor_pid());
+  EXPECT_EQ(host.env.count("SIDECORE_EXECUTOR"), 0u);
+  EXPECT_TRUE(host.logged(LogLevel::warn, "no executor on this node: the step's tasks use all 2")) << host.all_messages();
+  EXPECT_TRUE(end_step(plugin, host));
+}
+
+TEST_F(PluginTest, WithoutTheFlagTheSiteDefaultDecides) {
+  ASSERT_TRUE(start_step(plugin, host, admin(), {}));
+  EXPECT_FALSE(plugin.executor_pid());
+  EXPECT_TRUE(host.messages.empty()) << host.all_messages();
+  EXPECT_TRUE(end_step(plugin, host));
+
+  Plugin idle_default{host, "/nonexistent"};
+  ASSERT_TRUE(start_step(idle_default, host, admin({"default=idle"}), {}));
+  EXPECT_TRUE(idle_default.executor_pid()) << host.all_messages();
+  EXPECT_EQ(host.env["SIDECORE_CORES"], "1");
+  EXPECT_TRUE(end_step(idle_default, host));
+
+  // The job's --offload=0 overrides the site's default.
+  Plugin refused{host, "/nonexistent"};
+  host.env.erase("SIDECORE_EXECUTOR");
+  ASSERT_TRUE(start_step(refused, host, admin({"default=idle"}), {{OptionId::offload, "0"}}));
+  EXPECT_FALSE(refused.executor_pid());
+  EXPECT_EQ(host.env.count("SIDECORE_EXECUTOR"), 0u);
+  EXPECT_TRUE(end_step(refused, host));
+}
+
+TEST_F(PluginTest, MaxCoresCapsAndSays) {
+  host.items.job_cores = "0-3";
+  ASSERT_TRUE(start_step(plugin, host, admin({"max_cores=1"}), {{OptionId::offload, nullptr}}));
+  EXPECT_EQ(host.env["SIDECORE_CORES"], "1");  // core 3
+  EXPECT_TRUE(host.logged(LogLevel::warn, "max_cores=1")) << host.all_messages();
+  EXPECT_TRUE(end_step(plugin, host));
+}
+
+TEST_F(PluginTest, PartitionsOutsideAllowPartitionsGetNone) {
+  host.env["SLURM_JOB_PARTITION"] = "debug";
+  ASSERT_TRUE(start_step(plugin, host, admin({"allow_partitions=batch,gpu"}), {{OptionId::offload, nullptr}}));
+  EXPECT_FALSE(plugin.executor_pid());
+  EXPECT_TRUE(host.logged(LogLevel::warn, "partition 'debug'")) << host.all_messages();
+  EXPECT_TRUE(end_step(plugin, host));
+
+  Plugin allowed{host, "/nonexistent"};
+  ASSERT_TRUE(start_step(allowed, host, admin({"allow_partitions=debug"}), {{OptionId::offload, nullptr}}));
+  EXPECT_TRUE(allowed.executor_pid()) << host.all_messages();
+  EXPECT_TRUE(end_step(allowed, host));
+}
+
+TEST_F(PluginTest, UnknownAdminKeysAreLoggedNotFatal) {
+  ASSERT_TRUE(start_step(plugin, host, admin({"colour=blue", "max_cores=x"}), {{OptionId::offload, nullptr}}));
+  EXPECT_TRUE(host.logged(LogLevel::error, "unknown argument 'colour'")) << host.all_messages();
+  EXPECT_TRUE(host.logged(LogLevel::error, "max_cores=x")) << host.all_messages();
+  EXPECT_TRUE(plugin.executor_pid());
+  EXPECT_TRUE(end_step(plugin, host));
+}
+
+TEST_F(PluginTest, ClientsRefuseBadValuesAndSlurmstepdNeverFails) {
+  for (Context client : {Context::local, Context::allocator}) {
+    host.current = client;
+    Plugin in_client{host, "/nonexistent"};
+    EXPECT_EQ(in_client.init(admin({"colour=blue"})), 0);
+    EXPECT_FALSE(host.logged(LogLevel::error, "colour")) << "admin errors are for the admin's logs";
+    EXPECT_EQ(in_client.option(OptionId::offload, "abc", false), -1);
+    EXPECT_TRUE(host.logged(LogLevel::error, "--offload=abc"));
+    EXPECT_EQ(in_client.option(OptionId::offload, "-1", false), -1);
+    EXPECT_EQ(in_client.option(OptionId::poll, "lukewarm", false), -1);
+    EXPECT_TRUE(host.logged(LogLevel::error, "--offload-poll=lukewarm"));
+    EXPECT_EQ(in_client.option(OptionId::offload, "2", false), 0);
+    EXPECT_EQ(in_client.init_post_opt(), 0);
+    EXPECT_EQ(in_client.user_init(), 0);
+    EXPECT_FALSE(in_client.executor_pid()) << "clients never start executors";
+    EXPECT_EQ(in_client.exit(), 0);
+  }
+  host.current = Context::remote;
+  EXPECT_EQ(plugin.option(OptionId::offload, "abc", true), 0);
+}
+
+TEST_F(PluginTest, AnExecutorThatCannotStartLeavesTheStepRunning) {
+  host.env["FAKE_EXECUTOR_MODE"] = "exit";
+  ASSERT_TRUE(start_step(plugin, host, admin(), {{OptionId::offload, nullptr}}));
+  EXPECT_FALSE(plugin.executor_pid());
+  EXPECT_EQ(host.env.count("SIDECORE_EXECUTOR"), 0u);
+  EXPECT_TRUE(host.logged(LogLevel::warn, "exited with status 3 before it was ready")) << host.all_messages();
+  EXPECT_FALSE(card_folder_left());
+  EXPECT_TRUE(end_step(plugin, host));
+
+  Plugin missing{host, "/nonexistent"};
+  host.env.erase("FAKE_EXECUTOR_MODE");
+  ASSERT_TRUE(start_step(missing, host, {"executor=/nonexistent/sidecore-executor"}, {{OptionId::offload, nullptr}}));
+  EXPECT_FALSE(missing.executor_pid());
+  EXPECT_TRUE(host.logged(LogLevel::warn, "cannot execute /nonexistent/sidecore-executor")) << host.all_messages();
+  EXPECT_TRUE(end_step(missing, host));
+}
+
+TEST_F(PluginTest, AnExecutorKilledMidStepDoesNotFailIt) {
+  ASSERT_TRUE(start_step(plugin, host, admin(), {{OptionId::offload, nullptr}}));
+  auto pid = plugin.executor_pid();
+  ASSERT_TRUE(pid);
+  ASSERT_EQ(kill(*pid, SIGKILL), 0);
+  ASSERT_TRUE(wait_gone(*pid));
+  EXPECT_TRUE(end_step(plugin, host));
+  EXPECT_TRUE(host.logged(LogLevel::info, "had already exited")) << host.all_messages();
+  EXPECT_FALSE(card_folder_left());
+}
+
+TEST_F(PluginTest, ExitStopsAnExecutorWhoseTasksNeverReported) {
+  ASSERT_TRUE(start_step(plugin, host, admin(), {{OptionId::offload, nullptr}}));
+  auto pid = plugin.executor_pid();
+  ASSERT_TRUE(pid);
+  EXPECT_EQ(plugin.task_exit(), 0);  // one of two
+  EXPECT_EQ(plugin.exit(), 0);
+  EXPECT_TRUE(wait_gone(*pid));
+  EXPECT_FALSE(card_folder_left());
+}
+
+}  // namespace
+}  // namespace sidecore::spank

@@ -32,7 +32,8 @@ CoreSet::CoreSet(std::vector<int> cores) : cores_(std::move(cores)) {
 
 CoreSet CoreSet::parse(std::string_view text) {
   if (text.empty()) throw CoreSetError("core list is empty");
-  std::vector<int> cores;
+  // A bitmap, not a list: "0-65535" repeated many times must cost bits, not millions of entries.
+  std::vector<bool> present(static_cast<size_t>(kMaxCpu) + 1, false);
   size_t start = 0;
   while (start <= text.size()) {
     size_t comma = text.find(',', start);
@@ -40,15 +41,19 @@ CoreSet CoreSet::parse(std::string_view text) {
     if (part.empty()) throw CoreSetError(fmt::format("core list '{}' has an empty element", text));
     auto dash = part.find('-');
     if (dash == std::string_view::npos) {
-      cores.push_back(parse_cpu(part, text));
+      present[static_cast<size_t>(parse_cpu(part, text))] = true;
     } else {
       int first = parse_cpu(part.substr(0, dash), text);
       int last = parse_cpu(part.substr(dash + 1), text);
       if (last < first) throw CoreSetError(fmt::format("core list '{}': range {} runs backwards", text, part));
-      for (int cpu = first; cpu <= last; ++cpu) cores.push_back(cpu);
+      std::fill(present.begin() + first, present.begin() + last + 1, true);
     }
     if (comma == std::string_view::npos) break;
     start = comma + 1;
+  }
+  std::vector<int> cores;
+  for (size_t cpu = 0; cpu < present.size(); ++cpu) {
+    if (present[cpu]) cores.push_back(static_cast<int>(cpu));
   }
   return CoreSet(std::move(cores));
 }

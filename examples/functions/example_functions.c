@@ -50,3 +50,47 @@ SIDECORE_FUNCTION int increment_bytes(const void *in, size_t in_bytes, void *out
   *out_bytes = in_bytes;
   return 0;
 }
+
+/* Input: n + 2 doubles (a chunk of a 1-D array with one neighbour on each side). Output: n
+ * doubles, one smoothing step: out[i] = (in[i] + in[i + 1] + in[i + 2]) / 3. Example 11 computes
+ * the same expression in the same order, so offloaded and local results agree to the bit. */
+SIDECORE_FUNCTION int smooth3(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
+  if (in_bytes % sizeof(double) != 0 || in_bytes < 3 * sizeof(double)) return 22; /* EINVAL */
+  const size_t n = in_bytes / sizeof(double) - 2;
+  if (out_capacity < n * sizeof(double)) return 22;
+  const double *src = in;
+  double *dst = out;
+  for (size_t i = 0; i < n; ++i) dst[i] = (src[i] + src[i + 1] + src[i + 2]) / 3.0;
+  *out_bytes = n * sizeof(double);
+  return 0;
+}
+
+/* Input: struct spin_args. Output: uint64_t, a hash of `seed`, after keeping the core busy for
+ * `spin_ns` nanoseconds. It spins on the clock instead of sleeping, so it models a compute task of
+ * a known length; the output depends only on the seed, so it is the same wherever the task ran. */
+struct spin_args {
+  uint64_t spin_ns;
+  uint64_t seed;
+};
+
+static uint64_t monotonic_ns(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+SIDECORE_FUNCTION int spin_task(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
+  struct spin_args args;
+  if (in_bytes != sizeof args || out_capacity < sizeof(uint64_t)) return 22; /* EINVAL */
+  memcpy(&args, in, sizeof args);
+  const uint64_t start = monotonic_ns();
+  uint64_t x = args.seed + 0x9e3779b97f4a7c15u; /* splitmix64's finalizer */
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
+  x ^= x >> 31;
+  while (monotonic_ns() - start < args.spin_ns) {
+  }
+  memcpy(out, &x, sizeof x);
+  *out_bytes = sizeof x;
+  return 0;
+}

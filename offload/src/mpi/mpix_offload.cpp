@@ -109,7 +109,7 @@ SIDECORE_C_API int PMPIX_Offload_pool_free(MPIX_Offload_pool* pool) {
     if (pool == nullptr) return raise(comm, ErrorKind::bad_arg, "pool_free: pool is NULL");
     Pool* live = live_pool(*pool);
     if (live == nullptr) return raise(comm, ErrorKind::bad_arg, "pool_free: not a live pool (freed already?)");
-    comm = live->comm();
+    comm = live->user_comm();
     // Tasks whose requests were freed still run; wait for them so nothing completes into a dead pool.
     live->drain();
     sidecore::mpi::ProgressEngine::instance().remove(live);
@@ -134,7 +134,7 @@ SIDECORE_C_API int PMPIX_Offload_pool_size(MPIX_Offload_pool pool, int* local_wo
   Pool* live = live_pool(pool);
   if (live == nullptr) return raise(MPI_COMM_WORLD, ErrorKind::bad_arg, "pool_size: not a live pool");
   if (local_workers == nullptr && total_workers == nullptr) {
-    return raise(live->comm(), ErrorKind::bad_arg, "pool_size: both outputs are NULL");
+    return raise(live->user_comm(), ErrorKind::bad_arg, "pool_size: both outputs are NULL");
   }
   if (local_workers) *local_workers = live->local_workers();
   if (total_workers) *total_workers = live->total_workers();
@@ -146,13 +146,13 @@ SIDECORE_C_API int PMPIX_Offload_function_lookup(MPIX_Offload_pool pool, const c
   Pool* live = live_pool(pool);
   if (live == nullptr) return raise(MPI_COMM_WORLD, ErrorKind::bad_arg, "function_lookup: not a live pool");
   try {
-    if (fn == nullptr) return raise(live->comm(), ErrorKind::bad_arg, "function_lookup: fn is NULL");
+    if (fn == nullptr) return raise(live->user_comm(), ErrorKind::bad_arg, "function_lookup: fn is NULL");
     *fn = MPIX_OFFLOAD_FUNCTION_NULL;
     if (library == nullptr || *library == '\0') {
-      return raise(live->comm(), ErrorKind::bad_arg, "function_lookup: library is NULL or empty");
+      return raise(live->user_comm(), ErrorKind::bad_arg, "function_lookup: library is NULL or empty");
     }
     if (symbol == nullptr || *symbol == '\0') {
-      return raise(live->comm(), ErrorKind::bad_arg, "function_lookup: symbol is NULL or empty");
+      return raise(live->user_comm(), ErrorKind::bad_arg, "function_lookup: symbol is NULL or empty");
     }
     auto function = live->lookup(library, symbol);
     OffloadFunction* raw = function.release();
@@ -163,7 +163,7 @@ SIDECORE_C_API int PMPIX_Offload_function_lookup(MPIX_Offload_pool pool, const c
     *fn = reinterpret_cast<MPIX_Offload_function>(raw);
     return MPI_SUCCESS;
   }
-  SIDECORE_CATCH_ALL(live->comm())
+  SIDECORE_CATCH_ALL(live->user_comm())
 }
 
 SIDECORE_C_API int PMPIX_Offload_function_free(MPIX_Offload_function* fn) {
@@ -186,7 +186,7 @@ SIDECORE_C_API int PMPIX_Offload_submit(MPIX_Offload_function fn, const void* in
   OffloadFunction* function = live_function(fn);
   if (function == nullptr) return raise(MPI_COMM_WORLD, ErrorKind::bad_arg, "submit: not a live function");
   Pool* pool = function->pool;
-  const MPI_Comm comm = pool->comm();
+  const MPI_Comm comm = pool->user_comm();
   try {
     if (request == nullptr) return raise(comm, ErrorKind::bad_arg, "submit: request is NULL");
     *request = MPI_REQUEST_NULL;

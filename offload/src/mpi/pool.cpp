@@ -48,15 +48,13 @@ std::vector<std::string> gather_cards(MPI_Comm comm) {
   return cards;
 }
 
-// Completion callback of every remote task: fills the request and completes it.
+// Completion callback of every task (called with the engine's lock held): fills the request's
+// status, then has the engine complete it.
 void complete_request(void* user, TaskId, const Completion& completion) {
   auto* state = static_cast<OffloadRequest*>(user);
   state->completion = completion;
   state->error = error_code(completion.error);
-  Pool* pool = state->pool;
-  // After this call MPI may free the request (and `state`) at any time.
-  MPI_Grequest_complete(state->request);
-  pool->in_flight().fetch_sub(1, std::memory_order_release);
+  ProgressEngine::instance().complete(state->request, &state->pool->in_flight());
 }
 
 int query_request(void* extra, MPI_Status* status) {
@@ -77,15 +75,19 @@ int free_request(void* extra) {
 int cancel_request(void* extra, int complete) {
   auto* state = static_cast<OffloadRequest*>(extra);
   if (complete || state->client == nullptr) return MPI_SUCCESS;
-  std::lock_guard lock(ProgressEngine::instance().mutex());
-  // Succeeds only for a task still waiting in the client; it then completes (cancelled) at once.
+  ProgressEngine& engine = ProgressEngine::instance();
+  std::lock_guard lock(engine.mutex());
+  // Succeeds only for a task still waiting in the client; it then completes (cancelled) at once,
+  // on this (the application's) thread.
+  engine.progress_on_application_thread_locked();
   state->client->cancel(state->task);
+  engine.progress_on_application_thread_locked();
   return MPI_SUCCESS;
 }
 
 }  // namespace
 
-Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : settings_(settings) {
+Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), settings_(settings) {
   if (MPI_Comm_dup(comm, &comm_) != MPI_SUCCESS) throw PoolError(ErrorKind::bad_arg, "MPI_Comm_dup failed");
   const std::string host = my_hostname();
   const char* token_env = std::getenv("SIDECORE_TOKEN");
@@ -121,6 +123,9 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : settings_(settings) {
         refusal = e.what();
       }
       // Otherwise degrade, never fail: the pool uses the executors it can reach.
+      logger("sidecore.mpi")->warn("cannot use executor {} on {}: {}", id, card.host, e.what());
+    } catch (const std::exception& e) {
+      // Never leave this rank out of the collective below.
       logger("sidecore.mpi")->warn("cannot use executor {} on {}: {}", id, card.host, e.what());
     }
   }
@@ -202,7 +207,10 @@ int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, voi
     Completion completion{value == 0 && out_bytes <= out_capacity ? ErrorKind::none : ErrorKind::function, value,
                           value == 0 && out_bytes <= out_capacity ? out_bytes : 0, false};
     in_flight_.fetch_add(1, std::memory_order_relaxed);
+    ProgressEngine& engine = ProgressEngine::instance();
+    std::lock_guard lock(engine.mutex());
     complete_request(raw, kNoTask, completion);
+    engine.progress_on_application_thread_locked();  // this is the application's thread: complete now
     return MPI_SUCCESS;
   }
   ProgressEngine& engine = ProgressEngine::instance();
@@ -212,6 +220,7 @@ int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, voi
     raw->client = executors_[index].client.get();
     in_flight_.fetch_add(1, std::memory_order_relaxed);
     raw->task = raw->client->submit(function.remote[index], in, in_bytes, out, out_capacity, complete_request, raw);
+    engine.progress_on_application_thread_locked();  // completes anything the submit finished at once
   }
   engine.submitted();
   return MPI_SUCCESS;
@@ -222,7 +231,7 @@ void Pool::drain() {
   while (in_flight_.load(std::memory_order_acquire) > 0) {
     {
       std::unique_lock lock(engine.mutex(), std::try_to_lock);
-      if (lock.owns_lock()) engine.progress_locked();
+      if (lock.owns_lock()) engine.progress_on_application_thread_locked();
     }
     std::this_thread::yield();
   }

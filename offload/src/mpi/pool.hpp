@@ -53,7 +53,10 @@ class Pool {
     bool local = false;
   };
 
+  // The pool's private copy of the communicator, for its own collectives.
   MPI_Comm comm() const noexcept { return comm_; }
+  // The communicator the pool was created on: errors go through its current error handler.
+  MPI_Comm user_comm() const noexcept { return user_comm_; }
   const PoolSettings& settings() const noexcept { return settings_; }
   std::vector<Executor>& executors() noexcept { return executors_; }
   int local_workers() const noexcept { return local_workers_; }
@@ -73,6 +76,7 @@ class Pool {
  private:
   size_t pick_executor();
 
+  MPI_Comm user_comm_ = MPI_COMM_NULL;
   MPI_Comm comm_ = MPI_COMM_NULL;
   PoolSettings settings_;
   std::vector<Executor> executors_;

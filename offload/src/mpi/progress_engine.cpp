@@ -15,6 +15,9 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kHookActiveWindow = std::chrono::milliseconds(1);
 constexpr auto kSleepTimeout = std::chrono::milliseconds(100);
 
+// Set while the current thread is the application's, running the hook or a blocking MPIX call.
+thread_local bool on_application_thread = false;
+
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
 }
@@ -44,6 +47,9 @@ void ProgressEngine::add(Pool* pool) {
     if (auto register_callback = opal_function("opal_progress_register")) {
       hook_registered_ = register_callback(&ProgressEngine::opal_hook) == 0;
     }
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    defer_off_thread_ = hook_registered_ && level < MPI_THREAD_MULTIPLE;
   }
 }
 
@@ -76,12 +82,35 @@ size_t ProgressEngine::progress_locked() {
   return events;
 }
 
+size_t ProgressEngine::progress_on_application_thread_locked() {
+  on_application_thread = true;
+  size_t events = deferred_.size();
+  for (const Deferred& done : deferred_) {
+    MPI_Grequest_complete(done.request);
+    done.pool_in_flight->fetch_sub(1, std::memory_order_release);
+  }
+  deferred_.clear();
+  events += progress_locked();
+  on_application_thread = false;
+  return events;
+}
+
+void ProgressEngine::complete(MPI_Request request, std::atomic<size_t>* pool_in_flight) {
+  if (defer_off_thread_ && !on_application_thread) {
+    deferred_.push_back({request, pool_in_flight});
+    return;
+  }
+  // After this call MPI may free the request (and its state) at any time.
+  MPI_Grequest_complete(request);
+  pool_in_flight->fetch_sub(1, std::memory_order_release);
+}
+
 int ProgressEngine::opal_hook() {
   ProgressEngine& engine = instance();
   std::unique_lock lock(engine.mutex_, std::try_to_lock);
   if (!lock.owns_lock()) return 0;
   engine.hook_last_poll_ns_.store(now_ns(), std::memory_order_relaxed);
-  return static_cast<int>(engine.progress_locked());
+  return static_cast<int>(engine.progress_on_application_thread_locked());
 }
 
 void ProgressEngine::run() {
@@ -90,6 +119,7 @@ void ProgressEngine::run() {
     if (progress_locked() > 0) continue;
     size_t in_flight = 0;
     for (Pool* pool : pools_) in_flight += pool->in_flight().load(std::memory_order_relaxed);
+    in_flight -= std::min(in_flight, deferred_.size());  // those wait for the application's thread
     if (in_flight == 0) {
       thread_idle_.store(true, std::memory_order_release);
       idle_.wait_for(lock, kSleepTimeout);

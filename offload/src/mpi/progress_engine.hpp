@@ -9,7 +9,15 @@
 // polling with MPI_Test drives its offload requests itself, at polling latency; the thread then
 // stays out of the way (it does not arm its doorbell while the hook has run in the last
 // millisecond). All client access happens under one mutex; the hook only try-locks it.
+//
+// Below MPI_THREAD_MULTIPLE, MPI may only be called from the application's thread, and Open MPI
+// then updates request reference counts without atomics. So at those levels the thread does all
+// the data movement (results land in the user's buffers, statuses are filled) but leaves the
+// MPI_Grequest_complete calls to the hook, which runs on the application's thread inside its next
+// MPI call. Completion is only observable through MPI calls, so nothing is lost by the wait.
 #pragma once
+
+#include <mpi.h>
 
 #include <atomic>
 #include <chrono>
@@ -36,13 +44,24 @@ class ProgressEngine {
   void submitted() noexcept;
   // Makes progress on every pool once; the lock must be held. Returns events handled.
   size_t progress_locked();
+  // progress_locked() on the application's thread: also completes requests the thread deferred.
+  size_t progress_on_application_thread_locked();
+  // Completes a finished request now or, on the progress thread below MPI_THREAD_MULTIPLE, queues
+  // it for the application's thread. The lock must be held.
+  void complete(MPI_Request request, std::atomic<size_t>* pool_in_flight);
 
  private:
   ProgressEngine() = default;
   void run();
   static int opal_hook();
 
+  struct Deferred {
+    MPI_Request request;
+    std::atomic<size_t>* pool_in_flight;
+  };
   std::mutex mutex_;
+  std::vector<Deferred> deferred_;  // completed tasks whose MPI_Grequest_complete is still due
+  bool defer_off_thread_ = false;   // below MPI_THREAD_MULTIPLE with the hook available
   std::condition_variable idle_;
   std::vector<Pool*> pools_;
   std::thread thread_;

@@ -11,19 +11,17 @@ cluster=$here/../../slurm/local-cluster.sh
 user=${SIDECORE_TEST_USER:-sidecore-test}
 build=${SIDECORE_BUILD_DIR:?SIDECORE_BUILD_DIR must name the build folder}
 eval "$("$cluster" env)"
-# Where setup stages a copy of the executor when the test user cannot reach the build folder (a
-# clone under /root, mode 0700): later cases then use the copy.
-staged_executor=/tmp/sidecore-slurm-test-bin/sidecore-executor
-if [[ -z ${SIDECORE_TEST_EXECUTOR-} && -x $staged_executor && ${1-} != setup ]]; then
-  SIDECORE_TEST_EXECUTOR=$staged_executor
-fi
+# Setup installs the build here, world-readable: srun, salloc and sbatch load the plugin as the
+# test user, and the executor runs as that user, while the checkout may sit in a private folder
+# such as /root. It is also how sites run it: installed, not from a build tree.
+prefix=/tmp/sidecore-slurm-test-prefix
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 check() { echo "ok: $*"; }
 
 # Brings the cluster up with these admin arguments (restarts slurmd only if they changed).
 cluster_up() {
-  local args=(up --build "$build" --plugin-args "$*")
+  local args=(up --prefix "$prefix" --plugin-args "$*")
   [[ -z ${SIDECORE_TEST_EXECUTOR-} ]] || args+=(--executor "$SIDECORE_TEST_EXECUTOR")
   "$cluster" "${args[@]}" >/dev/null
 }
@@ -72,15 +70,11 @@ case_setup() {
     useradd --system --create-home --shell /bin/bash "$user"
     check "created test user $user"
   fi
-  local executor=${SIDECORE_TEST_EXECUTOR:-$build/runtime/sidecore-executor}
-  rm -rf "$(dirname "$staged_executor")"
-  if ! runuser -u "$user" -- test -x "$executor"; then
-    install -D -m 0755 "$executor" "$staged_executor"
-    chmod 0755 "$(dirname "$staged_executor")"
-    check "$user cannot reach $executor; staged a copy at $staged_executor"
-    executor=$staged_executor
-    SIDECORE_TEST_EXECUTOR=$staged_executor
-  fi
+  rm -rf "$prefix"
+  cmake --install "$build" --prefix "$prefix" >/dev/null || fail "cannot install $build into $prefix"
+  chmod -R a+rX "$prefix"
+  check "installed $build into $prefix"
+  local executor=${SIDECORE_TEST_EXECUTOR:-$prefix/bin/sidecore-executor}
   runuser -u "$user" -- test -x "$executor" || fail "$user cannot run $executor"
   cluster_up
   check "cluster up: $(sinfo -h -o '%P %T %C' | tr '\n' ' ')"
@@ -91,7 +85,7 @@ case_teardown() {
   state=$(sinfo -h -n localhost -o %T | head -1)
   expect_no_executor_left
   "$cluster" down
-  rm -rf "$(dirname "$staged_executor")"
+  rm -rf "$prefix"
   [[ $state == idle ]] || fail "the node is '$state' at the end, not idle"
   check "node idle, not drained; no executor left"
 }
@@ -222,31 +216,56 @@ kill -9 "$pid"; sleep 0.5; echo survived'
 case_mpi() {
   cluster_up
   command -v mpicc >/dev/null || fail "mpicc missing (libopenmpi-dev)"
-  cat >"$work/hello.c" <<'C'
+  # A rank that offloads through <mpix_offload.h>, built against the installed Sidecore, integrating
+  # sin(x)^2 over [0, 100] in 50 offloaded tasks and checking the answer.
+  cat >"$work/integrate.c" <<'C'
+#include <math.h>
 #include <mpi.h>
+#include <mpix_offload.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+struct args { double from, to; uint64_t steps; };
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
-  int rank, size;
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  int rank, size, local = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  const char *cores = getenv("SIDECORE_CORES");
-  int ok = cores != NULL && getenv("SIDECORE_EXECUTOR") != NULL, all = 0;
-  MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  if (rank == 0) printf("ranks=%d with_executor=%d cores=%s\n", size, all, cores ? cores : "none");
+  MPIX_Offload_pool pool;
+  MPIX_Offload_function fn;
+  MPIX_Offload_pool_create(MPI_COMM_WORLD, MPI_INFO_NULL, &pool);
+  MPIX_Offload_pool_size(pool, &local, NULL);
+  int rc = MPIX_Offload_function_lookup(pool, argv[1], "integrate", &fn);
+  enum { kTasks = 50 };
+  struct args a[kTasks];
+  double part[kTasks], sum = 0;
+  MPI_Request requests[kTasks];
+  for (int t = 0; t < kTasks && rc == MPI_SUCCESS; ++t) {
+    a[t].from = 2.0 * t; a[t].to = 2.0 * (t + 1); a[t].steps = 20000;
+    rc = MPIX_Offload_submit(fn, &a[t], sizeof a[t], &part[t], sizeof part[t], &requests[t]);
+  }
+  if (rc == MPI_SUCCESS) rc = MPI_Waitall(kTasks, requests, MPI_STATUSES_IGNORE);
+  for (int t = 0; t < kTasks; ++t) sum += part[t];
+  const double exact = 50.0 - sin(200.0) / 4;
+  const int correct = rc == MPI_SUCCESS && fabs(sum - exact) < 1e-6;
+  if (rank == 0) printf("ranks=%d workers=%d cores=%s correct=%d\n", size, local, getenv("SIDECORE_CORES"), correct);
+  MPIX_Offload_pool_free(&pool);
   MPI_Finalize();
-  return 0;
+  return correct ? 0 : 1;
 }
 C
-  mpicc -o "$work/hello" "$work/hello.c"
-  chmod 0755 "$work/hello"
-  as_user salloc -Q -n2 srun --mpi=pmix --exact -n1 --offload=idle "$work/hello" >"$work/out" 2>"$work/err" ||
-    fail "MPI step failed: $(cat "$work/err")"
+  mpicc -o "$work/integrate" "$work/integrate.c" -I"$prefix/include" -L"$prefix/lib" -Wl,-rpath,"$prefix/lib" \
+    -lsidecore_mpix -lsidecore -lm || fail "cannot build the MPI program against $prefix"
+  install -m 0644 "$build/examples/libsidecore_examples.so" "$work/libfunctions.so"
+  chmod 0755 "$work/integrate"
+  as_user salloc -Q -n2 srun --mpi=pmix --exact -n1 --offload=idle "$work/integrate" "$work/libfunctions.so" \
+    >"$work/out" 2>"$work/err" || fail "MPI step failed: $(cat "$work/out" "$work/err")"
   cat "$work/out"
-  grep -q '^ranks=1 with_executor=1 cores=1$' "$work/out" || fail "the MPI rank did not see its executor"
+  grep -q '^ranks=1 workers=1 cores=1 correct=1$' "$work/out" ||
+    fail "the MPI rank did not offload to its executor and get the right answer"
   expect_no_executor_left
-  check "srun --mpi=pmix --offload=idle"
+  check "srun --mpi=pmix --offload=idle: the rank offloaded 50 tasks and got the right integral"
 }
 
 name=${1:?usage: $0 setup|teardown|<case>}

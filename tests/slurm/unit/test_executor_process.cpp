@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 #include <pwd.h>
 #include <sched.h>
+#include <sys/stat.h>
+
+#include <filesystem>
 
 #include "executor_process.hpp"
 #include "test_helpers.hpp"
@@ -70,6 +73,12 @@ TEST(LaunchExecutor, DropsToTheJobsUserFromAnEffectiveUidLikeUserInit) {
   const passwd* nobody = getpwnam("nobody");
   ASSERT_NE(nobody, nullptr);
   auto spec = spec_for(dir, "ok");
+  // The job's user must be able to reach the executable: the checkout may sit under a private
+  // folder such as /root, so run a copy from the (world-readable) test folder.
+  const std::string copy = dir.file("fake_executor.sh");
+  std::filesystem::copy_file(spec.executable, copy);
+  ASSERT_EQ(chmod(copy.c_str(), 0755), 0);
+  spec.executable = copy;
   spec.uid = nobody->pw_uid;
   spec.gid = nobody->pw_gid;
   spec.groups = {nobody->pw_gid};

@@ -29,7 +29,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr size_t kBatch = 64;
 constexpr size_t kReceiveReserve = 16;
-constexpr size_t kRegionBytes = size_t{64} << 10;  // a multi-receive region (see the worker)
 constexpr unsigned kSlotBits = 24;  // TaskId = sequence << 24 | slot
 constexpr uint64_t kSlotMask = (uint64_t{1} << kSlotBits) - 1;
 constexpr size_t kMaxSlots = size_t{1} << kSlotBits;
@@ -77,7 +76,6 @@ struct Client::Impl {
     Completion completion;
     CompletionCallback callback = nullptr;
     void* user = nullptr;
-    // (reset() below clears every field: keep it in step when adding one)
   };
   struct Backlog {
     fi_addr_t address;
@@ -99,14 +97,9 @@ struct Client::Impl {
   std::string provider;
   std::shared_ptr<fabric::Domain> domain;
   std::shared_ptr<fabric::Endpoint> endpoint;
-  std::unique_ptr<MessageBuffers> buffers;  // outgoing messages
-  // Receive regions: with FI_MULTI_RECV large ones that take many results each, else one per message.
-  std::unique_ptr<MessageBuffers> regions;
-  bool multi_recv = false;
-  size_t messages_per_region = 1;
+  std::unique_ptr<MessageBuffers> buffers;
   size_t inject_limit = 0;
-  size_t posted_regions = 0;
-  size_t wanted_receives = 0;  // messages that may be on their way at once: credits plus the reserve
+  size_t posted_receives = 0;
   std::vector<ExecutorLink> executors;
   std::vector<TaskSlot> slots;
   std::vector<uint32_t> free_slots;
@@ -125,15 +118,8 @@ struct Client::Impl {
     domain = std::make_shared<fabric::Domain>(fabric);
     auto cq = std::make_shared<fabric::CompletionQueue>(domain, 4096, true);
     auto av = std::make_shared<fabric::AddressVector>(domain);
-    endpoint = std::make_shared<fabric::Endpoint>(domain, std::move(cq), std::move(av), protocol::kMaxMessageBytes);
+    endpoint = std::make_shared<fabric::Endpoint>(domain, std::move(cq), std::move(av));
     buffers = std::make_unique<MessageBuffers>(domain, endpoint.get(), protocol::kMaxMessageBytes);
-    multi_recv = endpoint->multi_recv();
-    if (multi_recv) {
-      regions = std::make_unique<MessageBuffers>(domain, endpoint.get(), kRegionBytes, 4);
-      messages_per_region = kRegionBytes / protocol::kMaxMessageBytes;
-    } else {
-      regions = std::make_unique<MessageBuffers>(domain, endpoint.get(), protocol::kMaxMessageBytes);
-    }
     inject_limit = domain->inject_size();
     if (endpoint->cq().wait_fd() < 0) {
       own_doorbell = Doorbell::create("/sidecore-c-" + generate_id(), 1);
@@ -162,36 +148,21 @@ struct Client::Impl {
     endpoint.reset();
   }
 
-  // Regions to keep posted so that `wanted_receives` messages in flight always find room: the
-  // region whose messages are being handled plus enough for all the others (each region surely
-  // takes messages_per_region messages of the largest size before the provider hands it back).
-  size_t wanted_regions() const noexcept {
-    return multi_recv ? (wanted_receives + messages_per_region - 1) / messages_per_region + 1 : wanted_receives;
-  }
-
   void post_receives(size_t count) {
-    wanted_receives += count;
-    while (posted_regions < wanted_regions()) repost(regions->acquire());
+    for (size_t i = 0; i < count; ++i) {
+      const uint32_t buffer = buffers->acquire();
+      repost(buffer);
+    }
   }
 
-  void repost(uint32_t region) {
-    iovec iov{regions->data(region), regions->buffer_bytes()};
-    void* descriptor = regions->descriptor(region);
-    const fi_msg msg{&iov, &descriptor, 1, FI_ADDR_UNSPEC, context(OpKind::receive, region), 0};
+  void repost(uint32_t buffer) {
     ssize_t rc;
-    while ((rc = multi_recv ? fi_recvmsg(endpoint->fid(), &msg, FI_MULTI_RECV)
-                            : fi_recv(endpoint->fid(), iov.iov_base, iov.iov_len, descriptor, FI_ADDR_UNSPEC,
-                                      msg.context)) == -FI_EAGAIN) {
+    while ((rc = fi_recv(endpoint->fid(), buffers->data(buffer), buffers->buffer_bytes(), buffers->descriptor(buffer),
+                         FI_ADDR_UNSPEC, context(OpKind::receive, buffer))) == -FI_EAGAIN) {
       fi_cq_read(endpoint->cq().fid(), nullptr, 0);
     }
     fabric::check(rc, "fi_recv");
-    ++posted_regions;
-  }
-
-  // A region the provider handed back (every message in it handled): posted again at once.
-  void region_returned(uint32_t region) {
-    --posted_regions;
-    repost(region);
+    ++posted_receives;
   }
 
   // --- sending -----------------------------------------------------------------------------------
@@ -340,12 +311,8 @@ struct Client::Impl {
       const auto raw = reinterpret_cast<uintptr_t>(error.op_context);
       const auto index = static_cast<uint32_t>(raw & 0xffffffffu);
       if (static_cast<OpKind>(raw >> 32) == OpKind::receive) {
-        if (error.err == FI_ECANCELED) {
-          --posted_regions;
-          regions->release(index);
-        } else if (!multi_recv || (error.flags & FI_MULTI_RECV)) {
-          region_returned(index);  // a multi-receive region stays posted unless handed back
-        }
+        --posted_receives;
+        if (error.err != FI_ECANCELED) repost(index);
       } else {
         buffers->release(index);
         logger("sidecore.client")->warn("a message to the executor was not delivered: {}", why);
@@ -360,23 +327,9 @@ struct Client::Impl {
         buffers->release(index);
         continue;
       }
-      std::byte* const base = regions->data(index);
-      if (!multi_recv) {
-        handle_message({base, std::min(entries[i].len, regions->buffer_bytes())});
-        region_returned(index);
-        continue;
-      }
-      // Results lie back to back in the region and are copied out as they are handled, so the
-      // region is free once the completion marked FI_MULTI_RECV (which may carry no message) is.
-      const auto* start = static_cast<const std::byte*>(entries[i].buf);
-      if (entries[i].len > 0 || !(entries[i].flags & FI_MULTI_RECV)) {
-        if (start >= base && start < base + regions->buffer_bytes()) {
-          handle_message({start, std::min<size_t>(entries[i].len, static_cast<size_t>(base + regions->buffer_bytes() - start))});
-        } else {
-          logger("sidecore.client")->warn("a receive completion points outside its buffer");
-        }
-      }
-      if (entries[i].flags & FI_MULTI_RECV) region_returned(index);
+      --posted_receives;
+      handle_message(std::span<const std::byte>(buffers->data(index), std::min(entries[i].len, buffers->buffer_bytes())));
+      repost(index);
     }
     return static_cast<size_t>(count);
   }
@@ -389,16 +342,6 @@ struct Client::Impl {
   }
 
   void handle_message(std::span<const std::byte> message) {
-    // Results are nearly all the traffic: recognized from the header's fixed fields and decoded
-    // once, in on_result (decode_result checks the header again, and everything after it).
-    if (message.size() >= sizeof(protocol::ResultMessage)) {
-      const auto header = protocol::load<protocol::MessageHeader>(message);
-      if (header.type == protocol::MessageType::result && header.magic == protocol::kMagic &&
-          header.version == protocol::kVersion) {
-        on_result(header, message);
-        return;
-      }
-    }
     std::string error;
     auto header = protocol::decode_header(message, &error);
     if (!header) {
@@ -458,7 +401,6 @@ struct Client::Impl {
     slot.on_wire = false;
     --worker.outstanding;
     const auto index = static_cast<uint32_t>(slot_index);
-    const uint32_t executor = slot.executor;  // deliver() may hand the slot to a new task
     if (slot.collectable || slot.delivered) {
       // Timed out earlier: the user has moved on, and nothing may touch `out` any more.
       release_if_finished(index);
@@ -479,8 +421,15 @@ struct Client::Impl {
       }
       deliver(index, completion);
     }
-    auto& waiting = executors[executor].waiting;
-    if (!waiting.empty()) dispatch_waiting(waiting);
+    dispatch_waiting(executors[worker_executor(worker)].waiting);
+  }
+
+  uint32_t worker_executor(const WorkerLink& worker) const {
+    for (uint32_t e = 0; e < executors.size(); ++e) {
+      const auto& list = executors[e].workers;
+      if (&worker >= list.data() && &worker < list.data() + list.size()) return e;
+    }
+    return 0;
   }
 
   // Times out every task whose deadline has passed.
@@ -516,36 +465,18 @@ struct Client::Impl {
     return static_cast<uint32_t>(slots.size() - 1);
   }
 
-  // Back to TaskSlot{} field by field: the registrations are already released (deliver), so this
-  // skips constructing, moving and destroying two MemoryRegions per task.
-  static void reset(TaskSlot& slot) noexcept {
-    if (slot.in_region) slot.in_region = {};
-    if (slot.out_region) slot.out_region = {};
-    slot.id = kNoTask;
-    slot.used = slot.waiting = slot.on_wire = slot.collectable = slot.delivered = false;
-    slot.deadline = {};
-    slot.executor = slot.worker = slot.function_id = 0;
-    slot.in = nullptr;
-    slot.in_bytes = 0;
-    slot.out = nullptr;
-    slot.out_capacity = 0;
-    slot.completion = Completion{};
-    slot.callback = nullptr;
-    slot.user = nullptr;
-  }
-
   void release_if_finished(uint32_t index) {
     TaskSlot& slot = slots[index];
     if (slot.on_wire || slot.waiting || !slot.delivered) return;
-    reset(slot);
+    slot = TaskSlot{};
     free_slots.push_back(index);
   }
 
   // Hands `completion` to the user: to the callback, or for test()/wait() to collect.
   void deliver(uint32_t index, const Completion& completion) {
     TaskSlot& slot = slots[index];
-    if (slot.in_region) slot.in_region = {};
-    if (slot.out_region) slot.out_region = {};
+    slot.in_region = {};
+    slot.out_region = {};
     slot.waiting = false;
     slot.completion = completion;
     --in_flight;

@@ -43,6 +43,7 @@ if [[ $# -eq 0 && ${SIDECORE_SANITIZERS:-1} != 0 ]]; then
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export LSAN_OPTIONS=suppressions=$root/tests/sanitizers/lsan.supp
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  export SIDECORE_TEST_TIME_SCALE=5  # sanitizers slow everything down; tests stretch their time bounds
   export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/sanitizers/tsan.supp"
   sanitizer_tier asan address,undefined
   sanitizer_tier tsan thread

@@ -5,8 +5,55 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#ifdef SIDECORE_TASK_CLOCK_TSC
+#include <cpuid.h>
+#endif
 
 namespace sidecore {
+
+void TaskClock::calibrate() noexcept {
+  static std::once_flag once;
+  std::call_once(once, [] {
+#ifdef SIDECORE_TASK_CLOCK_TSC
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    // CPUID 0x80000007, EDX bit 8: the TSC runs at a constant rate in every power state.
+    if (__get_cpuid(0x80000007, &a, &b, &c, &d) == 0 || (d & (1u << 8)) == 0) return;
+    // And Linux trusts it (synchronized across CPUs, stable under this hypervisor) where it says so.
+    if (std::FILE* file = std::fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r")) {
+      char name[32] = {};
+      const bool read = std::fgets(name, sizeof name, file) != nullptr;
+      std::fclose(file);
+      if (read && std::strncmp(name, "tsc", 3) != 0) return;
+    }
+    using Steady = std::chrono::steady_clock;
+    // Each end pairs a TSC read with the steady_clock read it brackets, so a preemption between
+    // the two reads shows up as a wide bracket and that sample is taken again.
+    auto sample = [](Steady::time_point& at, uint64_t& tsc) {
+      for (int attempt = 0; attempt < 100; ++attempt) {
+        const uint64_t before = __builtin_ia32_rdtsc();
+        at = Steady::now();
+        const uint64_t after = __builtin_ia32_rdtsc();
+        tsc = before + (after - before) / 2;
+        if (after - before < 1000) return;  // about 0.4 us at 2.3 GHz
+      }
+    };
+    Steady::time_point t0, t1;
+    uint64_t c0 = 0, c1 = 0;
+    sample(t0, c0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    sample(t1, c1);
+    const double ns = std::chrono::duration<double, std::nano>(t1 - t0).count();
+    if (c1 <= c0 || ns <= 0) return;
+    ns_per_tick_.store(ns / static_cast<double>(c1 - c0), std::memory_order_relaxed);
+    tsc_.store(true, std::memory_order_relaxed);
+#endif
+  });
+}
 
 size_t ServiceStats::bucket_of(uint64_t ns) noexcept {
   if (ns < 4) return static_cast<size_t>(ns);

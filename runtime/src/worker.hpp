@@ -70,7 +70,8 @@ class Worker {
     fi_addr_t address = FI_ADDR_NOTAVAIL;
     uint64_t session = 0;
     bool active = false;
-    Doorbell doorbell;  // the caller's, rung after each result when it has one
+    bool ring_due = false;  // listed in rings_due_
+    Doorbell doorbell;      // the caller's, rung after results when it has one
   };
   // A task waiting on RMA: its input being read or its output being written.
   struct PendingTask {
@@ -102,7 +103,9 @@ class Worker {
     uint32_t buffer;
     size_t bytes;
     std::chrono::steady_clock::time_point since;
+    uint32_t ring_peer;  // caller to ring once it is sent (a result), or kNoRing
   };
+  static constexpr uint32_t kNoRing = UINT32_MAX;
 
   static void* context(OpKind kind, uint32_t index) noexcept {
     return reinterpret_cast<void*>((static_cast<uintptr_t>(kind) << 32) | index);
@@ -112,6 +115,7 @@ class Worker {
   void handle_completion(const fi_cq_data_entry& entry);
   void handle_error();
   void handle_message(uint32_t buffer, size_t length);
+  void dispatch(std::span<const std::byte> message);
   void on_hello(std::span<const std::byte> message);
   void on_lookup(const protocol::MessageHeader& header, std::span<const std::byte> message);
   void on_task(const protocol::MessageHeader& header, std::span<const std::byte> message);
@@ -132,12 +136,19 @@ class Worker {
   void post_receive(uint32_t buffer);
   // Returns false when the provider said "try again" (the buffer is still ours).
   bool try_send(fi_addr_t address, uint32_t buffer, size_t bytes);
-  void send_buffer(fi_addr_t address, uint32_t buffer, size_t bytes);
-  void send_copy(fi_addr_t address, const void* message, size_t bytes);
-  // Wakes the caller if it sleeps on its doorbell waiting for results.
+  // `ring_peer`: for results, the caller to ring once the message has really gone out.
+  void send_buffer(fi_addr_t address, uint32_t buffer, size_t bytes, uint32_t ring_peer = kNoRing);
+  void send_copy(fi_addr_t address, const void* message, size_t bytes, uint32_t ring_peer = kNoRing);
+  // Wakes the caller if it sleeps on its doorbell waiting for results: marks it, and the rings
+  // go out together (ring_callers) once the current batch of completions is handled, so a batch
+  // of results costs one fence per caller rather than one per result.
   void ring_caller(uint32_t peer_id) noexcept {
-    if (peer_id < peers_.size()) peers_[peer_id].doorbell.ring(0);
+    if (peer_id < peers_.size() && peers_[peer_id].doorbell && !peers_[peer_id].ring_due) {
+      peers_[peer_id].ring_due = true;
+      rings_due_.push_back(peer_id);  // never reallocates: reserved for max_peers, each peer once
+    }
   }
+  void ring_callers() noexcept;
   void flush_backlog();
   void refuse(fi_addr_t address, uint64_t nonce, ErrorKind error);
   uint32_t acquire_pending();
@@ -159,6 +170,7 @@ class Worker {
 
   std::vector<Peer> peers_;
   std::vector<uint32_t> free_peers_;
+  std::vector<uint32_t> rings_due_;  // callers to ring once the current batch is handled
   size_t posted_receives_ = 0;
   size_t wanted_receives_ = 0;
   std::vector<PendingTask> pending_;
@@ -169,6 +181,8 @@ class Worker {
   std::vector<fi_addr_t> refused_;   // addresses inserted only to send a refusal
   uint64_t dropped_ = 0;             // unauthenticated or malformed messages
   std::chrono::steady_clock::time_point last_warning_{};
+  uint64_t last_tick_ = 0;   // TaskClock tick at which the last inline task finished
+  bool tick_fresh_ = false;  // last_tick_ was read in this poll pass
 
   ServiceStats stats_;
 };

@@ -206,8 +206,8 @@ int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, voi
                                      &out_bytes);
     Completion completion{value == 0 && out_bytes <= out_capacity ? ErrorKind::none : ErrorKind::function, value,
                           value == 0 && out_bytes <= out_capacity ? out_bytes : 0, false};
-    in_flight_.fetch_add(1, std::memory_order_relaxed);
     ProgressEngine& engine = ProgressEngine::instance();
+    engine.started(in_flight_);
     std::lock_guard lock(engine.mutex());
     complete_request(raw, kNoTask, completion);
     engine.progress_on_application_thread_locked();  // this is the application's thread: complete now
@@ -218,9 +218,9 @@ int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, voi
     std::lock_guard lock(engine.mutex());
     const size_t index = pick_executor();
     raw->client = executors_[index].client.get();
-    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    engine.started(in_flight_);
     raw->task = raw->client->submit(function.remote[index], in, in_bytes, out, out_capacity, complete_request, raw);
-    engine.progress_on_application_thread_locked();  // completes anything the submit finished at once
+    engine.progress_on_application_thread_locked(false);  // completes anything the submit finished at once
   }
   engine.submitted();
   return MPI_SUCCESS;

@@ -9,18 +9,13 @@
 namespace sidecore::mpi {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-// While the opal_progress hook ran this recently, the application is polling: the thread naps
-// instead of arming its doorbell, so workers need not wake it.
+// While the application makes MPI calls this often, it is polling: the thread naps this long at a
+// time instead of arming its doorbell, so workers need not wake it.
 constexpr auto kHookActiveWindow = std::chrono::milliseconds(1);
 constexpr auto kSleepTimeout = std::chrono::milliseconds(100);
 
 // Set while the current thread is the application's, running the hook or a blocking MPIX call.
 thread_local bool on_application_thread = false;
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-}
 
 // Open MPI's progress-callback registration (libopen-pal), looked up at run time so the library
 // also loads under other MPIs.
@@ -70,8 +65,28 @@ void ProgressEngine::remove(Pool* pool) {
   if (finished.joinable()) finished.join();
 }
 
+void ProgressEngine::started(std::atomic<size_t>& pool_in_flight) noexcept {
+  pool_in_flight.fetch_add(1, std::memory_order_relaxed);
+  active_.fetch_add(1, std::memory_order_relaxed);
+}
+
 void ProgressEngine::submitted() noexcept {
-  if (thread_idle_.load(std::memory_order_acquire)) idle_.notify_one();
+  // A napping thread looks again within a millisecond anyway: waking it would only take the
+  // rank's core from the application that just called us.
+  if (thread_sleep_.load(std::memory_order_acquire) == Sleep::long_wait) idle_.notify_one();
+}
+
+void ProgressEngine::note_application_poll() noexcept {
+  // A plain load and store, not an atomic increment: it runs on every opal_progress turn, and all
+  // the thread needs to see is that the count moved.
+  application_polls_.store(application_polls_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+bool ProgressEngine::application_polled_since(uint64_t& seen) const noexcept {
+  const uint64_t now = application_polls_.load(std::memory_order_relaxed);
+  const bool polled = now != seen;
+  seen = now;
+  return polled;
 }
 
 size_t ProgressEngine::progress_locked() {
@@ -82,15 +97,17 @@ size_t ProgressEngine::progress_locked() {
   return events;
 }
 
-size_t ProgressEngine::progress_on_application_thread_locked() {
+size_t ProgressEngine::progress_on_application_thread_locked(bool poll_clients) {
+  note_application_poll();
   on_application_thread = true;
   size_t events = deferred_.size();
   for (const Deferred& done : deferred_) {
     MPI_Grequest_complete(done.request);
     done.pool_in_flight->fetch_sub(1, std::memory_order_release);
+    active_.fetch_sub(1, std::memory_order_relaxed);
   }
   deferred_.clear();
-  events += progress_locked();
+  if (poll_clients) events += progress_locked();
   on_application_thread = false;
   return events;
 }
@@ -103,34 +120,43 @@ void ProgressEngine::complete(MPI_Request request, std::atomic<size_t>* pool_in_
   // After this call MPI may free the request (and its state) at any time.
   MPI_Grequest_complete(request);
   pool_in_flight->fetch_sub(1, std::memory_order_release);
+  active_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 int ProgressEngine::opal_hook() {
   ProgressEngine& engine = instance();
+  // opal_progress runs this on every turn of every MPI wait loop: with no offload request in
+  // flight it must cost next to nothing.
+  if (engine.active_.load(std::memory_order_relaxed) == 0) return 0;
+  // Noted before the lock: an application polling while the thread holds the lock is polling too.
+  engine.note_application_poll();
   std::unique_lock lock(engine.mutex_, std::try_to_lock);
   if (!lock.owns_lock()) return 0;
-  engine.hook_last_poll_ns_.store(now_ns(), std::memory_order_relaxed);
   return static_cast<int>(engine.progress_on_application_thread_locked());
 }
 
 void ProgressEngine::run() {
   std::unique_lock lock(mutex_);
+  uint64_t polls_seen = 0;
+  auto sleep_unlocked = [&](Sleep kind, std::chrono::nanoseconds timeout) {
+    thread_sleep_.store(kind, std::memory_order_release);
+    idle_.wait_for(lock, timeout);
+    thread_sleep_.store(Sleep::awake, std::memory_order_release);
+  };
   while (!stop_) {
     if (progress_locked() > 0) continue;
+    // The application has been inside MPI since the thread last looked: its own calls (the hook,
+    // submit, wait) make progress at polling latency. Look again in a millisecond, in case it
+    // goes off to compute.
+    if (application_polled_since(polls_seen)) {
+      sleep_unlocked(Sleep::nap, kHookActiveWindow);
+      continue;
+    }
     size_t in_flight = 0;
     for (Pool* pool : pools_) in_flight += pool->in_flight().load(std::memory_order_relaxed);
     in_flight -= std::min(in_flight, deferred_.size());  // those wait for the application's thread
     if (in_flight == 0) {
-      thread_idle_.store(true, std::memory_order_release);
-      idle_.wait_for(lock, kSleepTimeout);
-      thread_idle_.store(false, std::memory_order_release);
-      continue;
-    }
-    const auto since_hook = std::chrono::nanoseconds(now_ns() - hook_last_poll_ns_.load(std::memory_order_relaxed));
-    if (since_hook < kHookActiveWindow) {
-      lock.unlock();
-      std::this_thread::sleep_for(kHookActiveWindow);
-      lock.lock();
+      sleep_unlocked(Sleep::long_wait, kSleepTimeout);
       continue;
     }
     // Arm every client's wake-up, then sleep on the first one's. Several clients (executors) each

@@ -7,8 +7,11 @@
 // ring after each result; with nothing in flight it sleeps on a condition variable that submit
 // signals. Under Open MPI the engine also hooks opal_progress, so a rank blocked in MPI_Wait or
 // polling with MPI_Test drives its offload requests itself, at polling latency; the thread then
-// stays out of the way (it does not arm its doorbell while the hook has run in the last
-// millisecond). All client access happens under one mutex; the hook only try-locks it.
+// stays out of the way: while the application has made an MPI (or MPIX) call in each of the last
+// milliseconds, the thread only naps for a millisecond at a time, arms no doorbell and is not
+// woken by submit, so it costs the rank's core one short wake-up per millisecond instead of one
+// per result. All client access happens under one mutex; the hook only try-locks it, and returns
+// at once (one atomic load) when no offload request is in flight.
 //
 // Below MPI_THREAD_MULTIPLE, MPI may only be called from the application's thread, and Open MPI
 // then updates request reference counts without atomics. So at those levels the thread does all
@@ -40,12 +43,15 @@ class ProgressEngine {
   void remove(Pool* pool);
   // The lock around every use of a pool's clients.
   std::mutex& mutex() noexcept { return mutex_; }
+  // Before a task starts: counts it in the pool's and the engine's tasks in flight.
+  void started(std::atomic<size_t>& pool_in_flight) noexcept;
   // After a submit, so an idle thread starts watching the new task. Call without the lock.
   void submitted() noexcept;
   // Makes progress on every pool once; the lock must be held. Returns events handled.
   size_t progress_locked();
   // progress_locked() on the application's thread: also completes requests the thread deferred.
-  size_t progress_on_application_thread_locked();
+  // Without `poll_clients`, only those (after a submit, which has just used the queues).
+  size_t progress_on_application_thread_locked(bool poll_clients = true);
   // Completes a finished request now or, on the progress thread below MPI_THREAD_MULTIPLE, queues
   // it for the application's thread. The lock must be held.
   void complete(MPI_Request request, std::atomic<size_t>* pool_in_flight);
@@ -54,6 +60,10 @@ class ProgressEngine {
   ProgressEngine() = default;
   void run();
   static int opal_hook();
+  // The application's thread is inside an MPI or MPIX call.
+  void note_application_poll() noexcept;
+  // Whether it has been since the count was `seen` (which this updates).
+  bool application_polled_since(uint64_t& seen) const noexcept;
 
   struct Deferred {
     MPI_Request request;
@@ -66,8 +76,12 @@ class ProgressEngine {
   std::vector<Pool*> pools_;
   std::thread thread_;
   bool stop_ = false;
-  std::atomic<bool> thread_idle_{false};
-  std::atomic<int64_t> hook_last_poll_ns_{0};
+  // Tasks started and not yet handed to MPI_Grequest_complete, over all pools: the hook's fast exit.
+  std::atomic<size_t> active_{0};
+  // The thread sleeps on idle_ until submit wakes it (long) or naps (short; submit lets it be).
+  enum class Sleep : int { awake, nap, long_wait };
+  std::atomic<Sleep> thread_sleep_{Sleep::awake};
+  std::atomic<uint64_t> application_polls_{0};
   bool hook_registered_ = false;
 };
 

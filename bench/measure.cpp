@@ -18,6 +18,7 @@
 #include "fabric/info.hpp"
 #include "raw_fabric.hpp"
 #include "server_process.hpp"
+#include "setup.hpp"
 #include "sidecore/sidecore.hpp"
 
 namespace sidecore::bench {
@@ -117,25 +118,6 @@ class RateMeter {
   Clock::time_point last_time_ = Clock::now();
   uint64_t last_count_ = 0;
 };
-
-// Threads of other programs that are running or ready to run, sampled for a moment: on a machine
-// with two CPUs, any of them steals time from one side or the other.
-double other_runnable_threads() {
-  double sum = 0;
-  constexpr int kSamples = 10;
-  for (int i = 0; i < kSamples; ++i) {
-    std::FILE* file = std::fopen("/proc/loadavg", "r");
-    if (file == nullptr) return 0;
-    double one, five, fifteen;
-    int running = 0, total = 0;
-    const int fields = std::fscanf(file, "%lf %lf %lf %d/%d", &one, &five, &fifteen, &running, &total);
-    std::fclose(file);
-    if (fields != 5) return 0;
-    sum += running - 1;  // this thread, reading the file, is running
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return sum / kSamples;
-}
 
 void pin_this_thread(int cpu) {
   cpu_set_t mask;
@@ -543,34 +525,6 @@ void measure(Session& session, const BenchOptions& options, size_t bytes) {
       break;
     }
   }
-}
-
-std::string find_library(const std::string& requested, const char* program) {
-  if (!requested.empty()) {
-    char* resolved = realpath(requested.c_str(), nullptr);
-    if (resolved == nullptr) throw std::runtime_error("--library " + requested + ": " + std::strerror(errno));
-    std::string path = resolved;
-    std::free(resolved);
-    return path;
-  }
-  static constexpr const char* kName = "libsidecore_bench_functions.so";
-  std::string directory = ".";
-  if (char* self = realpath("/proc/self/exe", nullptr)) {
-    directory = self;
-    std::free(self);
-    directory.erase(directory.rfind('/'));
-  } else if (program != nullptr && std::strchr(program, '/') != nullptr) {
-    directory = std::string(program).substr(0, std::string(program).rfind('/'));
-  }
-  // The build tree (next to the binary), a relocated install (bin/../lib/sidecore), the install prefix.
-  const std::vector<std::string> candidates{directory + "/" + kName,
-                                            directory + "/../" SIDECORE_BENCH_RELATIVE_LIBDIR "/" + kName,
-                                            std::string(SIDECORE_BENCH_LIBDIR "/") + kName};
-  for (const auto& candidate : candidates) {
-    if (access(candidate.c_str(), R_OK) == 0) return find_library(candidate, program);
-  }
-  throw std::runtime_error(std::string("cannot find ") + kName + " next to the binary or in " SIDECORE_BENCH_LIBDIR
-                           "; pass --library PATH");
 }
 
 const char* function_for(BenchKind kind) {

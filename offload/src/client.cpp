@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "card.hpp"
+#include "card_reference.hpp"
 #include "doorbell.hpp"
 #include "fabric/endpoint.hpp"
 #include "fabric/error.hpp"
@@ -764,7 +765,13 @@ Client Client::from_environment(const ClientOptions& options) {
   if (card == nullptr || *card == '\0') {
     throw Error(ErrorKind::no_executor, "SIDECORE_EXECUTOR is not set: run under sidecore-run or srun --offload");
   }
-  return connect(card, token ? token : "", options);
+  std::string resolved;
+  try {
+    resolved = resolve_card(card);  // a reference from the Slurm plugin: waits for the executor
+  } catch (const CardError& e) {
+    throw Error(ErrorKind::no_executor, e.what());
+  }
+  return connect(resolved, token ? token : "", options);
 }
 
 Function Client::lookup(std::string_view library, std::string_view symbol) { return impl_->lookup(library, symbol); }

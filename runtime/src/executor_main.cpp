@@ -71,8 +71,17 @@ int main(int argc, char** argv) {
     setenv("SIDECORE_LOG_LEVEL", log_level.c_str(), 1);
     set_log_level_from_env();
   }
-  auto fail = [](const std::string& message) {
+  // A caller may be waiting on the card file (the Slurm plugin hands tasks a reference to it): tell
+  // it why there will be no card instead of leaving it to time out.
+  auto fail = [&card_file](const std::string& message) {
     std::fprintf(stderr, "sidecore-executor: error: %s\n", message.c_str());
+    if (!card_file.empty()) {
+      try {
+        write_atomically(card_file, "error: " + message);
+      } catch (const std::exception&) {
+        // the message is on stderr; a waiting caller sees the exit instead
+      }
+    }
     return 1;
   };
 

@@ -17,6 +17,8 @@
 #include <thread>
 #include <utility>
 
+#include "card_reference.hpp"
+
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -294,7 +296,14 @@ LaunchResult launch_executor(const LaunchSpec& spec) {
     return result;
   }
 
-  // Exec succeeded: wait for the card, which the executor writes atomically once it serves.
+  // Exec succeeded. The card comes once libfabric is loaded (about 0.3 s on Debian 12): the tasks
+  // may wait for it themselves, in parallel with their own start-up.
+  if (!spec.wait_for_card) {
+    result.card = format_card_reference(spec.card_file, process.pid(), spec.ready_timeout);
+    result.process = std::move(process);
+    return result;
+  }
+  // Otherwise wait for the card, which the executor writes atomically once it serves.
   while (true) {
     std::ifstream card(spec.card_file);
     if (card) {

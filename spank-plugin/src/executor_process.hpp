@@ -31,6 +31,9 @@ struct LaunchSpec {
   std::string card_file;          // the executor writes its card here once ready
   int stderr_fd = -1;             // the executor's stderr; -1: /dev/null
   std::chrono::milliseconds ready_timeout{10'000};
+  // Wait for the card (up to ready_timeout) before returning; otherwise return as soon as the
+  // executor has been exec'd, with a reference to the card (card_reference.hpp) for the tasks.
+  bool wait_for_card = true;
 };
 
 // Owns a running executor (its pidfd); move-only. The destructor only lets go of the pidfd: stop()

@@ -95,12 +95,16 @@ AdminParse parse_admin_args(const std::vector<std::string>& args, std::string de
       else refuse("expected an absolute path");
     } else if (key == "allow_partitions") {
       config.allow_partitions = split(value, ',');
+    } else if (key == "start") {
+      if (value == "async") config.wait_ready = false;
+      else if (value == "wait") config.wait_ready = true;
+      else refuse("expected async or wait");
     } else if (key == "log_level") {
       if (auto level = parse_log_level(value)) config.log_level = *level;
       else refuse("expected debug, info, warn or error");
     } else {
       result.errors.push_back("unknown argument '" + key + "' (known: max_cores, default, poll, provider, "
-                              "executor, allow_partitions, log_level); ignored");
+                              "executor, allow_partitions, start, log_level); ignored");
     }
   }
   return result;
@@ -113,8 +117,8 @@ std::string describe(const AdminConfig& config) {
   }
   return "max_cores=" + (config.max_cores ? std::to_string(*config.max_cores) : std::string("none")) + " default=" + to_string(config.default_request) +
          " poll=" + std::string(to_string(config.poll)) + " provider=" + config.provider +
-         " executor=" + config.executor + " allow_partitions=" + (partitions.empty() ? "*" : partitions) +
-         " log_level=" + std::string(to_string(config.log_level));
+ " executor=" + config.executor + " allow_partitions=" + (partitions.empty() ? "*" : partitions) +
+         " start=" + (config.wait_ready ? "wait" : "async") + " log_level=" + std::string(to_string(config.log_level));
 }
 
 std::optional<std::string> parse_offload_flag(const char* value, JobOptions& options) {

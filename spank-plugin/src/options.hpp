@@ -44,7 +44,11 @@ struct AdminConfig {
   std::vector<std::string> allow_partitions;
   // Messages below this level are not logged.
   LogLevel log_level = LogLevel::info;
-  // How long user_init waits for the executor's card before giving up on it.
+  // async: the tasks start at once with a reference to the card and wait for it themselves (when
+  // they connect), so libfabric's load (about 0.3 s) overlaps theirs. wait: user_init waits for the
+  // card, so the tasks start with the card itself, or with no executor and the reason logged.
+  bool wait_ready = false;
+  // How long user_init (wait) or a task (async) waits for the executor's card before giving up.
   std::chrono::milliseconds ready_timeout{10'000};
   // How long a stopping executor gets between SIGTERM and SIGKILL.
   std::chrono::milliseconds stop_grace{5'000};

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <fstream>
 
 #include "plan.hpp"
 #include "token.hpp"
@@ -186,6 +187,10 @@ void Plugin::start_executor() {
     spec.args.push_back("--preload");
     spec.args.push_back(library.front() == '/' || workdir.empty() ? library : workdir + "/" + library);
   }
+  // The executor writes to the step's stderr, which is the user's: only warnings and errors there,
+  // unless the admin turned the plugin's log up to debug.
+  spec.args.push_back("--log-level");
+  spec.args.push_back(config_.log_level == LogLevel::debug ? "debug" : "warn");
   stats_ = options_.stats;
   if (stats_) spec.args.push_back("--stats");
   spec.env = with_variables(step.job_env, {{"SIDECORE_TOKEN", token}, {"SIDECORE_CORES", cpus}});
@@ -197,6 +202,7 @@ void Plugin::start_executor() {
   spec.card_file = card_file_;
   spec.stderr_fd = host_.step_stderr_fd();
   spec.ready_timeout = config_.ready_timeout;
+  spec.wait_for_card = config_.wait_ready;
 
   LaunchResult launched = launch_executor(spec);
   if (!launched.process) {
@@ -223,7 +229,17 @@ void Plugin::stop_executor(const char* when) {
   if (!executor_) return;
   const pid_t pid = executor_->pid();
   if (!executor_->running()) {
-    log(LogLevel::info, "executor " + std::to_string(pid) + " had already exited " + when);
+    // With start=async nobody has looked at the card yet: say whether it ever was ready.
+    std::string card;
+    if (std::ifstream in(card_file_); in) std::getline(in, card);
+    if (card.rfind("error: ", 0) == 0) {
+      log(LogLevel::warn, "executor " + std::to_string(pid) + " could not start: " + card.substr(7));
+    } else if (card.empty()) {
+      log(LogLevel::warn, "executor " + std::to_string(pid) + " " + executor_->exit_description() +
+                              " before it was ready");
+    } else {
+      log(LogLevel::info, "executor " + std::to_string(pid) + " had already exited " + when);
+    }
   } else if (!executor_->stop(config_.stop_grace)) {
     log(LogLevel::warn, "executor " + std::to_string(pid) + " ignored SIGTERM and was killed " + when);
   } else {

@@ -15,14 +15,6 @@
 namespace sidecore_test {
 namespace {
 
-// Bounds on how long a failure takes to surface, stretched by SIDECORE_TEST_TIME_SCALE: sanitizer
-// builds run everything several times slower (scripts/test.sh sets it there; 1 otherwise).
-std::chrono::milliseconds scaled(std::chrono::milliseconds bound) {
-  const char* text = std::getenv("SIDECORE_TEST_TIME_SCALE");
-  const long scale = text != nullptr ? std::max(1L, std::strtol(text, nullptr, 10)) : 1L;
-  return bound * scale;
-}
-
 using sidecore::Completion;
 using sidecore::ErrorKind;
 
@@ -40,8 +32,6 @@ std::optional<sidecore::Error> error_from(Call call) {
   ADD_FAILURE() << "threw nothing";
   return std::nullopt;
 }
-
-bool mentions(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 class Failures : public ProviderTest {
  protected:

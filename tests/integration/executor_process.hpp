@@ -154,6 +154,16 @@ inline std::optional<int> wait_until(pid_t pid, Clock::time_point deadline) {
   }
 }
 
+// Bounds on how long a failure takes to surface, stretched by SIDECORE_TEST_TIME_SCALE: sanitizer
+// builds run everything several times slower (scripts/test.sh sets it there; 1 otherwise).
+inline std::chrono::milliseconds scaled(std::chrono::milliseconds bound) {
+  const char* text = std::getenv("SIDECORE_TEST_TIME_SCALE");
+  const long scale = text != nullptr ? std::max(1L, std::strtol(text, nullptr, 10)) : 1L;
+  return bound * scale;
+}
+
+inline bool mentions(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
 struct CommandResult {
   int exit_code = -1;      // status_code() of the command; 128 + 9 after a timeout kill
   bool timed_out = false;  // it overran its deadline and was killed (with its process group)

@@ -47,11 +47,25 @@ expect_no_executor_left() {
   fail "executor(s) still running after the step: $(live_executors)"
 }
 
+# Inside a task: what SIDECORE_EXECUTOR leads to. The plugin (start=async) hands tasks
+# "@PATH pid=N timeout_ms=N", and the card appears at PATH once the executor serves; this waits
+# for it as the client library does (up to 10 s), and prints the card, or the value when it is one.
+resolve_card='
+resolve_card() {
+  case $SIDECORE_EXECUTOR in
+    @*) p=${SIDECORE_EXECUTOR#@}; p=${p% timeout_ms=*}; p=${p% pid=*}
+        for _ in $(seq 200); do [ -s "$p" ] && break; sleep 0.05; done
+        cat "$p" 2>/dev/null ;;
+    *) printf "%s\n" "${SIDECORE_EXECUTOR:-none}" ;;
+  esac
+}'
+
 # Inside the step: prints what the task sees and what it can find out about its node's executor.
-probe='
+probe="$resolve_card"'
 echo "cores=$SIDECORE_CORES"
 echo "token=$SIDECORE_TOKEN"
-echo "card=$SIDECORE_EXECUTOR"
+echo "reference=$SIDECORE_EXECUTOR"
+echo "card=$(resolve_card)"
 echo "task_cpus=$(grep Cpus_allowed_list /proc/self/status | cut -f2)"
 pid=$(pgrep -u "$(id -u)" -f "sidecore\.$SLURM_JOB_ID\.$SLURM_STEP_ID\." | head -1)
 if [ -n "$pid" ]; then
@@ -111,7 +125,8 @@ case_idle_cores() {
   uid=$(id -u "$user")
   [[ $(field cores "$work/out") == 1 ]] || fail "SIDECORE_CORES is not 1"
   [[ $(field token "$work/out") =~ ^[0-9a-f]{32}$ ]] || fail "SIDECORE_TOKEN is not a fresh 32-hex token"
-  [[ $(field card "$work/out") == sidecore/1\ * ]] || fail "SIDECORE_EXECUTOR is not a card"
+  [[ $(field reference "$work/out") == @* ]] || fail "SIDECORE_EXECUTOR is not a card reference (start=async)"
+  [[ $(field card "$work/out") == sidecore/1\ * ]] || fail "SIDECORE_EXECUTOR does not lead to a card"
   [[ $(field task_cpus "$work/out") == 0 ]] || fail "the task is not on CPU 0"
   [[ -n $(field exec_pid "$work/out") ]] || fail "no executor process found from the task"
   [[ $(field exec_uids "$work/out") == "$uid"$'\t'"$uid"$'\t'"$uid"$'\t'"$uid" ]] || fail "executor not fully dropped to $user"
@@ -135,10 +150,10 @@ case_sbatch() {
 #SBATCH -n1 -c2
 #SBATCH --offload
 echo "batch_step_card=${SIDECORE_EXECUTOR:-none}"
-srun --exact -n1 -c1 bash -c 'echo "step_cores=$SIDECORE_CORES"; echo "step_card=${SIDECORE_EXECUTOR:-none}"'
+srun --exact -n1 -c1 bash -c "$1"'; echo "step_cores=$SIDECORE_CORES"; echo "step_card=$(resolve_card)"'
 JOB
   chmod 0755 "$work/job.sh"
-  as_user sbatch -Q --wait -o "$work/job.out" "$work/job.sh" || fail "batch job failed: $(cat "$work/job.out" 2>/dev/null)"
+  as_user sbatch -Q --wait -o "$work/job.out" "$work/job.sh" "$resolve_card" || fail "batch job failed: $(cat "$work/job.out" 2>/dev/null)"
   cat "$work/job.out"
   grep -q '^batch_step_card=none$' "$work/job.out" || fail "the batch step got an executor"
   grep -q '^step_cores=1$' "$work/job.out" || fail "#SBATCH --offload did not reach the step"
@@ -196,6 +211,11 @@ case_admin_policy() {
   grep -q '^cores=1$' "$work/out" || fail "max_cores=1 in an allowed partition did not start one"
   grep -q "unknown argument 'bogus_key'" "$SIDECORE_SLURM_DIR"/log/slurmd-localhost.log || fail "unknown key not in slurmd's log"
   check "max_cores=1 and allow_partitions honoured; an unknown key is an error in the log, not a crash"
+
+  cluster_up start=wait
+  as_user salloc -Q -n1 -c2 srun --exact -n1 -c1 --offload bash -c 'echo "card=${SIDECORE_EXECUTOR:-none}"' >"$work/out" 2>"$work/err" || fail "step failed"
+  grep -q '^card=sidecore/1 ' "$work/out" || fail "start=wait did not hand the task the card itself: $(cat "$work/out")"
+  check "start=wait: the task starts with the card itself"
   cluster_up
 }
 

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "card.hpp"
+#include "card_reference.hpp"
 #include "log.hpp"
 #include "mpi/error_codes.hpp"
 #include "mpi/progress_engine.hpp"
@@ -27,7 +28,15 @@ std::string my_hostname() {
 // Every rank's SIDECORE_EXECUTOR, gathered over `comm` (empty strings where unset).
 std::vector<std::string> gather_cards(MPI_Comm comm) {
   const char* own = std::getenv("SIDECORE_EXECUTOR");
-  const std::string card = own ? own : "";
+  std::string card;
+  if (own != nullptr && *own != '\0') {
+    try {
+      card = resolve_card(own);  // a reference from the Slurm plugin: waits for the executor
+    } catch (const CardError& e) {
+      // This rank brings no executor; the others' cards (and the fallback) still apply.
+      logger("sidecore.mpi")->warn("no executor on this node: {}", e.what());
+    }
+  }
   int size = 0;
   MPI_Comm_size(comm, &size);
   int length = static_cast<int>(card.size());

@@ -3,6 +3,8 @@
 
 #include <regex>
 
+#include "card.hpp"
+#include "card_reference.hpp"
 #include "fake_spank.hpp"
 #include "plugin.hpp"
 #include "test_helpers.hpp"
@@ -40,6 +42,16 @@ class PluginTest : public ::testing::Test {
     extra.insert(extra.begin(), "executor=" + fake_executor());
     return extra;
   }
+  // What a task gets from SIDECORE_EXECUTOR: the card, once the (fake) executor has written it.
+  std::string card() const {
+    auto found = host.env.find("SIDECORE_EXECUTOR");
+    if (found == host.env.end()) return "";
+    try {
+      return resolve_card(found->second);
+    } catch (const CardError& e) {
+      return std::string("no card: ") + e.what();
+    }
+  }
   // The card folder the plugin made under TMPDIR, if it still exists.
   bool card_folder_left() const {
     for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
@@ -60,9 +72,15 @@ TEST_F(PluginTest, StartsOnTheIdleCoresExportsTheVariablesAndStopsAfterTheLastTa
   EXPECT_FALSE(process_gone(*pid));
   EXPECT_EQ(host.env["SIDECORE_CORES"], "1");
   EXPECT_TRUE(std::regex_match(host.env["SIDECORE_TOKEN"], std::regex("[0-9a-f]{32}"))) << host.env["SIDECORE_TOKEN"];
-  EXPECT_NE(host.env["SIDECORE_EXECUTOR"].find("fake cores=1 token=" + host.env["SIDECORE_TOKEN"]), std::string::npos)
+  // start=async (the default): the tasks get a reference to the card and resolve it themselves.
+  EXPECT_EQ(host.env["SIDECORE_EXECUTOR"].rfind("@" + dir.path() + "/sidecore.42.0.", 0), 0u) << host.env["SIDECORE_EXECUTOR"];
+  EXPECT_NE(host.env["SIDECORE_EXECUTOR"].find(" pid=" + std::to_string(*pid) + " timeout_ms=10000"), std::string::npos)
       << host.env["SIDECORE_EXECUTOR"];
-  EXPECT_NE(host.env["SIDECORE_EXECUTOR"].find("--provider shm --poll adaptive"), std::string::npos);
+  const std::string text = card();
+  EXPECT_NE(text.find("fake cores=1 token=" + host.env["SIDECORE_TOKEN"]), std::string::npos) << text;
+  EXPECT_NE(text.find("--provider shm --poll adaptive"), std::string::npos) << text;
+  // The executor writes to the user's stderr: warnings only, unless the admin asks for debug.
+  EXPECT_NE(text.find("--log-level warn"), std::string::npos) << text;
   EXPECT_EQ(proc_status(*pid, "Cpus_allowed_list"), "1");
   EXPECT_TRUE(card_folder_left());
 
@@ -92,11 +110,17 @@ TEST_F(PluginTest, JobFlagsReachTheExecutor) {
   ASSERT_TRUE(start_step(plugin, host, admin({"provider=tcp;ofi_rxm"}),
                          {{OptionId::offload, "2"}, {OptionId::poll, "hot"}, {OptionId::lib, "/x/liba.so,libb.so"},
                           {OptionId::stats, nullptr}}));
-  const std::string card = host.env["SIDECORE_EXECUTOR"];
+  const std::string card = this->card();
   EXPECT_EQ(host.env["SIDECORE_CORES"], "0-1");  // cores 3-4
   EXPECT_NE(card.find("--provider tcp;ofi_rxm --poll hot"), std::string::npos) << card;
   EXPECT_NE(card.find("--preload /x/liba.so --preload " + dir.path() + "/libb.so"), std::string::npos) << card;
   EXPECT_NE(card.find("--stats"), std::string::npos) << card;
+  EXPECT_TRUE(end_step(plugin, host));
+}
+
+TEST_F(PluginTest, AdminDebugLogReachesTheExecutor) {
+  ASSERT_TRUE(start_step(plugin, host, admin({"log_level=debug"}), {{OptionId::offload, nullptr}}));
+  EXPECT_NE(card().find("--log-level debug"), std::string::npos) << card();
   EXPECT_TRUE(end_step(plugin, host));
 }
 
@@ -192,9 +216,28 @@ TEST_F(PluginTest, ClientsRefuseBadValuesAndSlurmstepdNeverFails) {
   EXPECT_EQ(plugin.option(OptionId::offload, "abc", true), 0);
 }
 
-TEST_F(PluginTest, AnExecutorThatCannotStartLeavesTheStepRunning) {
+TEST_F(PluginTest, WithStartWaitTheTasksGetTheCardItself) {
+  ASSERT_TRUE(start_step(plugin, host, admin({"start=wait"}), {{OptionId::offload, nullptr}}));
+  EXPECT_EQ(host.env["SIDECORE_EXECUTOR"].rfind("fake cores=1 token=", 0), 0u) << host.env["SIDECORE_EXECUTOR"];
+  EXPECT_TRUE(end_step(plugin, host));
+}
+
+TEST_F(PluginTest, AsyncStartAnExecutorThatCannotStartLeavesTheStepRunningAndSaysWhy) {
   host.env["FAKE_EXECUTOR_MODE"] = "exit";
   ASSERT_TRUE(start_step(plugin, host, admin(), {{OptionId::offload, nullptr}}));
+  auto pid = plugin.executor_pid();
+  ASSERT_TRUE(pid) << host.all_messages();
+  // A task that connects learns there is no executor, and why, instead of waiting out the timeout.
+  EXPECT_NE(card().find("no card: the executor (pid " + std::to_string(*pid) + ") exited before it was ready"),
+            std::string::npos) << card();
+  EXPECT_TRUE(end_step(plugin, host));
+  EXPECT_TRUE(host.logged(LogLevel::warn, "exited with status 3 before it was ready")) << host.all_messages();
+  EXPECT_FALSE(card_folder_left());
+}
+
+TEST_F(PluginTest, AnExecutorThatCannotStartLeavesTheStepRunning) {
+  host.env["FAKE_EXECUTOR_MODE"] = "exit";
+  ASSERT_TRUE(start_step(plugin, host, admin({"start=wait"}), {{OptionId::offload, nullptr}}));
   EXPECT_FALSE(plugin.executor_pid());
   EXPECT_EQ(host.env.count("SIDECORE_EXECUTOR"), 0u);
   EXPECT_TRUE(host.logged(LogLevel::warn, "exited with status 3 before it was ready")) << host.all_messages();
@@ -213,6 +256,7 @@ TEST_F(PluginTest, AnExecutorKilledMidStepDoesNotFailIt) {
   ASSERT_TRUE(start_step(plugin, host, admin(), {{OptionId::offload, nullptr}}));
   auto pid = plugin.executor_pid();
   ASSERT_TRUE(pid);
+  ASSERT_EQ(card().rfind("fake cores=", 0), 0u) << card();  // it served, as far as the tasks know
   ASSERT_EQ(kill(*pid, SIGKILL), 0);
   ASSERT_TRUE(wait_gone(*pid));
   EXPECT_TRUE(end_step(plugin, host));

@@ -5,6 +5,7 @@
 #include <rdma/fi_tagged.h>
 
 #include <array>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -12,6 +13,7 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "card.hpp"
@@ -61,6 +63,8 @@ struct Client::Impl {
   struct ExecutorLink {
     ExecutorCard card;
     Doorbell doorbell;
+    int pidfd = -1;     // the executor's process, when it runs on this host: readable once it died
+    bool lost = false;  // it died: tasks for it complete with EXECUTOR_LOST
     std::vector<WorkerLink> workers;
     std::deque<std::pair<uint32_t, TaskId>> waiting;  // slots queued for a free credit (stale ones skipped)
   };
@@ -121,6 +125,8 @@ struct Client::Impl {
   std::deque<Backlog> backlog;
   std::vector<Reply*> expected_replies;
   std::deque<std::pair<Clock::time_point, TaskId>> deadlines;  // in submit order, so in deadline order
+  Clock::time_point next_liveness_check{};
+  bool watching_any = false;  // some executor has a pidfd
   Doorbell own_doorbell;  // rung by workers after results, where the queue has no descriptor
   int interrupt_fd = -1;  // wakes sleep() on a queue descriptor
 
@@ -154,6 +160,9 @@ struct Client::Impl {
     while (!backlog.empty() && Clock::now() < deadline) progress();
     for (int i = 0; i < 16; ++i) progress();
     if (interrupt_fd >= 0) close(interrupt_fd);
+    for (auto& executor : executors) {
+      if (executor.pidfd >= 0) close(executor.pidfd);
+    }
     // Close the endpoint before the buffers it may still write into (posted receives, RMA).
     slots.clear();
     endpoint.reset();
@@ -297,14 +306,85 @@ struct Client::Impl {
     size_t credits = 0;
     for (const auto& worker : link.workers) credits += worker.credits;
     post_receives(credits);
+    watch_process(link);
+    watching_any = watching_any || link.pidfd >= 0;
     total_workers += link.workers.size();
+  }
+
+  // --- liveness ----------------------------------------------------------------------------------
+
+  // An executor on this host is watched through a pidfd on the pid in its card. (Elsewhere there is
+  // no process to watch; a remote executor's death shows as a task timeout for now.)
+  void watch_process(ExecutorLink& link) {
+    if (link.card.pid <= 0 || link.card.host != local_host_name()) return;
+    link.pidfd = static_cast<int>(syscall(SYS_pidfd_open, static_cast<pid_t>(link.card.pid), 0));
+    if (link.pidfd >= 0) return;
+    if (errno == ESRCH) {  // it answered the handshake and is gone already
+      link.lost = true;
+      return;
+    }
+    logger("sidecore.client")->debug("cannot watch executor {} (pid {}): {}", link.card.executor_id, link.card.pid,
+                                     std::strerror(errno));
+  }
+
+  static bool process_ended(const ExecutorLink& link) {
+    pollfd entry{link.pidfd, POLLIN, 0};
+    return poll(&entry, 1, 0) > 0;
+  }
+
+  size_t check_liveness(Clock::time_point now) {
+    next_liveness_check = now + options.liveness_interval;
+    size_t events = 0;
+    for (uint32_t e = 0; e < executors.size(); ++e) {
+      if (!executors[e].lost && executors[e].pidfd >= 0 && process_ended(executors[e])) events += lose_executor(e);
+    }
+    return events;
+  }
+
+  // Completes every task of executor `e` with EXECUTOR_LOST (revoking its access to their buffers
+  // first) and fails later ones at once.
+  size_t lose_executor(uint32_t e) {
+    ExecutorLink& link = executors[e];
+    link.lost = true;
+    for (auto& worker : link.workers) {
+      worker.credits = 0;
+      worker.outstanding = 0;
+    }
+    link.waiting.clear();
+    std::erase_if(backlog, [&](const Backlog& message) {
+      if (message.executor != e) return false;
+      buffers->release(message.buffer);
+      return true;
+    });
+    std::vector<uint32_t> lost;
+    for (uint32_t i = 0; i < slots.size(); ++i) {
+      const TaskSlot& slot = slots[i];
+      if (slot.used && slot.executor == e && (slot.on_wire || slot.waiting) && !slot.collectable && !slot.delivered) {
+        lost.push_back(i);
+      }
+    }
+    logger("sidecore.client")->warn("executor {} on {} (pid {}) is gone: {} task(s) complete with EXECUTOR_LOST",
+                                    link.card.executor_id, link.card.host, link.card.pid, lost.size());
+    for (const uint32_t i : lost) {
+      TaskSlot& slot = slots[i];  // callbacks below may grow `slots`: index afresh each time
+      slot.in_region = {};
+      slot.out_region = {};
+      slot.on_wire = false;
+      slot.waiting = false;
+      deliver(i, Completion{ErrorKind::executor_lost, 0, 0, false});
+    }
+    return lost.size();
   }
 
   // --- receiving ---------------------------------------------------------------------------------
 
   size_t progress() {
     size_t events = poll_queue();
-    if (!deadlines.empty()) events += expire(Clock::now());
+    if (in_flight > 0 && (!deadlines.empty() || watching_any)) {
+      const auto now = Clock::now();
+      if (!deadlines.empty()) events += expire(now);
+      if (watching_any && now >= next_liveness_check) events += check_liveness(now);
+    }
     return events;
   }
 
@@ -561,6 +641,10 @@ struct Client::Impl {
     slot.executor = 0;
     slot.function_id = function.ids_[0];
     ExecutorLink& executor = executors[0];
+    if (executor.lost) {
+      deliver(index, Completion{ErrorKind::executor_lost, 0, 0, false});
+      return id;
+    }
     slot.waiting = true;
     if (executor.waiting.empty() && dispatch(index)) return id;
     executor.waiting.emplace_back(index, id);
@@ -791,6 +875,7 @@ bool Client::prepare_sleep() { return impl_->prepare_sleep(); }
 void Client::sleep(std::chrono::microseconds timeout) { impl_->sleep(timeout); }
 void Client::interrupt_sleep() noexcept { impl_->interrupt_sleep(); }
 const std::string& Client::executor_host() const noexcept { return impl_->executors.front().card.host; }
+bool Client::executor_lost() const noexcept { return impl_->executors.front().lost; }
 
 Completion Client::wait(TaskId id) {
   while (true) {

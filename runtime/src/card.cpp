@@ -1,8 +1,10 @@
 #include "card.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <charconv>
+#include <climits>
 #include <map>
 
 #include "protocol.hpp"
@@ -67,15 +69,22 @@ std::vector<std::string_view> split(std::string_view text, char separator) {
 
 }  // namespace
 
+std::string local_host_name() {
+  char name[HOST_NAME_MAX + 1] = {};
+  if (gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "localhost";
+  return name;
+}
+
 std::string format_card(const ExecutorCard& card) {
   std::string addresses;
   for (const auto& address : card.worker_addresses) {
     if (!addresses.empty()) addresses.push_back(',');
     addresses += to_hex(address);
   }
-  return fmt::format("{}{} id={} host={} provider={} workers={} doorbell={} addrs={}", kPrefix,
-                     ExecutorCard::kVersion, card.executor_id, card.host, card.provider, card.worker_addresses.size(),
-                     card.doorbell.empty() ? "-" : card.doorbell, addresses);
+  return fmt::format("{}{} id={} host={}{} provider={} workers={} doorbell={} addrs={}", kPrefix,
+                     ExecutorCard::kVersion, card.executor_id, card.host,
+                     card.pid > 0 ? fmt::format(" pid={}", card.pid) : std::string(), card.provider,
+                     card.worker_addresses.size(), card.doorbell.empty() ? "-" : card.doorbell, addresses);
 }
 
 ExecutorCard parse_card(std::string_view text) {
@@ -100,7 +109,8 @@ ExecutorCard parse_card(std::string_view text) {
       throw CardError(fmt::format("executor card field '{}' is not key=value", field));
     }
     auto key = field.substr(0, eq);
-    if (key != "id" && key != "host" && key != "provider" && key != "workers" && key != "doorbell" && key != "addrs") {
+    if (key != "id" && key != "host" && key != "pid" && key != "provider" && key != "workers" && key != "doorbell" &&
+        key != "addrs") {
       throw CardError(fmt::format("executor card has an unknown field '{}'", key));
     }
     if (!values.emplace(key, field.substr(eq + 1)).second) {
@@ -118,6 +128,13 @@ ExecutorCard parse_card(std::string_view text) {
   }
   if (!printable_token(values["host"])) throw CardError("executor card host is empty or not printable");
   card.host = std::string(values["host"]);
+  if (auto pid = values.find("pid"); pid != values.end()) {
+    const auto text = pid->second;
+    auto [pid_end, pid_ec] = std::from_chars(text.data(), text.data() + text.size(), card.pid);
+    if (pid_ec != std::errc{} || pid_end != text.data() + text.size() || card.pid <= 0 || card.pid > 0x7fffffff) {
+      throw CardError(fmt::format("executor card pid '{}' is not a process id", text));
+    }
+  }
   if (!printable_token(values["provider"])) throw CardError("executor card provider is empty or not printable");
   card.provider = std::string(values["provider"]);
   auto doorbell = values["doorbell"];

@@ -1,7 +1,9 @@
 // The executor's address card: one printable line that tells a caller how to reach every worker.
 //
-//   sidecore/1 id=<16 hex> host=<hostname> provider=<libfabric provider> workers=<n>
-//              doorbell=<shm name or -> addrs=<hex address>,<hex address>,...
+//   sidecore/1 id=<16 hex> host=<hostname> [pid=<executor pid>] provider=<libfabric provider>
+//              workers=<n> doorbell=<shm name or -> addrs=<hex address>,<hex address>,...
+//
+// pid (optional) lets callers on the same host notice the executor's death at once (pidfd).
 //
 // Fields are separated by single spaces (provider names such as "tcp;ofi_rxm" contain ';').
 #pragma once
@@ -23,10 +25,14 @@ struct ExecutorCard {
   static constexpr size_t kMaxWorkers = 1024;
   std::string executor_id;                    // 16 hex digits, random per executor
   std::string host;                           // the executor's hostname
+  long pid = 0;                               // the serving process on `host`; 0: not given
   std::string provider;                       // libfabric provider of every address below
   std::string doorbell;                       // shared-memory doorbell name, empty when none
   std::vector<std::string> worker_addresses;  // raw libfabric endpoint names, one per worker
 };
+
+// This host's name as cards carry it (gethostname, "localhost" when it has none).
+std::string local_host_name();
 
 std::string format_card(const ExecutorCard& card);
 // Throws CardError with a message naming the malformed field.

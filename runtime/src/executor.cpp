@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
-#include <climits>
 #include <stdexcept>
 
 #include "fabric/fabric.hpp"
@@ -12,16 +11,6 @@
 #include "token.hpp"
 
 namespace sidecore {
-namespace {
-
-std::string hostname() {
-  char name[HOST_NAME_MAX + 1] = {};
-  if (gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "localhost";
-  return name;
-}
-
-}  // namespace
-
 Executor::Executor(ExecutorConfig config) : config_(std::move(config)) {
   if (config_.cores.empty()) throw std::invalid_argument("executor needs at least one core");
   if (config_.cores.size() > ExecutorCard::kMaxWorkers) {
@@ -39,7 +28,8 @@ Executor::Executor(ExecutorConfig config) : config_(std::move(config)) {
 
   auto fabric = fabric::Fabric::open(config_.provider);
   card_.executor_id = generate_id();
-  card_.host = hostname();
+  card_.host = local_host_name();
+  card_.pid = getpid();
   card_.provider = config_.provider;
   // Probe whether the provider's queues have a descriptor to sleep on; shm's do not.
   const bool needs_doorbell = [&] {

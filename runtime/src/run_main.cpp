@@ -18,6 +18,7 @@
 
 #include "card.hpp"
 #include "core_set.hpp"
+#include "executor_leftovers.hpp"
 #include "poll_mode.hpp"
 #include "token.hpp"
 
@@ -56,7 +57,8 @@ int exit_status(int status) {
 }
 
 // Stops the executor: SIGTERM, then SIGKILL if it has not exited within `grace`.
-void stop_executor(pid_t pid, std::chrono::milliseconds grace) {
+// Stops the executor; returns its wait status.
+int stop_executor(pid_t pid, std::chrono::milliseconds grace) {
   kill(pid, SIGTERM);
   const auto deadline = std::chrono::steady_clock::now() + grace;
   int status = 0;
@@ -66,10 +68,11 @@ void stop_executor(pid_t pid, std::chrono::milliseconds grace) {
                    static_cast<long long>(grace.count()));
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
-      return;
+      return status;
     }
     std::this_thread::sleep_for(5ms);
   }
+  return status;
 }
 
 }  // namespace
@@ -194,7 +197,13 @@ int main(int argc, char** argv) {
   int status = 0;
   while (waitpid(command_pid, &status, 0) < 0 && errno == EINTR) {
   }
-  stop_executor(executor, 5000ms);
+  const int executor_status = stop_executor(executor, 5000ms);
+  if (WIFSIGNALED(executor_status) && WTERMSIG(executor_status) != SIGTERM) {
+    // It died during the run (or had to be killed): it could not clean up after itself.
+    std::fprintf(stderr, "sidecore-run: the executor was killed by signal %d (%s) during the run\n",
+                 WTERMSIG(executor_status), strsignal(WTERMSIG(executor_status)));
+    remove_executor_leftovers(parse_card(card));
+  }
   fs::remove_all(directory);
   return exit_status(status);
 }

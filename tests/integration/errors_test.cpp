@@ -4,11 +4,11 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <sys/mman.h>
 
 #include <cstdint>
 #include <vector>
 
+#include "executor_leftovers.hpp"
 #include "executor_process.hpp"
 #include "provider_test.hpp"
 
@@ -201,27 +201,8 @@ TEST_P(Failures, ExecutorThatIsGoneIsNoExecutorWithinTheTimeout) {
   EXPECT_LT(elapsed, scaled(2000ms)) << "connect to a dead executor ignored its 500 ms timeout";
 }
 
-// The shared-memory objects a killed executor could not remove: its doorbell and, for shm, the
-// region named in its address ("fi_shm://<name>").
-void remove_leftovers_of(const std::string& card) {
-  auto field = [&](const std::string& key) {
-    const auto start = card.find(" " + key + "=");
-    if (start == std::string::npos) return std::string();
-    const auto value = start + key.size() + 2;
-    return card.substr(value, card.find(' ', value) - value);
-  };
-  if (const auto doorbell = field("doorbell"); doorbell.size() > 1 && doorbell[0] == '/') shm_unlink(doorbell.c_str());
-  const auto hex = field("addrs");
-  std::string address;
-  for (size_t i = 0; i + 1 < hex.size() && hex[i] != ','; i += 2) {
-    address.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  }
-  address = address.c_str();  // up to the terminating NUL
-  const std::string prefix = "fi_shm://";
-  if (address.rfind(prefix, 0) == 0 && address.find('/', prefix.size()) == std::string::npos) {
-    shm_unlink(("/" + address.substr(prefix.size())).c_str());
-  }
-}
+// The shared-memory objects a killed executor could not remove.
+void remove_leftovers_of(const std::string& card) { sidecore::remove_executor_leftovers(sidecore::parse_card(card)); }
 
 TEST_P(Failures, ExecutorThatWasKilledIsNoExecutorWithinTheTimeout) {
   client_.reset();
@@ -237,6 +218,37 @@ TEST_P(Failures, ExecutorThatWasKilledIsNoExecutorWithinTheTimeout) {
   ASSERT_TRUE(error);
   EXPECT_EQ(error->kind(), ErrorKind::no_executor) << to_string(error->kind()) << ": " << error->what();
   EXPECT_LT(elapsed, scaled(2000ms)) << "connect to a dead executor ignored its 500 ms timeout";
+}
+
+TEST_P(Failures, ExecutorKilledMidFlightFailsEveryTaskWithExecutorLostWithinTwoSeconds) {
+  // Long tasks on the worker and more waiting in the client for a credit.
+  const auto sleep = lookup("sleep_us");
+  const uint32_t us = 5'000'000;
+  std::vector<sidecore::TaskId> ids;
+  for (int i = 0; i < 80; ++i) ids.push_back(client().submit(sleep, &us, sizeof us, nullptr, 0));
+  client().progress();
+  std::this_thread::sleep_for(100ms);  // the first task is running
+  const std::string card = executor_->card();
+  ASSERT_EQ(kill(executor_->pid(), SIGKILL), 0);
+  const auto killed = Clock::now();
+  for (const auto id : ids) {
+    const auto done = wait_for(client(), id, scaled(10000ms));
+    ASSERT_TRUE(done) << "a task on the killed executor never completed";
+    EXPECT_EQ(done->error, ErrorKind::executor_lost) << to_string(done->error);
+    EXPECT_EQ(done->out_bytes, 0u);
+  }
+  EXPECT_LT(Clock::now() - killed, scaled(2000ms)) << "EXECUTOR_LOST took longer than the 2 s default bound";
+  EXPECT_TRUE(client().executor_lost());
+  // Later tasks fail at once instead of waiting for a dead executor.
+  const auto late = client().submit(sleep, &us, sizeof us, nullptr, 0);
+  const auto done = client().test(late);
+  ASSERT_TRUE(done) << "a task submitted after the loss did not complete at once";
+  EXPECT_EQ(done->error, ErrorKind::executor_lost) << to_string(done->error);
+  EXPECT_EQ(client().in_flight(), 0u);
+  client_.reset();  // says goodbye to nobody, without hanging
+  EXPECT_EQ(executor_->stop(), 128 + SIGKILL);
+  remove_leftovers_of(card);
+  executor_.reset();
 }
 
 INSTANTIATE_TEST_SUITE_P(Providers, Failures, ::testing::ValuesIn(providers()), provider_name);

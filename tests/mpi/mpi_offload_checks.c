@@ -4,6 +4,7 @@
  *
  * SCENARIO   executor  (run under sidecore-run): data path, statuses, errors, mixing with MPI
  *                      requests, Request_free, Cancel, timeouts, background progress, idle CPU
+ *            lost      (run under sidecore-run): the executor is killed in mid-flight
  *            inline    (no executor): tasks run in the calling rank
  *            error     (no executor, sidecore_fallback=error): submit fails with NO_EXECUTOR
  *            auth      (under sidecore-run with a wrong SIDECORE_TOKEN): pool_create fails with AUTH
@@ -14,6 +15,7 @@
 #include <mpi.h>
 #include <mpix_offload.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -400,9 +402,51 @@ static void check_threads(MPIX_Offload_pool pool) {
   MPIX_Offload_function_free(&echo);
 }
 
+/* The executor is killed while every rank has long tasks on it: each request completes with
+ * EXECUTOR_LOST within 2 s, MPI_Waitall says so per request, later submits fail the same way at
+ * once, and pool_free does not hang. Rank 0 kills it (its pid is in the card). */
+static void check_executor_lost(void) {
+  MPIX_Offload_pool pool = make_pool("sidecore_scope", "node");
+  MPIX_Offload_function sleep_fn = lookup(pool, "sleep_us");
+  MPI_Barrier(MPI_COMM_WORLD); /* every lookup answered before the worker is busy for seconds */
+  enum { kTasks = 6 };
+  const uint32_t us = 5000000;
+  MPI_Request requests[kTasks];
+  MPI_Status statuses[kTasks];
+  for (int t = 0; t < kTasks; ++t) MPIX_Offload_submit(sleep_fn, &us, sizeof us, NULL, 0, &requests[t]);
+  MPI_Barrier(MPI_COMM_WORLD);
+  double killed = now_s();
+  if (rank == 0) {
+    const char *card = getenv("SIDECORE_EXECUTOR");
+    const char *pid_field = card != NULL ? strstr(card, " pid=") : NULL;
+    const long pid = pid_field != NULL ? strtol(pid_field + 5, NULL, 10) : 0;
+    CHECK(pid > 0, "no executor pid in SIDECORE_EXECUTOR '%s'", card ? card : "(unset)");
+    if (pid > 0) kill((pid_t)pid, SIGKILL);
+    killed = now_s();
+  }
+  MPI_Bcast(&killed, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  int rc = MPI_Waitall(kTasks, requests, statuses);
+  const double elapsed = now_s() - killed;
+  CHECK(rc == MPI_ERR_IN_STATUS, "MPI_Waitall over tasks of a killed executor: rc %d", rc);
+  for (int t = 0; t < kTasks; ++t) {
+    CHECK(kind_of(statuses[t].MPI_ERROR) == MPIX_OFFLOAD_ERR_EXECUTOR_LOST, "task %d: kind %d", t,
+          kind_of(statuses[t].MPI_ERROR));
+  }
+  CHECK(elapsed < 2.0, "EXECUTOR_LOST took %.2f s (bound: 2 s)", elapsed);
+  MPI_Request late = MPI_REQUEST_NULL;
+  MPI_Status status;
+  rc = MPIX_Offload_submit(sleep_fn, &us, sizeof us, NULL, 0, &late);
+  if (rc == MPI_SUCCESS) rc = MPI_Wait(&late, &status);  /* MPI_Wait returns the request's error */
+  CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_EXECUTOR_LOST, "a submit after the loss: kind %d", kind_of(rc));
+  MPIX_Offload_function_free(&sleep_fn);
+  rc = MPIX_Offload_pool_free(&pool);
+  CHECK(rc == MPI_SUCCESS, "pool_free after the loss: rc %d", rc);
+}
+
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: %s executor|inline|error|auth single|funneled|serialized|multiple LIBRARY\n", argv[0]);
+    fprintf(stderr, "usage: %s executor|lost|inline|error|auth single|funneled|serialized|multiple LIBRARY\n",
+            argv[0]);
     return 2;
   }
   const char *scenario = argv[1], *level_name = argv[2];
@@ -437,6 +481,8 @@ int main(int argc, char **argv) {
     CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "pool_free of a freed pool: kind %d", kind_of(rc));
     check_request_free();
     check_timeout();
+  } else if (strcmp(scenario, "lost") == 0) {
+    check_executor_lost();
   } else if (strcmp(scenario, "inline") == 0) {
     MPIX_Offload_pool pool = make_pool("sidecore_fallback", "inline");
     int local = -1, total = -1;

@@ -30,6 +30,7 @@ const std::string kSampleText =
 void expect_same(const ExecutorCard& a, const ExecutorCard& b) {
   EXPECT_EQ(a.executor_id, b.executor_id);
   EXPECT_EQ(a.host, b.host);
+  EXPECT_EQ(a.pid, b.pid);
   EXPECT_EQ(a.provider, b.provider);
   EXPECT_EQ(a.doorbell, b.doorbell);
   EXPECT_EQ(a.worker_addresses, b.worker_addresses);
@@ -202,6 +203,27 @@ TEST(CardMalformed, EmptyHostOrProvider) {
 TEST(CardMalformed, ErrorIsACardError) {
   EXPECT_THROW(parse_card("sidecore/2"), CardError);
   EXPECT_THROW(parse_card(with_field("workers", "workers=0")), std::runtime_error);
+}
+
+// --- the executor's pid (optional) ------------------------------------------------------------------
+
+TEST(CardPid, IsWrittenAfterTheHostAndReadBack) {
+  ExecutorCard card = sample_card();
+  card.pid = 4242;
+  const std::string text = format_card(card);
+  EXPECT_THAT(text, HasSubstr(" host=node01 pid=4242 provider="));
+  expect_same(parse_card(text), card);
+}
+
+TEST(CardPid, IsOptional) {
+  EXPECT_EQ(parse_card(kSampleText).pid, 0);
+  EXPECT_EQ(format_card(sample_card()).find("pid="), std::string::npos);
+}
+
+TEST(CardPid, ThatIsNotAProcessIdIsNamed) {
+  for (const char* bad : {"pid=", "pid=0", "pid=-3", "pid=12ab", "pid=99999999999"}) {
+    EXPECT_THAT(parse_error(with_field("host", std::string("host=node01 ") + bad)), HasSubstr("pid")) << bad;
+  }
 }
 
 }  // namespace

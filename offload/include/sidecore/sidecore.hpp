@@ -76,6 +76,10 @@ struct ClientOptions {
   // A task not completed this long after submit completes with TIMEOUT; from then on no byte of
   // its output buffer is written (its registration is revoked, a late result is dropped). 0: none.
   std::chrono::milliseconds task_timeout{0};
+  // While tasks are in flight, how often the client checks that an executor on its own host still
+  // runs (through a pidfd on the pid in its card). When it has died (killed, crashed), every task
+  // on it completes with EXECUTOR_LOST within about this time, and later ones at once.
+  std::chrono::milliseconds liveness_interval{250};
 };
 
 class SIDECORE_API Client {
@@ -123,6 +127,7 @@ class SIDECORE_API Client {
   size_t workers() const noexcept;    // workers across all connected executors
   const std::string& provider() const noexcept;
   const std::string& executor_host() const noexcept;  // the host name in the executor's card
+  bool executor_lost() const noexcept;  // its executor died: every task completes with EXECUTOR_LOST
 
  private:
   struct Impl;

@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
-#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -18,12 +17,6 @@
 
 namespace sidecore::mpi {
 namespace {
-
-std::string my_hostname() {
-  char name[HOST_NAME_MAX + 1] = {};
-  if (gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "localhost";
-  return name;
-}
 
 // Every rank's SIDECORE_EXECUTOR, gathered over `comm` (empty strings where unset).
 std::vector<std::string> gather_cards(MPI_Comm comm) {
@@ -98,7 +91,7 @@ int cancel_request(void* extra, int complete) {
 
 Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), settings_(settings) {
   if (MPI_Comm_dup(comm, &comm_) != MPI_SUCCESS) throw PoolError(ErrorKind::bad_arg, "MPI_Comm_dup failed");
-  const std::string host = my_hostname();
+  const std::string host = local_host_name();
   const char* token_env = std::getenv("SIDECORE_TOKEN");
   const std::string token = token_env ? token_env : "";
 
@@ -185,10 +178,12 @@ std::unique_ptr<OffloadFunction> Pool::lookup(const std::string& library, const 
 
 size_t Pool::pick_executor() {
   // The first (node-local) executor with room on its workers; otherwise the least loaded per worker.
+  // Executors that died are skipped while any other is left (their tasks fail with EXECUTOR_LOST).
   size_t best = 0;
   double best_load = 1e300;
   for (size_t i = 0; i < executors_.size(); ++i) {
     const auto& client = *executors_[i].client;
+    if (client.executor_lost()) continue;
     const double load = static_cast<double>(client.in_flight()) / static_cast<double>(client.workers());
     if (executors_[i].local && load < 2.0) return i;
     if (load < best_load) {

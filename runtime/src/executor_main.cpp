@@ -12,6 +12,7 @@
 #include "executor.hpp"
 #include "fabric/error.hpp"
 #include "log.hpp"
+#include "supervisor.hpp"
 #include "token.hpp"
 
 namespace {
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
   unsigned credits = 64;
   bool print_stats = false;
   std::string log_level;
+  unsigned restarts = 5;
   app.add_option("--cores", cores_text, "CPU list to run workers on, one pinned worker per CPU (e.g. 2-5,8)")
       ->required();
   app.add_option("--provider", provider, "libfabric provider: shm, tcp;ofi_rxm, net, verbs;ofi_rxm, ...")
@@ -65,6 +67,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--stats", print_stats, "print a one-line summary (tasks, bytes, busy %, mean and p99 service time) at exit");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (default: $SIDECORE_LOG_LEVEL, else info)");
+  app.add_option("--restarts", restarts,
+                 "serve in a child process and start a new one when a function crashes it, at most this many "
+                 "times a minute (0: serve in this process, no restarts)")
+      ->check(CLI::Range(0u, 1000u))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   if (!log_level.empty()) {
@@ -115,28 +122,40 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   const std::string printed_token = generated_token ? config.token : std::string();
-  std::unique_ptr<Executor> executor;
-  try {
-    executor = std::make_unique<Executor>(std::move(config));
-    executor->start();
-    std::printf("SIDECORE_EXECUTOR='%s'\n", executor->card_text().c_str());
-    if (generated_token) std::printf("SIDECORE_TOKEN=%s\n", printed_token.c_str());
-    std::fflush(stdout);
-    if (!card_file.empty()) write_atomically(card_file, executor->card_text());
-  } catch (const fabric::FabricError& e) {
-    return fail(e.what());
-  } catch (const std::exception& e) {
-    return fail(e.what());
-  }
+  // Serves until a stop signal; with a supervisor, in its child, which reports its card on card_fd.
+  auto serve = [&](int card_fd) -> int {
+    std::unique_ptr<Executor> executor;
+    try {
+      executor = std::make_unique<Executor>(config);
+      executor->start();
+      std::printf("SIDECORE_EXECUTOR='%s'\n", executor->card_text().c_str());
+      if (generated_token) std::printf("SIDECORE_TOKEN=%s\n", printed_token.c_str());
+      std::fflush(stdout);
+      if (!card_file.empty()) write_atomically(card_file, executor->card_text());
+      if (card_fd >= 0) {
+        const std::string line = executor->card_text() + "\n";
+        if (write(card_fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+          logger("sidecore.exec")->warn("could not report the card to the supervisor");
+        }
+      }
+    } catch (const fabric::FabricError& e) {
+      return fail(e.what());
+    } catch (const std::exception& e) {
+      return fail(e.what());
+    }
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
-  logger("sidecore.exec")->debug("stopping on signal {}", signal_number);
-  executor->stop();
-  if (print_stats) {
-    std::fprintf(stderr, "sidecore: executor %s on %zu worker(s): %s\n", executor->card().executor_id.c_str(),
-                 executor->workers(), format_summary(executor->stats(), executor->running_seconds(), executor->workers()).c_str());
-  }
-  if (!card_file.empty()) std::remove(card_file.c_str());
-  return 0;
+    int signal_number = 0;
+    sigwait(&stop_signals, &signal_number);
+    logger("sidecore.exec")->debug("stopping on signal {}", signal_number);
+    executor->stop();
+    if (print_stats) {
+      std::fprintf(stderr, "sidecore: executor %s on %zu worker(s): %s\n", executor->card().executor_id.c_str(),
+                   executor->workers(),
+                   format_summary(executor->stats(), executor->running_seconds(), executor->workers()).c_str());
+    }
+    if (!card_file.empty()) std::remove(card_file.c_str());
+    return 0;
+  };
+  if (restarts == 0) return serve(-1);
+  return supervise(serve, SupervisorOptions{restarts, std::chrono::seconds(60), card_file});
 }

@@ -2,8 +2,9 @@
 #include <sidecore/function.h>
 
 #include <stdint.h>
-#include <string.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 /* Does nothing: the round-trip floor. */
@@ -89,4 +90,28 @@ SIDECORE_FUNCTION int sleep_then_fill(const void *in, size_t in_bytes, void *out
   if (out_capacity) memset(out, 0xAB, out_capacity);
   *out_bytes = out_capacity;
   return 0;
+}
+
+/* Misbehaving functions, for crash isolation: each takes its executor's server down in its own way
+ * (the supervisor then starts a new one). */
+SIDECORE_FUNCTION int crash_segv(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
+  (void)in; (void)in_bytes; (void)out; (void)out_capacity; (void)out_bytes;
+  volatile int *nowhere = NULL;
+  return *nowhere;
+}
+
+SIDECORE_FUNCTION int crash_abort(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
+  (void)in; (void)in_bytes; (void)out; (void)out_capacity; (void)out_bytes;
+  abort();
+}
+
+SIDECORE_FUNCTION int crash_exit(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
+  (void)in; (void)in_bytes; (void)out; (void)out_capacity; (void)out_bytes;
+  exit(3);
+}
+
+/* Never returns (sleeps in a loop, so it costs no CPU). */
+SIDECORE_FUNCTION int never_return(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
+  (void)in; (void)in_bytes; (void)out; (void)out_capacity; (void)out_bytes;
+  for (;;) sleep(1);
 }

@@ -26,6 +26,8 @@
 #include <utility>
 #include <vector>
 
+#include "card.hpp"
+#include "executor_leftovers.hpp"
 #include "sidecore/sidecore.hpp"
 
 extern char** environ;
@@ -235,6 +237,9 @@ class ExecutorProcess {
       if (std::filesystem::exists(card_path(), error)) {
         std::ifstream in(card_path());
         std::getline(in, card_);
+        // "error: ..." is the reason it could not start (for callers waiting on the file): wait for
+        // its exit, which the check above turns into an exception.
+        if (card_.rfind("error: ", 0) == 0) card_.clear();
         if (!card_.empty()) break;
       }
       if (Clock::now() > deadline) {
@@ -262,11 +267,31 @@ class ExecutorProcess {
         int killed = 0;
         waitpid(pid_, &killed, 0);
         status = killed;
+        // A killed executor cannot remove its shared memory: do it for it, whichever server ran last.
+        std::string last_card;
+        if (std::ifstream in(card_path()); in) std::getline(in, last_card);
+        for (const auto& card : {card_, last_card}) {
+          try {
+            sidecore::remove_executor_leftovers(sidecore::parse_card(card));
+          } catch (const sidecore::CardError&) {
+          }
+        }
       }
       exit_code_ = status_code(*status);
       pid_ = -1;
     }
     return exit_code_.value_or(-1);
+  }
+
+  // Waits (without signalling it) for the executor to exit by itself; its status, or nullopt.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
+    if (pid_ > 0) {
+      auto status = wait_until(pid_, Clock::now() + timeout);
+      if (!status) return std::nullopt;
+      exit_code_ = status_code(*status);
+      pid_ = -1;
+    }
+    return exit_code_;
   }
 
   const std::string& card() const noexcept { return card_; }

@@ -1,0 +1,108 @@
+// Crash isolation: a function that segfaults, aborts or calls exit() takes down only its
+// executor's server process. The caller's tasks on it complete with EXECUTOR_LOST within 2 s, the
+// supervisor starts a new server within seconds, and a caller that connects through the card file
+// is served again. A function that never returns costs its task a TIMEOUT, not a hang.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "card.hpp"
+#include "executor_process.hpp"
+
+namespace sidecore_test {
+namespace {
+
+using sidecore::ErrorKind;
+
+// The card in `path` once it names another executor than `old_card` (the restarted server).
+std::string wait_for_new_card(const std::filesystem::path& path, const std::string& old_card,
+                              std::chrono::milliseconds timeout) {
+  const auto old_id = sidecore::parse_card(old_card).executor_id;
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    std::string card;
+    if (std::ifstream in(path); in) std::getline(in, card);
+    if (!card.empty() && card.rfind("error:", 0) != 0 && sidecore::parse_card(card).executor_id != old_id) return card;
+    std::this_thread::sleep_for(10ms);
+  }
+  return "";
+}
+
+class CrashIsolation : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CrashIsolation, TheCallerGetsExecutorLostAndANewServerServesWithinSeconds) {
+  const std::string token = fresh_token();
+  ExecutorProcess executor(ExecutorOptions{.token = token});
+  const std::string first_card = executor.card();
+  {
+    auto client = sidecore::Client::connect(first_card, token);
+    const auto crash = client.lookup(functions_library(), GetParam());
+    const auto sleep = client.lookup(functions_library(), "sleep_us");
+    const uint32_t us = 100'000;
+    std::vector<sidecore::TaskId> others;
+    const auto crashing = client.submit(crash, nullptr, 0, nullptr, 0);
+    for (int i = 0; i < 5; ++i) others.push_back(client.submit(sleep, &us, sizeof us, nullptr, 0));
+    const auto started = Clock::now();
+    const auto done = wait_for(client, crashing, scaled(10000ms));
+    ASSERT_TRUE(done) << "the crashing task never completed";
+    EXPECT_EQ(done->error, ErrorKind::executor_lost) << to_string(done->error);
+    for (const auto id : others) {  // queued behind it on the same worker: lost with it
+      const auto other = wait_for(client, id, scaled(10000ms));
+      ASSERT_TRUE(other);
+      EXPECT_EQ(other->error, ErrorKind::executor_lost) << to_string(other->error);
+    }
+    EXPECT_LT(Clock::now() - started, scaled(2000ms));
+  }
+  const std::string second_card = wait_for_new_card(executor.card_path(), first_card, scaled(10000ms));
+  ASSERT_FALSE(second_card.empty()) << "no new server within 10 s; stderr:\n" << executor.stderr_text();
+  EXPECT_TRUE(mentions(executor.stderr_text(), "starting a new one")) << executor.stderr_text();
+  auto client = sidecore::Client::connect(second_card, token);
+  const auto echo = client.lookup(functions_library(), "echo");
+  const uint64_t in = 0x5eed, out_init = 0;
+  uint64_t out = out_init;
+  const auto id = client.submit(echo, &in, sizeof in, &out, sizeof out);
+  const auto done = wait_for(client, id, scaled(10000ms));
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->error, ErrorKind::none) << to_string(done->error);
+  EXPECT_EQ(out, in);
+  EXPECT_EQ(executor.stop(), 0) << executor.stderr_text();
+}
+
+INSTANTIATE_TEST_SUITE_P(Functions, CrashIsolation, ::testing::Values("crash_segv", "crash_abort", "crash_exit"));
+
+TEST(CrashIsolation, RepeatedCrashesStopTheRestartsAndSaySo) {
+  const std::string token = fresh_token();
+  ExecutorProcess executor(ExecutorOptions{.token = token, .extra_args = {"--restarts", "1"}});
+  std::string card = executor.card();
+  for (int round = 0; round < 2; ++round) {
+    auto client = sidecore::Client::connect(card, token);
+    const auto crash = client.lookup(functions_library(), "crash_segv");
+    const auto done = wait_for(client, client.submit(crash, nullptr, 0, nullptr, 0), scaled(10000ms));
+    ASSERT_TRUE(done);
+    EXPECT_EQ(done->error, ErrorKind::executor_lost);
+    if (round == 0) {
+      card = wait_for_new_card(executor.card_path(), card, scaled(10000ms));
+      ASSERT_FALSE(card.empty()) << executor.stderr_text();
+    }
+  }
+  // It gives up by itself, says why, and exits non-zero.
+  EXPECT_EQ(executor.wait_exit(scaled(5000ms)), std::optional<int>(1)) << executor.stderr_text();
+  EXPECT_TRUE(mentions(executor.stderr_text(), "not restarting it: 1 restarts in the last 60 s")) << executor.stderr_text();
+}
+
+TEST(CrashIsolation, AFunctionThatNeverReturnsTimesOutItsTask) {
+  const std::string token = fresh_token();
+  ExecutorProcess executor(ExecutorOptions{.token = token});
+  auto client = sidecore::Client::connect(executor.card(), token, sidecore::ClientOptions{.task_timeout = 300ms});
+  const auto stuck = client.lookup(functions_library(), "never_return");
+  const auto started = Clock::now();
+  const auto done = wait_for(client, client.submit(stuck, nullptr, 0, nullptr, 0), scaled(10000ms));
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->error, ErrorKind::timeout) << to_string(done->error);
+  EXPECT_LT(Clock::now() - started, scaled(2000ms));
+  // Its worker is still inside the function: stopping has to kill the server after the grace time.
+  EXPECT_EQ(executor.stop(1000ms), 128 + SIGKILL);
+}
+
+}  // namespace
+}  // namespace sidecore_test

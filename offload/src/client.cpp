@@ -125,6 +125,17 @@ struct Client::Impl {
   std::deque<Backlog> backlog;
   std::vector<Reply*> expected_replies;
   std::deque<std::pair<Clock::time_point, TaskId>> deadlines;  // in submit order, so in deadline order
+  // Reconnection after the executor's server was restarted (its supervisor writes a new card where
+  // the reference points): the reference, the token, and every function looked up so far, which
+  // Function objects name by their index here, so they stay valid across servers.
+  struct KnownFunction {
+    std::string library, symbol;
+    uint32_t id = protocol::kNoFunction;  // on the current server; kNoFunction: not there
+  };
+  std::string card_source;
+  std::string token;
+  std::vector<KnownFunction> known_functions;
+  Clock::time_point next_reconnect_attempt{};
   Clock::time_point next_liveness_check{};
   bool watching_any = false;  // some executor has a pidfd
   Doorbell own_doorbell;  // rung by workers after results, where the queue has no descriptor
@@ -639,12 +650,16 @@ struct Client::Impl {
     }
     // One executor per client; the MPI extension's pool spreads tasks over several clients.
     slot.executor = 0;
-    slot.function_id = function.ids_[0];
-    ExecutorLink& executor = executors[0];
-    if (executor.lost) {
+    if (executors[0].lost && !reconnect()) {
       deliver(index, Completion{ErrorKind::executor_lost, 0, 0, false});
       return id;
     }
+    slot.function_id = known_functions[function.ids_[0]].id;
+    if (slot.function_id == protocol::kNoFunction) {  // gone from the restarted server
+      deliver(index, Completion{ErrorKind::not_found, 0, 0, false});
+      return id;
+    }
+    ExecutorLink& executor = executors[0];
     slot.waiting = true;
     if (executor.waiting.empty() && dispatch(index)) return id;
     executor.waiting.emplace_back(index, id);
@@ -795,29 +810,81 @@ struct Client::Impl {
     if (symbol.empty() || symbol.size() > protocol::kMaxSymbolBytes) {
       throw Error(ErrorKind::bad_arg, fmt::format("symbol name must be 1 to {} bytes", protocol::kMaxSymbolBytes));
     }
+    if (executors[0].lost && !reconnect()) {
+      throw Error(ErrorKind::executor_lost, fmt::format("executor {} is gone", executors[0].card.executor_id));
+    }
+    const uint32_t id = lookup_on(0, library, symbol);
     Function function;
     function.library_ = library;
     function.symbol_ = symbol;
     function.owner_ = this;
-    for (uint32_t e = 0; e < executors.size(); ++e) {
-      const WorkerLink& worker = executors[e].workers[0];
-      std::vector<Reply> replies(1);
-      replies[0].key = next_lookup++;
-      const uint32_t buffer = buffers->acquire();
-      const size_t bytes = protocol::encode_lookup(buffers->span(buffer), worker.peer_id, worker.session,
-                                                   replies[0].key, library, symbol);
-      send(worker.address, buffer, bytes, e, 0);
-      if (!await(replies, Clock::now() + options.connect_timeout)) {
-        throw Error(ErrorKind::executor_lost, fmt::format("executor {} did not answer a lookup within {} ms",
-                                                          executors[e].card.executor_id, options.connect_timeout.count()));
-      }
-      if (replies[0].error != ErrorKind::none) {
-        throw Error(replies[0].error, fmt::format("function '{}' in '{}' not found on executor {} ({})", symbol,
-                                                  library, executors[e].card.executor_id, to_string(replies[0].error)));
-      }
-      function.ids_.push_back(replies[0].function_id);
-    }
+    function.ids_.push_back(static_cast<uint32_t>(known_functions.size()));
+    known_functions.push_back({std::string(library), std::string(symbol), id});
     return function;
+  }
+
+  // The function's id on executor `e`. Throws Error.
+  uint32_t lookup_on(uint32_t e, std::string_view library, std::string_view symbol) {
+    const WorkerLink& worker = executors[e].workers[0];
+    std::vector<Reply> replies(1);
+    replies[0].key = next_lookup++;
+    const uint32_t buffer = buffers->acquire();
+    const size_t bytes = protocol::encode_lookup(buffers->span(buffer), worker.peer_id, worker.session, replies[0].key,
+                                                 library, symbol);
+    send(worker.address, buffer, bytes, e, 0);
+    if (!await(replies, Clock::now() + options.connect_timeout)) {
+      throw Error(ErrorKind::executor_lost, fmt::format("executor {} did not answer a lookup within {} ms",
+                                                        executors[e].card.executor_id, options.connect_timeout.count()));
+    }
+    if (replies[0].error != ErrorKind::none) {
+      throw Error(replies[0].error, fmt::format("function '{}' in '{}' not found on executor {} ({})", symbol, library,
+                                                executors[e].card.executor_id, to_string(replies[0].error)));
+    }
+    return replies[0].function_id;
+  }
+
+  // After the loss of the executor's server: when the card reference now names a new server (its
+  // supervisor restarted it), connects to that one and looks up every known function again. Cheap
+  // to call often: it reads the card file at most every 50 ms, and blocks only for the handshake
+  // with a server that is already serving.
+  bool reconnect() {
+    if (card_source.empty()) return false;
+    const auto now = Clock::now();
+    if (now < next_reconnect_attempt) return false;
+    next_reconnect_attempt = now + std::chrono::milliseconds(50);
+    const auto text = current_card(card_source);
+    if (!text) return false;
+    ExecutorCard card;
+    try {
+      card = parse_card(*text);
+    } catch (const CardError&) {
+      return false;
+    }
+    ExecutorLink& old = executors[0];
+    if (card.executor_id == old.card.executor_id || card.provider != provider) return false;  // not restarted yet
+    ExecutorLink previous = std::move(old);
+    executors.clear();
+    total_workers -= previous.workers.size();
+    try {
+      add_executor(card, token);
+    } catch (const Error& e) {
+      logger("sidecore.client")->warn("cannot reconnect to the restarted executor {}: {}", card.executor_id, e.what());
+      executors.clear();
+      executors.push_back(std::move(previous));
+      total_workers += executors[0].workers.size();
+      return false;
+    }
+    if (previous.pidfd >= 0) close(previous.pidfd);
+    for (auto& function : known_functions) {
+      try {
+        function.id = lookup_on(0, function.library, function.symbol);
+      } catch (const Error&) {
+        function.id = protocol::kNoFunction;  // its tasks complete with NOT_FOUND
+      }
+    }
+    logger("sidecore.client")->info("reconnected to executor {} (pid {}), which replaced {}", card.executor_id, card.pid,
+                                    previous.card.executor_id);
+    return true;
   }
 };
 
@@ -827,9 +894,15 @@ Client& Client::operator=(Client&&) noexcept = default;
 Client::~Client() = default;
 
 Client Client::connect(std::string_view card_text, std::string_view token, const ClientOptions& options) {
+  std::string resolved;
+  try {
+    resolved = resolve_card(card_text);  // a reference waits for the card
+  } catch (const CardError& e) {
+    throw Error(ErrorKind::no_executor, e.what());
+  }
   ExecutorCard card;
   try {
-    card = parse_card(card_text);
+    card = parse_card(resolved);
   } catch (const CardError& e) {
     throw Error(ErrorKind::bad_arg, e.what());
   }
@@ -840,6 +913,8 @@ Client Client::connect(std::string_view card_text, std::string_view token, const
     throw Error(ErrorKind::no_executor, fmt::format("cannot open the executor's provider: {}", e.what()));
   }
   impl->add_executor(card, token);
+  if (!card_text.empty() && card_text.front() == '@') impl->card_source = card_text;
+  impl->token = token;
   return Client(std::move(impl));
 }
 
@@ -849,13 +924,7 @@ Client Client::from_environment(const ClientOptions& options) {
   if (card == nullptr || *card == '\0') {
     throw Error(ErrorKind::no_executor, "SIDECORE_EXECUTOR is not set: run under sidecore-run or srun --offload");
   }
-  std::string resolved;
-  try {
-    resolved = resolve_card(card);  // a reference from the Slurm plugin: waits for the executor
-  } catch (const CardError& e) {
-    throw Error(ErrorKind::no_executor, e.what());
-  }
-  return connect(resolved, token ? token : "", options);
+  return connect(card, token ? token : "", options);  // a reference (Slurm) waits for the card
 }
 
 Function Client::lookup(std::string_view library, std::string_view symbol) { return impl_->lookup(library, symbol); }

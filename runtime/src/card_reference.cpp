@@ -52,6 +52,18 @@ bool running(long pid) {
 
 }  // namespace
 
+std::optional<std::string> current_card(std::string_view reference) {
+  if (reference.empty() || reference.front() != '@') return std::nullopt;
+  std::string_view rest = reference.substr(1);
+  long pid = 0, timeout_ms = 0;
+  if (!take_number(rest, "timeout_ms=", timeout_ms) || !take_number(rest, "pid=", pid) || rest.empty()) {
+    return std::nullopt;
+  }
+  std::string text;
+  if (!read_file(std::string(rest), text) || text.empty() || text.rfind("error: ", 0) == 0) return std::nullopt;
+  return text;
+}
+
 std::string resolve_card(std::string_view value) {
   if (value.empty() || value.front() != '@') return std::string(value);
   std::string_view rest = value.substr(1);

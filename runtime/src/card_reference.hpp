@@ -10,6 +10,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -24,5 +25,9 @@ inline std::string format_card_reference(const std::string& path, long pid, std:
 // Waits while the executor runs, up to the reference's timeout. Throws CardError saying why there
 // is no card: the executor's own error line, its exit before it was ready, or the timeout.
 std::string resolve_card(std::string_view value);
+
+// For a reference: the card its file holds right now, if any (no wait; nullopt while there is
+// none, or when it holds an error line). For a card: nullopt.
+std::optional<std::string> current_card(std::string_view reference);
 
 }  // namespace sidecore

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "card.hpp"
+#include "card_reference.hpp"
 #include "executor_process.hpp"
 
 namespace sidecore_test {
@@ -69,6 +70,36 @@ TEST_P(CrashIsolation, TheCallerGetsExecutorLostAndANewServerServesWithinSeconds
 }
 
 INSTANTIATE_TEST_SUITE_P(Functions, CrashIsolation, ::testing::Values("crash_segv", "crash_abort", "crash_exit"));
+
+// A client connected through a card reference (as tasks under Slurm are) follows the executor to
+// its new server by itself: the same Client and Function objects work again within seconds.
+TEST(CrashIsolation, AClientOnACardReferenceReconnectsToTheNewServer) {
+  const std::string token = fresh_token();
+  ExecutorProcess executor(ExecutorOptions{.token = token});
+  const std::string reference = sidecore::format_card_reference(executor.card_path().string(), executor.pid(), 10000ms);
+  auto client = sidecore::Client::connect(reference, token);
+  const auto crash = client.lookup(functions_library(), "crash_abort");
+  const auto echo = client.lookup(functions_library(), "echo");
+  const auto lost = wait_for(client, client.submit(crash, nullptr, 0, nullptr, 0), scaled(10000ms));
+  ASSERT_TRUE(lost);
+  EXPECT_EQ(lost->error, ErrorKind::executor_lost) << to_string(lost->error);
+  const auto started = Clock::now();
+  std::optional<sidecore::Completion> done;
+  uint64_t out = 0;
+  const uint64_t in = 0xfeedface;
+  while (Clock::now() - started < scaled(10000ms)) {
+    done = wait_for(client, client.submit(echo, &in, sizeof in, &out, sizeof out), scaled(10000ms));
+    ASSERT_TRUE(done);
+    if (done->error != ErrorKind::executor_lost) break;  // lost at once until the new server is up
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->error, ErrorKind::none) << to_string(done->error) << "; stderr:\n" << executor.stderr_text();
+  EXPECT_EQ(out, in);
+  EXPECT_FALSE(client.executor_lost());
+  EXPECT_LT(Clock::now() - started, scaled(5000ms)) << "the restarted server took too long to serve";
+  EXPECT_EQ(executor.stop(), 0) << executor.stderr_text();
+}
 
 TEST(CrashIsolation, RepeatedCrashesStopTheRestartsAndSaySo) {
   const std::string token = fresh_token();

@@ -86,6 +86,10 @@ class SIDECORE_API Client {
  public:
   // Connects to the executor described by `card`, presenting `token`. Throws Error: BAD_ARG for a
   // malformed card, NO_EXECUTOR when it cannot be reached, AUTH when it refuses the token.
+  // `card` may also be a card reference ("@PATH pid=N timeout_ms=N", what the Slurm plugin puts in
+  // SIDECORE_EXECUTOR): connect waits for the card, and after the executor's server dies and its
+  // supervisor starts a new one, the next submit() or lookup() connects to the new server (looking
+  // every function up again) instead of failing with EXECUTOR_LOST.
   static Client connect(std::string_view card, std::string_view token, const ClientOptions& options = {});
   // connect() with SIDECORE_EXECUTOR and SIDECORE_TOKEN; NO_EXECUTOR when they are unset.
   static Client from_environment(const ClientOptions& options = {});

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "card.hpp"
@@ -110,12 +111,18 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
   options.task_timeout = settings_.timeout;
   int refused = 0;  // an executor refused this rank's token
   std::string refusal;
+  // This rank's own executor through its reference, when it has one (Slurm): the client then
+  // follows the executor to a new server after a crash.
+  const char* own = std::getenv("SIDECORE_EXECUTOR");
+  const std::string own_reference = own != nullptr && *own == '@' ? own : "";
+  const std::optional<std::string> own_card = current_card(own_reference);
   for (const auto& [id, entry] : unique) {
     const auto& [card, text] = entry;
     const bool local = card.host == host;
     if (settings_.scope == Scope::node && !local) continue;
+    const bool mine = own_card && *own_card == text;
     try {
-      executors_.push_back({std::make_unique<Client>(Client::connect(text, token, options)), local});
+      executors_.push_back({std::make_unique<Client>(Client::connect(mine ? own_reference : text, token, options)), local});
       const int workers = static_cast<int>(executors_.back().client->workers());
       total_workers_ += workers;
       if (local) local_workers_ += workers;

@@ -18,6 +18,7 @@
 #include "fabric/info.hpp"
 #include "raw_fabric.hpp"
 #include "server_process.hpp"
+#include "quantile.hpp"
 #include "setup.hpp"
 #include "sidecore/sidecore.hpp"
 
@@ -32,23 +33,6 @@ constexpr uint64_t kRateSamplesPerRound = 20;
 double nanoseconds(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double, std::nano>(to - from).count();
 }
-
-// Samples of one side: round-trip or transfer times in ns, or rates in operations per second.
-using Samples = std::vector<double>;
-
-double quantile(Samples samples, double q) {
-  if (samples.empty()) return 0.0;
-  const double position = q * static_cast<double>(samples.size() - 1);
-  const auto low = static_cast<size_t>(std::floor(position));
-  const auto high = static_cast<size_t>(std::ceil(position));
-  std::nth_element(samples.begin(), samples.begin() + static_cast<long>(low), samples.end());
-  const double a = samples[low];
-  std::nth_element(samples.begin(), samples.begin() + static_cast<long>(high), samples.end());
-  const double b = samples[high];
-  return a + (b - a) * (position - static_cast<double>(low));
-}
-
-double median(const Samples& samples) { return quantile(samples, 0.5); }
 
 std::string json_string(std::string_view text) {
   std::string out = "\"";

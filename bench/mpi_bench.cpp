@@ -33,13 +33,16 @@
 #include <thread>
 #include <vector>
 
+#include "quantile.hpp"
 #include "sidecore/function.h"
 #include "sidecore/sidecore.hpp"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using Samples = std::vector<double>;
+using sidecore::bench::median;
+using sidecore::bench::quantile;
+using sidecore::bench::Samples;
 
 constexpr const char* kResultPrefix = "sidecore-bench-result ";
 
@@ -65,20 +68,6 @@ std::string mpi_error(int code) {
 void check(int rc, const char* what) {
   if (rc != MPI_SUCCESS) die(fmt::format("{}: {}", what, mpi_error(rc)));
 }
-
-double quantile(Samples samples, double q) {
-  if (samples.empty()) return 0.0;
-  const double position = q * static_cast<double>(samples.size() - 1);
-  const auto low = static_cast<size_t>(std::floor(position));
-  const auto high = static_cast<size_t>(std::ceil(position));
-  std::nth_element(samples.begin(), samples.begin() + static_cast<long>(low), samples.end());
-  const double a = samples[low];
-  std::nth_element(samples.begin(), samples.begin() + static_cast<long>(high), samples.end());
-  const double b = samples[high];
-  return a + (b - a) * (position - static_cast<double>(low));
-}
-
-double median(const Samples& samples) { return quantile(samples, 0.5); }
 
 std::string json_number(double value, int decimals) {
   if (!std::isfinite(value)) return "null";

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpus in tests/fuzz/corpus/<target>/: a few valid inputs per target, so the fuzzers
-start from messages, cards, cpulists and settings that the decoders accept. The files are committed;
+start from messages, cards, cpulists, settings and plugin options that the decoders accept (and a few
+they must refuse). The files are committed;
 run this again (python3 tests/fuzz/make-seeds.py) only when a format changes, and commit the result.
 The layouts mirror runtime/src/protocol.hpp (little-endian, fixed sizes)."""
 import pathlib
@@ -86,6 +87,28 @@ POOL_SETTINGS = {
     "bad-scope": "rack\\;inline\\;1",
 }
 
+# One input is both a plugstack.conf line (split at spaces, tabs, newlines and NULs) and, up to its
+# first NUL, the value of every job option flag (--offload, --offload-poll, --offload-lib, ...).
+SPANK_OPTIONS = {
+    "every-key": "max_cores=4 default=idle poll=warm provider=auto executor=/usr/bin/sidecore-executor "
+                 "allow_partitions=a,b start=async log_level=debug",
+    "example-conf": "max_cores=16 default=off poll=adaptive provider=auto",  # slurm/plugstack.conf.d
+    "wait-tcp": "max_cores=0 default=2 poll=hot provider=tcp;ofi_rxm executor=/opt/sidecore/bin/sidecore-executor "
+                "allow_partitions=batch,,gpu, start=wait log_level=warning\n",
+    "described": "max_cores=none default=off poll=adaptive provider=auto executor=/usr/bin/sidecore-executor "
+                 "allow_partitions=* start=async log_level=info",  # what describe() logs for the defaults
+    "bad-values": "max_cores=many colour=blue novalue poll=lukewarm default=-1 executor=relative/path "
+                  "log_level=loud start=sync provider= max_cores=2",
+    "limits": "max_cores=65536\tdefault=65537\nmax_cores=00000000000000000007\x00default=0 executor==/x",
+    "offload-idle": "idle",
+    "offload-null": "(null)",  # how a valueless #SBATCH --offload reaches srun
+    "offload-count": "3",
+    "offload-too-many": "99999999999",
+    "poll-adaptive": "adaptive",
+    "lib-paths": "/a/libx.so,liby.so",
+    "lib-none": ",",
+}
+
 
 def write(target, seeds):
     folder = CORPUS / target
@@ -98,3 +121,4 @@ write("protocol", PROTOCOL)
 write("card", CARD)
 write("core_set", CORE_SET)
 write("pool_settings", POOL_SETTINGS)
+write("spank_options", SPANK_OPTIONS)

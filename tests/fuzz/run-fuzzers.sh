@@ -4,7 +4,7 @@
 # Usage: tests/fuzz/run-fuzzers.sh BUILD_DIR SECONDS [TARGET...]
 #   BUILD_DIR  where binaries, the growing corpus and crash artifacts go (one folder per target)
 #   SECONDS    how long each target fuzzes (libFuzzer's -max_total_time)
-#   TARGET     protocol, card, core_set or pool_settings; all four when none is named
+#   TARGET     protocol, card, core_set, pool_settings or spank_options; all of them when none is named
 # Environment:
 #   SIDECORE_FUZZ_CXX    the clang++ to use (default: clang++)
 #   SIDECORE_FUZZ_FLAGS  extra libFuzzer flags for longer campaigns, e.g. "-jobs=8 -workers=8"
@@ -18,7 +18,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-all_targets=(protocol card core_set pool_settings)
+all_targets=(protocol card core_set pool_settings spank_options)
 
 die() {
   echo "run-fuzzers: $*" >&2
@@ -40,6 +40,7 @@ sources_of() {
     card) echo "$root/runtime/src/card.cpp" ;;
     core_set) echo "$root/runtime/src/core_set.cpp" ;;
     pool_settings) echo "$root/offload/src/mpi/pool_settings.cpp" ;;
+    spank_options) echo "$root/spank-plugin/src/options.cpp" ;;
   esac
 }
 for target in "${targets[@]}"; do
@@ -112,6 +113,10 @@ build_target() {
     # As offload/CMakeLists.txt does: the C API only, without Open MPI's C++ bindings to link.
     cflags+=("${mpi_cflags[@]}" -DOMPI_SKIP_MPICXX=1 -DMPICH_SKIP_MPICXX=1)
     libs+=("${mpi_libs[@]}")
+  fi
+  if [[ $target == spank_options ]]; then
+    # options.cpp of the plugin's core (sidecore_spank_core), which includes no Slurm header.
+    cflags+=(-I"$root/spank-plugin/src")
   fi
   mkdir -p "$work/obj"
   for source in "$here/fuzz_$target.cpp" $(sources_of "$target"); do

@@ -79,32 +79,4 @@ void RawEndpoint::read(void* buffer, size_t bytes, void* descriptor, uint64_t ad
   fabric::check(rc, "raw baseline: fi_read");
 }
 
-std::string to_hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string text;
-  text.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    text.push_back(kDigits[c >> 4]);
-    text.push_back(kDigits[c & 15]);
-  }
-  return text;
-}
-
-bool from_hex(std::string_view text, std::string& bytes) {
-  auto digit = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  if (text.size() % 2 != 0) return false;
-  bytes.clear();
-  for (size_t i = 0; i < text.size(); i += 2) {
-    const int high = digit(text[i]), low = digit(text[i + 1]);
-    if (high < 0 || low < 0) return false;
-    bytes.push_back(static_cast<char>(high << 4 | low));
-  }
-  return true;
-}
-
 }  // namespace sidecore::bench

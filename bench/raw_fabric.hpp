@@ -16,6 +16,7 @@
 
 #include "fabric/endpoint.hpp"
 #include "fabric/memory_region.hpp"
+#include "hex.hpp"  // raw addresses cross the control pipe in hex
 
 namespace sidecore::bench {
 
@@ -104,10 +105,5 @@ class RawEndpoint {
   fi_addr_t peer_ = FI_ADDR_NOTAVAIL;
   size_t inject_size_ = 0;
 };
-
-// Hex encoding of raw libfabric addresses for the control pipe.
-std::string to_hex(std::string_view bytes);
-// Decodes to_hex's output; false for malformed text.
-bool from_hex(std::string_view text, std::string& bytes);
 
 }  // namespace sidecore::bench

@@ -7,6 +7,7 @@
 #include <climits>
 #include <map>
 
+#include "hex.hpp"
 #include "protocol.hpp"
 
 namespace sidecore {
@@ -14,37 +15,16 @@ namespace {
 
 constexpr std::string_view kPrefix = "sidecore/";
 
-std::string to_hex(std::string_view bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-std::string from_hex(std::string_view hex, size_t index) {
+// A card address: hex digits for 1 to kMaxAddressBytes bytes. Throws CardError naming address `index`.
+std::string address_from_hex(std::string_view hex, size_t index) {
   if (hex.empty() || hex.size() % 2 != 0) {
     throw CardError(fmt::format("card address {} has {} hex digits (need a non-zero even number)", index, hex.size()));
   }
   if (hex.size() / 2 > protocol::kMaxAddressBytes) {
     throw CardError(fmt::format("card address {} is longer than {} bytes", index, protocol::kMaxAddressBytes));
   }
-  std::string bytes(hex.size() / 2, '\0');
-  for (size_t i = 0; i < bytes.size(); ++i) {
-    int high = hex_value(hex[2 * i]), low = hex_value(hex[2 * i + 1]);
-    if (high < 0 || low < 0) throw CardError(fmt::format("card address {} is not hexadecimal", index));
-    bytes[i] = static_cast<char>(high << 4 | low);
-  }
+  std::string bytes;
+  if (!from_hex(hex, bytes)) throw CardError(fmt::format("card address {} is not hexadecimal", index));
   return bytes;
 }
 
@@ -158,7 +138,7 @@ ExecutorCard parse_card(std::string_view text) {
   if (addresses.size() != workers) {
     throw CardError(fmt::format("executor card lists {} addresses for {} workers", addresses.size(), workers));
   }
-  for (size_t i = 0; i < addresses.size(); ++i) card.worker_addresses.push_back(from_hex(addresses[i], i));
+  for (size_t i = 0; i < addresses.size(); ++i) card.worker_addresses.push_back(address_from_hex(addresses[i], i));
   return card;
 }
 

@@ -115,9 +115,11 @@ std::string describe(const AdminConfig& config) {
   for (const auto& partition : config.allow_partitions) {
     partitions += (partitions.empty() ? "" : ",") + partition;
   }
-  return "max_cores=" + (config.max_cores ? std::to_string(*config.max_cores) : std::string("none")) + " default=" + to_string(config.default_request) +
-         " poll=" + std::string(to_string(config.poll)) + " provider=" + config.provider +
- " executor=" + config.executor + " allow_partitions=" + (partitions.empty() ? "*" : partitions) +
+  // Words parse_admin_args reads back as the same configuration, so a logged line can be pasted into
+  // plugstack.conf: no cap is no max_cores at all, every partition an empty allow_partitions.
+  return (config.max_cores ? "max_cores=" + std::to_string(*config.max_cores) + " " : std::string()) +
+         "default=" + to_string(config.default_request) + " poll=" + std::string(to_string(config.poll)) +
+         " provider=" + config.provider + " executor=" + config.executor + " allow_partitions=" + partitions +
          " start=" + (config.wait_ready ? "wait" : "async") + " log_level=" + std::string(to_string(config.log_level));
 }
 

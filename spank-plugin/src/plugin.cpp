@@ -1,5 +1,7 @@
 #include "plugin.hpp"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +11,7 @@
 #include <cstring>
 #include <exception>
 #include <fstream>
+#include <string_view>
 
 #include "plan.hpp"
 #include "token.hpp"
@@ -40,6 +43,19 @@ std::vector<std::string> with_variables(std::vector<std::string> env,
 std::string provider_for(const AdminConfig& config, uint32_t node_count) {
   if (config.provider != "auto") return config.provider;
   return node_count > 1 ? "tcp;ofi_rxm" : "shm";
+}
+
+// Removes the card folder: the card and whatever an executor stopped mid-write left beside it (a
+// temporary card). Files only, without following links: the folder belongs to the job's user.
+void remove_card_folder(const std::string& folder) {
+  if (DIR* dir = opendir(folder.c_str())) {
+    while (const dirent* entry = readdir(dir)) {
+      const std::string_view name = entry->d_name;
+      if (name != "." && name != "..") unlinkat(dirfd(dir), entry->d_name, 0);
+    }
+    closedir(dir);
+  }
+  rmdir(folder.c_str());
 }
 
 }  // namespace
@@ -170,7 +186,7 @@ void Plugin::start_executor() {
   if (stat(card_dir_.c_str(), &info) == 0 && info.st_uid != step.uid && geteuid() == 0 &&
       chown(card_dir_.c_str(), step.uid, step.gid) != 0) {
     no_executor("cannot hand the card folder " + card_dir_ + " to the job's user: " + std::strerror(errno));
-    rmdir(card_dir_.c_str());
+    remove_card_folder(card_dir_);
     card_dir_.clear();
     return;
   }
@@ -207,8 +223,7 @@ void Plugin::start_executor() {
   LaunchResult launched = launch_executor(spec);
   if (!launched.process) {
     no_executor("the executor did not start: " + launched.error);
-    std::remove(card_file_.c_str());
-    rmdir(card_dir_.c_str());
+    remove_card_folder(card_dir_);
     card_dir_.clear();
     return;
   }
@@ -247,8 +262,7 @@ void Plugin::stop_executor(const char* when) {
   }
   executor_.reset();
   if (!card_dir_.empty()) {
-    std::remove(card_file_.c_str());
-    rmdir(card_dir_.c_str());
+    remove_card_folder(card_dir_);
     card_dir_.clear();
   }
 }

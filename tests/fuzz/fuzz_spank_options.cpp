@@ -202,17 +202,9 @@ void check_admin_args(std::string_view line) {
   check_ranges(parsed.config);
 
   // describe() is the configuration in plugstack.conf syntax: read back as a line, it must give the
-  // same configuration. It spells two defaults in words that parse_admin_args does not read:
-  // `max_cores=none` (no cap; refused as not a number) and `allow_partitions=*` (every partition;
-  // read as the one partition named "*"). Those two words are left out here, and only for the
-  // configuration they stand for; without that, the first input already fails.
+  // same configuration.
   const std::string described = describe(parsed.config);
-  std::vector<std::string> again_args;
-  for (std::string& word : plugstack_arguments(described)) {
-    if (word == "max_cores=none" && !parsed.config.max_cores) continue;
-    if (word == "allow_partitions=*" && parsed.config.allow_partitions.empty()) continue;
-    again_args.push_back(std::move(word));
-  }
+  const std::vector<std::string> again_args = plugstack_arguments(described);
   // Another default executor, so that executor= has to come from the description.
   const AdminParse again = parse_admin_args(again_args, "/nonexistent/other-default");
   if (!again.errors.empty()) {

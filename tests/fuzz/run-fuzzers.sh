@@ -37,7 +37,7 @@ targets=("$@")
 sources_of() {
   case $1 in
     protocol) echo "$root/runtime/src/protocol.cpp" ;;
-    card) echo "$root/runtime/src/card.cpp" ;;
+    card) echo "$root/runtime/src/card.cpp $root/runtime/src/hex.cpp" ;;
     core_set) echo "$root/runtime/src/core_set.cpp" ;;
     pool_settings) echo "$root/offload/src/mpi/pool_settings.cpp" ;;
     spank_options) echo "$root/spank-plugin/src/options.cpp" ;;

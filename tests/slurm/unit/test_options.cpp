@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include "options.hpp"
 
 namespace sidecore::spank {
@@ -109,6 +111,20 @@ TEST(AdminArgs, DescribeRoundTrips) {
                                  "allow_partitions=p", "log_level=info"},
                                 "/other");
   EXPECT_EQ(describe(config), describe(again.config));
+}
+
+// The logged configuration can be pasted into plugstack.conf: the defaults too (no cap, every
+// partition) read back as themselves, without errors.
+TEST(AdminArgs, DescribeOfTheDefaultsReadsBack) {
+  const auto defaults = parse_admin_args({}, "/e").config;
+  std::vector<std::string> words;
+  std::istringstream line(describe(defaults));
+  for (std::string word; line >> word;) words.push_back(word);
+  const auto again = parse_admin_args(words, "/other");
+  EXPECT_TRUE(again.errors.empty()) << describe(defaults) << ": " << (again.errors.empty() ? "" : again.errors[0]);
+  EXPECT_FALSE(again.config.max_cores.has_value());
+  EXPECT_TRUE(again.config.allow_partitions.empty());
+  EXPECT_EQ(describe(again.config), describe(defaults));
 }
 
 }  // namespace

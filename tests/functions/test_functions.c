@@ -115,3 +115,16 @@ SIDECORE_FUNCTION int never_return(const void *in, size_t in_bytes, void *out, s
   (void)in; (void)in_bytes; (void)out; (void)out_capacity; (void)out_bytes;
   for (;;) sleep(1);
 }
+
+/* Creates the file named by its input (a path, not NUL-terminated): proof that a task ran. */
+SIDECORE_FUNCTION int touch_file(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
+  (void)out; (void)out_capacity; (void)out_bytes;
+  char path[4096];
+  if (in_bytes == 0 || in_bytes >= sizeof path) return 1;
+  memcpy(path, in, in_bytes);
+  path[in_bytes] = '\0';
+  FILE *file = fopen(path, "w");
+  if (file == NULL) return 2;
+  fclose(file);
+  return 0;
+}

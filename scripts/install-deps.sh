@@ -12,6 +12,7 @@ packages=(
   libhwloc-dev hwloc
   libcli11-dev nlohmann-json3-dev
   python3
+  python3-distributed gnuplot-nox
   munge slurmctld slurmd slurm-client libslurm-dev libpmix-dev
   clang libclang-rt-14-dev
 )

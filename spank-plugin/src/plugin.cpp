@@ -13,6 +13,8 @@
 #include <fstream>
 #include <string_view>
 
+#include "card.hpp"
+#include "executor_leftovers.hpp"
 #include "plan.hpp"
 #include "token.hpp"
 
@@ -247,6 +249,11 @@ void Plugin::stop_executor(const char* when) {
     // With start=async nobody has looked at the card yet: say whether it ever was ready.
     std::string card;
     if (std::ifstream in(card_file_); in) std::getline(in, card);
+    // Killed or crashed, it could not remove its shared memory (doorbell, shm regions): do it here.
+    try {
+      if (!card.empty() && card.rfind("error: ", 0) != 0) remove_executor_leftovers(parse_card(card));
+    } catch (const CardError&) {
+    }
     if (card.rfind("error: ", 0) == 0) {
       log(LogLevel::warn, "executor " + std::to_string(pid) + " could not start: " + card.substr(7));
     } else if (card.empty()) {

@@ -2,6 +2,10 @@
 // mpi-latency`. The bench starts it under `sidecore-run --cores ... -- mpirun -n R ...`; it can be
 // started the same way by hand (see --help), but is not installed on PATH.
 //
+// It also measures the MPI-only peer that bench/compare.sh puts next to Sidecore: worker ranks that
+// MPI_Recv a task, run it and MPI_Send the result (mpi-throughput, mpi-harvest; plain mpirun, no
+// executor). The MPI-only round trip is mpi-latency's own baseline.
+//
 // Every rank pins itself to its CPU (from --rank-cpus and the launcher's rank variable) before
 // MPI_Init, so that MPI's threads and the offload progress thread stay there too. Rank 0 prints
 // each result as one line "sidecore-bench-result {json}" on stdout; the bench forwards those as
@@ -173,11 +177,34 @@ void pin_to(int cpu) {
 
 // --- the offload pool and the bench functions -------------------------------------------------------
 
+// One function of the bench library, loaded into this process: the same code the executor runs,
+// for the tasks a rank computes itself and for the MPI-only worker ranks.
+class LocalFunction {
+ public:
+  LocalFunction(const std::string& library, const char* symbol) {
+    handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle_ == nullptr) die(fmt::format("dlopen {}: {}", library, dlerror()));
+    function_ = reinterpret_cast<sidecore_function_t>(dlsym(handle_, symbol));
+    if (function_ == nullptr) die(fmt::format("{} has no symbol {}", library, symbol));
+  }
+  ~LocalFunction() {
+    if (handle_ != nullptr) dlclose(handle_);
+  }
+  LocalFunction(const LocalFunction&) = delete;
+  LocalFunction& operator=(const LocalFunction&) = delete;
+
+  sidecore_function_t get() const noexcept { return function_; }
+
+ private:
+  void* handle_ = nullptr;
+  sidecore_function_t function_ = nullptr;
+};
+
 // A pool over `comm` and one function of the bench library, resolved both on the executors and in
 // this process (the same code, for the tasks a rank runs itself).
 class Offload {
  public:
-  Offload(MPI_Comm comm, const std::string& library, const char* symbol) {
+  Offload(MPI_Comm comm, const std::string& library, const char* symbol) : local_(library, symbol) {
     check(MPIX_Offload_pool_create(comm, MPI_INFO_NULL, &pool_), "MPIX_Offload_pool_create");
     check(MPIX_Offload_pool_size(pool_, &local_workers_, &total_workers_), "MPIX_Offload_pool_size");
     if (total_workers_ == 0) {
@@ -185,30 +212,47 @@ class Offload {
           "tasks would run inline and the figures would mean nothing");
     }
     check(MPIX_Offload_function_lookup(pool_, library.c_str(), symbol, &remote_), "MPIX_Offload_function_lookup");
-    handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (handle_ == nullptr) die(fmt::format("dlopen {}: {}", library, dlerror()));
-    local_ = reinterpret_cast<sidecore_function_t>(dlsym(handle_, symbol));
-    if (local_ == nullptr) die(fmt::format("{} has no symbol {}", library, symbol));
   }
   ~Offload() {
     MPIX_Offload_function_free(&remote_);
     MPIX_Offload_pool_free(&pool_);
-    if (handle_ != nullptr) dlclose(handle_);
   }
   Offload(const Offload&) = delete;
   Offload& operator=(const Offload&) = delete;
 
   MPIX_Offload_function remote() const noexcept { return remote_; }
-  sidecore_function_t local() const noexcept { return local_; }
+  sidecore_function_t local() const noexcept { return local_.get(); }
   int total_workers() const noexcept { return total_workers_; }
 
  private:
+  LocalFunction local_;
   MPIX_Offload_pool pool_ = MPIX_OFFLOAD_POOL_NULL;
   MPIX_Offload_function remote_ = MPIX_OFFLOAD_FUNCTION_NULL;
-  sidecore_function_t local_ = nullptr;
-  void* handle_ = nullptr;
   int local_workers_ = 0, total_workers_ = 0;
 };
+
+// Tags of the MPI-only peer: a task to a worker rank, its result (or its failure), the end.
+enum PeerTag : int { kTagTask = 10, kTagResult = 11, kTagFailed = 12, kTagStop = 13 };
+
+// An MPI-only worker rank: MPI_Recv a task from anyone, run it, MPI_Send the result back, until a
+// kTagStop message. Inputs and outputs of up to `capacity` bytes.
+void serve_tasks(sidecore_function_t function, size_t capacity) {
+  std::vector<std::byte> in(std::max<size_t>(capacity, 1)), out(in.size());
+  while (true) {
+    MPI_Status status;
+    check(MPI_Recv(in.data(), static_cast<int>(in.size()), MPI_BYTE, MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD,
+                   &status),
+          "MPI_Recv");
+    if (status.MPI_TAG == kTagStop) return;
+    int received = 0;
+    MPI_Get_count(&status, MPI_BYTE, &received);
+    size_t out_bytes = 0;
+    const int rc = function(in.data(), static_cast<size_t>(received), out.data(), out.size(), &out_bytes);
+    check(MPI_Send(out.data(), rc == 0 ? static_cast<int>(out_bytes) : 0, MPI_BYTE, status.MPI_SOURCE,
+                   rc == 0 ? kTagResult : kTagFailed, MPI_COMM_WORLD),
+          "MPI_Send");
+  }
+}
 
 // --- harvest ------------------------------------------------------------------------------------------
 
@@ -218,6 +262,7 @@ struct HarvestOptions {
   double seconds = 2.0;
   unsigned rounds = 3;
   unsigned window_per_worker = 4;  // tasks offloaded and not completed, per worker of the rank's share
+  unsigned worker_ranks = 1;       // mpi-harvest: the last ranks of the job, which serve the tasks
   std::string library;
   bool verbose = false;
 };
@@ -225,7 +270,7 @@ struct HarvestOptions {
 struct FarmRun {
   double seconds = 0;                 // the slowest rank's
   uint64_t offloaded = 0, local = 0;  // over all ranks
-  double submit_seconds = 0;          // over all ranks: inside MPIX_Offload_submit
+  double submit_seconds = 0;          // over all ranks: inside MPIX_Offload_submit (MPI-only: MPI_Irecv + MPI_Send)
   double complete_seconds = 0;        // over all ranks: inside MPI_Testsome while tasks were left
   double local_seconds = 0;           // over all ranks: computing tasks
   double drain_seconds = 0;           // over all ranks: in MPI_Waitsome at the end, nothing left to compute
@@ -233,12 +278,45 @@ struct FarmRun {
                                       // else ran on a rank's CPU (each rank, all its threads, is pinned to one)
 };
 
+// How a farm rank hands a task (input: the task length, which stays valid for the whole run) to a
+// worker and gets an MPI request that completes with it.
+// Sidecore: MPIX_Offload_submit to the executor.
+struct MpixDispatch {
+  static constexpr const char* kSubmit = "MPIX_Offload_submit";
+  MPIX_Offload_function function;
+  int submit(const uint64_t& us, MPI_Request* request) {
+    return MPIX_Offload_submit(function, &us, sizeof us, nullptr, 0, request);
+  }
+  void completed(const MPI_Status&) const noexcept {}  // errors come back as the request's error
+};
+
+// MPI-only: MPI_Irecv of the result (posted first, so it never waits in the unexpected queue), then
+// MPI_Send of the task to the next of this rank's worker ranks. A worker serves tasks in order, so
+// the results match the receives posted for it in order.
+struct MpiDispatch {
+  static constexpr const char* kSubmit = "MPI_Irecv/MPI_Send of a task";
+  std::vector<int> workers;  // ranks in MPI_COMM_WORLD
+  size_t next = 0;
+  int submit(const uint64_t& us, MPI_Request* request) {
+    const int worker = workers[next++ % workers.size()];
+    const int rc = MPI_Irecv(nullptr, 0, MPI_BYTE, worker, MPI_ANY_TAG, MPI_COMM_WORLD, request);
+    if (rc != MPI_SUCCESS) return rc;
+    return MPI_Send(&us, sizeof us, MPI_BYTE, worker, kTagTask, MPI_COMM_WORLD);
+  }
+  void completed(const MPI_Status& status) const {
+    if (status.MPI_TAG != kTagResult) die(fmt::format("a task failed on worker rank {}", status.MPI_SOURCE));
+  }
+};
+
+template <typename Dispatch>
 class TaskFarm {
  public:
-  TaskFarm(MPI_Comm comm, Offload& offload, unsigned window_per_worker) : comm_(comm), offload_(offload) {
+  // `comm`: the farm ranks only; `workers`: the workers all of them share.
+  TaskFarm(MPI_Comm comm, Dispatch& dispatch, sidecore_function_t local, int workers, unsigned window_per_worker)
+      : comm_(comm), dispatch_(dispatch), local_(local) {
     MPI_Comm_rank(comm, &rank_);
     MPI_Comm_size(comm, &size_);
-    share_ = static_cast<double>(offload.total_workers()) / size_;
+    share_ = static_cast<double>(workers) / size_;
     window_ = std::max(1u, static_cast<unsigned>(std::lround(window_per_worker * share_)));
   }
 
@@ -279,8 +357,7 @@ class TaskFarm {
         const int slot = free_slots.back();
         free_slots.pop_back();
         const auto before = now();
-        check(MPIX_Offload_submit(offload_.remote(), &us, sizeof us, nullptr, 0, &requests[slot]),
-              "MPIX_Offload_submit");
+        check(dispatch_.submit(us, &requests[slot]), Dispatch::kSubmit);
         submit_ns += ns_between(before, now());
         --unassigned;
         ++in_flight;
@@ -309,7 +386,10 @@ class TaskFarm {
         check(rc, unassigned > 0 ? "MPI_Testsome" : "MPI_Waitsome");
       }
       if (completed == MPI_UNDEFINED) die("MPI_Testsome found no active request while tasks were in flight");
-      for (int k = 0; k < completed; ++k) free_slots.push_back(indices[static_cast<size_t>(k)]);
+      for (int k = 0; k < completed; ++k) {
+        dispatch_.completed(statuses[static_cast<size_t>(k)]);
+        free_slots.push_back(indices[static_cast<size_t>(k)]);
+      }
       in_flight -= static_cast<uint64_t>(completed);
     }
     FarmRun run = finish(start, cpu_start, offloaded, local, submit_ns * 1e-9, complete_ns * 1e-9);
@@ -323,7 +403,7 @@ class TaskFarm {
  private:
   void run_local(uint64_t us) {
     size_t out_bytes = 0;
-    if (offload_.local()(&us, sizeof us, nullptr, 0, &out_bytes) != 0) die("spin_us failed locally");
+    if (local_(&us, sizeof us, nullptr, 0, &out_bytes) != 0) die("spin_us failed locally");
   }
 
   // Near the end, offload only as many tasks as the workers finish by the time the rank has
@@ -353,19 +433,21 @@ class TaskFarm {
   }
 
   MPI_Comm comm_;
-  Offload& offload_;
+  Dispatch& dispatch_;
+  sidecore_function_t local_;
   int rank_ = 0, size_ = 1;
   double share_ = 0;  // workers per rank
   unsigned window_ = 1;
 };
 
-int run_harvest(const HarvestOptions& options) {
+// Both harvest figures: per task length, one unrecorded warm-up, then --rounds of the farm alone
+// and with its workers, alternated; the farm's rank 0 prints `bench`'s result line.
+template <typename Dispatch>
+void harvest_rounds(const char* bench, TaskFarm<Dispatch>& farm, MPI_Comm comm, int workers,
+                    const HarvestOptions& options) {
   int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  Offload offload(MPI_COMM_WORLD, options.library, "spin_us");
-  TaskFarm farm(MPI_COMM_WORLD, offload, options.window_per_worker);
-  const int workers = offload.total_workers();
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
   for (const uint64_t us : options.task_us) {
     const uint64_t tasks =
         options.tasks ? options.tasks
@@ -401,11 +483,12 @@ int run_harvest(const HarvestOptions& options) {
       if (options.verbose && rank == 0) {
         const double per_task = harvested.offloaded ? 1e6 / static_cast<double>(harvested.offloaded) : 0.0;
         std::fprintf(stderr,
-                     "sidecore-bench: harvest %llu us round %u: %llu tasks, alone %.4f s, harvest %.4f s (%llu "
+                     "sidecore-bench: %s %llu us round %u: %llu tasks, alone %.4f s, harvest %.4f s (%llu "
                      "offloaded, %llu computed by the ranks, window %u per rank; per offloaded task %.3f us in "
                      "submit, %.3f us in MPI_Testsome; %.4f s computing, %.4f s draining), speedup %.4f; ranks' CPU "
                      "share alone %.3f, harvest %.3f\n",
-                     static_cast<unsigned long long>(us), round, static_cast<unsigned long long>(tasks), alone.seconds,
+                     bench, static_cast<unsigned long long>(us), round, static_cast<unsigned long long>(tasks),
+                     alone.seconds,
                      harvested.seconds, static_cast<unsigned long long>(harvested.offloaded),
                      static_cast<unsigned long long>(harvested.local), farm.window(),
                      harvested.submit_seconds * per_task, harvested.complete_seconds * per_task,
@@ -416,21 +499,150 @@ int run_harvest(const HarvestOptions& options) {
     }
     if (rank == 0 && lowest_share < 0.9) {
       std::fprintf(stderr,
-                   "sidecore-bench: warning: harvest %llu us: a rank's process had only %.0f%% of its CPU in one of "
+                   "sidecore-bench: warning: %s %llu us: a rank's process had only %.0f%% of its CPU in one of "
                    "the runs: something else (another rank, another program) ran on its CPU, and the speedup is not "
                    "the offload's alone\n",
-                   static_cast<unsigned long long>(us), lowest_share * 100);
+                   bench, static_cast<unsigned long long>(us), lowest_share * 100);
     }
     if (rank == 0) {
       const double speedup = median(speedups);
       const double ideal = static_cast<double>(size + workers) / size;
       print_result(fmt::format(
-          "{{\"bench\":\"harvest\",\"task_us\":{},\"ranks\":{},\"workers\":{},\"speedup\":{},\"efficiency\":{}}}", us,
-          size, workers, json_number(speedup, 3), json_number(speedup / ideal, 3)));
+          "{{\"bench\":\"{}\",\"task_us\":{},\"ranks\":{},\"workers\":{},\"speedup\":{},\"efficiency\":{}}}",
+          bench, us, size, workers, json_number(speedup, 3), json_number(speedup / ideal, 3)));
     }
   }
+}
+
+int run_harvest(const HarvestOptions& options) {
+  Offload offload(MPI_COMM_WORLD, options.library, "spin_us");
+  MpixDispatch dispatch{offload.remote()};
+  TaskFarm farm(MPI_COMM_WORLD, dispatch, offload.local(), offload.total_workers(), options.window_per_worker);
+  harvest_rounds("harvest", farm, MPI_COMM_WORLD, offload.total_workers(), options);
   return 0;
 }
+
+// --- the MPI-only peer: mpi-harvest and mpi-throughput --------------------------------------------------
+
+// The same task farm, the MPI-only way: the last --worker-ranks ranks of the job serve tasks
+// (serve_tasks), the others are the farm. Farm rank r sends to the workers w with w mod R = r (R farm
+// ranks; with fewer workers than farm ranks, to worker r mod W), so each farm rank has W / R of them,
+// as each rank has W / R of an executor's workers in `harvest`.
+int run_peer_harvest(const HarvestOptions& options) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  const int workers = static_cast<int>(options.worker_ranks);
+  const int farm_ranks = size - workers;
+  if (farm_ranks < 1) die(fmt::format("mpi-harvest: {} ranks leave none for the farm beside {} worker ranks", size, workers));
+  const bool worker = rank >= farm_ranks;
+  MPI_Comm farm_comm = MPI_COMM_NULL;
+  check(MPI_Comm_split(MPI_COMM_WORLD, worker ? 1 : 0, rank, &farm_comm), "MPI_Comm_split");
+  MPI_Comm_set_errhandler(farm_comm, MPI_ERRORS_RETURN);
+  LocalFunction spin(options.library, "spin_us");
+  if (worker) {
+    serve_tasks(spin.get(), sizeof(uint64_t));
+  } else {
+    MpiDispatch dispatch;
+    for (int w = 0; w < workers; ++w) {
+      if (workers >= farm_ranks ? w % farm_ranks == rank : w == rank % workers) dispatch.workers.push_back(farm_ranks + w);
+    }
+    TaskFarm farm(farm_comm, dispatch, spin.get(), workers, options.window_per_worker);
+    harvest_rounds("mpi-harvest", farm, farm_comm, workers, options);
+    check(MPI_Barrier(farm_comm), "MPI_Barrier");
+    if (rank == 0) {
+      for (int w = 0; w < workers; ++w) {
+        check(MPI_Send(nullptr, 0, MPI_BYTE, farm_ranks + w, kTagStop, MPI_COMM_WORLD), "MPI_Send");
+      }
+    }
+  }
+  MPI_Comm_free(&farm_comm);
+  return 0;
+}
+
+struct PeerThroughputOptions {
+  std::vector<uint64_t> bytes{64};
+  unsigned window = 64;
+  uint64_t iterations = 20000;  // tasks per round
+  unsigned rounds = 20;
+  std::string library;
+  bool verbose = false;
+};
+
+// One round of mpi-throughput on rank 0: `tasks` echo tasks of `bytes` to worker rank 1 with
+// `window` of them in flight, each slot an MPI_Irecv of the result and an MPI_Isend of the task.
+// The worker answers in order, so the oldest slot completes first: wait for it, reuse it. Returns
+// the rates sampled every 1/20 of the tasks, the first (window filling) left out.
+Samples peer_throughput_round(uint64_t bytes, unsigned window, uint64_t tasks) {
+  constexpr int kWorker = 1;
+  const size_t stride = std::max<uint64_t>(bytes, 1);
+  std::vector<std::byte> out(stride * window, std::byte{0x5a}), in(stride * window);
+  std::vector<MPI_Request> sends(window, MPI_REQUEST_NULL), receives(window, MPI_REQUEST_NULL);
+  const int n = static_cast<int>(bytes);
+  uint64_t issued = 0, done = 0;
+  auto issue = [&](size_t slot) {
+    check(MPI_Irecv(in.data() + slot * stride, n, MPI_BYTE, kWorker, MPI_ANY_TAG, MPI_COMM_WORLD, &receives[slot]),
+          "MPI_Irecv");
+    check(MPI_Isend(out.data() + slot * stride, n, MPI_BYTE, kWorker, kTagTask, MPI_COMM_WORLD, &sends[slot]),
+          "MPI_Isend");
+    ++issued;
+  };
+  const uint64_t every = std::max<uint64_t>(1, tasks / 20);
+  Samples rates;
+  auto last = Clock::now();
+  for (size_t slot = 0; slot < window && issued < tasks; ++slot) issue(slot);
+  while (done < tasks) {
+    const size_t slot = done % window;
+    MPI_Status status;
+    check(MPI_Wait(&receives[slot], &status), "MPI_Wait");
+    check(MPI_Wait(&sends[slot], MPI_STATUS_IGNORE), "MPI_Wait");
+    int received = 0;
+    MPI_Get_count(&status, MPI_BYTE, &received);
+    if (status.MPI_TAG != kTagResult || received != n) die("an echo task failed on the worker rank");
+    ++done;
+    if (issued < tasks) issue(slot);
+    if (done % every == 0) {
+      const auto now = Clock::now();
+      rates.push_back(static_cast<double>(every) / (ns_between(last, now) * 1e-9));
+      last = now;
+    }
+  }
+  if (std::memcmp(out.data(), in.data(), bytes) != 0) die("the worker rank sent back different bytes");
+  if (!rates.empty()) rates.erase(rates.begin());
+  return rates;
+}
+
+// Rank 0 keeps a window of echo tasks in flight to worker rank 1, which MPI_Recv's each, runs the
+// bench library's `echo` and MPI_Send's the result: tasks per second, the MPI-only way.
+int run_peer_throughput(const PeerThroughputOptions& options) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size != 2) die(fmt::format("mpi-throughput needs exactly 2 ranks (has {})", size));
+  if (rank == 1) {
+    LocalFunction echo(options.library, "echo");
+    serve_tasks(echo.get(), *std::max_element(options.bytes.begin(), options.bytes.end()));
+    return 0;
+  }
+  for (const uint64_t bytes : options.bytes) {
+    peer_throughput_round(bytes, options.window, std::max<uint64_t>(options.iterations / 10, options.window));
+    Samples rates;
+    for (unsigned round = 0; round < options.rounds; ++round) {
+      const Samples samples = peer_throughput_round(bytes, options.window, options.iterations);
+      rates.insert(rates.end(), samples.begin(), samples.end());
+    }
+    if (options.verbose) {
+      std::fprintf(stderr, "sidecore-bench: mpi-throughput %llu B: %zu samples, p10 %.0f p50 %.0f p90 %.0f tasks/s\n",
+                   static_cast<unsigned long long>(bytes), rates.size(), quantile(rates, 0.1), quantile(rates, 0.5),
+                   quantile(rates, 0.9));
+    }
+    print_result(fmt::format("{{\"bench\":\"mpi-throughput\",\"bytes\":{},\"window\":{},\"tasks_per_s\":{}}}",
+                             bytes, options.window, json_number(median(rates), 0)));
+  }
+  check(MPI_Send(nullptr, 0, MPI_BYTE, 1, kTagStop, MPI_COMM_WORLD), "MPI_Send");
+  return 0;
+}
+
 
 // --- mpi-latency ----------------------------------------------------------------------------------------
 //
@@ -803,6 +1015,9 @@ int main(int argc, char** argv) {
                "Run it through those subcommands; by hand:\n"
                "  sidecore-run --cores 1 -- mpirun -n 1 --bind-to none sidecore-bench-mpi harvest --library L\n"
                "  sidecore-run --cores 1 -- mpirun -n 3 --bind-to none sidecore-bench-mpi mpi-latency --library L\n"
+               "The MPI-only peer (bench/compare.sh runs it; no executor):\n"
+               "  mpirun -n 2 --bind-to none sidecore-bench-mpi mpi-harvest --library L --rank-cpus 0,1\n"
+               "  mpirun -n 2 --bind-to none sidecore-bench-mpi mpi-throughput --library L --rank-cpus 0,1\n"
                "Results: lines 'sidecore-bench-result {json}' from rank 0 on stdout.",
                "sidecore-bench-mpi"};
   app.require_subcommand(1);
@@ -819,6 +1034,35 @@ int main(int argc, char** argv) {
   harvest_command->add_option("--library", harvest.library, "the bench function library")->required();
   harvest_command->add_option("--rank-cpus", rank_cpus, "CPU of each rank (cycled)")->delimiter(',');
   harvest_command->add_flag("-v,--verbose", harvest.verbose, "per-round details on stderr");
+
+  HarvestOptions peer_harvest;
+  CLI::App* peer_harvest_command = app.add_subcommand(
+      "mpi-harvest", "the task farm the MPI-only way: the last --worker-ranks ranks MPI_Recv tasks, run them and "
+                     "MPI_Send the results");
+  peer_harvest_command->add_option("--task-us", peer_harvest.task_us, "task lengths in microseconds")->delimiter(',');
+  peer_harvest_command->add_option("--tasks", peer_harvest.tasks, "tasks per run (0: --seconds of work per rank alone)");
+  peer_harvest_command->add_option("--seconds", peer_harvest.seconds, "with --tasks 0: seconds of work per rank alone");
+  peer_harvest_command->add_option("--rounds", peer_harvest.rounds, "runs of each kind")->check(CLI::Range(1u, 1000u));
+  peer_harvest_command->add_option("--window-per-worker", peer_harvest.window_per_worker, "tasks in flight per worker")
+      ->check(CLI::Range(1u, 64u));
+  peer_harvest_command->add_option("--worker-ranks", peer_harvest.worker_ranks, "ranks that serve tasks (the last ones)")
+      ->check(CLI::Range(1u, 1024u));
+  peer_harvest_command->add_option("--library", peer_harvest.library, "the bench function library")->required();
+  peer_harvest_command->add_option("--rank-cpus", rank_cpus, "CPU of each rank (cycled)")->delimiter(',');
+  peer_harvest_command->add_flag("-v,--verbose", peer_harvest.verbose, "per-round details on stderr");
+
+  PeerThroughputOptions peer_throughput;
+  CLI::App* peer_throughput_command = app.add_subcommand(
+      "mpi-throughput", "echo tasks per second the MPI-only way, a window in flight from rank 0 to worker rank 1 (2 ranks)");
+  peer_throughput_command->add_option("--bytes", peer_throughput.bytes, "sizes in bytes")->delimiter(',');
+  peer_throughput_command->add_option("--window", peer_throughput.window, "tasks in flight")
+      ->check(CLI::Range(1u, 1024u));
+  peer_throughput_command->add_option("--iterations", peer_throughput.iterations, "tasks per round")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{100000000}));
+  peer_throughput_command->add_option("--rounds", peer_throughput.rounds, "rounds")->check(CLI::Range(1u, 100000u));
+  peer_throughput_command->add_option("--library", peer_throughput.library, "the bench function library")->required();
+  peer_throughput_command->add_option("--rank-cpus", rank_cpus, "CPU of each rank (cycled)")->delimiter(',');
+  peer_throughput_command->add_flag("-v,--verbose", peer_throughput.verbose, "quantiles on stderr");
 
   LatencyOptions latency;
   CLI::App* latency_command = app.add_subcommand("mpi-latency", "MPIX round trip next to the MPI-only one (3 ranks)");
@@ -849,13 +1093,27 @@ int main(int argc, char** argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     pin_to(rank_cpus[static_cast<size_t>(rank) % rank_cpus.size()]);
   }
-  for (const uint64_t bytes : latency.bytes) {
-    if (bytes > (uint64_t{1} << 30)) die("--bytes: at most 1 GiB");
+  for (const auto* sizes : {&latency.bytes, &peer_throughput.bytes}) {
+    for (const uint64_t bytes : *sizes) {
+      if (bytes > (uint64_t{1} << 30)) die("--bytes: at most 1 GiB");
+    }
   }
-  for (const uint64_t us : harvest.task_us) {
-    if (us == 0 || us > 10'000'000) die("--task-us: 1 to 10000000");
+  if (peer_throughput.bytes.empty()) die("--bytes: at least one size");
+  for (const auto* lengths : {&harvest.task_us, &peer_harvest.task_us}) {
+    for (const uint64_t us : *lengths) {
+      if (us == 0 || us > 10'000'000) die("--task-us: 1 to 10000000");
+    }
   }
-  const int status = harvest_command->parsed() ? run_harvest(harvest) : run_latency(latency);
+  int status = 0;
+  if (harvest_command->parsed()) {
+    status = run_harvest(harvest);
+  } else if (peer_harvest_command->parsed()) {
+    status = run_peer_harvest(peer_harvest);
+  } else if (peer_throughput_command->parsed()) {
+    status = run_peer_throughput(peer_throughput);
+  } else {
+    status = run_latency(latency);
+  }
   MPI_Finalize();
   return status;
 }

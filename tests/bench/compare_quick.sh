@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Smoke test of bench/compare.sh: runs `--quick` (each system once, small sizes) into a scratch
+# folder and checks what a user would look at: every system's JSON lines are there with positive,
+# finite numbers, and the page and its three plots were written.
+#
+#   tests/bench/compare_quick.sh SOURCE_DIR BUILD_DIR SCRATCH_DIR
+set -euo pipefail
+source_dir=$1 build_dir=$2 scratch=$3
+rm -rf "$scratch"
+mkdir -p "$scratch"
+
+"$source_dir/bench/compare.sh" --quick --build "$build_dir" --results "$scratch/results" --page "$scratch/benchmarks.md"
+
+/usr/bin/python3 - "$scratch" <<'PY'
+import json, math, os, sys
+
+scratch = sys.argv[1]
+failures = []
+
+def fail(message):
+    failures.append(message)
+
+# Every system, every figure it must have produced, with the fields that carry numbers.
+expected = {
+    "fi_pingpong": {"fi_pingpong": ["rtt_us", "mb_per_s"]},
+    "sidecore": {"latency": ["sidecore_rtt_us", "raw_rtt_us"], "throughput": ["tasks_per_s", "raw_msgs_per_s"],
+                 "bandwidth": ["sidecore_gbps", "raw_gbps"], "harvest": ["speedup", "efficiency"],
+                 "mpi-latency": ["mpix_rtt_us", "mpi_rtt_us"]},
+    "mpi": {"mpi-throughput": ["tasks_per_s"], "mpi-harvest": ["speedup", "efficiency"]},
+    "dask": {"dask-latency": ["rtt_us"], "dask-throughput": ["tasks_per_s"], "dask-harvest": ["speedup", "efficiency"]},
+}
+# Loose upper bounds that catch a unit mix-up, not a slow machine: a round trip under 10 s, an
+# efficiency under 50 (1 is ideal, but in a quick run on a loaded machine the short run alone can be
+# starved of its CPU several times over, which pushes the ratio well above 1).
+limits = {"rtt_us": 1e7, "efficiency": 50.0}
+task_lengths = {10, 50, 1000, 10000}
+
+for system, benches in expected.items():
+    path = os.path.join(scratch, "results", f"{system}.jsonl")
+    if not os.path.exists(path):
+        fail(f"{system}: no {path}")
+        continue
+    seen = {}
+    with open(path) as stream:
+        for number, line in enumerate(stream, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                fail(f"{path}:{number}: not JSON ({error}): {line.strip()}")
+                continue
+            seen.setdefault(record.get("bench"), []).append(record)
+    for bench, fields in benches.items():
+        records = seen.get(bench, [])
+        if not records:
+            fail(f"{system}: no '{bench}' line in {path}")
+        for record in records:
+            for field in fields:
+                value = record.get(field)
+                if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                    fail(f"{system} {bench}: {field} = {value!r} is not a positive number: {record}")
+                elif value > limits.get(field, math.inf):
+                    fail(f"{system} {bench}: {field} = {value} is beyond any sane figure: {record}")
+        if bench.endswith("harvest"):
+            lengths = {record.get("task_us") for record in records}
+            if lengths != task_lengths:
+                fail(f"{system} {bench}: task lengths {sorted(lengths)} instead of {sorted(task_lengths)}")
+
+page = os.path.join(scratch, "benchmarks.md")
+if not os.path.exists(page):
+    fail(f"no page {page}")
+else:
+    text = open(page).read()
+    for heading in ("## Targets", "## Round trip of one task", "## Tasks per second", "## Harvest efficiency",
+                    "## How each figure was measured", "## Where Sidecore falls short, and why"):
+        if heading not in text:
+            fail(f"the page has no '{heading}' section")
+    for name in ("fi_pingpong", "Open MPI", "Dask", "Sidecore"):
+        if name not in text:
+            fail(f"the page never names {name}")
+    if "n/a" in text.split("## Tasks per second")[0].split("## Round trip of one task")[-1]:
+        fail("the round-trip table has a missing figure (n/a)")
+for plot in ("latency.png", "throughput.png", "harvest.png"):
+    path = os.path.join(scratch, "benchmarks", plot)
+    if not os.path.exists(path):
+        fail(f"no plot {path}")
+        continue
+    with open(path, "rb") as stream:
+        head = stream.read(8)
+    if head != b"\x89PNG\r\n\x1a\n" or os.path.getsize(path) < 5000:
+        fail(f"{path} is not a PNG with a plot in it ({os.path.getsize(path)} bytes)")
+    elif f"(benchmarks/{plot})" not in open(page).read():
+        fail(f"the page does not show {plot}")
+
+if failures:
+    print("compare_quick: FAILED:\n  " + "\n  ".join(failures))
+    sys.exit(1)
+print("compare_quick: every system's JSON lines, the page and its 3 plots are there")
+PY

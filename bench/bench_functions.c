@@ -67,3 +67,71 @@ SIDECORE_FUNCTION int spin_us(const void *in, size_t in_bytes, void *out, size_t
   *out_bytes = 0;
   return 0;
 }
+
+/* The soak figure's task (sidecore-bench soak): checks every byte of its input and writes an output
+ * whose every byte the caller checks, so that a byte lost, moved or mixed up between tasks anywhere
+ * on the way shows. The input is a header followed by a payload of any size (possibly none):
+ *
+ *   uint64 magic (SOAK_MAGIC), uint64 task id, uint64 seed, uint64 output bytes wanted; payload
+ *
+ * Byte p of the payload and byte p of the output are byte (p mod 8), little-endian, of word p / 8
+ * of a stream that depends only on (seed, task id, which of the two): soak_word() below.
+ * bench/soak.cpp generates and checks the same streams; any difference between the two copies
+ * fails every task at once, so they cannot drift apart unnoticed. Each word is computed on its own
+ * (no running state), so the loops vectorize. Returns 1 for a malformed header, 2 for a corrupted
+ * payload. */
+#define SOAK_MAGIC UINT64_C(0x4b414f5345524f43) /* "CORESOAK" */
+
+static uint64_t soak_mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+  z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+  return z ^ (z >> 31);
+}
+
+/* stream 0: the input payload, 1: the output (2 and 3 are the caller's, for the sizes). */
+static uint64_t soak_key(uint64_t seed, uint64_t task, uint64_t stream) {
+  return soak_mix(seed ^ soak_mix(task * 4 + stream));
+}
+
+static uint64_t soak_word(uint64_t key, uint64_t index) {
+  return soak_mix(key + (index + 1) * UINT64_C(0x9e3779b97f4a7c15));
+}
+
+SIDECORE_FUNCTION int soak(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
+  uint64_t header[4];
+  if (in_bytes < sizeof header) return 1;
+  memcpy(header, in, sizeof header);
+  if (header[0] != SOAK_MAGIC || header[3] > out_capacity) return 1;
+  const unsigned char *payload = (const unsigned char *)in + sizeof header;
+  const size_t payload_bytes = in_bytes - sizeof header;
+  const uint64_t in_key = soak_key(header[2], header[1], 0);
+  const size_t words = payload_bytes / 8;
+  uint64_t differ = 0;
+  for (size_t i = 0; i < words; ++i) {
+    uint64_t word;
+    memcpy(&word, payload + 8 * i, sizeof word);
+    differ |= word ^ soak_word(in_key, i);
+  }
+  if (payload_bytes % 8) {
+    uint64_t word = 0, expected = soak_word(in_key, words);
+    memcpy(&word, payload + 8 * words, payload_bytes % 8);
+    /* compare only the bytes the payload has: the first ones of the word in memory */
+    memset((unsigned char *)&expected + payload_bytes % 8, 0, 8 - payload_bytes % 8);
+    differ |= word ^ expected;
+  }
+  if (differ) return 2;
+
+  const size_t n = (size_t)header[3];
+  const uint64_t out_key = soak_key(header[2], header[1], 1);
+  unsigned char *o = (unsigned char *)out;
+  for (size_t i = 0; i < n / 8; ++i) {
+    const uint64_t word = soak_word(out_key, i);
+    memcpy(o + 8 * i, &word, sizeof word);
+  }
+  if (n % 8) {
+    const uint64_t word = soak_word(out_key, n / 8);
+    memcpy(o + 8 * (n / 8), &word, n % 8);
+  }
+  *out_bytes = n;
+  return 0;
+}

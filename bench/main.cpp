@@ -13,6 +13,7 @@
 #include "mpi_launch.hpp"
 #include "options.hpp"
 #include "server.hpp"
+#include "soak.hpp"
 
 namespace {
 
@@ -58,6 +59,7 @@ int main(int argc, char** argv) {
                "rounds of the two sides and print one JSON object per size on stdout.\n"
                "harvest, mpi-latency: run one MPI job under `sidecore-run --cores EXECUTOR_CORES -- mpirun ...`\n"
                "(program sidecore-bench-mpi) and print one JSON object per task length or size on stdout.\n"
+               "soak: one executor, caller processes and a million checked tasks of random sizes; one JSON object.\n"
                "Progress, warnings and errors go to stderr.",
                "sidecore-bench"};
   // --help lists every subcommand with all its options and defaults.
@@ -181,7 +183,13 @@ int main(int argc, char** argv) {
   serve->add_option("--spin-us", server.spin_us);
   serve->add_option("--credits", server.credits)->check(CLI::Range(1u, 4096u));
 
+  // soak and its hidden caller child: options and running live in soak.cpp.
+  sidecore::bench::SoakCommand soak;
+  soak.add_to(app);
+
   CLI11_PARSE(app, argc, argv);
+
+  if (soak.selected()) return soak.run(argv[0]);
 
   if (serve->parsed()) {
     const auto mode = sidecore::parse_poll_mode(server_poll);

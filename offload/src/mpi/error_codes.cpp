@@ -1,7 +1,10 @@
 #include "mpi/error_codes.hpp"
 
+#include <algorithm>
 #include <array>
+#include <charconv>
 #include <mutex>
+#include <string_view>
 
 namespace sidecore::mpi {
 namespace {
@@ -47,6 +50,23 @@ std::optional<ErrorKind> error_kind(int code) {
   if (code == MPI_SUCCESS) return ErrorKind::none;
   for (uint32_t kind = 1; kind < kErrorKindCount; ++kind) {
     if (codes[kind] != 0 && codes[kind] == code) return static_cast<ErrorKind>(kind);
+  }
+  // MPICH reports a failed request in a multiple-completion status (MPI_Waitall, ...) with a code
+  // of its own, class MPI_ERR_OTHER, whose message ends "query function returned error code N":
+  // N is ours.
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int length = 0;
+  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) return std::nullopt;
+  const std::string_view message(text, static_cast<size_t>(std::max(length, 0)));
+  constexpr std::string_view kWrapped = "returned error code ";
+  const size_t at = message.rfind(kWrapped);
+  if (at == std::string_view::npos) return std::nullopt;
+  int inner = 0;
+  const char* first = message.data() + at + kWrapped.size();
+  const auto [end, error] = std::from_chars(first, message.data() + message.size(), inner);
+  if (error != std::errc() || end == first || inner == code) return std::nullopt;
+  for (uint32_t kind = 1; kind < kErrorKindCount; ++kind) {
+    if (codes[kind] != 0 && codes[kind] == inner) return static_cast<ErrorKind>(kind);
   }
   return std::nullopt;
 }

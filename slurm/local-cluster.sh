@@ -13,7 +13,10 @@
 # --build DIR  the project's build folder (default: $SIDECORE_BUILD_DIR, else <repo>/build)
 # --executor PATH  another sidecore-executor than the one next to the plugin
 # --plugin-args admin arguments for the plugstack.conf line (see slurm/plugstack.conf.d/sidecore.conf)
-# --nodes N    only 1 for now
+# --nodes N    1 (default): one node, "localhost"; 2 to 8: nodes node1..nodeN, each its own host:
+#              a network namespace (sidecore-nodeI, address 10.203.77.(10+I) on the bridge
+#              sidecore-br0, 10.203.77.1 in this namespace, where slurmctld listens), its own
+#              hostname, /etc/hosts and /dev/shm. All nodes share this machine's CPUs.
 # env          prints `export SLURM_CONF=...` lines: eval "$(slurm/local-cluster.sh env)"
 #
 # Needs root (slurmd does) and Debian's munge slurmctld slurmd slurm-client (scripts/install-deps.sh).
@@ -25,6 +28,10 @@ dir=${SIDECORE_SLURM_DIR:-/tmp/sidecore-slurm}
 ctld_port=${SIDECORE_SLURMCTLD_PORT:-16817}
 slurmd_port=${SIDECORE_SLURMD_PORT:-16818}
 conf=$dir/slurm.conf
+# Simulated nodes (--nodes 2..8): a bridge here and one network namespace per node.
+bridge=sidecore-br0
+subnet=10.203.77
+controller_address=$subnet.1
 
 say() { echo "local-cluster: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -96,16 +103,84 @@ start_munge() {
   die "munged did not start; see $dir/munge/munged.log"
 }
 
+# The node names of the cluster as configured (localhost, or node1..nodeN).
+node_names() {
+  local count=1
+  [[ -s $dir/nodes ]] && count=$(cat "$dir/nodes")
+  if ((count == 1)); then echo localhost; else seq -f 'node%g' 1 "$count"; fi
+}
+
+# Bridge, namespaces, addresses and /etc/hosts of the simulated nodes (idempotent).
+setup_network() {
+  local count=$1 i
+  command -v ip >/dev/null || die "ip (iproute2) is needed for --nodes $count"
+  if ! ip link show "$bridge" >/dev/null 2>&1; then
+    ip link add "$bridge" type bridge
+    ip addr add "$controller_address/24" dev "$bridge"
+  fi
+  ip link set "$bridge" up
+  {
+    echo "127.0.0.1 localhost"
+    echo "$controller_address $(hostname)"
+    for ((i = 1; i <= count; i++)); do echo "$subnet.$((10 + i)) node$i"; done
+  } > "$dir/hosts"
+  chmod 0644 "$dir/hosts"
+  for ((i = 1; i <= count; i++)); do
+    local ns=sidecore-node$i
+    [[ -e /run/netns/$ns ]] || ip netns add "$ns"
+    if ! ip link show "sc-node$i" >/dev/null 2>&1; then
+      ip link add "sc-node$i" type veth peer name eth0 netns "$ns"
+      ip link set "sc-node$i" master "$bridge" up
+      ip -n "$ns" addr add "$subnet.$((10 + i))/24" dev eth0
+    fi
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" route replace default via "$controller_address"
+  done
+}
+
+teardown_network() {
+  local i
+  for ((i = 1; i <= 8; i++)); do
+    ip link del "sc-node$i" 2>/dev/null || true
+    [[ -e /run/netns/sidecore-node$i ]] && ip netns del "sidecore-node$i" 2>/dev/null || true
+  done
+  ip link del "$bridge" 2>/dev/null || true
+}
+
+# slurmd for node $1, in its namespace with its own hostname, /etc/hosts and /dev/shm (nsenter,
+# not `ip netns exec`, which remounts /sys and takes the cgroup mounts away from slurmd).
+start_node_slurmd() {
+  local node=$1
+  if [[ $node == localhost ]]; then
+    slurmd -N localhost -f "$conf"
+    return
+  fi
+  nsenter --net="/run/netns/sidecore-$node" unshare --uts --mount --propagation private \
+    sh -c "hostname $node && mount -t tmpfs -o mode=1777 tmpfs /dev/shm && mount --bind '$dir/hosts' /etc/hosts && exec slurmd -N $node -f '$conf'"
+}
+
 write_config() {
-  local layout
+  local layout count=$1
   # The node's real layout, so that slurmd agrees with slurm.conf (memory left at the default).
   layout=$(slurmd -C | head -1 | sed -e 's/^NodeName=[^ ]* //' -e 's/ RealMemory=[0-9]*//')
+  local control="localhost(127.0.0.1)" nodes_lines partition_nodes
+  if ((count == 1)); then
+    nodes_lines="NodeName=localhost NodeAddr=127.0.0.1 $layout State=UNKNOWN"
+    partition_nodes=localhost
+  else
+    control="$(hostname)($controller_address)"
+    nodes_lines=$(for ((i = 1; i <= count; i++)); do
+      echo "NodeName=node$i NodeAddr=$subnet.$((10 + i)) NodeHostname=node$i $layout State=UNKNOWN"
+    done)
+    partition_nodes="node[1-$count]"
+  fi
   install -d -m 0755 "$dir" "$dir/log" "$dir/state" "$dir/spool" "$dir/run"
   install -d -m 1777 "$dir/tmp"
   cat > "$dir/slurm.conf.new" <<CONF
 # Written by slurm/local-cluster.sh; rewritten on every \`up\` whose options changed.
 ClusterName=sidecore
-SlurmctldHost=localhost(127.0.0.1)
+SlurmctldHost=$control
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port
 SlurmUser=root
@@ -121,7 +196,7 @@ SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd-%n.log
 SlurmdDebug=info
 SlurmctldDebug=info
-TmpFS=$dir/tmp
+TmpFS=$dir/tmp/%n
 PlugStackConfig=$dir/plugstack.conf
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/affinity
@@ -136,9 +211,9 @@ JobCompType=jobcomp/none
 ReturnToService=2
 KillWait=5
 MinJobAge=10
-NodeName=localhost NodeAddr=127.0.0.1 $layout State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
-PartitionName=other Nodes=localhost MaxTime=INFINITE State=UP
+$nodes_lines
+PartitionName=debug Nodes=$partition_nodes Default=YES MaxTime=INFINITE State=UP
+PartitionName=other Nodes=$partition_nodes MaxTime=INFINITE State=UP
 CONF
   cat > "$dir/plugstack.conf.new" <<CONF
 # Written by slurm/local-cluster.sh. Admin arguments: slurm/plugstack.conf.d/sidecore.conf.
@@ -152,20 +227,30 @@ start_slurm() {
     # -c: a test cluster starts with no jobs left over from an earlier run.
     slurmctld -c -f "$conf" || die "slurmctld did not start; see $dir/log/slurmctld.log"
   fi
-  if ! pid_alive "$dir/run/slurmd-localhost.pid"; then
-    slurmd -N localhost -f "$conf" || die "slurmd did not start; see $dir/log/slurmd-localhost.log"
-  fi
-  local state=""
+  local node
+  for node in $(node_names); do
+    install -d -m 1777 "$dir/tmp/$node"
+    if ! pid_alive "$dir/run/slurmd-$node.pid"; then
+      start_node_slurmd "$node" || die "slurmd did not start on $node; see $dir/log/slurmd-$node.log"
+    fi
+  done
+  local state="" ready
   for _ in $(seq 300); do
-    state=$(SLURM_CONF=$conf sinfo -h -n localhost -o %T 2>/dev/null | head -1 || true)
-    case $state in
-      idle | mixed | allocated) return 0 ;;
-      drain* | down*)
-        SLURM_CONF=$conf scontrol update nodename=localhost state=resume >/dev/null 2>&1 || true ;;
-    esac
+    ready=1
+    for node in $(node_names); do
+      state=$(SLURM_CONF=$conf sinfo -h -n "$node" -o %T 2>/dev/null | head -1 || true)
+      case $state in
+        idle | mixed | allocated) ;;
+        drain* | down*)
+          ready=0
+          SLURM_CONF=$conf scontrol update nodename="$node" state=resume >/dev/null 2>&1 || true ;;
+        *) ready=0 ;;
+      esac
+    done
+    ((ready)) && return 0
     sleep 0.1
   done
-  die "the node is '${state:-unknown}' after 30 s; see $dir/log/"
+  die "node $node is '${state:-unknown}' after 30 s; see $dir/log/"
 }
 
 cmd_up() {
@@ -187,13 +272,22 @@ cmd_up() {
     esac
     shift
   done
-  [[ $nodes =~ ^[0-9]+$ ]] && ((nodes >= 1)) || die "--nodes wants a positive number, not '$nodes'"
-  ((nodes == 1)) || die "--nodes $nodes: only a single node is supported (simulated multi-node clusters are not implemented yet)"
+  [[ $nodes =~ ^[0-9]+$ ]] && ((nodes >= 1 && nodes <= 8)) || die "--nodes wants a number from 1 to 8, not '$nodes'"
   need_tools
   locate_sidecore
   install -d -m 0755 "$dir"
+  # A change of node count stops every slurmd of the old layout first.
+  local old_count=1
+  [[ -s $dir/nodes ]] && old_count=$(cat "$dir/nodes")
+  if ((old_count != nodes)); then
+    local node
+    for node in $(node_names); do stop_daemon "$dir/run/slurmd-$node.pid" slurmd; done
+    ((nodes > 1 || old_count == 1)) || teardown_network
+  fi
+  echo "$nodes" > "$dir/nodes"
+  ((nodes == 1)) || setup_network "$nodes"
   start_munge
-  write_config
+  write_config "$nodes"
   local restart_ctld=0 restart_slurmd=0
   cmp -s "$dir/slurm.conf.new" "$conf" || restart_ctld=1
   cmp -s "$dir/plugstack.conf.new" "$dir/plugstack.conf" || restart_slurmd=1
@@ -206,9 +300,14 @@ cmd_up() {
     stop_daemon "$dir/run/slurmctld.pid" slurmctld
   fi
   # plugstack.conf is read when slurmd starts.
-  if ((restart_slurmd)) && pid_alive "$dir/run/slurmd-localhost.pid"; then
-    say "plugstack.conf changed: restarting slurmd"
-    stop_daemon "$dir/run/slurmd-localhost.pid" slurmd
+  if ((restart_slurmd)); then
+    local node
+    for node in $(node_names); do
+      if pid_alive "$dir/run/slurmd-$node.pid"; then
+        say "plugstack.conf changed: restarting slurmd on $node"
+        stop_daemon "$dir/run/slurmd-$node.pid" slurmd
+      fi
+    done
   fi
   start_slurm
   say "up: $(SLURM_CONF=$conf sinfo -h -o '%P %D %T %C' | tr '\n' ' ')(plugin $plugin)"
@@ -217,16 +316,20 @@ cmd_up() {
 cmd_down() {
   [[ $(id -u) -eq 0 ]] || die "must run as root"
   # In parallel: each waits for its own daemon.
-  stop_daemon "$dir/run/slurmd-localhost.pid" slurmd &
+  local node
+  for node in $(node_names); do stop_daemon "$dir/run/slurmd-$node.pid" slurmd & done
   stop_daemon "$dir/run/slurmctld.pid" slurmctld &
   wait
   stop_daemon "$dir/munge/munged.pid" munged
+  if [[ -s $dir/nodes ]] && (($(cat "$dir/nodes") > 1)); then teardown_network; fi
   say "down (state and logs stay in $dir)"
 }
 
 cmd_status() {
   local up=0
-  for entry in munged:$dir/munge/munged.pid slurmctld:$dir/run/slurmctld.pid slurmd:$dir/run/slurmd-localhost.pid; do
+  local entries=(munged:$dir/munge/munged.pid slurmctld:$dir/run/slurmctld.pid) node
+  for node in $(node_names); do entries+=("slurmd-$node:$dir/run/slurmd-$node.pid"); done
+  for entry in "${entries[@]}"; do
     local name=${entry%%:*} pidfile=${entry#*:}
     if pid_alive "$pidfile"; then echo "$name: running (pid $(cat "$pidfile"))"; else echo "$name: stopped"; up=1; fi
   done

@@ -60,6 +60,17 @@ void remove_card_folder(const std::string& folder) {
   rmdir(folder.c_str());
 }
 
+// The step token srun put in the job's environment, when it looks like one (32 hex digits).
+std::string step_token(const std::vector<std::string>& job_env) {
+  const std::string prefix = std::string(kStepTokenVariable) + "=";
+  for (const auto& entry : job_env) {
+    if (entry.rfind(prefix, 0) != 0) continue;
+    const std::string value = entry.substr(prefix.size());
+    if (value.size() == 32 && value.find_first_not_of("0123456789abcdef") == std::string::npos) return value;
+  }
+  return "";
+}
+
 }  // namespace
 
 Plugin::Plugin(SpankHost& host, std::string default_executor, CoreMapper map_cores)
@@ -118,6 +129,18 @@ void Plugin::no_executor(const std::string& why) {
   const LogLevel level = options_.offload ? LogLevel::warn : LogLevel::info;
   if (level < config_.log_level) return;
   host_.log(level, "sidecore: no executor on this node: " + why);
+}
+
+int Plugin::local_user_init() try {
+  // One token for the whole step: srun draws it and passes it to every node in the step's
+  // environment, so that a rank on one node can use the executors of the others. (Drawn on each
+  // node instead, every executor would refuse every other node's ranks.)
+  if (host_.context() == Context::local && !host_.setenv(kStepTokenVariable, generate_token())) {
+    log(LogLevel::warn, "cannot pass the step's token to its nodes; executors serve their own node only");
+  }
+  return 0;
+} catch (...) {
+  return 0;
 }
 
 int Plugin::user_init() try {
@@ -193,7 +216,9 @@ void Plugin::start_executor() {
     return;
   }
 
-  const std::string token = generate_token();
+  // The token srun drew for the step (the same on every node), else one for this node alone.
+  std::string token = step_token(step.job_env);
+  if (token.empty()) token = generate_token();
   const std::string cpus = mapping.cpus.to_string();
   const PollMode poll = options_.poll.value_or(config_.poll);
   LaunchSpec spec;

@@ -17,6 +17,9 @@ namespace sidecore::spank {
 
 enum class OptionId : int { offload = 1, poll = 2, lib = 3, stats = 4 };
 
+// Set by srun (local_user_init) in the step's environment: the step's token, for every node.
+inline constexpr const char* kStepTokenVariable = "SIDECORE_STEP_TOKEN";
+
 class Plugin {
  public:
   // `default_executor`: where sidecore-executor is when the admin does not say (executor=).
@@ -29,6 +32,8 @@ class Plugin {
   int option(OptionId id, const char* value, bool remote);
   int init_post_opt();
   // Starts the executor. Always 0: an error here drains the node in 22.05.
+  // srun: draws the step's token, which every node's slurmstepd then uses (SIDECORE_STEP_TOKEN).
+  int local_user_init();
   int user_init();
   int task_post_fork();
   // The last local task's exit stops the executor.

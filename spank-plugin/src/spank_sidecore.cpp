@@ -8,6 +8,7 @@ extern "C" {
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -89,6 +90,9 @@ class SlurmSpankHost final : public sidecore::spank::SpankHost {
   }
 
   bool setenv(const std::string& name, const std::string& value) override {
+    // In srun (local context) spank_setenv is not available: srun's own environment is what it
+    // passes on to the step's tasks on every node.
+    if (spank_context() == S_CTX_LOCAL) return ::setenv(name.c_str(), value.c_str(), 1) == 0;
     return spank_setenv(spank_, name.c_str(), value.c_str(), 1) == ESPANK_SUCCESS;
   }
 
@@ -175,6 +179,10 @@ SIDECORE_EXPORT int slurm_spank_job_prolog(spank_t spank, int argc, char** argv)
 
 SIDECORE_EXPORT int slurm_spank_init_post_opt(spank_t spank, int, char**) {
   return guarded(spank, [](sidecore::spank::Plugin& p) { return p.init_post_opt(); });
+}
+
+SIDECORE_EXPORT int slurm_spank_local_user_init(spank_t spank, int, char**) {
+  return guarded(spank, [](sidecore::spank::Plugin& p) { return p.local_user_init(); });
 }
 
 SIDECORE_EXPORT int slurm_spank_user_init(spank_t spank, int, char**) {

@@ -94,6 +94,30 @@ TEST_F(PluginTest, StartsOnTheIdleCoresExportsTheVariablesAndStopsAfterTheLastTa
   EXPECT_FALSE(card_folder_left());
 }
 
+// One token per step, the same on every node: srun draws it (local context) and every node's
+// slurmstepd uses it, so ranks can use the executors of other nodes.
+TEST_F(PluginTest, SrunDrawsTheStepTokenThatEveryNodeUses) {
+  host.current = Context::local;
+  EXPECT_EQ(plugin.local_user_init(), 0);
+  const std::string drawn = host.env[kStepTokenVariable];
+  EXPECT_TRUE(std::regex_match(drawn, std::regex("[0-9a-f]{32}"))) << drawn;
+  for (uint32_t node = 0; node < 2; ++node) {  // two nodes' slurmstepd, each with the job's environment
+    Plugin on_node{host, "/nonexistent", two_cpu_topology};
+    host.items.node_id = node;
+    ASSERT_TRUE(start_step(on_node, host, admin(), {{OptionId::offload, nullptr}}));
+    EXPECT_EQ(host.env["SIDECORE_TOKEN"], drawn) << "node " << node;
+    EXPECT_NE(card().find("token=" + drawn), std::string::npos) << card();
+    EXPECT_TRUE(end_step(on_node, host));
+  }
+  // Something that is not a token (set by hand, say) is not used.
+  host.env[kStepTokenVariable] = "not-a-token";
+  Plugin other{host, "/nonexistent", two_cpu_topology};
+  ASSERT_TRUE(start_step(other, host, admin(), {{OptionId::offload, nullptr}}));
+  EXPECT_NE(host.env["SIDECORE_TOKEN"], "not-a-token");
+  EXPECT_TRUE(std::regex_match(host.env["SIDECORE_TOKEN"], std::regex("[0-9a-f]{32}")));
+  EXPECT_TRUE(end_step(other, host));
+}
+
 TEST_F(PluginTest, EachStepGetsAFreshToken) {
   ASSERT_TRUE(start_step(plugin, host, admin(), {{OptionId::offload, "idle"}}));
   const std::string first = host.env["SIDECORE_TOKEN"];

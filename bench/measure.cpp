@@ -521,16 +521,7 @@ const char* function_for(BenchKind kind) {
 
 int run_bench(const BenchOptions& options, const char* program) {
   try {
-    const auto& known = fabric::supported_providers();
-    if (std::find(known.begin(), known.end(), options.provider) == known.end()) {
-      std::string list;
-      for (const auto& name : known) list += (list.empty() ? "" : ", ") + name;
-      throw std::runtime_error("unknown provider '" + options.provider + "' (known: " + list + ")");
-    }
-    // Keep test traffic on loopback: tcp and net otherwise bind eth0's address.
-    if (options.provider.find("tcp") != std::string::npos) setenv("FI_TCP_IFACE", "lo", 0);
-    if (options.provider.find("net") != std::string::npos) setenv("FI_NET_IFACE", "lo", 0);
-    fabric::find_provider(options.provider);  // a clear error now rather than from the child
+    use_provider_on_loopback(options.provider);
 
     const CoreSet allowed = CoreSet::allowed();
     for (int cpu : {options.client_cpu, options.server_cpu}) {

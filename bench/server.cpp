@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "control_channel.hpp"
 #include "executor.hpp"
 #include "raw_fabric.hpp"
 #include "token.hpp"
@@ -229,32 +230,6 @@ class ExecutorThreads {
     }
   }
   std::vector<pid_t> demoted_;
-};
-
-class ControlChannel {
- public:
-  // Keeps a private copy of stdout for the protocol and points fd 1 at stderr.
-  ControlChannel() {
-    const int fd = dup(STDOUT_FILENO);
-    if (fd < 0 || dup2(STDERR_FILENO, STDOUT_FILENO) < 0) throw std::runtime_error("cannot set up the control pipe");
-    out_ = fdopen(fd, "w");
-    if (out_ == nullptr) throw std::runtime_error("cannot set up the control pipe");
-  }
-  ~ControlChannel() {
-    if (out_ != nullptr) std::fclose(out_);
-  }
-  ControlChannel(const ControlChannel&) = delete;
-  ControlChannel& operator=(const ControlChannel&) = delete;
-
-  void say(const std::string& line) {
-    std::fputs(line.c_str(), out_);
-    std::fputc('\n', out_);
-    std::fflush(out_);
-  }
-  bool next(std::string& line) { return static_cast<bool>(std::getline(std::cin, line)); }
-
- private:
-  std::FILE* out_ = nullptr;
 };
 
 void pin_process(int cpu) {

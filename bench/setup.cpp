@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -9,6 +10,8 @@
 #include <cstring>
 #include <stdexcept>
 #include <thread>
+
+#include "fabric/info.hpp"
 
 namespace sidecore::bench {
 namespace {
@@ -82,6 +85,19 @@ double other_runnable_threads() {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return sum / kSamples;
+}
+
+void use_provider_on_loopback(const std::string& provider) {
+  const auto& known = fabric::supported_providers();
+  if (std::find(known.begin(), known.end(), provider) == known.end()) {
+    std::string list;
+    for (const auto& name : known) list += (list.empty() ? "" : ", ") + name;
+    throw std::runtime_error("unknown provider '" + provider + "' (known: " + list + ")");
+  }
+  // Bench traffic stays on loopback: tcp and net otherwise bind eth0's address.
+  if (provider.find("tcp") != std::string::npos) setenv("FI_TCP_IFACE", "lo", 0);
+  if (provider.find("net") != std::string::npos) setenv("FI_NET_IFACE", "lo", 0);
+  fabric::find_provider(provider);  // a clear error now rather than from a child
 }
 
 }  // namespace sidecore::bench

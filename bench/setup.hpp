@@ -18,6 +18,10 @@ std::string find_library(const std::string& requested, const char* program);
 std::string find_program(const std::string& requested, const std::vector<std::string>& candidates,
                          const std::string& fallback);
 
+// Checks that `provider` is one libfabric offers here (std::runtime_error naming the known ones
+// otherwise) and keeps tcp and net traffic on loopback (FI_TCP_IFACE / FI_NET_IFACE=lo unless set).
+void use_provider_on_loopback(const std::string& provider);
+
 // Threads of other programs that are running or ready to run, sampled for a moment (100 ms): on a
 // machine with two CPUs, any of them steals time from one side or the other.
 double other_runnable_threads();

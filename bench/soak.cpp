@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "control_channel.hpp"
 #include "core_set.hpp"
 #include "fabric/error.hpp"
 #include "fabric/info.hpp"
@@ -296,34 +297,6 @@ constexpr auto kStallTimeout = std::chrono::seconds(60);
 constexpr auto kSleep = std::chrono::milliseconds(10);
 // Failures described on stderr, per caller; the rest are only counted.
 constexpr uint64_t kFailuresShown = 5;
-
-// The control channel to the bench: a private copy of stdout for the protocol, with fd 1 itself
-// pointed at stderr so that nothing else the process prints (libraries included) can corrupt it.
-class ControlChannel {
- public:
-  ControlChannel() {
-    const int fd = dup(STDOUT_FILENO);
-    if (fd < 0 || dup2(STDERR_FILENO, STDOUT_FILENO) < 0) throw std::runtime_error("cannot set up the control pipe");
-    out_ = fdopen(fd, "w");
-    if (out_ == nullptr) throw std::runtime_error("cannot set up the control pipe");
-  }
-  ~ControlChannel() {
-    if (out_ != nullptr) std::fclose(out_);
-  }
-  ControlChannel(const ControlChannel&) = delete;
-  ControlChannel& operator=(const ControlChannel&) = delete;
-
-  void say(const std::string& line) {
-    std::fputs(line.c_str(), out_);
-    std::fputc('\n', out_);
-    std::fflush(out_);
-  }
-  // The next line from the bench; false at end of input (the bench is gone).
-  bool next(std::string& line) { return static_cast<bool>(std::getline(std::cin, line)); }
-
- private:
-  std::FILE* out_ = nullptr;
-};
 
 // Keeps a window of tasks in flight through one client and checks every completion.
 class Caller {
@@ -833,16 +806,7 @@ int run_soak_caller(const SoakCallerOptions& options) {
 
 int run_soak(const SoakOptions& options, const char* program) {
   try {
-    const auto& known = fabric::supported_providers();
-    if (std::find(known.begin(), known.end(), options.provider) == known.end()) {
-      std::string list;
-      for (const auto& name : known) list += (list.empty() ? "" : ", ") + name;
-      throw std::runtime_error("unknown provider '" + options.provider + "' (known: " + list + ")");
-    }
-    // Keep the traffic on loopback: tcp and net otherwise bind eth0's address.
-    if (options.provider.find("tcp") != std::string::npos) setenv("FI_TCP_IFACE", "lo", 0);
-    if (options.provider.find("net") != std::string::npos) setenv("FI_NET_IFACE", "lo", 0);
-    fabric::find_provider(options.provider);  // a clear error now rather than from the executor
+    use_provider_on_loopback(options.provider);
 
     if (options.max_bytes < kHeaderBytes) {
       throw std::runtime_error(fmt::format("--max-bytes must be at least {} (the input's header)", kHeaderBytes));

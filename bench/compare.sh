@@ -60,7 +60,6 @@ while (($#)); do
   shift
 done
 
-build=$(cd "$build" 2>/dev/null && pwd) || { echo "compare.sh: no build folder $build (build first, or --build DIR)" >&2; exit 2; }
 if ((quick)); then
   results=${results:-$build/compare-quick/results}
   page=${page:-$build/compare-quick/benchmarks.md}
@@ -79,6 +78,7 @@ if ((report_only)); then
   report
   exit 0
 fi
+build=$(cd "$build" 2>/dev/null && pwd) || { echo "compare.sh: no build folder $build (build first, or --build DIR)" >&2; exit 2; }
 
 step() { printf 'compare.sh: %s (%s)\n' "$1" "$(date +%T)" >&2; }
 die() { echo "compare.sh: error: $*" >&2; exit 1; }
@@ -133,8 +133,11 @@ else
   pingpong_runs=5
 fi
 all_sizes=$small_sizes${large_sizes:+,$large_sizes}
-# fi_pingpong is the floor of both the round trips and the bandwidth.
-pingpong_sizes=$(tr , '\n' <<<"$all_sizes,$bw_sizes" | sort -nu | paste -sd,)
+# fi_pingpong is the floor of both the round trips and the bandwidth; it also runs at 4 KiB plus
+# Sidecore's 56-byte task header (sizeof(protocol::TaskMessage)), where shm's 4096-byte inject size
+# ends, so that the page can show that step in the floor itself.
+task_header=56
+pingpong_sizes=$(tr , '\n' <<<"$all_sizes,$bw_sizes,$((4096 + task_header))" | sort -nu | paste -sd,)
 window=64
 
 mkdir -p "$results/logs"

@@ -2,7 +2,7 @@
 # bench/compare.sh: Sidecore side by side with what users would pick instead, measured in one go on
 # this machine, and docs/benchmarks.md regenerated from the results, with its plots.
 #
-#   bench/compare.sh            the full run (about 10 minutes on 2 CPUs): results in bench/results/,
+#   bench/compare.sh            the full run (about 8 minutes on 2 CPUs): results in bench/results/,
 #                               the page in docs/benchmarks.md, plots in docs/benchmarks/
 #   bench/compare.sh --quick    each system once, small sizes and short runs (under a minute);
 #                               writes into <build>/compare-quick/ unless --results/--page say otherwise
@@ -28,7 +28,7 @@ page=""
 python=/usr/bin/python3  # Debian's, which has python3-distributed (a python3 earlier on PATH may not)
 
 usage() {
-  sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   cat <<'EOF'
 Options:
   --quick           each system once on small sizes (the smoke test's mode)

@@ -22,6 +22,7 @@
 #include "fabric/endpoint.hpp"
 #include "fabric/error.hpp"
 #include "fabric/memory_region.hpp"
+#include "liveness_listener.hpp"
 #include "log.hpp"
 #include "message_buffers.hpp"
 #include "protocol.hpp"
@@ -63,7 +64,7 @@ struct Client::Impl {
   struct ExecutorLink {
     ExecutorCard card;
     Doorbell doorbell;
-    int pidfd = -1;     // the executor's process, when it runs on this host: readable once it died
+    int pidfd = -1;     // pidfd (same host) or liveness connection (other host): readable once it died
     bool lost = false;  // it died: tasks for it complete with EXECUTOR_LOST
     std::vector<WorkerLink> workers;
     std::deque<std::pair<uint32_t, TaskId>> waiting;  // slots queued for a free credit (stale ones skipped)
@@ -324,10 +325,22 @@ struct Client::Impl {
 
   // --- liveness ----------------------------------------------------------------------------------
 
-  // An executor on this host is watched through a pidfd on the pid in its card. (Elsewhere there is
-  // no process to watch; a remote executor's death shows as a task timeout for now.)
+  // An executor on this host is watched through a pidfd on the pid in its card; one elsewhere through
+  // a connection to its liveness port, which its kernel closes when it dies (liveness_listener.hpp).
+  // Either descriptor turns readable then.
   void watch_process(ExecutorLink& link) {
-    if (link.card.pid <= 0 || link.card.host != local_host_name()) return;
+    if (link.card.host != local_host_name()) {
+      if (link.card.watch > 0) {
+        link.pidfd = connect_liveness(link.card.host, static_cast<uint16_t>(link.card.watch),
+                                      static_cast<int>(options.connect_timeout.count()));
+        if (link.pidfd < 0) {
+          logger("sidecore.client")->warn("cannot watch executor {} on {} (port {}): its loss shows only as task "
+                                          "timeouts", link.card.executor_id, link.card.host, link.card.watch);
+        }
+      }
+      return;
+    }
+    if (link.card.pid <= 0) return;
     link.pidfd = static_cast<int>(syscall(SYS_pidfd_open, static_cast<pid_t>(link.card.pid), 0));
     if (link.pidfd >= 0) return;
     if (errno == ESRCH) {  // it answered the handshake and is gone already

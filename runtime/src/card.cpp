@@ -61,9 +61,10 @@ std::string format_card(const ExecutorCard& card) {
     if (!addresses.empty()) addresses.push_back(',');
     addresses += to_hex(address);
   }
-  return fmt::format("{}{} id={} host={}{} provider={} workers={} doorbell={} addrs={}", kPrefix,
+  return fmt::format("{}{} id={} host={}{}{} provider={} workers={} doorbell={} addrs={}", kPrefix,
                      ExecutorCard::kVersion, card.executor_id, card.host,
-                     card.pid > 0 ? fmt::format(" pid={}", card.pid) : std::string(), card.provider,
+                     card.pid > 0 ? fmt::format(" pid={}", card.pid) : std::string(),
+                     card.watch > 0 ? fmt::format(" watch={}", card.watch) : std::string(), card.provider,
                      card.worker_addresses.size(), card.doorbell.empty() ? "-" : card.doorbell, addresses);
 }
 
@@ -89,8 +90,8 @@ ExecutorCard parse_card(std::string_view text) {
       throw CardError(fmt::format("executor card field '{}' is not key=value", field));
     }
     auto key = field.substr(0, eq);
-    if (key != "id" && key != "host" && key != "pid" && key != "provider" && key != "workers" && key != "doorbell" &&
-        key != "addrs") {
+    if (key != "id" && key != "host" && key != "pid" && key != "watch" && key != "provider" && key != "workers" &&
+        key != "doorbell" && key != "addrs") {
       throw CardError(fmt::format("executor card has an unknown field '{}'", key));
     }
     if (!values.emplace(key, field.substr(eq + 1)).second) {
@@ -113,6 +114,13 @@ ExecutorCard parse_card(std::string_view text) {
     auto [pid_end, pid_ec] = std::from_chars(text.data(), text.data() + text.size(), card.pid);
     if (pid_ec != std::errc{} || pid_end != text.data() + text.size() || card.pid <= 0 || card.pid > 0x7fffffff) {
       throw CardError(fmt::format("executor card pid '{}' is not a process id", text));
+    }
+  }
+  if (auto watch = values.find("watch"); watch != values.end()) {
+    const auto text = watch->second;
+    auto [watch_end, watch_ec] = std::from_chars(text.data(), text.data() + text.size(), card.watch);
+    if (watch_ec != std::errc{} || watch_end != text.data() + text.size() || card.watch == 0 || card.watch > 65535) {
+      throw CardError(fmt::format("executor card watch port '{}' is not a TCP port", text));
     }
   }
   if (!printable_token(values["provider"])) throw CardError("executor card provider is empty or not printable");

@@ -3,7 +3,8 @@
 //   sidecore/1 id=<16 hex> host=<hostname> [pid=<executor pid>] provider=<libfabric provider>
 //              workers=<n> doorbell=<shm name or -> addrs=<hex address>,<hex address>,...
 //
-// pid (optional) lets callers on the same host notice the executor's death at once (pidfd).
+// pid (optional) lets callers on the same host notice the executor's death at once (pidfd);
+// watch (optional, after pid) is the TCP port of its liveness listener, for callers on other hosts.
 //
 // Fields are separated by single spaces (provider names such as "tcp;ofi_rxm" contain ';').
 #pragma once
@@ -26,6 +27,7 @@ struct ExecutorCard {
   std::string executor_id;                    // 16 hex digits, random per executor
   std::string host;                           // the executor's hostname
   long pid = 0;                               // the serving process on `host`; 0: not given
+  unsigned watch = 0;                         // liveness port (liveness_listener.hpp); 0: none
   std::string provider;                       // libfabric provider of every address below
   std::string doorbell;                       // shared-memory doorbell name, empty when none
   std::vector<std::string> worker_addresses;  // raw libfabric endpoint names, one per worker

@@ -42,6 +42,11 @@ Executor::Executor(ExecutorConfig config) : config_(std::move(config)) {
     doorbell_ = Doorbell::create(card_.doorbell, static_cast<unsigned>(config_.cores.size()));
     shared_.doorbell = &doorbell_;
   }
+  // shm reaches only this host, where callers watch the pid; other providers get a liveness port.
+  if (config_.provider != "shm") {
+    liveness_ = std::make_unique<LivenessListener>();
+    card_.watch = liveness_->port();
+  }
   shared_.token = config_.token;
   shared_.loader = &loader_;
   for (const auto& library : config_.preload) {

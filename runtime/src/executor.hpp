@@ -12,6 +12,7 @@
 #include "core_set.hpp"
 #include "doorbell.hpp"
 #include "function_loader.hpp"
+#include "liveness_listener.hpp"
 #include "service_stats.hpp"
 #include "worker.hpp"
 
@@ -49,6 +50,7 @@ class Executor {
   ExecutorConfig config_;
   FunctionLoader loader_;
   Doorbell doorbell_;
+  std::unique_ptr<LivenessListener> liveness_;  // for callers on other hosts (not with shm)
   WorkerShared shared_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;

@@ -2,20 +2,56 @@
 // rank connects (SIDECORE_EXECUTOR and SIDECORE_TOKEN). It echoes COUNT distinct 8-byte values
 // through LIBRARY's `echo`, checks every one, and prints "ok COUNT" (exit 0); any failure goes to
 // stderr with exit status 1.
+//
+// sidecore_integration_env_client LIBRARY COUNT --sleep-us N: submits COUNT tasks of LIBRARY's
+// `sleep_us` (N us each), prints "ready" once they are submitted, then, when all have completed,
+// one line "KIND=COUNT ... ms=ELAPSED" with how many completed with each error kind and how long
+// that took after "ready" (exit 0).
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "sidecore/sidecore.hpp"
 
+namespace {
+
+int sleep_tasks(const std::string& library, size_t count, uint32_t us) {
+  auto client = sidecore::Client::from_environment();
+  const auto sleep = client.lookup(library, "sleep_us");
+  std::vector<sidecore::TaskId> ids;
+  for (size_t i = 0; i < count; ++i) ids.push_back(client.submit(sleep, &us, sizeof us, nullptr, 0));
+  client.progress();
+  std::printf("ready\n");
+  std::fflush(stdout);
+  const auto started = std::chrono::steady_clock::now();
+  std::map<std::string, size_t> kinds;
+  for (const auto id : ids) ++kinds[std::string(to_string(client.wait(id).error))];
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+  for (const auto& [kind, n] : kinds) std::printf("%s=%zu ", kind.c_str(), n);
+  std::printf("ms=%lld\n", static_cast<long long>(ms.count()));
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  if (argc == 5 && std::string(argv[3]) == "--sleep-us") {
+    try {
+      return sleep_tasks(argv[1], std::strtoul(argv[2], nullptr, 10),
+                         static_cast<uint32_t>(std::strtoul(argv[4], nullptr, 10)));
+    } catch (const sidecore::Error& e) {
+      std::fprintf(stderr, "sidecore error %s: %s\n", std::string(to_string(e.kind())).c_str(), e.what());
+      return 1;
+    }
+  }
   if (argc != 3) {
-    std::fprintf(stderr, "usage: %s LIBRARY COUNT\n", argv[0]);
+    std::fprintf(stderr, "usage: %s LIBRARY COUNT [--sleep-us N]\n", argv[0]);
     return 2;
   }
   const std::string library = argv[1];

@@ -31,6 +31,7 @@ void expect_same(const ExecutorCard& a, const ExecutorCard& b) {
   EXPECT_EQ(a.executor_id, b.executor_id);
   EXPECT_EQ(a.host, b.host);
   EXPECT_EQ(a.pid, b.pid);
+  EXPECT_EQ(a.watch, b.watch);
   EXPECT_EQ(a.provider, b.provider);
   EXPECT_EQ(a.doorbell, b.doorbell);
   EXPECT_EQ(a.worker_addresses, b.worker_addresses);
@@ -223,6 +224,19 @@ TEST(CardPid, IsOptional) {
 TEST(CardPid, ThatIsNotAProcessIdIsNamed) {
   for (const char* bad : {"pid=", "pid=0", "pid=-3", "pid=12ab", "pid=99999999999"}) {
     EXPECT_THAT(parse_error(with_field("host", std::string("host=node01 ") + bad)), HasSubstr("pid")) << bad;
+  }
+}
+
+TEST(CardWatch, TheLivenessPortIsOptionalWrittenAfterThePidAndReadBack) {
+  ExecutorCard card = sample_card();
+  card.pid = 7;
+  card.watch = 40123;
+  const std::string text = format_card(card);
+  EXPECT_THAT(text, HasSubstr(" host=node01 pid=7 watch=40123 provider="));
+  expect_same(parse_card(text), card);
+  EXPECT_EQ(parse_card(kSampleText).watch, 0u);
+  for (const char* bad : {"watch=", "watch=0", "watch=65536", "watch=-1", "watch=http"}) {
+    EXPECT_THAT(parse_error(with_field("host", std::string("host=node01 ") + bad)), HasSubstr("watch")) << bad;
   }
 }
 

@@ -5,8 +5,10 @@
 
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -37,5 +39,19 @@ class ControlChannel {
  private:
   std::FILE* out_ = nullptr;
 };
+
+// The start of every child the bench runs: Ctrl-C reaches the whole process group, so the bench
+// alone decides (the child ends with its pipe), a closed pipe is an error rather than a signal,
+// and the control channel is set up. Null, with the reason on stderr after `who`, when it cannot be.
+inline std::unique_ptr<ControlChannel> open_child_control(const char* who) {
+  std::signal(SIGINT, SIG_IGN);
+  std::signal(SIGPIPE, SIG_IGN);
+  try {
+    return std::make_unique<ControlChannel>();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", who, e.what());
+    return nullptr;
+  }
+}
 
 }  // namespace sidecore::bench

@@ -1023,33 +1023,29 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::vector<int> rank_cpus;
 
+  // The two task farms, Sidecore's and the MPI-only one, take the same options.
+  auto add_farm_options = [&rank_cpus](CLI::App* command, HarvestOptions& farm) {
+    command->add_option("--task-us", farm.task_us, "task lengths in microseconds")->delimiter(',');
+    command->add_option("--tasks", farm.tasks, "tasks per run (0: --seconds of work per rank alone)");
+    command->add_option("--seconds", farm.seconds, "with --tasks 0: seconds of work per rank alone");
+    command->add_option("--rounds", farm.rounds, "runs of each kind")->check(CLI::Range(1u, 1000u));
+    command->add_option("--window-per-worker", farm.window_per_worker, "tasks in flight per worker")
+        ->check(CLI::Range(1u, 64u));
+    command->add_option("--library", farm.library, "the bench function library")->required();
+    command->add_option("--rank-cpus", rank_cpus, "CPU of each rank (cycled)")->delimiter(',');
+    command->add_flag("-v,--verbose", farm.verbose, "per-round details on stderr");
+  };
   HarvestOptions harvest;
   CLI::App* harvest_command = app.add_subcommand("harvest", "the task farm, ranks alone and ranks plus executors");
-  harvest_command->add_option("--task-us", harvest.task_us, "task lengths in microseconds")->delimiter(',');
-  harvest_command->add_option("--tasks", harvest.tasks, "tasks per run (0: --seconds of work per rank alone)");
-  harvest_command->add_option("--seconds", harvest.seconds, "with --tasks 0: seconds of work per rank alone");
-  harvest_command->add_option("--rounds", harvest.rounds, "runs of each kind")->check(CLI::Range(1u, 1000u));
-  harvest_command->add_option("--window-per-worker", harvest.window_per_worker, "offloaded tasks in flight per worker")
-      ->check(CLI::Range(1u, 64u));
-  harvest_command->add_option("--library", harvest.library, "the bench function library")->required();
-  harvest_command->add_option("--rank-cpus", rank_cpus, "CPU of each rank (cycled)")->delimiter(',');
-  harvest_command->add_flag("-v,--verbose", harvest.verbose, "per-round details on stderr");
+  add_farm_options(harvest_command, harvest);
 
   HarvestOptions peer_harvest;
   CLI::App* peer_harvest_command = app.add_subcommand(
       "mpi-harvest", "the task farm the MPI-only way: the last --worker-ranks ranks MPI_Recv tasks, run them and "
                      "MPI_Send the results");
-  peer_harvest_command->add_option("--task-us", peer_harvest.task_us, "task lengths in microseconds")->delimiter(',');
-  peer_harvest_command->add_option("--tasks", peer_harvest.tasks, "tasks per run (0: --seconds of work per rank alone)");
-  peer_harvest_command->add_option("--seconds", peer_harvest.seconds, "with --tasks 0: seconds of work per rank alone");
-  peer_harvest_command->add_option("--rounds", peer_harvest.rounds, "runs of each kind")->check(CLI::Range(1u, 1000u));
-  peer_harvest_command->add_option("--window-per-worker", peer_harvest.window_per_worker, "tasks in flight per worker")
-      ->check(CLI::Range(1u, 64u));
+  add_farm_options(peer_harvest_command, peer_harvest);
   peer_harvest_command->add_option("--worker-ranks", peer_harvest.worker_ranks, "ranks that serve tasks (the last ones)")
       ->check(CLI::Range(1u, 1024u));
-  peer_harvest_command->add_option("--library", peer_harvest.library, "the bench function library")->required();
-  peer_harvest_command->add_option("--rank-cpus", rank_cpus, "CPU of each rank (cycled)")->delimiter(',');
-  peer_harvest_command->add_flag("-v,--verbose", peer_harvest.verbose, "per-round details on stderr");
 
   PeerThroughputOptions peer_throughput;
   CLI::App* peer_throughput_command = app.add_subcommand(

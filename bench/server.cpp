@@ -244,19 +244,11 @@ void pin_process(int cpu) {
 }  // namespace
 
 int run_server(const ServerOptions& options) {
-  // Ctrl-C reaches the whole process group: let the bench process handle it. This server ends
-  // when its control pipe closes or its parent disappears, and always through the destructors, so
-  // the executor's doorbell and the providers' shared-memory segments are removed.
+  // This server ends when its control pipe closes or its parent disappears, and always through the
+  // destructors, so the executor's doorbell and the providers' shared-memory segments are removed.
   bench_process = getppid();
-  std::signal(SIGINT, SIG_IGN);
-  std::signal(SIGPIPE, SIG_IGN);
-  std::unique_ptr<ControlChannel> control;
-  try {
-    control = std::make_unique<ControlChannel>();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "sidecore-bench serve: %s\n", e.what());
-    return 1;
-  }
+  const auto control = open_child_control("sidecore-bench serve");
+  if (!control) return 1;
   try {
     // Pin before the executor starts: its worker threads inherit the mask, and the executor checks
     // that its cores are ones this process may use.

@@ -759,16 +759,8 @@ void print_sizes(const Tally& total) {
 }  // namespace
 
 int run_soak_caller(const SoakCallerOptions& options) {
-  // Ctrl-C reaches the whole process group: the bench decides; this process ends with its pipe.
-  std::signal(SIGINT, SIG_IGN);
-  std::signal(SIGPIPE, SIG_IGN);
-  std::unique_ptr<ControlChannel> control;
-  try {
-    control = std::make_unique<ControlChannel>();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "sidecore-bench soak-caller: %s\n", e.what());
-    return 1;
-  }
+  const auto control = open_child_control("sidecore-bench soak-caller");
+  if (!control) return 1;
   try {
     // Before the client starts any thread, so that all of them stay off the executor's CPUs.
     set_affinity(options.cpus);

@@ -232,14 +232,18 @@ struct Client::Impl {
 
   // --- connecting --------------------------------------------------------------------------------
 
-  // Forgets the executor being added (its handshake failed), with any message still queued for it.
-  void abandon_last_executor() {
-    const auto index = static_cast<uint32_t>(executors.size() - 1);
+  // Drops the messages still queued for executor `e` (it failed its handshake, or died).
+  void drop_backlog_of(uint32_t e) {
     std::erase_if(backlog, [&](const Backlog& message) {
-      if (message.executor != index) return false;
+      if (message.executor != e) return false;
       buffers->release(message.buffer);
       return true;
     });
+  }
+
+  // Forgets the executor being added (its handshake failed), with any message still queued for it.
+  void abandon_last_executor() {
+    drop_backlog_of(static_cast<uint32_t>(executors.size() - 1));
     executors.pop_back();
   }
 
@@ -375,11 +379,7 @@ struct Client::Impl {
       worker.outstanding = 0;
     }
     link.waiting.clear();
-    std::erase_if(backlog, [&](const Backlog& message) {
-      if (message.executor != e) return false;
-      buffers->release(message.buffer);
-      return true;
-    });
+    drop_backlog_of(e);
     std::vector<uint32_t> lost;
     for (uint32_t i = 0; i < slots.size(); ++i) {
       const TaskSlot& slot = slots[i];
@@ -462,15 +462,10 @@ struct Client::Impl {
   }
 
   void handle_message(std::span<const std::byte> message) {
-    // Results are nearly all the traffic: recognized from the header's fixed fields and decoded
-    // once, in on_result (decode_result checks the header again, and everything after it).
-    if (message.size() >= sizeof(protocol::ResultMessage)) {
-      const auto header = protocol::load<protocol::MessageHeader>(message);
-      if (header.type == protocol::MessageType::result && header.magic == protocol::kMagic &&
-          header.version == protocol::kVersion) {
-        on_result(header, message);
-        return;
-      }
+    // Results are nearly all the traffic: decoded once, in on_result.
+    if (const auto header = protocol::peek_header<protocol::ResultMessage>(message, protocol::MessageType::result)) {
+      on_result(*header, message);
+      return;
     }
     std::string error;
     auto header = protocol::decode_header(message, &error);

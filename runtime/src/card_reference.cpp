@@ -50,29 +50,42 @@ bool running(long pid) {
          (stat[name_end + 2] != 'Z' && stat[name_end + 2] != 'X');
 }
 
+struct Reference {
+  std::string path;
+  long pid = 0;
+  long timeout_ms = 0;
+};
+
+// "@PATH pid=N timeout_ms=N" taken apart; nullopt when `value` is not a well-formed reference.
+std::optional<Reference> parse_reference(std::string_view value) {
+  if (value.empty() || value.front() != '@') return std::nullopt;
+  std::string_view rest = value.substr(1);
+  Reference reference;
+  if (!take_number(rest, "timeout_ms=", reference.timeout_ms) || !take_number(rest, "pid=", reference.pid) ||
+      rest.empty() || reference.pid == 0) {
+    return std::nullopt;
+  }
+  reference.path = std::string(rest);
+  return reference;
+}
+
 }  // namespace
 
 std::optional<std::string> current_card(std::string_view reference) {
-  if (reference.empty() || reference.front() != '@') return std::nullopt;
-  std::string_view rest = reference.substr(1);
-  long pid = 0, timeout_ms = 0;
-  if (!take_number(rest, "timeout_ms=", timeout_ms) || !take_number(rest, "pid=", pid) || rest.empty()) {
-    return std::nullopt;
-  }
+  const auto parsed = parse_reference(reference);
   std::string text;
-  if (!read_file(std::string(rest), text) || text.empty() || text.rfind("error: ", 0) == 0) return std::nullopt;
+  if (!parsed || !read_file(parsed->path, text) || text.empty() || text.rfind("error: ", 0) == 0) return std::nullopt;
   return text;
 }
 
 std::string resolve_card(std::string_view value) {
   if (value.empty() || value.front() != '@') return std::string(value);
-  std::string_view rest = value.substr(1);
-  long pid = 0, timeout_ms = 0;
-  if (!take_number(rest, "timeout_ms=", timeout_ms) || !take_number(rest, "pid=", pid) || rest.empty() || pid == 0) {
+  const auto parsed = parse_reference(value);
+  if (!parsed) {
     throw CardError(fmt::format("SIDECORE_EXECUTOR '{}' is not a card reference of the form "
                                 "'@PATH pid=N timeout_ms=N'", value));
   }
-  const std::string path(rest);
+  const auto& [path, pid, timeout_ms] = *parsed;
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   auto pause = std::chrono::microseconds(200);
   for (;;) {

@@ -206,4 +206,16 @@ T load(std::span<const std::byte> bytes) {
   return value;
 }
 
+// The data path's shortcut: the header of `message` when it is at least `Fixed` long and its fixed
+// fields say a message of `type` in this protocol version, for the handler to decode once (the
+// full decoder checks the header again, and everything after it); nullopt otherwise, and the
+// message then takes the general path through decode_header.
+template <typename Fixed>
+std::optional<MessageHeader> peek_header(std::span<const std::byte> message, MessageType type) {
+  if (message.size() < sizeof(Fixed)) return std::nullopt;
+  const auto header = load<MessageHeader>(message);
+  if (header.type != type || header.magic != kMagic || header.version != kVersion) return std::nullopt;
+  return header;
+}
+
 }  // namespace sidecore::protocol

@@ -227,15 +227,10 @@ void Worker::handle_message(uint32_t buffer, size_t length) {
 }
 
 void Worker::dispatch(std::span<const std::byte> message) {
-  // Tasks are nearly all the traffic: recognized from the header's fixed fields and decoded once,
-  // in on_task (decode_task checks the header again, and everything after it).
-  if (message.size() >= sizeof(protocol::TaskMessage)) {
-    const auto header = protocol::load<protocol::MessageHeader>(message);
-    if (header.type == protocol::MessageType::task && header.magic == protocol::kMagic &&
-        header.version == protocol::kVersion) {
-      on_task(header, message);
-      return;
-    }
+  // Tasks are nearly all the traffic: decoded once, in on_task.
+  if (const auto header = protocol::peek_header<protocol::TaskMessage>(message, protocol::MessageType::task)) {
+    on_task(*header, message);
+    return;
   }
   std::string error;
   if (auto header = protocol::decode_header(message, &error)) {

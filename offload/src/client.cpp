@@ -160,6 +160,9 @@ struct Client::Impl {
 
   ~Impl() {
     for (auto& executor : executors) {
+      // Nothing goes to a dead executor: with shm, a send into the queue of a process killed while
+      // it held the queue's lock spins for ever.
+      if (executor.lost || (executor.pidfd >= 0 && process_ended(executor))) continue;
       for (uint32_t w = 0; w < executor.workers.size(); ++w) {
         const auto& link = executor.workers[w];
         if (!link.connected) continue;
@@ -377,6 +380,7 @@ struct Client::Impl {
     for (auto& worker : link.workers) {
       worker.credits = 0;
       worker.outstanding = 0;
+      worker.connected = false;  // nothing more is sent to it, goodbye included
     }
     link.waiting.clear();
     drop_backlog_of(e);

@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config git
-  libfabric-dev libfabric-bin
+  libfabric-dev libfabric-bin libibverbs-dev
   libopenmpi-dev openmpi-bin
   libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev

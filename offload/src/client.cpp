@@ -868,7 +868,7 @@ struct Client::Impl {
     if (!text) return false;
     ExecutorCard card;
     try {
-      card = parse_card(*text);
+      card = route_for_caller(parse_card(*text), local_host_name());
     } catch (const CardError&) {
       return false;
     }
@@ -914,7 +914,8 @@ Client Client::connect(std::string_view card_text, std::string_view token, const
   }
   ExecutorCard card;
   try {
-    card = parse_card(resolved);
+    // On another host, an executor with a remote provider is reached through that one.
+    card = route_for_caller(parse_card(resolved), local_host_name());
   } catch (const CardError& e) {
     throw Error(ErrorKind::bad_arg, e.what());
   }

@@ -15,16 +15,17 @@ namespace {
 
 constexpr std::string_view kPrefix = "sidecore/";
 
-// A card address: hex digits for 1 to kMaxAddressBytes bytes. Throws CardError naming address `index`.
-std::string address_from_hex(std::string_view hex, size_t index) {
+// A card address: hex digits for 1 to kMaxAddressBytes bytes. Throws CardError naming the address
+// ("address 2", "remote address 0").
+std::string address_from_hex(std::string_view hex, std::string_view kind, size_t index) {
   if (hex.empty() || hex.size() % 2 != 0) {
-    throw CardError(fmt::format("card address {} has {} hex digits (need a non-zero even number)", index, hex.size()));
+    throw CardError(fmt::format("card {} {} has {} hex digits (need a non-zero even number)", kind, index, hex.size()));
   }
   if (hex.size() / 2 > protocol::kMaxAddressBytes) {
-    throw CardError(fmt::format("card address {} is longer than {} bytes", index, protocol::kMaxAddressBytes));
+    throw CardError(fmt::format("card {} {} is longer than {} bytes", kind, index, protocol::kMaxAddressBytes));
   }
   std::string bytes;
-  if (!from_hex(hex, bytes)) throw CardError(fmt::format("card address {} is not hexadecimal", index));
+  if (!from_hex(hex, bytes)) throw CardError(fmt::format("card {} {} is not hexadecimal", kind, index));
   return bytes;
 }
 
@@ -56,16 +57,34 @@ std::string local_host_name() {
 }
 
 std::string format_card(const ExecutorCard& card) {
-  std::string addresses;
-  for (const auto& address : card.worker_addresses) {
-    if (!addresses.empty()) addresses.push_back(',');
-    addresses += to_hex(address);
-  }
-  return fmt::format("{}{} id={} host={}{}{} provider={} workers={} doorbell={} addrs={}", kPrefix,
+  auto hex_list = [](const std::vector<std::string>& list) {
+    std::string text;
+    for (const auto& address : list) {
+      if (!text.empty()) text.push_back(',');
+      text += to_hex(address);
+    }
+    return text;
+  };
+  return fmt::format("{}{} id={} host={}{}{} provider={} workers={} doorbell={} addrs={}{}", kPrefix,
                      ExecutorCard::kVersion, card.executor_id, card.host,
                      card.pid > 0 ? fmt::format(" pid={}", card.pid) : std::string(),
                      card.watch > 0 ? fmt::format(" watch={}", card.watch) : std::string(), card.provider,
-                     card.worker_addresses.size(), card.doorbell.empty() ? "-" : card.doorbell, addresses);
+                     card.worker_addresses.size(), card.doorbell.empty() ? "-" : card.doorbell,
+                     hex_list(card.worker_addresses),
+                     card.remote_provider.empty()
+                         ? std::string()
+                         : fmt::format(" remote={} raddrs={}", card.remote_provider, hex_list(card.remote_addresses)));
+}
+
+ExecutorCard route_for_caller(ExecutorCard card, std::string_view caller_host) {
+  if (!card.remote_provider.empty() && card.host != caller_host) {
+    card.provider = std::move(card.remote_provider);
+    card.worker_addresses = std::move(card.remote_addresses);
+    card.doorbell.clear();
+  }
+  card.remote_provider.clear();
+  card.remote_addresses.clear();
+  return card;
 }
 
 ExecutorCard parse_card(std::string_view text) {
@@ -91,7 +110,7 @@ ExecutorCard parse_card(std::string_view text) {
     }
     auto key = field.substr(0, eq);
     if (key != "id" && key != "host" && key != "pid" && key != "watch" && key != "provider" && key != "workers" &&
-        key != "doorbell" && key != "addrs") {
+        key != "doorbell" && key != "addrs" && key != "remote" && key != "raddrs") {
       throw CardError(fmt::format("executor card has an unknown field '{}'", key));
     }
     if (!values.emplace(key, field.substr(eq + 1)).second) {
@@ -146,7 +165,23 @@ ExecutorCard parse_card(std::string_view text) {
   if (addresses.size() != workers) {
     throw CardError(fmt::format("executor card lists {} addresses for {} workers", addresses.size(), workers));
   }
-  for (size_t i = 0; i < addresses.size(); ++i) card.worker_addresses.push_back(address_from_hex(addresses[i], i));
+  for (size_t i = 0; i < addresses.size(); ++i) card.worker_addresses.push_back(address_from_hex(addresses[i], "address", i));
+
+  if (values.count("remote") != values.count("raddrs")) {
+    throw CardError("executor card has one of 'remote' and 'raddrs' without the other");
+  }
+  if (auto remote = values.find("remote"); remote != values.end()) {
+    if (!printable_token(remote->second)) throw CardError("executor card remote provider is empty or not printable");
+    card.remote_provider = std::string(remote->second);
+    auto remote_addresses = split(values["raddrs"], ',');
+    if (remote_addresses.size() != workers) {
+      throw CardError(
+          fmt::format("executor card lists {} remote addresses for {} workers", remote_addresses.size(), workers));
+    }
+    for (size_t i = 0; i < remote_addresses.size(); ++i) {
+      card.remote_addresses.push_back(address_from_hex(remote_addresses[i], "remote address", i));
+    }
+  }
   return card;
 }
 

@@ -2,6 +2,11 @@
 //
 //   sidecore/1 id=<16 hex> host=<hostname> [pid=<executor pid>] provider=<libfabric provider>
 //              workers=<n> doorbell=<shm name or -> addrs=<hex address>,<hex address>,...
+//              [remote=<libfabric provider> raddrs=<hex address>,...]
+//
+// provider/addrs serve callers on the executor's own host (shm on a Slurm node). An executor of a
+// step that spans several nodes also listens on a cross-node provider (remote/raddrs, one address
+// per worker, in the same order): callers on other hosts use those (route_for_caller).
 //
 // pid (optional) lets callers on the same host notice the executor's death at once (pidfd);
 // watch (optional, after pid) is the TCP port of its liveness listener, for callers on other hosts.
@@ -31,6 +36,8 @@ struct ExecutorCard {
   std::string provider;                       // libfabric provider of every address below
   std::string doorbell;                       // shared-memory doorbell name, empty when none
   std::vector<std::string> worker_addresses;  // raw libfabric endpoint names, one per worker
+  std::string remote_provider;                // for callers on other hosts; empty: none
+  std::vector<std::string> remote_addresses;  // on remote_provider, one per worker (same order)
 };
 
 // This host's name as cards carry it (gethostname, "localhost" when it has none).
@@ -39,5 +46,10 @@ std::string local_host_name();
 std::string format_card(const ExecutorCard& card);
 // Throws CardError with a message naming the malformed field.
 ExecutorCard parse_card(std::string_view text);
+
+// The card as a caller on `caller_host` must use it: on another host, an executor with a remote
+// provider is reached through that provider and its addresses (no doorbell: that is shared memory
+// on the executor's host). Otherwise the card unchanged, less its remote part.
+ExecutorCard route_for_caller(ExecutorCard card, std::string_view caller_host);
 
 }  // namespace sidecore

@@ -1,5 +1,9 @@
 // An executor: one Worker per core, the shared function table, the doorbell and the card that
 // tells callers how to reach them.
+//
+// With a remote provider (a step that spans nodes), every core has a second Worker, on that
+// provider, for callers on other hosts: node-local callers keep shm's speed, remote ones get a
+// provider that crosses the network. The two workers of a core take turns on it.
 #pragma once
 
 #include <chrono>
@@ -20,7 +24,8 @@ namespace sidecore {
 
 struct ExecutorConfig {
   CoreSet cores;                        // one worker pinned to each
-  std::string provider = "shm";         // libfabric provider for every worker endpoint
+  std::string provider = "shm";         // libfabric provider for callers on this host
+  std::string remote_provider;          // for callers on other hosts; empty or == provider: none
   WorkerOptions worker;                 // poll mode, spin window, credits
   std::string token;                    // callers must present it
   std::vector<std::string> preload;     // libraries loaded at start
@@ -43,6 +48,7 @@ class Executor {
   const ExecutorCard& card() const noexcept { return card_; }
   std::string card_text() const { return format_card(card_); }
   StatsSnapshot stats() const;
+  // Cores served (a core with a remote worker too counts once).
   size_t workers() const noexcept { return workers_.size(); }
   double running_seconds() const;
 
@@ -52,7 +58,9 @@ class Executor {
   Doorbell doorbell_;
   std::unique_ptr<LivenessListener> liveness_;  // for callers on other hosts (not with shm)
   WorkerShared shared_;
+  WorkerShared remote_shared_;  // the remote workers': same token and functions, no doorbell
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::unique_ptr<Worker>> remote_workers_;  // one per core, or none
   std::vector<std::thread> threads_;
   ExecutorCard card_;
   std::chrono::steady_clock::time_point started_{};

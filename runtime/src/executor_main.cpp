@@ -12,6 +12,7 @@
 #include "executor.hpp"
 #include "fabric/error.hpp"
 #include "log.hpp"
+#include "provider_choice.hpp"
 #include "supervisor.hpp"
 #include "token.hpp"
 
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
                "sidecore-executor"};
   std::string cores_text;
   std::string provider = "shm";
+  std::string remote_provider;
   std::string poll_text = "adaptive";
   long spin_us = 1000;
   std::string card_file;
@@ -53,8 +55,11 @@ int main(int argc, char** argv) {
   unsigned restarts = 5;
   app.add_option("--cores", cores_text, "CPU list to run workers on, one pinned worker per CPU (e.g. 2-5,8)")
       ->required();
-  app.add_option("--provider", provider, "libfabric provider: shm, tcp;ofi_rxm, net, verbs;ofi_rxm, ...")
+  app.add_option("--provider", provider, "libfabric provider for callers on this host: shm, tcp;ofi_rxm, net, verbs;ofi_rxm, ...")
       ->capture_default_str();
+  app.add_option("--remote-provider", remote_provider,
+                 "also serve callers on other hosts over this provider (tcp;ofi_rxm, verbs;ofi_rxm, cxi, ...); "
+                 "auto: an RDMA provider when this node has an active RDMA port, else tcp;ofi_rxm");
   app.add_option("--poll", poll_text, "how idle workers wait: hot (busy poll), warm (sleep), adaptive (spin, then sleep)")
       ->capture_default_str();
   app.add_option("--spin-us", spin_us, "adaptive mode: microseconds to busy-poll after the last message")
@@ -101,6 +106,12 @@ int main(int argc, char** argv) {
   auto poll = parse_poll_mode(poll_text);
   if (!poll) return fail("unknown poll mode '" + poll_text + "' (use hot, warm or adaptive)");
   config.provider = provider;
+  if (remote_provider == "auto") {
+    const ProviderChoice choice = choose_cross_node_provider();
+    logger("sidecore.exec")->info("remote provider {}: {}", choice.provider, choice.reason);
+    remote_provider = choice.provider;
+  }
+  config.remote_provider = remote_provider;
   config.worker.poll = *poll;
   config.worker.spin_window = std::chrono::microseconds(spin_us);
   config.worker.credits_per_peer = credits;

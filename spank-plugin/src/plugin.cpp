@@ -42,9 +42,15 @@ std::vector<std::string> with_variables(std::vector<std::string> env,
   return env;
 }
 
-std::string provider_for(const AdminConfig& config, uint32_t node_count) {
-  if (config.provider != "auto") return config.provider;
-  return node_count > 1 ? "tcp;ofi_rxm" : "shm";
+// The executor's providers: shm for the node's own ranks; for a step on several nodes also the
+// admin's cross-node provider (auto: the executor picks, preferring an active RDMA port).
+std::vector<std::string> provider_args(const AdminConfig& config, uint32_t node_count) {
+  std::vector<std::string> args{"--provider", "shm"};
+  if (node_count > 1) {
+    args.push_back("--remote-provider");
+    args.push_back(config.provider);
+  }
+  return args;
 }
 
 // Removes the card folder: the card and whatever an executor stopped mid-write left beside it (a
@@ -223,8 +229,9 @@ void Plugin::start_executor() {
   const PollMode poll = options_.poll.value_or(config_.poll);
   LaunchSpec spec;
   spec.executable = config_.executor;
-  spec.args = {"--cores", cpus, "--provider", provider_for(config_, step.node_count), "--poll",
-               std::string(to_string(poll)), "--card-file", card_file_};
+  spec.args = {"--cores", cpus};
+  for (auto& arg : provider_args(config_, step.node_count)) spec.args.push_back(std::move(arg));
+  spec.args.insert(spec.args.end(), {"--poll", std::string(to_string(poll)), "--card-file", card_file_});
   const std::string workdir = host_.getenv("PWD").value_or("");
   for (const auto& library : options_.libraries) {
     spec.args.push_back("--preload");

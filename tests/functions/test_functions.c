@@ -67,9 +67,12 @@ SIDECORE_FUNCTION int sleep_us(const void *in, size_t in_bytes, void *out, size_
   return 0;
 }
 
-/* Output: the executor's host name and process id, "host:pid". */
+/* Input (optional): uint32 microseconds to sleep first, so a test can keep workers busy.
+ * Output: the executor's host name and process id, "host:pid". */
 SIDECORE_FUNCTION int where(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
-  (void)in; (void)in_bytes;
+  uint32_t us = 0;
+  if (in_bytes >= sizeof us) memcpy(&us, in, sizeof us);
+  if (us > 0) usleep(us);
   char text[300];
   char host[256] = "";
   gethostname(host, sizeof host - 1);

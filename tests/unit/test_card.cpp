@@ -35,6 +35,8 @@ void expect_same(const ExecutorCard& a, const ExecutorCard& b) {
   EXPECT_EQ(a.provider, b.provider);
   EXPECT_EQ(a.doorbell, b.doorbell);
   EXPECT_EQ(a.worker_addresses, b.worker_addresses);
+  EXPECT_EQ(a.remote_provider, b.remote_provider);
+  EXPECT_EQ(a.remote_addresses, b.remote_addresses);
 }
 
 // The message of the CardError that parsing `text` throws, or a note that none was thrown.
@@ -238,6 +240,57 @@ TEST(CardWatch, TheLivenessPortIsOptionalWrittenAfterThePidAndReadBack) {
   for (const char* bad : {"watch=", "watch=0", "watch=65536", "watch=-1", "watch=http"}) {
     EXPECT_THAT(parse_error(with_field("host", std::string("host=node01 ") + bad)), HasSubstr("watch")) << bad;
   }
+}
+
+// --- the remote part (an executor of a step on several nodes) -------------------------------------
+
+ExecutorCard two_provider_card() {
+  ExecutorCard card = sample_card();
+  card.provider = "shm";
+  card.remote_provider = "tcp;ofi_rxm";
+  card.remote_addresses = {std::string("\x7f\x00", 2), std::string("\x7f\x01", 2)};
+  return card;
+}
+
+TEST(CardRemote, IsWrittenAfterTheAddressesAndReadBack) {
+  const ExecutorCard card = two_provider_card();
+  const std::string text = format_card(card);
+  EXPECT_THAT(text, HasSubstr(" addrs=00ff10,0a000001 remote=tcp;ofi_rxm raddrs=7f00,7f01"));
+  expect_same(parse_card(text), card);
+  EXPECT_TRUE(parse_card(kSampleText).remote_provider.empty());
+  EXPECT_EQ(format_card(sample_card()).find("remote="), std::string::npos);
+}
+
+TEST(CardRemote, MalformedRemotePartsAreNamed) {
+  EXPECT_THAT(parse_error(kSampleText + " remote=tcp;ofi_rxm"), HasSubstr("'raddrs'"));
+  EXPECT_THAT(parse_error(kSampleText + " raddrs=7f00,7f01"), HasSubstr("'remote'"));
+  EXPECT_THAT(parse_error(kSampleText + " remote=tcp raddrs=7f00"), HasSubstr("1 remote addresses for 2 workers"));
+  EXPECT_THAT(parse_error(kSampleText + " remote=tcp raddrs=7f00,zz"), HasSubstr("remote address 1 is not hexadecimal"));
+  EXPECT_THAT(parse_error(kSampleText + " remote= raddrs=7f00,7f01"), HasSubstr("remote provider"));
+}
+
+TEST(CardRemote, CallersOnOtherHostsUseTheRemoteProviderAndNoDoorbell) {
+  const ExecutorCard card = two_provider_card();
+  const ExecutorCard remote = route_for_caller(card, "node02");
+  EXPECT_EQ(remote.provider, "tcp;ofi_rxm");
+  EXPECT_EQ(remote.worker_addresses, card.remote_addresses);
+  EXPECT_TRUE(remote.doorbell.empty());
+  EXPECT_TRUE(remote.remote_provider.empty());
+  EXPECT_EQ(remote.executor_id, card.executor_id);
+
+  const ExecutorCard local = route_for_caller(card, "node01");
+  EXPECT_EQ(local.provider, "shm");
+  EXPECT_EQ(local.worker_addresses, card.worker_addresses);
+  EXPECT_EQ(local.doorbell, card.doorbell);
+  EXPECT_TRUE(local.remote_addresses.empty());
+}
+
+TEST(CardRemote, WithoutARemotePartEveryCallerUsesTheOneProvider) {
+  const ExecutorCard card = sample_card();
+  const ExecutorCard routed = route_for_caller(card, "elsewhere");
+  EXPECT_EQ(routed.provider, card.provider);
+  EXPECT_EQ(routed.worker_addresses, card.worker_addresses);
+  EXPECT_EQ(routed.doorbell, card.doorbell);
 }
 
 }  // namespace

@@ -136,10 +136,28 @@ TEST_F(PluginTest, JobFlagsReachTheExecutor) {
                           {OptionId::stats, nullptr}}));
   const std::string card = this->card();
   EXPECT_EQ(host.env["SIDECORE_CORES"], "0-1");  // cores 3-4
-  EXPECT_NE(card.find("--provider tcp;ofi_rxm --poll hot"), std::string::npos) << card;
+  // provider= is for traffic between nodes: a one-node step serves its ranks over shm alone.
+  EXPECT_NE(card.find("--provider shm --poll hot"), std::string::npos) << card;
+  EXPECT_EQ(card.find("--remote-provider"), std::string::npos) << card;
   EXPECT_NE(card.find("--preload /x/liba.so --preload " + dir.path() + "/libb.so"), std::string::npos) << card;
   EXPECT_NE(card.find("--stats"), std::string::npos) << card;
   EXPECT_TRUE(end_step(plugin, host));
+}
+
+// A step on several nodes: the node's ranks still use shm, other nodes' ranks the admin's provider.
+TEST_F(PluginTest, MultiNodeStepsServeRemoteCallersOverTheAdminsProvider) {
+  host.items.node_count = 3;
+  ASSERT_TRUE(start_step(plugin, host, admin({"provider=verbs;ofi_rxm"}), {{OptionId::offload, nullptr}}));
+  std::string text = card();
+  EXPECT_NE(text.find("--provider shm --remote-provider verbs;ofi_rxm --poll"), std::string::npos) << text;
+  EXPECT_TRUE(end_step(plugin, host));
+
+  Plugin second{host, "/nonexistent"};
+  host.items.step_id = 1;
+  ASSERT_TRUE(start_step(second, host, admin(), {{OptionId::offload, nullptr}}));
+  text = card();
+  EXPECT_NE(text.find("--provider shm --remote-provider auto --poll"), std::string::npos) << text;
+  EXPECT_TRUE(end_step(second, host));
 }
 
 TEST_F(PluginTest, AdminDebugLogReachesTheExecutor) {

@@ -1,0 +1,46 @@
+// What `provider=auto` means for traffic between nodes: an RDMA provider when this node has an
+// active RDMA port and libfabric offers one for it, else TCP. Node-local traffic is always shm and
+// is not decided here.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace sidecore {
+
+// One port of an RDMA device as libibverbs reports it.
+struct RdmaPort {
+  std::string device;      // "mlx5_0", "efa_0", "rxe0", ...
+  unsigned port = 0;       // 1-based, as in ibv_devinfo
+  std::string link_layer;  // "InfiniBand" or "Ethernet" (RoCE, iWARP), worded as ibv_devinfo does
+};
+
+// Ports in state ACTIVE on this node's RDMA devices (ibv_get_device_list, ibv_open_device,
+// ibv_query_device for the port count, ibv_query_port). Empty when the node has no RDMA device
+// or libibverbs finds none; never throws.
+std::vector<RdmaPort> active_rdma_ports();
+
+// True when libfabric offers `provider` ("verbs;ofi_rxm", "tcp;ofi_rxm", "shm", ...) with the
+// endpoint and capabilities every executor asks for (fabric::find_provider's hints), so that an
+// executor could open it. Honours FI_PROVIDER like any libfabric call. Never throws.
+bool provider_available(const std::string& provider);
+
+struct ProviderChoice {
+  std::string provider;  // a libfabric provider name for --provider / Fabric::open
+  std::string reason;    // one line for logs: why this provider
+};
+
+// RDMA providers that `auto` tries on a node with an active RDMA port, best first.
+const std::vector<std::string>& rdma_provider_preference();
+
+// The provider `auto` picks for cross-node traffic: with at least one active port, the first of
+// rdma_provider_preference() that `available` accepts; otherwise, or when it accepts none of them,
+// "tcp;ofi_rxm". `available` is not called without an active port. Pure, for tests.
+ProviderChoice choose_cross_node_provider(const std::vector<RdmaPort>& ports,
+                                          const std::function<bool(const std::string&)>& available);
+
+// The same, asking this node's libibverbs and libfabric (loads libfabric if it is not loaded yet).
+ProviderChoice choose_cross_node_provider();
+
+}  // namespace sidecore

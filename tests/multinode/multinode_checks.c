@@ -1,0 +1,304 @@
+/* The multinode tier's MPI program: one rank per simulated node, each node with its own executor.
+ *
+ *   multinode_checks SCENARIO FUNCTION_LIBRARY
+ *
+ * SCENARIO  spread  the pool reaches every node's executor; the first tasks run on the rank's own
+ *                   node, and once its workers are busy, tasks spill to other nodes
+ *           node    sidecore_scope=node: only the node's own executor, every task runs there
+ *           lost    the last rank kills its node's executor while every rank has tasks on it: the
+ *                   other ranks get EXECUTOR_LOST for those tasks (within 2 s), the rest complete,
+ *                   later tasks run on the executors left, and the job finishes
+ *
+ * Tasks call `where` (tests/functions), which reports the host that ran it. Every rank checks its
+ * own results; rank 0 prints one summary line per rank and the total, and the exit status is
+ * non-zero if any check failed on any rank. */
+#include <mpi.h>
+#include <mpix_offload.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { kHostBytes = 64, kOutBytes = 320 };
+
+static int rank = 0, size = 1, failures = 0, checks = 0;
+static const char *library = NULL;
+static char own_host[kHostBytes];
+static char *all_hosts = NULL; /* size * kHostBytes: every rank's host */
+static char summary[512];
+
+#define CHECK(cond, ...)                                                   \
+  do {                                                                     \
+    ++checks;                                                              \
+    if (!(cond)) {                                                         \
+      ++failures;                                                          \
+      fprintf(stderr, "rank %d (%s): FAIL %s:%d: ", rank, own_host, __FILE__, __LINE__); \
+      fprintf(stderr, __VA_ARGS__);                                        \
+      fprintf(stderr, "\n");                                               \
+    }                                                                      \
+  } while (0)
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int kind_of(int code) {
+  int kind = -1;
+  MPIX_Offload_error_kind(code, &kind);
+  return kind;
+}
+
+static MPIX_Offload_pool make_pool(const char *scope) {
+  MPI_Info info;
+  MPI_Info_create(&info);
+  MPI_Info_set(info, "sidecore_scope", scope);
+  MPIX_Offload_pool pool = MPIX_OFFLOAD_POOL_NULL;
+  int rc = MPIX_Offload_pool_create(MPI_COMM_WORLD, info, &pool);
+  CHECK(rc == MPI_SUCCESS && pool != MPIX_OFFLOAD_POOL_NULL, "pool_create(scope=%s): rc %d", scope, rc);
+  MPI_Info_free(&info);
+  return pool;
+}
+
+static MPIX_Offload_function lookup_where(MPIX_Offload_pool pool) {
+  MPIX_Offload_function fn = MPIX_OFFLOAD_FUNCTION_NULL;
+  int rc = MPIX_Offload_function_lookup(pool, library, "where", &fn);
+  CHECK(rc == MPI_SUCCESS && fn != MPIX_OFFLOAD_FUNCTION_NULL, "lookup of where in %s: rc %d", library, rc);
+  return fn;
+}
+
+/* The host part of a `where` result ("host:pid"), or "" when there is none. */
+static void host_of(const char *out, int bytes, char host[kHostBytes]) {
+  int n = 0;
+  while (n < bytes && n < kHostBytes - 1 && out[n] != ':') ++n;
+  memcpy(host, out, (size_t)n);
+  host[n] = '\0';
+}
+
+static int is_job_host(const char *host) {
+  for (int r = 0; r < size; ++r) {
+    if (strcmp(host, all_hosts + (size_t)r * kHostBytes) == 0) return 1;
+  }
+  return 0;
+}
+
+struct task {
+  uint32_t sleep_us;
+  char out[kOutBytes];
+  MPI_Request request;
+  MPI_Status status;
+  char host[kHostBytes];
+  double done;  /* when MPI_Waitany returned it */
+  /* status.MPI_ERROR: the request's error (what MPI_Waitany returned for it) */
+};
+
+/* Submits `count` where tasks at once and waits for all, recording where and when each finished. */
+static void run_tasks(MPIX_Offload_function fn, struct task *tasks, int count) {
+  for (int t = 0; t < count; ++t) {
+    tasks[t].host[0] = '\0';
+    int rc = MPIX_Offload_submit(fn, &tasks[t].sleep_us, sizeof tasks[t].sleep_us, tasks[t].out, kOutBytes,
+                                 &tasks[t].request);
+    CHECK(rc == MPI_SUCCESS, "submit of task %d: rc %d", t, rc);
+  }
+  MPI_Request requests[64];
+  for (int t = 0; t < count; ++t) requests[t] = tasks[t].request;
+  for (int finished = 0; finished < count; ++finished) {
+    int index = MPI_UNDEFINED;
+    MPI_Status status;
+    /* MPI_Waitany reports the request's error as its return value, not in the status. */
+    const int rc = MPI_Waitany(count, requests, &index, &status);
+    if (index == MPI_UNDEFINED) break;
+    struct task *task = &tasks[index];
+    task->done = now_s();
+    task->status = status;
+    task->status.MPI_ERROR = rc;
+    if (rc == MPI_SUCCESS) {
+      int bytes = 0;
+      MPI_Get_count(&status, MPI_BYTE, &bytes);
+      host_of(task->out, bytes, task->host);
+    }
+  }
+}
+
+static void check_spread(void) {
+  MPIX_Offload_pool pool = make_pool("job");
+  int local = -1, total = -1;
+  MPIX_Offload_pool_size(pool, &local, &total);
+  CHECK(local >= 1 && total >= local + size - 1, "pool_size: local %d total %d on %d nodes", local, total, size);
+  MPIX_Offload_function fn = lookup_where(pool);
+  MPI_Barrier(MPI_COMM_WORLD);
+  /* More tasks than the node's workers can hold: local first, then the other nodes. */
+  enum { kTasks = 8 };
+  struct task tasks[kTasks];
+  for (int t = 0; t < kTasks; ++t) tasks[t].sleep_us = 100000;
+  run_tasks(fn, tasks, kTasks);
+  int here = 0, elsewhere = 0;
+  for (int t = 0; t < kTasks; ++t) {
+    CHECK(tasks[t].status.MPI_ERROR == MPI_SUCCESS, "task %d: error %d", t, tasks[t].status.MPI_ERROR);
+    CHECK(is_job_host(tasks[t].host), "task %d ran on '%s', which is no node of this job", t, tasks[t].host);
+    if (strcmp(tasks[t].host, own_host) == 0) ++here; else ++elsewhere;
+  }
+  /* The pool prefers the node's own workers while they have room (two tasks per worker). */
+  for (int t = 0; t < 2 * local && t < kTasks; ++t) {
+    CHECK(strcmp(tasks[t].host, own_host) == 0, "task %d ran on %s while %s's own worker had room", t,
+          tasks[t].host, own_host);
+  }
+  CHECK(elsewhere >= 1, "no task spilled to another node (%d ran here)", here);
+  snprintf(summary, sizeof summary, "spread: rank %d on %s: %d tasks here, %d on other nodes; pool %d local of %d workers",
+           rank, own_host, here, elsewhere, local, total);
+  MPIX_Offload_function_free(&fn);
+  int rc = MPIX_Offload_pool_free(&pool);
+  CHECK(rc == MPI_SUCCESS, "pool_free: rc %d", rc);
+}
+
+static void check_node_scope(void) {
+  MPIX_Offload_pool pool = make_pool("node");
+  int local = -1, total = -1;
+  MPIX_Offload_pool_size(pool, &local, &total);
+  CHECK(local >= 1 && total == local, "scope=node pool_size: local %d total %d", local, total);
+  MPIX_Offload_function fn = lookup_where(pool);
+  enum { kTasks = 8 };
+  struct task tasks[kTasks];
+  for (int t = 0; t < kTasks; ++t) tasks[t].sleep_us = 20000;
+  run_tasks(fn, tasks, kTasks);
+  int here = 0;
+  for (int t = 0; t < kTasks; ++t) {
+    CHECK(tasks[t].status.MPI_ERROR == MPI_SUCCESS, "task %d: error %d", t, tasks[t].status.MPI_ERROR);
+    CHECK(strcmp(tasks[t].host, own_host) == 0, "scope=node: task %d ran on '%s', not on %s", t, tasks[t].host,
+          own_host);
+    here += strcmp(tasks[t].host, own_host) == 0;
+  }
+  snprintf(summary, sizeof summary, "node: rank %d on %s: %d of %d tasks here; pool %d local of %d workers", rank,
+           own_host, here, kTasks, local, total);
+  MPIX_Offload_function_free(&fn);
+  MPIX_Offload_pool_free(&pool);
+}
+
+static void check_lost(void) {
+  const int victim = size - 1;
+  const char *victim_host = all_hosts + (size_t)victim * kHostBytes;
+  MPIX_Offload_pool pool = make_pool("job");
+  int local = -1, total = -1;
+  MPIX_Offload_pool_size(pool, &local, &total);
+  CHECK(local == 1 && total == size, "the lost scenario wants one worker per node: local %d total %d", local, total);
+  MPIX_Offload_function fn = lookup_where(pool);
+  MPI_Barrier(MPI_COMM_WORLD); /* every lookup answered before the workers are busy for seconds */
+  /* Two tasks on the node's worker, then one on each of the other nodes (the least loaded). */
+  const int count = 2 * local + (size - 1);
+  struct task tasks[64];
+  for (int t = 0; t < count; ++t) tasks[t].sleep_us = 2500000;
+  for (int t = 0; t < count; ++t) {
+    int rc = MPIX_Offload_submit(fn, &tasks[t].sleep_us, sizeof tasks[t].sleep_us, tasks[t].out, kOutBytes,
+                                 &tasks[t].request);
+    CHECK(rc == MPI_SUCCESS, "submit of task %d: rc %d", t, rc);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (rank == victim) {
+    const char *card = getenv("SIDECORE_EXECUTOR");
+    const char *pid_field = card != NULL ? strstr(card, " pid=") : NULL;
+    const long pid = pid_field != NULL ? strtol(pid_field + 5, NULL, 10) : 0;
+    CHECK(pid > 0, "no executor pid in SIDECORE_EXECUTOR '%s'", card ? card : "(unset)");
+    if (pid > 0) kill((pid_t)pid, SIGKILL);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const double killed = now_s();
+  MPI_Request requests[64];
+  for (int t = 0; t < count; ++t) requests[t] = tasks[t].request;
+  int lost = 0, completed = 0;
+  double slowest_loss = 0;
+  for (int finished = 0; finished < count; ++finished) {
+    int index = MPI_UNDEFINED;
+    MPI_Status status;
+    const int rc = MPI_Waitany(count, requests, &index, &status);
+    if (index == MPI_UNDEFINED) break;
+    if (rc == MPI_SUCCESS) {
+      int bytes = 0;
+      char host[kHostBytes];
+      MPI_Get_count(&status, MPI_BYTE, &bytes);
+      host_of(tasks[index].out, bytes, host);
+      CHECK(strcmp(host, victim_host) != 0, "task %d completed on %s after its executor was killed", index, host);
+      ++completed;
+    } else {
+      CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_EXECUTOR_LOST, "task %d: error kind %d", index, kind_of(rc));
+      const double after = now_s() - killed;
+      if (after > slowest_loss) slowest_loss = after;
+      ++lost;
+    }
+  }
+  /* Every rank had tasks on the victim's executor: two if it is its own, one otherwise. */
+  const int expected_lost = rank == victim ? 2 * local : 1;
+  CHECK(lost == expected_lost, "%d tasks lost with %s's executor, expected %d", lost, victim_host, expected_lost);
+  CHECK(completed == count - expected_lost, "%d of %d tasks completed", completed, count);
+  CHECK(slowest_loss < 2.0, "EXECUTOR_LOST came %.2f s after the kill (bound: 2 s)", slowest_loss);
+
+  /* The job goes on with the executors left. */
+  enum { kLater = 4 };
+  struct task later[kLater];
+  for (int t = 0; t < kLater; ++t) later[t].sleep_us = 0;
+  run_tasks(fn, later, kLater);
+  int later_ok = 0;
+  for (int t = 0; t < kLater; ++t) {
+    CHECK(later[t].status.MPI_ERROR == MPI_SUCCESS, "a task after the loss failed: kind %d",
+          kind_of(later[t].status.MPI_ERROR));
+    CHECK(strcmp(later[t].host, victim_host) != 0, "a task after the loss ran on %s", later[t].host);
+    later_ok += later[t].status.MPI_ERROR == MPI_SUCCESS;
+  }
+  snprintf(summary, sizeof summary,
+           "lost: rank %d on %s: %d tasks lost with %s's executor (last %.2f s after the kill), %d completed, "
+           "%d of %d later tasks ran on the executors left",
+           rank, own_host, lost, victim_host, slowest_loss, completed, later_ok, kLater);
+  MPIX_Offload_function_free(&fn);
+  int rc = MPIX_Offload_pool_free(&pool);
+  CHECK(rc == MPI_SUCCESS, "pool_free after the loss: rc %d", rc);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: %s spread|node|lost FUNCTION_LIBRARY\n", argv[0]);
+    return 2;
+  }
+  const char *scenario = argv[1];
+  library = argv[2];
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_SINGLE, &provided);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  gethostname(own_host, sizeof own_host - 1);
+  all_hosts = calloc((size_t)size, kHostBytes);
+  MPI_Allgather(own_host, kHostBytes, MPI_CHAR, all_hosts, kHostBytes, MPI_CHAR, MPI_COMM_WORLD);
+  for (int r = 0; r < size; ++r) {
+    for (int q = 0; q < r; ++q) {
+      CHECK(strcmp(all_hosts + (size_t)r * kHostBytes, all_hosts + (size_t)q * kHostBytes) != 0,
+            "ranks %d and %d share host %s: the test wants one rank per node", q, r, all_hosts + (size_t)r * kHostBytes);
+    }
+  }
+
+  if (strcmp(scenario, "spread") == 0) {
+    check_spread();
+  } else if (strcmp(scenario, "node") == 0) {
+    check_node_scope();
+  } else if (strcmp(scenario, "lost") == 0) {
+    check_lost();
+  } else {
+    CHECK(0, "unknown scenario %s", scenario);
+  }
+
+  /* Rank 0 prints every rank's summary, in rank order. */
+  char *summaries = rank == 0 ? calloc((size_t)size, sizeof summary) : NULL;
+  MPI_Gather(summary, sizeof summary, MPI_CHAR, summaries, sizeof summary, MPI_CHAR, 0, MPI_COMM_WORLD);
+  int total_failures = 0;
+  MPI_Allreduce(&failures, &total_failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  if (rank == 0) {
+    for (int r = 0; r < size; ++r) printf("%s\n", summaries + (size_t)r * sizeof summary);
+    printf("%s on %d nodes: %d checks per rank, %d failures\n", scenario, size, checks, total_failures);
+    free(summaries);
+  }
+  free(all_hosts);
+  MPI_Finalize();
+  return total_failures == 0 ? 0 : 1;
+}

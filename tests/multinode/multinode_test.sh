@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# The multinode tier: jobs on 3 simulated Slurm nodes (slurm/local-cluster.sh up --nodes 3), each
+# node a network namespace with its own hostname and /dev/shm, run by a non-root test user. One
+# case per invocation:
+#   tests/multinode/multinode_test.sh setup | teardown | spread | node_scope | lost | sbatch
+# Environment: SIDECORE_BUILD_DIR (the build to test), SIDECORE_TEST_USER (default sidecore-test).
+#
+# The cluster has its own folder and ports, so it never meets the slurm tier's one-node cluster.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cluster=$here/../../slurm/local-cluster.sh
+user=${SIDECORE_TEST_USER:-sidecore-test}
+build=${SIDECORE_BUILD_DIR:?SIDECORE_BUILD_DIR must name the build folder}
+export SIDECORE_SLURM_DIR=/tmp/sidecore-slurm-multinode SIDECORE_SLURMCTLD_PORT=16827 SIDECORE_SLURMD_PORT=16828
+eval "$("$cluster" env)"
+nodes=3
+prefix=/tmp/sidecore-multinode-test-prefix   # the build, installed world-readable (as sites run it)
+programs=/tmp/sidecore-multinode-test-programs  # the MPI program and the function library
+# The test harness points libfabric's tcp provider at the loopback interface for the other tiers;
+# between nodes, executors must listen on the node's own address.
+unset FI_TCP_IFACE FI_PROVIDER OMPI_MCA_btl_tcp_if_include OMPI_MCA_oob_tcp_if_include
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+check() { echo "ok: $*"; }
+
+cluster_up() {
+  "$cluster" up --nodes "$nodes" --prefix "$prefix" --plugin-args "$*" >/dev/null
+}
+
+work=$(mktemp -d /tmp/sidecore-multinode-test.XXXXXX)
+chmod 0755 "$work"
+chown "$user": "$work" 2>/dev/null || true
+trap 'rm -rf "$work"' EXIT
+# Runs a command as the test user. Ranks share this machine's two cores with every node's
+# executor: they yield while they wait.
+as_user() {
+  (cd "$work" && runuser -u "$user" -- env SLURM_CONF="$SLURM_CONF" PATH=/usr/bin:/bin \
+    OMPI_MCA_mpi_yield_when_idle=1 "$@")
+}
+
+live_executors() {
+  ps -u "$user" -o pid=,stat=,args= 2>/dev/null | awk '$2 !~ /^Z/ && /sidecore-executor/ {print $1}' || true
+}
+expect_no_executor_left() {
+  for _ in $(seq 50); do
+    [[ -z $(live_executors) ]] && return 0
+    sleep 0.1
+  done
+  fail "executor(s) still running after the job: $(live_executors)"
+}
+
+# An allocation of one task per node with two CPUs each; the step's rank takes one (--exact -c1),
+# so each node's executor gets the other.
+job_step() {
+  as_user salloc -Q -N "$nodes" --ntasks-per-node=1 -c2 \
+    srun --mpi=pmix --exact -c1 --offload=idle --offload-poll=adaptive "$@"
+}
+
+case_setup() {
+  [[ $(id -u) -eq 0 ]] || fail "the multinode tier runs as root (it starts slurmd in namespaces)"
+  command -v ip >/dev/null && command -v nsenter >/dev/null && command -v unshare >/dev/null ||
+    fail "ip, nsenter and unshare are needed (iproute2, util-linux)"
+  if ! id "$user" >/dev/null 2>&1; then
+    useradd --system --create-home --shell /bin/bash "$user"
+    check "created test user $user"
+  fi
+  rm -rf "$prefix" "$programs"
+  cmake --install "$build" --prefix "$prefix" >/dev/null || fail "cannot install $build into $prefix"
+  chmod -R a+rX "$prefix"
+  install -d -m 0755 "$programs"
+  mpicc -O1 -o "$programs/multinode_checks" "$here/multinode_checks.c" -I"$prefix/include" -L"$prefix/lib" \
+    -Wl,-rpath,"$prefix/lib" -lsidecore_mpix -lsidecore || fail "cannot build multinode_checks against $prefix"
+  install -m 0644 "$build/tests/libsidecore_test_functions.so" "$programs/" ||
+    fail "no test function library in $build/tests"
+  chmod -R a+rX "$programs"
+  cluster_up
+  check "$nodes-node cluster up: $(sinfo -h -N -p debug -o '%N %T' | tr '\n' ' ')"
+}
+
+case_teardown() {
+  local states
+  states=$(sinfo -h -N -p debug -o %T | sort -u | tr '\n' ' ')
+  expect_no_executor_left
+  "$cluster" down
+  rm -rf "$prefix" "$programs"
+  [[ $states == "idle " ]] || fail "nodes are '$states' at the end, not all idle"
+  check "every node idle, not drained; no executor left"
+}
+
+run_checks() {
+  local scenario=$1
+  job_step "$programs/multinode_checks" "$scenario" "$programs/libsidecore_test_functions.so" \
+    >"$work/out" 2>"$work/err" || fail "the $scenario job failed: $(cat "$work/out" "$work/err")"
+  cat "$work/out"
+  grep -q "^$scenario on $nodes nodes: .* 0 failures$" "$work/out" || fail "no clean summary from the $scenario job"
+}
+
+case_spread() {
+  cluster_up
+  run_checks spread
+  # Every rank's tasks ran on its own node first and on other nodes once its worker was busy.
+  [[ $(grep -c "^spread: rank .* [1-9][0-9]* on other nodes; pool 1 local of $nodes workers$" "$work/out") == "$nodes" ]] ||
+    fail "not every rank reached the other nodes' executors"
+  expect_no_executor_left
+  check "3 nodes under srun --offload=idle: each rank's tasks ran on its node, then on the other nodes"
+}
+
+case_node_scope() {
+  cluster_up
+  run_checks node
+  [[ $(grep -c "^node: rank .* 8 of 8 tasks here; pool 1 local of 1 workers$" "$work/out") == "$nodes" ]] ||
+    fail "sidecore_scope=node let tasks leave the node"
+  expect_no_executor_left
+  check "sidecore_scope=node keeps every task on the rank's node"
+}
+
+case_lost() {
+  cluster_up
+  run_checks lost
+  expect_no_executor_left
+  [[ $(sinfo -h -N -p debug -o %T | sort -u) == idle ]] || fail "a node is not idle after the killed executor"
+  check "one node's executor killed: EXECUTOR_LOST for its tasks on every node, the job finished on the others"
+}
+
+case_sbatch() {
+  cluster_up
+  cat >"$work/job.sh" <<JOB
+#!/bin/bash
+#SBATCH -N2 --ntasks-per-node=1 -c2
+#SBATCH --offload
+srun --mpi=pmix --exact -c1 $programs/multinode_checks spread $programs/libsidecore_test_functions.so
+JOB
+  chmod 0755 "$work/job.sh"
+  as_user sbatch -Q --wait -o "$work/job.out" "$work/job.sh" || fail "batch job failed: $(cat "$work/job.out" 2>/dev/null)"
+  cat "$work/job.out"
+  grep -q "^spread on 2 nodes: .* 0 failures$" "$work/job.out" || fail "the 2-node batch job's checks failed"
+  [[ $(grep -c "^spread: rank .* [1-9][0-9]* on other nodes; pool 1 local of 2 workers$" "$work/job.out") == 2 ]] ||
+    fail "#SBATCH --offload on 2 nodes: the ranks did not use both nodes' executors"
+  expect_no_executor_left
+  check "a 2-node sbatch job with #SBATCH --offload offloads to both nodes"
+}
+
+name=${1:?usage: $0 setup|teardown|spread|node_scope|lost|sbatch}
+"case_${name//-/_}"

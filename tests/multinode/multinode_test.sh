@@ -36,7 +36,7 @@ trap 'rm -rf "$work"' EXIT
 # executor: they yield while they wait.
 as_user() {
   (cd "$work" && runuser -u "$user" -- env SLURM_CONF="$SLURM_CONF" PATH=/usr/bin:/bin \
-    OMPI_MCA_mpi_yield_when_idle=1 "$@")
+    OMPI_MCA_mpi_yield_when_idle=1 SIDECORE_LOG_LEVEL="${SIDECORE_LOG_LEVEL:-warn}" "$@")
 }
 
 live_executors() {
@@ -98,7 +98,14 @@ run_checks() {
 
 case_spread() {
   cluster_up
-  run_checks spread
+  # At debug level, each rank logs the provider it reaches each executor over.
+  SIDECORE_LOG_LEVEL=debug run_checks spread
+  local over_shm over_tcp
+  over_shm=$(grep -c "pool: executor .* (this node), 1 worker(s) over shm$" "$work/err" || true)
+  over_tcp=$(grep -c "pool: executor .* (another node), 1 worker(s) over tcp;ofi_rxm$" "$work/err" || true)
+  [[ $over_shm == "$nodes" && $over_tcp == $((nodes * (nodes - 1))) ]] ||
+    fail "expected each rank to reach its node's executor over shm and the others over tcp;ofi_rxm:" \
+      "$over_shm over shm, $over_tcp over tcp;ofi_rxm: $(grep 'pool: executor' "$work/err")"
   # Every rank's tasks ran on its own node first and on other nodes once its worker was busy.
   [[ $(grep -c "^spread: rank .* [1-9][0-9]* on other nodes; pool 1 local of $nodes workers$" "$work/out") == "$nodes" ]] ||
     fail "not every rank reached the other nodes' executors"

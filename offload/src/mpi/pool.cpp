@@ -124,6 +124,9 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
     try {
       executors_.push_back({std::make_unique<Client>(Client::connect(mine ? own_reference : text, token, options)), local});
       const int workers = static_cast<int>(executors_.back().client->workers());
+      logger("sidecore.mpi")->debug("pool: executor {} on {} ({}), {} worker(s) over {}", id, card.host,
+                                    local ? "this node" : "another node", workers,
+                                    executors_.back().client->provider());
       total_workers_ += workers;
       if (local) local_workers_ += workers;
     } catch (const Error& e) {

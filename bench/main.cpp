@@ -103,6 +103,10 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     command->add_option("--library", options.library,
                         "bench function library (default: libsidecore_bench_functions.so next to the binary)");
+    command->add_option("--server-netns", options.server_netns,
+                        "run the server child in this network namespace (ip netns name, needs root), e.g. "
+                        "sidecore-node2 of slurm/local-cluster.sh up --nodes 2: a round trip between two "
+                        "simulated nodes (bench/cross-node.sh)");
     command->add_flag("-v,--verbose", options.verbose, "per-size sample counts and quantiles on stderr");
   }
 
@@ -182,6 +186,7 @@ int main(int argc, char** argv) {
   serve->add_option("--poll", server_poll);
   serve->add_option("--spin-us", server.spin_us);
   serve->add_option("--credits", server.credits)->check(CLI::Range(1u, 4096u));
+  serve->add_option("--netns", server.netns);
 
   // soak and its hidden caller child: options and running live in soak.cpp.
   sidecore::bench::SoakCommand soak;

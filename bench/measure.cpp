@@ -112,14 +112,21 @@ void pin_this_thread(int cpu) {
   }
 }
 
+std::vector<std::string> server_arguments(const BenchOptions& options, const std::string& library) {
+  std::vector<std::string> arguments{"serve", "--provider", options.provider, "--cpu", std::to_string(options.server_cpu),
+                                     "--library", library, "--poll", std::string(to_string(options.poll)),
+                                     "--spin-us", std::to_string(options.spin_us), "--credits",
+                                     std::to_string(std::max(64u, options.window))};
+  if (!options.server_netns.empty()) arguments.insert(arguments.end(), {"--netns", options.server_netns});
+  return arguments;
+}
+
 // The bench process's side of one run: its server child, the Sidecore client and the raw endpoint.
 class Session {
  public:
   Session(const BenchOptions& options, const std::string& library, const char* function)
       : options_(options),
-        server_({"serve", "--provider", options.provider, "--cpu", std::to_string(options.server_cpu), "--library",
-                 library, "--poll", std::string(to_string(options.poll)), "--spin-us", std::to_string(options.spin_us),
-                 "--credits", std::to_string(std::max(64u, options.window))}) {
+        server_(server_arguments(options, library)) {
     const std::string card = server_.expect("card");
     const std::string token = server_.expect("token");
     std::string server_raw;

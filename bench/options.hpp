@@ -37,6 +37,7 @@ struct BenchOptions {
   int client_cpu = 0;                  // this process
   int server_cpu = 1;                  // the server child: executor worker and raw echo
   std::string library;                 // bench function library; empty: found next to the binary
+  std::string server_netns;            // network namespace (ip netns name) of the server child; empty: ours
   bool verbose = false;                // per-size details on stderr
 };
 

@@ -1,6 +1,7 @@
 #include "server.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <sched.h>
 #include <unistd.h>
@@ -241,6 +242,20 @@ void pin_process(int cpu) {
   }
 }
 
+// Moves this (still single-threaded) process into the network namespace `name` made by ip-netns(8),
+// so the bench measures between two simulated nodes (slurm/local-cluster.sh up --nodes N).
+void enter_network_namespace(const std::string& name) {
+  const std::string path = "/run/netns/" + name;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error(fmt::format("cannot open network namespace {}: {}", path, std::strerror(errno)));
+  const int rc = setns(fd, CLONE_NEWNET);
+  const int error = errno;
+  close(fd);
+  if (rc != 0) {
+    throw std::runtime_error(fmt::format("cannot enter network namespace {} (needs root): {}", name, std::strerror(error)));
+  }
+}
+
 }  // namespace
 
 int run_server(const ServerOptions& options) {
@@ -250,6 +265,7 @@ int run_server(const ServerOptions& options) {
   const auto control = open_child_control("sidecore-bench serve");
   if (!control) return 1;
   try {
+    if (!options.netns.empty()) enter_network_namespace(options.netns);
     // Pin before the executor starts: its worker threads inherit the mask, and the executor checks
     // that its cores are ones this process may use.
     pin_process(options.cpu);

@@ -16,6 +16,7 @@ struct ServerOptions {
   PollMode poll = PollMode::adaptive;
   long spin_us = 1000;                // adaptive: the worker's spin window
   unsigned credits = 64;              // tasks the caller may have outstanding at the worker
+  std::string netns;                  // enter this network namespace (ip netns name) first; empty: stay
 };
 
 // Serves control commands from stdin until "quit" or end of input. Returns the exit status.

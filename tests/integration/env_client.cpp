@@ -1,7 +1,8 @@
 // sidecore_integration_env_client LIBRARY COUNT: a separate client process, connected the way a
 // rank connects (SIDECORE_EXECUTOR and SIDECORE_TOKEN). It echoes COUNT distinct 8-byte values
 // through LIBRARY's `echo`, checks every one, and prints "ok COUNT" (exit 0); any failure goes to
-// stderr with exit status 1.
+// stderr with exit status 1. With --print-provider, it first prints "provider NAME": the provider
+// the client reaches the executor over.
 //
 // sidecore_integration_env_client LIBRARY COUNT --sleep-us N: submits COUNT tasks of LIBRARY's
 // `sleep_us` (N us each), prints "ready" once they are submitted, then, when all have completed,
@@ -50,14 +51,16 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: %s LIBRARY COUNT [--sleep-us N]\n", argv[0]);
+  const bool print_provider = argc == 4 && std::string(argv[3]) == "--print-provider";
+  if (argc != 3 && !print_provider) {
+    std::fprintf(stderr, "usage: %s LIBRARY COUNT [--sleep-us N | --print-provider]\n", argv[0]);
     return 2;
   }
   const std::string library = argv[1];
   const size_t count = std::strtoul(argv[2], nullptr, 10);
   try {
     auto client = sidecore::Client::from_environment();
+    if (print_provider) std::printf("provider %s\n", client.provider().c_str());
     const auto echo = client.lookup(library, "echo");
     std::vector<uint64_t> in(count), out(count, 0);
     std::vector<sidecore::TaskId> ids(count);

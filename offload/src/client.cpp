@@ -958,6 +958,7 @@ void Client::sleep(std::chrono::microseconds timeout) { impl_->sleep(timeout); }
 void Client::interrupt_sleep() noexcept { impl_->interrupt_sleep(); }
 const std::string& Client::executor_host() const noexcept { return impl_->executors.front().card.host; }
 bool Client::executor_lost() const noexcept { return impl_->executors.front().lost; }
+bool Client::reconnect() { return !impl_->executors.front().lost || impl_->reconnect(); }
 
 Completion Client::wait(TaskId id) {
   while (true) {

@@ -8,6 +8,8 @@
  *           lost    the last rank kills its node's executor while every rank has tasks on it: the
  *                   other ranks get EXECUTOR_LOST for those tasks (within 2 s), the rest complete,
  *                   later tasks run on the executors left, and the job finishes
+ *           restart as lost, but the last rank kills only the serving process (a crash): its
+ *                   supervisor starts a new one, and the last rank's tasks run on its node again
  *
  * Tasks call `where` (tests/functions), which reports the host that ran it. Every rank checks its
  * own results; rank 0 prints one summary line per rank and the total, and the exit status is
@@ -178,7 +180,26 @@ static void check_node_scope(void) {
   MPIX_Offload_pool_free(&pool);
 }
 
-static void check_lost(void) {
+/* The pid of the process that serves this node's executor: the card's pid= (the supervisor's pid is
+ * the one in the reference SIDECORE_EXECUTOR="@PATH pid=N timeout_ms=N"). 0 when unknown. */
+static long serving_pid(void) {
+  const char *reference = getenv("SIDECORE_EXECUTOR");
+  if (reference == NULL || reference[0] != '@') return 0;
+  char path[512];
+  size_t n = strcspn(reference + 1, " ");
+  if (n >= sizeof path) return 0;
+  memcpy(path, reference + 1, n);
+  path[n] = '\0';
+  FILE *file = fopen(path, "r");
+  if (file == NULL) return 0;
+  char card[4096] = "";
+  if (fgets(card, sizeof card, file) == NULL) card[0] = '\0';
+  fclose(file);
+  const char *field = strstr(card, " pid=");
+  return field != NULL ? strtol(field + 5, NULL, 10) : 0;
+}
+
+static void check_lost(int restart) {
   const int victim = size - 1;
   const char *victim_host = all_hosts + (size_t)victim * kHostBytes;
   MPIX_Offload_pool pool = make_pool("job");
@@ -198,10 +219,11 @@ static void check_lost(void) {
   }
   MPI_Barrier(MPI_COMM_WORLD);
   if (rank == victim) {
+    /* lost: the executor the plugin started (its supervisor too); restart: its serving process. */
     const char *card = getenv("SIDECORE_EXECUTOR");
     const char *pid_field = card != NULL ? strstr(card, " pid=") : NULL;
-    const long pid = pid_field != NULL ? strtol(pid_field + 5, NULL, 10) : 0;
-    CHECK(pid > 0, "no executor pid in SIDECORE_EXECUTOR '%s'", card ? card : "(unset)");
+    const long pid = restart ? serving_pid() : pid_field != NULL ? strtol(pid_field + 5, NULL, 10) : 0;
+    CHECK(pid > 0, "no executor pid from SIDECORE_EXECUTOR '%s'", card ? card : "(unset)");
     if (pid > 0) kill((pid_t)pid, SIGKILL);
   }
   MPI_Barrier(MPI_COMM_WORLD);
@@ -244,13 +266,29 @@ static void check_lost(void) {
   for (int t = 0; t < kLater; ++t) {
     CHECK(later[t].status.MPI_ERROR == MPI_SUCCESS, "a task after the loss failed: kind %d",
           kind_of(later[t].status.MPI_ERROR));
-    CHECK(strcmp(later[t].host, victim_host) != 0, "a task after the loss ran on %s", later[t].host);
+    /* (restart: the last rank may already be back on its node's new server) */
+    CHECK((restart && rank == victim) || strcmp(later[t].host, victim_host) != 0, "a task after the loss ran on %s",
+          later[t].host);
     later_ok += later[t].status.MPI_ERROR == MPI_SUCCESS;
   }
+  /* restart: the node's own executor serves its rank again once the supervisor has started the new
+   * server (it follows the card reference). */
+  int back_home = 0;
+  if (restart && rank == victim) {
+    const double deadline = now_s() + 10.0;
+    while (!back_home && now_s() < deadline) {
+      struct task probe = {.sleep_us = 0};
+      run_tasks(fn, &probe, 1);
+      back_home = probe.status.MPI_ERROR == MPI_SUCCESS && strcmp(probe.host, own_host) == 0;
+      if (!back_home) usleep(50000);
+    }
+    CHECK(back_home, "no task ran on %s's restarted executor within 10 s", own_host);
+  }
   snprintf(summary, sizeof summary,
-           "lost: rank %d on %s: %d tasks lost with %s's executor (last %.2f s after the kill), %d completed, "
-           "%d of %d later tasks ran on the executors left",
-           rank, own_host, lost, victim_host, slowest_loss, completed, later_ok, kLater);
+           "%s: rank %d on %s: %d tasks lost with %s's executor (last %.2f s after the kill), %d completed, "
+           "%d of %d later tasks ran on the executors left%s",
+           restart ? "restart" : "lost", rank, own_host, lost, victim_host, slowest_loss, completed, later_ok, kLater,
+           back_home ? "; served by the restarted executor again" : "");
   MPIX_Offload_function_free(&fn);
   int rc = MPIX_Offload_pool_free(&pool);
   CHECK(rc == MPI_SUCCESS, "pool_free after the loss: rc %d", rc);
@@ -258,7 +296,7 @@ static void check_lost(void) {
 
 int main(int argc, char **argv) {
   if (argc != 3) {
-    fprintf(stderr, "usage: %s spread|node|lost FUNCTION_LIBRARY\n", argv[0]);
+    fprintf(stderr, "usage: %s spread|node|lost|restart FUNCTION_LIBRARY\n", argv[0]);
     return 2;
   }
   const char *scenario = argv[1];
@@ -283,7 +321,9 @@ int main(int argc, char **argv) {
   } else if (strcmp(scenario, "node") == 0) {
     check_node_scope();
   } else if (strcmp(scenario, "lost") == 0) {
-    check_lost();
+    check_lost(0);
+  } else if (strcmp(scenario, "restart") == 0) {
+    check_lost(1);
   } else {
     CHECK(0, "unknown scenario %s", scenario);
   }

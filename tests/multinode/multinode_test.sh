@@ -2,7 +2,7 @@
 # The multinode tier: jobs on 3 simulated Slurm nodes (slurm/local-cluster.sh up --nodes 3), each
 # node a network namespace with its own hostname and /dev/shm, run by a non-root test user. One
 # case per invocation:
-#   tests/multinode/multinode_test.sh setup | teardown | spread | node_scope | lost | sbatch
+#   tests/multinode/multinode_test.sh setup | teardown | spread | node_scope | lost | restart | sbatch
 # Environment: SIDECORE_BUILD_DIR (the build to test), SIDECORE_TEST_USER (default sidecore-test).
 #
 # The cluster has its own folder and ports, so it never meets the slurm tier's one-node cluster.
@@ -130,6 +130,15 @@ case_lost() {
   check "one node's executor killed: EXECUTOR_LOST for its tasks on every node, the job finished on the others"
 }
 
+case_restart() {
+  cluster_up
+  run_checks restart
+  grep -q "^restart: rank $((nodes - 1)) .*; served by the restarted executor again$" "$work/out" ||
+    fail "the last rank was not served by its node's restarted executor"
+  expect_no_executor_left
+  check "one node's executor crashed: EXECUTOR_LOST for its tasks on every node; its supervisor's new server serves the node's rank again"
+}
+
 case_sbatch() {
   cluster_up
   cat >"$work/job.sh" <<JOB
@@ -148,5 +157,5 @@ JOB
   check "a 2-node sbatch job with #SBATCH --offload offloads to both nodes"
 }
 
-name=${1:?usage: $0 setup|teardown|spread|node_scope|lost|sbatch}
+name=${1:?usage: $0 setup|teardown|spread|node_scope|lost|restart|sbatch}
 "case_${name//-/_}"

@@ -188,12 +188,14 @@ std::unique_ptr<OffloadFunction> Pool::lookup(const std::string& library, const 
 
 size_t Pool::pick_executor() {
   // The first (node-local) executor with room on its workers; otherwise the least loaded per worker.
-  // Executors that died are skipped while any other is left (their tasks fail with EXECUTOR_LOST).
+  // Executors that died are skipped while any other is left (their tasks fail with EXECUTOR_LOST),
+  // until the node's own comes back: its supervisor restarts the server and the client follows
+  // the card reference (the other nodes' executors are known by their cards only).
   size_t best = 0;
   double best_load = 1e300;
   for (size_t i = 0; i < executors_.size(); ++i) {
-    const auto& client = *executors_[i].client;
-    if (client.executor_lost()) continue;
+    auto& client = *executors_[i].client;
+    if (client.executor_lost() && !client.reconnect()) continue;
     const double load = static_cast<double>(client.in_flight()) / static_cast<double>(client.workers());
     if (executors_[i].local && load < 2.0) return i;
     if (load < best_load) {

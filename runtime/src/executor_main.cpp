@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "executor.hpp"
+#include "executor_leftovers.hpp"
 #include "fabric/error.hpp"
 #include "log.hpp"
 #include "provider_choice.hpp"
@@ -142,6 +143,10 @@ int main(int argc, char** argv) {
   // Serves until a stop signal; with a supervisor, in its child, which reports its card on card_fd.
   auto serve = [&](int card_fd) -> int {
     std::unique_ptr<Executor> executor;
+    // Before any shm endpoint of this process exists (this runs in the serving child).
+    if (const int removed = remove_stale_shm_regions_of_this_process(); removed > 0) {
+      logger("sidecore.exec")->info("removed {} shared-memory region(s) a dead process with this pid left", removed);
+    }
     try {
       executor = std::make_unique<Executor>(config);
       executor->start();

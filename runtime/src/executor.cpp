@@ -53,31 +53,30 @@ Executor::Executor(ExecutorConfig config) : config_(std::move(config)) {
   for (const auto& library : config_.preload) {
     if (auto error = loader_.preload(library); !error.empty()) throw std::runtime_error(error);
   }
-  unsigned index = 0;
-  for (int core : config_.cores.cores()) {
-    workers_.push_back(std::make_unique<Worker>(index++, core, fabric, shared_, config_.worker));
-    card_.worker_addresses.push_back(workers_.back()->address());
-  }
+  // One worker per core on `on`; their addresses, in core order, go into the card.
+  auto add_workers = [&](const std::shared_ptr<fabric::Fabric>& on, WorkerShared& shared,
+                         const WorkerOptions& options, std::vector<std::string>& addresses) {
+    unsigned index = 0;
+    for (int core : config_.cores.cores()) {
+      workers_.push_back(std::make_unique<Worker>(index++, core, on, shared, options));
+      addresses.push_back(workers_.back()->address());
+    }
+  };
+  add_workers(fabric, shared_, config_.worker, card_.worker_addresses);
   if (!config_.remote_provider.empty()) {
-    auto remote_fabric = fabric::Fabric::open(config_.remote_provider);
     remote_shared_.token = config_.token;
     remote_shared_.loader = &loader_;
     // Two workers that both busy-poll one core would each hold it for whole time slices: the
     // remote ones spin only for the adaptive window, then sleep on their queue's descriptor.
     WorkerOptions remote_options = config_.worker;
     if (remote_options.poll == PollMode::hot) remote_options.poll = PollMode::adaptive;
-    index = 0;
-    for (int core : config_.cores.cores()) {
-      remote_workers_.push_back(
-          std::make_unique<Worker>(index++, core, remote_fabric, remote_shared_, remote_options));
-      card_.remote_addresses.push_back(remote_workers_.back()->address());
-    }
+    add_workers(fabric::Fabric::open(config_.remote_provider), remote_shared_, remote_options, card_.remote_addresses);
     card_.remote_provider = config_.remote_provider;
   }
   logger("sidecore.exec")->info("executor {} on cores {} provider {}{} poll {} spin {} us, {} worker(s)",
                                 card_.executor_id, config_.cores.to_string(), config_.provider,
                                 config_.remote_provider.empty() ? "" : " (remote callers: " + config_.remote_provider + ")",
-                                to_string(config_.worker.poll), config_.worker.spin_window.count(), workers_.size());
+                                to_string(config_.worker.poll), config_.worker.spin_window.count(), workers());
 }
 
 Executor::~Executor() { stop(); }
@@ -85,7 +84,6 @@ Executor::~Executor() { stop(); }
 void Executor::start() {
   started_ = std::chrono::steady_clock::now();
   for (auto& worker : workers_) threads_.emplace_back([w = worker.get()] { w->run(); });
-  for (auto& worker : remote_workers_) threads_.emplace_back([w = worker.get()] { w->run(); });
 }
 
 void Executor::stop() {
@@ -93,7 +91,6 @@ void Executor::stop() {
   shared_.stop.store(true);
   remote_shared_.stop.store(true);
   for (auto& worker : workers_) worker->wake();
-  for (auto& worker : remote_workers_) worker->wake();
   for (auto& thread : threads_) thread.join();
   threads_.clear();
   stopped_ = std::chrono::steady_clock::now();
@@ -102,7 +99,6 @@ void Executor::stop() {
 StatsSnapshot Executor::stats() const {
   StatsSnapshot total;
   for (const auto& worker : workers_) total += worker->stats().snapshot();
-  for (const auto& worker : remote_workers_) total += worker->stats().snapshot();
   return total;
 }
 

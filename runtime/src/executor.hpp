@@ -49,7 +49,7 @@ class Executor {
   std::string card_text() const { return format_card(card_); }
   StatsSnapshot stats() const;
   // Cores served (a core with a remote worker too counts once).
-  size_t workers() const noexcept { return workers_.size(); }
+  size_t workers() const noexcept { return config_.cores.size(); }
   double running_seconds() const;
 
  private:
@@ -59,8 +59,7 @@ class Executor {
   std::unique_ptr<LivenessListener> liveness_;  // for callers on other hosts (not with shm)
   WorkerShared shared_;
   WorkerShared remote_shared_;  // the remote workers': same token and functions, no doorbell
-  std::vector<std::unique_ptr<Worker>> workers_;
-  std::vector<std::unique_ptr<Worker>> remote_workers_;  // one per core, or none
+  std::vector<std::unique_ptr<Worker>> workers_;  // one per core, then one more per core for remote callers
   std::vector<std::thread> threads_;
   ExecutorCard card_;
   std::chrono::steady_clock::time_point started_{};

@@ -1,5 +1,6 @@
 #include "provider_choice.hpp"
 
+#include <fmt/format.h>
 #include <infiniband/verbs.h>
 
 #include <cerrno>
@@ -69,21 +70,9 @@ std::string describe(const RdmaPort& port) {
 }
 
 std::string describe(const std::vector<RdmaPort>& ports) {
-  std::string text = ports.size() == 1 ? "active RDMA port " : "active RDMA ports ";
-  for (size_t i = 0; i < ports.size(); ++i) {
-    if (i > 0) text += ", ";
-    text += describe(ports[i]);
-  }
-  return text;
-}
-
-std::string joined(const std::vector<std::string>& names) {
-  std::string text;
-  for (const auto& name : names) {
-    if (!text.empty()) text += ", ";
-    text += name;
-  }
-  return text;
+  std::vector<std::string> described;
+  for (const auto& port : ports) described.push_back(describe(port));
+  return fmt::format("active RDMA port{} {}", ports.size() == 1 ? "" : "s", fmt::join(described, ", "));
 }
 
 }  // namespace
@@ -107,15 +96,6 @@ std::vector<RdmaPort> active_rdma_ports() {
   }
 }
 
-bool provider_available(const std::string& provider) {
-  try {
-    // The executor's own hints, so "available" means "Fabric::open would succeed".
-    return fabric::provider_available(provider);
-  } catch (...) {
-    return false;
-  }
-}
-
 const std::vector<std::string>& rdma_provider_preference() {
   // Vendor providers first: where cxi or efa exist, they are the fabric's native interface, and
   // verbs on the same device (EFA also shows up as a verbs device) would be slower or not work.
@@ -131,13 +111,15 @@ ProviderChoice choose_cross_node_provider(const std::vector<RdmaPort>& ports,
     if (available(provider)) return {provider, describe(ports) + "; libfabric offers " + provider};
   }
   return {kFallbackProvider,
-          describe(ports) + " but libfabric offers none of " + joined(rdma_provider_preference()) + fallback_note};
+          fmt::format("{} but libfabric offers none of {}{}", describe(ports), fmt::join(rdma_provider_preference(), ", "),
+                      fallback_note)};
 }
 
 ProviderChoice choose_cross_node_provider() {
   const auto ports = active_rdma_ports();
   return choose_cross_node_provider(ports, [](const std::string& provider) {
-    const bool offered = provider_available(provider);
+    // The executor's own hints: "offered" means Fabric::open would succeed.
+    const bool offered = fabric::provider_available(provider);
     logger("sidecore.fabric")->debug("libfabric {} {}", offered ? "offers" : "does not offer", provider);
     return offered;
   });

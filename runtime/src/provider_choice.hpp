@@ -21,11 +21,6 @@ struct RdmaPort {
 // or libibverbs finds none; never throws.
 std::vector<RdmaPort> active_rdma_ports();
 
-// True when libfabric offers `provider` ("verbs;ofi_rxm", "tcp;ofi_rxm", "shm", ...) with the
-// endpoint and capabilities every executor asks for (fabric::find_provider's hints), so that an
-// executor could open it. Honours FI_PROVIDER like any libfabric call. Never throws.
-bool provider_available(const std::string& provider);
-
 struct ProviderChoice {
   std::string provider;  // a libfabric provider name for --provider / Fabric::open
   std::string reason;    // one line for logs: why this provider

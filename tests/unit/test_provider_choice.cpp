@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "fabric/info.hpp"
 #include "provider_choice.hpp"
 
 namespace sidecore {
@@ -92,15 +93,15 @@ TEST(ProviderChoice, ThisNodeIsConsistent) {
     EXPECT_EQ(choice.provider, "tcp;ofi_rxm") << choice.reason;
   } else {
     EXPECT_NE(choice.reason.find(ports.front().device), std::string::npos) << choice.reason;
-    EXPECT_TRUE(choice.provider == "tcp;ofi_rxm" || provider_available(choice.provider)) << choice.reason;
+    EXPECT_TRUE(choice.provider == "tcp;ofi_rxm" || fabric::provider_available(choice.provider)) << choice.reason;
   }
 }
 
 TEST(ProviderChoice, LibfabricOffersShmAndTcpButNoInventedProvider) {
-  EXPECT_TRUE(provider_available("tcp;ofi_rxm"));
-  EXPECT_TRUE(provider_available("shm"));
-  EXPECT_FALSE(provider_available("no-such-provider"));
-  EXPECT_FALSE(provider_available(""));
+  EXPECT_TRUE(fabric::provider_available("tcp;ofi_rxm"));
+  EXPECT_TRUE(fabric::provider_available("shm"));
+  EXPECT_FALSE(fabric::provider_available("no-such-provider"));
+  EXPECT_FALSE(fabric::provider_available(""));
 }
 
 }  // namespace

@@ -23,37 +23,15 @@
 #include <sys/resource.h>
 #include <time.h>
 
-static int rank = 0, size = 1, failures = 0, checks = 0;
+#include "mpi_check.h"
+
 static const char *library = NULL;
-
-#define CHECK(cond, ...)                                                   \
-  do {                                                                     \
-    ++checks;                                                              \
-    if (!(cond)) {                                                         \
-      ++failures;                                                          \
-      fprintf(stderr, "rank %d: FAIL %s:%d: ", rank, __FILE__, __LINE__);  \
-      fprintf(stderr, __VA_ARGS__);                                        \
-      fprintf(stderr, "\n");                                               \
-    }                                                                      \
-  } while (0)
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static double cpu_s(void) {
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
   return (double)usage.ru_utime.tv_sec + (double)usage.ru_utime.tv_usec * 1e-6 + (double)usage.ru_stime.tv_sec +
          (double)usage.ru_stime.tv_usec * 1e-6;
-}
-
-static int kind_of(int code) {
-  int kind = -1;
-  MPIX_Offload_error_kind(code, &kind);
-  return kind;
 }
 
 /* After MPI_ERR_IN_STATUS, a request whose status says MPI_ERR_PENDING is still active (the
@@ -471,6 +449,7 @@ int main(int argc, char **argv) {
   int provided = -1;
   MPI_Init_thread(&argc, &argv, required, &provided);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  snprintf(check_who, sizeof check_who, "rank %d", rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   CHECK(provided >= required, "MPI provides thread level %d, %d asked", provided, required);

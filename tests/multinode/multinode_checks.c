@@ -24,36 +24,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mpi_check.h" /* tests/mpi */
+
 enum { kHostBytes = 64, kOutBytes = 320 };
 
-static int rank = 0, size = 1, failures = 0, checks = 0;
 static const char *library = NULL;
 static char own_host[kHostBytes];
 static char *all_hosts = NULL; /* size * kHostBytes: every rank's host */
 static char summary[512];
-
-#define CHECK(cond, ...)                                                   \
-  do {                                                                     \
-    ++checks;                                                              \
-    if (!(cond)) {                                                         \
-      ++failures;                                                          \
-      fprintf(stderr, "rank %d (%s): FAIL %s:%d: ", rank, own_host, __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                                        \
-      fprintf(stderr, "\n");                                               \
-    }                                                                      \
-  } while (0)
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int kind_of(int code) {
-  int kind = -1;
-  MPIX_Offload_error_kind(code, &kind);
-  return kind;
-}
 
 static MPIX_Offload_pool make_pool(const char *scope) {
   MPI_Info info;
@@ -98,14 +76,19 @@ struct task {
   /* status.MPI_ERROR: the request's error (what MPI_Waitany returned for it) */
 };
 
-/* Submits `count` where tasks at once and waits for all, recording where and when each finished. */
-static void run_tasks(MPIX_Offload_function fn, struct task *tasks, int count) {
+/* Submits `count` where tasks at once. */
+static void submit_tasks(MPIX_Offload_function fn, struct task *tasks, int count) {
   for (int t = 0; t < count; ++t) {
     tasks[t].host[0] = '\0';
+    tasks[t].status.MPI_ERROR = MPI_ERR_PENDING; /* until wait_tasks sees it complete */
     int rc = MPIX_Offload_submit(fn, &tasks[t].sleep_us, sizeof tasks[t].sleep_us, tasks[t].out, kOutBytes,
                                  &tasks[t].request);
     CHECK(rc == MPI_SUCCESS, "submit of task %d: rc %d", t, rc);
   }
+}
+
+/* Waits for every submitted task, recording where and when each finished. */
+static void wait_tasks(struct task *tasks, int count) {
   MPI_Request requests[64];
   for (int t = 0; t < count; ++t) requests[t] = tasks[t].request;
   for (int finished = 0; finished < count; ++finished) {
@@ -124,6 +107,11 @@ static void run_tasks(MPIX_Offload_function fn, struct task *tasks, int count) {
       host_of(task->out, bytes, task->host);
     }
   }
+}
+
+static void run_tasks(MPIX_Offload_function fn, struct task *tasks, int count) {
+  submit_tasks(fn, tasks, count);
+  wait_tasks(tasks, count);
 }
 
 static void check_spread(void) {
@@ -212,11 +200,7 @@ static void check_lost(int restart) {
   const int count = 2 * local + (size - 1);
   struct task tasks[64];
   for (int t = 0; t < count; ++t) tasks[t].sleep_us = 2500000;
-  for (int t = 0; t < count; ++t) {
-    int rc = MPIX_Offload_submit(fn, &tasks[t].sleep_us, sizeof tasks[t].sleep_us, tasks[t].out, kOutBytes,
-                                 &tasks[t].request);
-    CHECK(rc == MPI_SUCCESS, "submit of task %d: rc %d", t, rc);
-  }
+  submit_tasks(fn, tasks, count);
   MPI_Barrier(MPI_COMM_WORLD);
   if (rank == victim) {
     /* lost: the executor the plugin started (its supervisor too); restart: its serving process. */
@@ -228,26 +212,18 @@ static void check_lost(int restart) {
   }
   MPI_Barrier(MPI_COMM_WORLD);
   const double killed = now_s();
-  MPI_Request requests[64];
-  for (int t = 0; t < count; ++t) requests[t] = tasks[t].request;
+  wait_tasks(tasks, count);
   int lost = 0, completed = 0;
   double slowest_loss = 0;
-  for (int finished = 0; finished < count; ++finished) {
-    int index = MPI_UNDEFINED;
-    MPI_Status status;
-    const int rc = MPI_Waitany(count, requests, &index, &status);
-    if (index == MPI_UNDEFINED) break;
+  for (int t = 0; t < count; ++t) {
+    const int rc = tasks[t].status.MPI_ERROR;
     if (rc == MPI_SUCCESS) {
-      int bytes = 0;
-      char host[kHostBytes];
-      MPI_Get_count(&status, MPI_BYTE, &bytes);
-      host_of(tasks[index].out, bytes, host);
-      CHECK(strcmp(host, victim_host) != 0, "task %d completed on %s after its executor was killed", index, host);
+      CHECK(strcmp(tasks[t].host, victim_host) != 0, "task %d completed on %s after its executor was killed", t,
+            tasks[t].host);
       ++completed;
     } else {
-      CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_EXECUTOR_LOST, "task %d: error kind %d", index, kind_of(rc));
-      const double after = now_s() - killed;
-      if (after > slowest_loss) slowest_loss = after;
+      CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_EXECUTOR_LOST, "task %d: error kind %d", t, kind_of(rc));
+      if (tasks[t].done - killed > slowest_loss) slowest_loss = tasks[t].done - killed;
       ++lost;
     }
   }
@@ -307,6 +283,7 @@ int main(int argc, char **argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   gethostname(own_host, sizeof own_host - 1);
+  snprintf(check_who, sizeof check_who, "rank %d (%s)", rank, own_host);
   all_hosts = calloc((size_t)size, kHostBytes);
   MPI_Allgather(own_host, kHostBytes, MPI_CHAR, all_hosts, kHostBytes, MPI_CHAR, MPI_COMM_WORLD);
   for (int r = 0; r < size; ++r) {

@@ -14,6 +14,8 @@ user=${SIDECORE_TEST_USER:-sidecore-test}
 build=${SIDECORE_BUILD_DIR:?SIDECORE_BUILD_DIR must name the build folder}
 export SIDECORE_SLURM_DIR=/tmp/sidecore-slurm-multinode SIDECORE_SLURMCTLD_PORT=16827 SIDECORE_SLURMD_PORT=16828
 eval "$("$cluster" env)"
+# shellcheck source=SCRIPTDIR/../slurm/job_checks.sh
+source "$here/../slurm/job_checks.sh"
 nodes=3
 prefix=/tmp/sidecore-multinode-test-prefix   # the build, installed world-readable (as sites run it)
 programs=/tmp/sidecore-multinode-test-programs  # the MPI program and the function library
@@ -21,16 +23,11 @@ programs=/tmp/sidecore-multinode-test-programs  # the MPI program and the functi
 # between nodes, executors must listen on the node's own address.
 unset FI_TCP_IFACE FI_PROVIDER OMPI_MCA_btl_tcp_if_include OMPI_MCA_oob_tcp_if_include
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-check() { echo "ok: $*"; }
-
 cluster_up() {
-  "$cluster" up --nodes "$nodes" --prefix "$prefix" --plugin-args "$*" >/dev/null
+  "$cluster" up --nodes "$nodes" --prefix "$prefix" --plugin-args "" >/dev/null
 }
 
-work=$(mktemp -d /tmp/sidecore-multinode-test.XXXXXX)
-chmod 0755 "$work"
-chown "$user": "$work" 2>/dev/null || true
+work=$(new_work_dir sidecore-multinode-test)
 trap 'rm -rf "$work"' EXIT
 # Runs a command as the test user. Ranks share this machine's two cores with every node's
 # executor: they yield while they wait.
@@ -44,17 +41,6 @@ as_user() {
     SIDECORE_LOG_LEVEL="${SIDECORE_LOG_LEVEL:-warn}" "$@")
 }
 
-live_executors() {
-  ps -u "$user" -o pid=,stat=,args= 2>/dev/null | awk '$2 !~ /^Z/ && /sidecore-executor/ {print $1}' || true
-}
-expect_no_executor_left() {
-  for _ in $(seq 50); do
-    [[ -z $(live_executors) ]] && return 0
-    sleep 0.1
-  done
-  fail "executor(s) still running after the job: $(live_executors)"
-}
-
 # An allocation of one task per node with two CPUs each; the step's rank takes one (--exact -c1),
 # so each node's executor gets the other.
 job_step() {
@@ -64,17 +50,15 @@ job_step() {
 
 case_setup() {
   [[ $(id -u) -eq 0 ]] || fail "the multinode tier runs as root (it starts slurmd in namespaces)"
-  command -v ip >/dev/null && command -v nsenter >/dev/null && command -v unshare >/dev/null ||
-    fail "ip, nsenter and unshare are needed (iproute2, util-linux)"
-  if ! id "$user" >/dev/null 2>&1; then
-    useradd --system --create-home --shell /bin/bash "$user"
-    check "created test user $user"
-  fi
-  rm -rf "$prefix" "$programs"
-  cmake --install "$build" --prefix "$prefix" >/dev/null || fail "cannot install $build into $prefix"
-  chmod -R a+rX "$prefix"
+  local tool
+  for tool in ip nsenter unshare; do
+    command -v "$tool" >/dev/null || fail "$tool is needed (iproute2, util-linux)"
+  done
+  ensure_test_user
+  install_build "$build" "$prefix"
+  rm -rf "$programs"
   install -d -m 0755 "$programs"
-  mpicc -O1 -o "$programs/multinode_checks" "$here/multinode_checks.c" -I"$prefix/include" -L"$prefix/lib" \
+  mpicc -O1 -o "$programs/multinode_checks" "$here/multinode_checks.c" -I"$here/../mpi" -I"$prefix/include" -L"$prefix/lib" \
     -Wl,-rpath,"$prefix/lib" -lsidecore_mpix -lsidecore || fail "cannot build multinode_checks against $prefix"
   install -m 0644 "$build/tests/libsidecore_test_functions.so" "$programs/" ||
     fail "no test function library in $build/tests"

@@ -11,13 +11,9 @@ cluster=$here/../../slurm/local-cluster.sh
 user=${SIDECORE_TEST_USER:-sidecore-test}
 build=${SIDECORE_BUILD_DIR:?SIDECORE_BUILD_DIR must name the build folder}
 eval "$("$cluster" env)"
-# Setup installs the build here, world-readable: srun, salloc and sbatch load the plugin as the
-# test user, and the executor runs as that user, while the checkout may sit in a private folder
-# such as /root. It is also how sites run it: installed, not from a build tree.
-prefix=/tmp/sidecore-slurm-test-prefix
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
-check() { echo "ok: $*"; }
+# shellcheck source=SCRIPTDIR/job_checks.sh
+source "$here/job_checks.sh"
+prefix=/tmp/sidecore-slurm-test-prefix  # setup installs the build here (install_build)
 
 # Brings the cluster up with these admin arguments (restarts slurmd only if they changed).
 cluster_up() {
@@ -27,24 +23,10 @@ cluster_up() {
 }
 
 # Runs a command as the test user in a folder of its own, with stdout and stderr kept apart.
-work=$(mktemp -d /tmp/sidecore-slurm-test.XXXXXX)
-chmod 0755 "$work"
-chown "$user": "$work" 2>/dev/null || true
+work=$(new_work_dir sidecore-slurm-test)
 trap 'rm -rf "$work"' EXIT
 as_user() {
   (cd "$work" && runuser -u "$user" -- env SLURM_CONF="$SLURM_CONF" PATH=/usr/bin:/bin "$@")
-}
-
-# Executors of the test user that are still running (zombies excluded).
-live_executors() {
-  ps -u "$user" -o pid=,stat=,args= 2>/dev/null | awk '$2 !~ /^Z/ && /sidecore-executor/ {print $1}' || true
-}
-expect_no_executor_left() {
-  for _ in $(seq 50); do
-    [[ -z $(live_executors) ]] && return 0
-    sleep 0.1
-  done
-  fail "executor(s) still running after the step: $(live_executors)"
 }
 
 # Inside a task: what SIDECORE_EXECUTOR leads to. The plugin (start=async) hands tasks
@@ -80,13 +62,8 @@ field() { sed -n "s/^$1=//p" "$2" | head -1; }
 
 case_setup() {
   [[ $(id -u) -eq 0 ]] || fail "the slurm tier runs as root (it starts slurmd)"
-  if ! id "$user" >/dev/null 2>&1; then
-    useradd --system --create-home --shell /bin/bash "$user"
-    check "created test user $user"
-  fi
-  rm -rf "$prefix"
-  cmake --install "$build" --prefix "$prefix" >/dev/null || fail "cannot install $build into $prefix"
-  chmod -R a+rX "$prefix"
+  ensure_test_user
+  install_build "$build" "$prefix"
   check "installed $build into $prefix"
   local executor=${SIDECORE_TEST_EXECUTOR:-$prefix/bin/sidecore-executor}
   runuser -u "$user" -- test -x "$executor" || fail "$user cannot run $executor"

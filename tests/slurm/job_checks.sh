@@ -1,0 +1,44 @@
+# Shared by the slurm and multinode tiers (sourced, not run): how a case fails or passes, the test
+# user, the installed build, and the check that no executor outlives its job.
+# The sourcing script sets $user (the test user) beforehand.
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+check() { echo "ok: $*"; }
+
+# Creates the test user if it is missing.
+ensure_test_user() {
+  if ! id "$user" >/dev/null 2>&1; then
+    useradd --system --create-home --shell /bin/bash "$user"
+    check "created test user $user"
+  fi
+}
+
+# Installs build $1 under prefix $2, world-readable: srun, salloc and sbatch load the plugin as the
+# test user, and the executor runs as that user, while the checkout may sit in a private folder
+# such as /root. It is also how sites run it: installed, not from a build tree.
+install_build() {
+  rm -rf "$2"
+  cmake --install "$1" --prefix "$2" >/dev/null || fail "cannot install $1 into $2"
+  chmod -R a+rX "$2"
+}
+
+# Executors of the test user that are still running (zombies excluded).
+live_executors() {
+  ps -u "$user" -o pid=,stat=,args= 2>/dev/null | awk '$2 !~ /^Z/ && /sidecore-executor/ {print $1}' || true
+}
+expect_no_executor_left() {
+  for _ in $(seq 50); do
+    [[ -z $(live_executors) ]] && return 0
+    sleep 0.1
+  done
+  fail "executor(s) still running after the job step: $(live_executors)"
+}
+
+# Creates a folder of the test user's own for one case under /tmp, named after $1, and prints it.
+new_work_dir() {
+  local dir
+  dir=$(mktemp -d "/tmp/$1.XXXXXX")
+  chmod 0755 "$dir"
+  chown "$user": "$dir" 2>/dev/null || true
+  echo "$dir"
+}

@@ -14,7 +14,7 @@ packages=(
   python3
   python3-distributed gnuplot-nox
   munge slurmctld slurmd slurm-client libslurm-dev libpmix-dev
-  iproute2 util-linux
+  iproute2 util-linux debootstrap
   clang libclang-rt-14-dev
 )
 

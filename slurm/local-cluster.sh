@@ -3,7 +3,7 @@
 # key, socket, state, spool, log and pid file in one private folder, and spank_sidecore.so loaded as
 # `required` (a plugin that fails to load makes every step fail loudly, not silently lose executors).
 #
-#   slurm/local-cluster.sh up [--nodes N] [--prefix DIR] [--build DIR] [--executor PATH]
+#   slurm/local-cluster.sh up [--nodes N] [--cgroup] [--prefix DIR] [--build DIR] [--executor PATH]
 #                             [--plugin-args 'k=v ...']
 #   slurm/local-cluster.sh down | status | env
 #
@@ -13,6 +13,11 @@
 # --build DIR  the project's build folder (default: $SIDECORE_BUILD_DIR, else <repo>/build)
 # --executor PATH  another sidecore-executor than the one next to the plugin
 # --plugin-args admin arguments for the plugstack.conf line (see slurm/plugstack.conf.d/sidecore.conf)
+# --cgroup     the configuration most production sites run: TaskPlugin=task/cgroup,task/affinity,
+#              ProctrackType=proctrack/cgroup, JobAcctGatherType=jobacct_gather/cgroup and a cgroup.conf
+#              with ConstrainCores=yes (cgroup/v1 where the node mounts cgroup v1 controllers, else
+#              cgroup/v2). Without it: task/affinity and proctrack/linuxproc. `up` without --cgroup
+#              switches back.
 # --nodes N    1 (default): one node, "localhost"; 2 to 8: nodes node1..nodeN, each its own host:
 #              a network namespace (sidecore-nodeI, address 10.203.77.(10+I) on the bridge
 #              sidecore-br0, 10.203.77.1 in this namespace, where slurmctld listens), its own
@@ -161,7 +166,7 @@ start_node_slurmd() {
 }
 
 write_config() {
-  local layout count=$1
+  local layout count=$1 cgroup=$2
   # The node's real layout, so that slurmd agrees with slurm.conf (memory left at the default).
   layout=$(slurmd -C | head -1 | sed -e 's/^NodeName=[^ ]* //' -e 's/ RealMemory=[0-9]*//')
   local control="localhost(127.0.0.1)" nodes_lines partition_nodes
@@ -198,15 +203,14 @@ SlurmdDebug=info
 SlurmctldDebug=info
 TmpFS=$dir/tmp/%n
 PlugStackConfig=$dir/plugstack.conf
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/affinity
+$(task_lines "$cgroup")
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=pmix
 MailProg=/bin/true
 SchedulerType=sched/builtin
 AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=$( ((cgroup)) && echo jobacct_gather/cgroup || echo jobacct_gather/none)
 JobCompType=jobcomp/none
 ReturnToService=2
 KillWait=5
@@ -215,10 +219,52 @@ $nodes_lines
 PartitionName=debug Nodes=$partition_nodes Default=YES MaxTime=INFINITE State=UP
 PartitionName=other Nodes=$partition_nodes MaxTime=INFINITE State=UP
 CONF
+  write_cgroup_conf "$cgroup"
   cat > "$dir/plugstack.conf.new" <<CONF
 # Written by slurm/local-cluster.sh. Admin arguments: slurm/plugstack.conf.d/sidecore.conf.
 required $plugin executor=$executor $plugin_args
 CONF
+}
+
+# The task and process-tracking plugins: cgroups (as production sites run) or affinity and /proc.
+task_lines() {
+  if (($1)); then
+    echo "TaskPlugin=task/cgroup,task/affinity"
+    echo "ProctrackType=proctrack/cgroup"
+  else
+    echo "TaskPlugin=task/affinity"
+    echo "ProctrackType=proctrack/linuxproc"
+  fi
+}
+
+# The cgroup version this node's Slurm should use: v1 where the cpuset controller is mounted as a v1
+# hierarchy (as on Debian 12's hybrid layout), else v2.
+cgroup_version() {
+  if awk '$3 == "cgroup" && $4 ~ /(^|,)cpuset(,|$)/ {found = 1} END {exit !found}' /proc/mounts; then
+    echo v1
+  else
+    echo v2
+  fi
+}
+
+# cgroup.conf beside slurm.conf (read by slurmd and slurmstepd; only with --cgroup).
+write_cgroup_conf() {
+  if ! (($1)); then
+    rm -f "$dir/cgroup.conf.new"
+    return
+  fi
+  local version
+  version=$(cgroup_version)
+  {
+    echo "# Written by slurm/local-cluster.sh --cgroup (see docs/admin.md, \"cgroups\")."
+    echo "CgroupPlugin=cgroup/$version"
+    echo "ConstrainCores=yes"
+    echo "ConstrainDevices=no"
+    echo "ConstrainRAMSpace=no"
+    echo "ConstrainSwapSpace=no"
+    # No systemd on these machines: slurmd makes its own scope (cgroup v2 only).
+    [[ $version == v1 ]] || echo "IgnoreSystemd=yes"
+  } > "$dir/cgroup.conf.new"
 }
 
 # Starts slurmctld and slurmd if they are not running, then waits until the node takes jobs.
@@ -254,12 +300,13 @@ start_slurm() {
 }
 
 cmd_up() {
-  local nodes=1
+  local nodes=1 cgroup=0
   prefix="" build=${SIDECORE_BUILD_DIR:-$root/build} plugin_args="" executor_override=""
   while (($#)); do
     case $1 in
       --nodes) nodes=${2:?--nodes needs a number}; shift ;;
       --nodes=*) nodes=${1#*=} ;;
+      --cgroup) cgroup=1 ;;
       --prefix) prefix=${2:?--prefix needs a folder}; shift ;;
       --prefix=*) prefix=${1#*=} ;;
       --build) build=${2:?--build needs a folder}; shift ;;
@@ -287,9 +334,17 @@ cmd_up() {
   echo "$nodes" > "$dir/nodes"
   ((nodes == 1)) || setup_network "$nodes"
   start_munge
-  write_config "$nodes"
+  write_config "$nodes" "$cgroup"
   local restart_ctld=0 restart_slurmd=0
   cmp -s "$dir/slurm.conf.new" "$conf" || restart_ctld=1
+  if [[ -e $dir/cgroup.conf.new ]]; then
+    cmp -s "$dir/cgroup.conf.new" "$dir/cgroup.conf" || restart_ctld=1
+    mv "$dir/cgroup.conf.new" "$dir/cgroup.conf"
+    chmod 0644 "$dir/cgroup.conf"
+  elif [[ -e $dir/cgroup.conf ]]; then
+    rm -f "$dir/cgroup.conf"
+    restart_ctld=1
+  fi
   cmp -s "$dir/plugstack.conf.new" "$dir/plugstack.conf" || restart_slurmd=1
   ((restart_ctld)) && restart_slurmd=1
   mv "$dir/slurm.conf.new" "$conf"
@@ -349,5 +404,5 @@ case ${1-} in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  *) echo "usage: $0 up [--nodes N] [--prefix DIR] [--build DIR] [--executor PATH] [--plugin-args 'k=v ...'] | down | status | env" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--nodes N] [--cgroup] [--prefix DIR] [--build DIR] [--executor PATH] [--plugin-args 'k=v ...'] | down | status | env" >&2; exit 2 ;;
 esac

@@ -38,6 +38,10 @@ enum Stage : int {
   stage_setsid = 1,
   stage_signals,
   stage_regain_root,
+  stage_cgroup_mkdir,
+  stage_cgroup_mems,
+  stage_cgroup_cpus,
+  stage_cgroup_join,
   stage_setgroups,
   stage_setgid,
   stage_setuid,
@@ -52,6 +56,10 @@ const char* stage_name(int stage) {
     case stage_setsid: return "setsid";
     case stage_signals: return "resetting signals";
     case stage_regain_root: return "regaining root to drop privileges";
+    case stage_cgroup_mkdir: return "creating its cgroup";
+    case stage_cgroup_mems: return "writing cpuset.mems of its cgroup";
+    case stage_cgroup_cpus: return "writing cpuset.cpus of its cgroup";
+    case stage_cgroup_join: return "moving it into its cgroup";
     case stage_setgroups: return "setgroups";
     case stage_setgid: return "setresgid";
     case stage_setuid: return "setresuid";
@@ -76,8 +84,22 @@ void write_report(int fd, Report report) {
   _exit(127);
 }
 
+// Writes `text` to the cgroup file `path` (async-signal-safe). False with errno set on failure.
+// (O_CREAT and O_TRUNC change nothing on a cgroup file system; they let unit tests use a plain tree.)
+bool write_cgroup_file(const char* path, const char* text, size_t length) {
+  const int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  const bool written = write(fd, text, length) == static_cast<ssize_t>(length);
+  const int error = errno;
+  close(fd);
+  errno = error;
+  return written;
+}
+
 // Everything the child needs, built before fork so that nothing allocates afterwards.
 struct Prepared {
+  // The cgroup leaf's folder and files (empty folder: no cgroup to join).
+  std::string cgroup_dir, cgroup_mems_file, cgroup_cpus_file, cgroup_procs_file, cgroup_mems, cgroup_cpus;
   std::vector<std::string> argv_storage;
   std::vector<char*> argv;
   std::vector<char*> envp;
@@ -95,11 +117,40 @@ struct Prepared {
     cpus_bytes = CPU_ALLOC_SIZE(count);
     CPU_ZERO_S(cpus_bytes, cpus);
     for (int cpu : spec.cpus.cores()) CPU_SET_S(static_cast<size_t>(cpu), cpus_bytes, cpus);
+    if (spec.cgroup) {
+      cgroup_dir = spec.cgroup->directory;
+      cgroup_mems_file = cgroup_dir + "/cpuset.mems";
+      cgroup_cpus_file = cgroup_dir + "/cpuset.cpus";
+      cgroup_procs_file = cgroup_dir + "/cgroup.procs";
+      cgroup_mems = spec.cgroup->mems;
+      cgroup_cpus = spec.cgroup->cpus;
+    }
   }
   ~Prepared() { CPU_FREE(cpus); }
   Prepared(const Prepared&) = delete;
   Prepared& operator=(const Prepared&) = delete;
 };
+
+// Creates the executor's cgroup leaf, gives it its CPUs (and, on v1, the job's memory nodes: a new
+// v1 cpuset has none and refuses processes) and moves this process into it.
+void join_cgroup(const Prepared& prepared, int report_fd) {
+  if (prepared.cgroup_dir.empty()) return;
+  if (mkdir(prepared.cgroup_dir.c_str(), 0755) != 0 && errno != EEXIST) fail_child(report_fd, stage_cgroup_mkdir);
+  if (!prepared.cgroup_mems.empty() &&
+      !write_cgroup_file(prepared.cgroup_mems_file.c_str(), prepared.cgroup_mems.data(), prepared.cgroup_mems.size())) {
+    fail_child(report_fd, stage_cgroup_mems);
+  }
+  if (!write_cgroup_file(prepared.cgroup_cpus_file.c_str(), prepared.cgroup_cpus.data(), prepared.cgroup_cpus.size())) {
+    fail_child(report_fd, stage_cgroup_cpus);
+  }
+  // Our pid in decimal, without the allocating formatters.
+  char digits[16];
+  size_t length = 0;
+  for (pid_t pid = getpid(); pid > 0 && length < sizeof digits; pid /= 10) digits[length++] = static_cast<char>('0' + pid % 10);
+  char text[16];
+  for (size_t i = 0; i < length; ++i) text[i] = digits[length - 1 - i];
+  if (!write_cgroup_file(prepared.cgroup_procs_file.c_str(), text, length)) fail_child(report_fd, stage_cgroup_join);
+}
 
 // Runs in the child: becomes the executor or reports why not.
 [[noreturn]] void become_executor(const LaunchSpec& spec, const Prepared& prepared, int report_fd,
@@ -127,6 +178,7 @@ struct Prepared {
     if (effective != 0 && setresuid(static_cast<uid_t>(-1), 0, static_cast<uid_t>(-1)) != 0) {
       fail_child(report_fd, stage_regain_root);
     }
+    join_cgroup(prepared, report_fd);
     if (setgroups(spec.groups.size(), spec.groups.data()) != 0) fail_child(report_fd, stage_setgroups);
     if (setresgid(spec.gid, spec.gid, spec.gid) != 0) fail_child(report_fd, stage_setgid);
     if (setresuid(spec.uid, spec.uid, spec.uid) != 0) fail_child(report_fd, stage_setuid);
@@ -138,6 +190,8 @@ struct Prepared {
     // Without privileges (unit tests as a normal user) the only possible target is ourselves.
     errno = EPERM;
     fail_child(report_fd, stage_setuid);
+  } else {
+    join_cgroup(prepared, report_fd);
   }
 
   if (sched_setaffinity(0, prepared.cpus_bytes, prepared.cpus) != 0) fail_child(report_fd, stage_affinity);
@@ -179,8 +233,12 @@ bool read_report(int fd, Report& report, Clock::time_point deadline, bool& timed
   return true;
 }
 
-std::string describe_failure(const Report& report) {
-  return std::string(stage_name(report.stage)) + " failed: " + std::strerror(report.value);
+std::string describe_failure(const Report& report, const LaunchSpec& spec) {
+  std::string stage = stage_name(report.stage);
+  if (report.stage >= stage_cgroup_mkdir && report.stage <= stage_cgroup_join && spec.cgroup) {
+    stage += " " + spec.cgroup->directory;
+  }
+  return stage + " failed: " + std::strerror(report.value);
 }
 
 }  // namespace
@@ -292,7 +350,7 @@ LaunchResult launch_executor(const LaunchSpec& spec) {
   close(report_pipe[0]);
   if (failed_before_exec || timed_out) {
     process.stop(std::chrono::milliseconds(0));
-    result.error = failed_before_exec ? describe_failure(report) : "the executor did not start in time";
+    result.error = failed_before_exec ? describe_failure(report, spec) : "the executor did not start in time";
     return result;
   }
 

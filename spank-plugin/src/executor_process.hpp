@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cgroup_placement.hpp"
 #include "core_set.hpp"
 
 namespace sidecore::spank {
@@ -27,6 +28,9 @@ struct LaunchSpec {
   gid_t gid = 0;
   std::vector<gid_t> groups;      // supplementary groups
   CoreSet cpus;                   // OS CPUs to pin to
+  // A cgroup leaf the child creates and joins before it pins itself (cgroup_placement.hpp); the
+  // child does it as root, before it drops to the job's user.
+  std::optional<CgroupLeaf> cgroup;
   std::string workdir;            // empty or unreachable: "/"
   std::string card_file;          // the executor writes its card here once ready
   int stderr_fd = -1;             // the executor's stderr; -1: /dev/null

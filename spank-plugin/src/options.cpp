@@ -99,12 +99,15 @@ AdminParse parse_admin_args(const std::vector<std::string>& args, std::string de
       if (value == "async") config.wait_ready = false;
       else if (value == "wait") config.wait_ready = true;
       else refuse("expected async or wait");
+    } else if (key == "cgroup") {
+      if (auto mode = parse_cgroup_mode(value)) config.cgroup = *mode;
+      else refuse("expected auto, v1, v2 or off");
     } else if (key == "log_level") {
       if (auto level = parse_log_level(value)) config.log_level = *level;
       else refuse("expected debug, info, warn or error");
     } else {
       result.errors.push_back("unknown argument '" + key + "' (known: max_cores, default, poll, provider, "
-                              "executor, allow_partitions, start, log_level); ignored");
+                              "executor, allow_partitions, start, cgroup, log_level); ignored");
     }
   }
   return result;
@@ -120,7 +123,8 @@ std::string describe(const AdminConfig& config) {
   return (config.max_cores ? "max_cores=" + std::to_string(*config.max_cores) + " " : std::string()) +
          "default=" + to_string(config.default_request) + " poll=" + std::string(to_string(config.poll)) +
          " provider=" + config.provider + " executor=" + config.executor + " allow_partitions=" + partitions +
-         " start=" + (config.wait_ready ? "wait" : "async") + " log_level=" + std::string(to_string(config.log_level));
+         " start=" + (config.wait_ready ? "wait" : "async") + " cgroup=" + to_string(config.cgroup) +
+         " log_level=" + std::string(to_string(config.log_level));
 }
 
 std::optional<std::string> parse_offload_flag(const char* value, JobOptions& options) {

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cgroup_placement.hpp"
 #include "poll_mode.hpp"
 
 namespace sidecore::spank {
@@ -50,6 +51,8 @@ struct AdminConfig {
   bool wait_ready = false;
   // How long user_init (wait) or a task (async) waits for the executor's card before giving up.
   std::chrono::milliseconds ready_timeout{10'000};
+  // Where the executor goes in the node's cgroups (cgroup_placement.hpp): auto, v1, v2 or off.
+  CgroupMode cgroup = CgroupMode::automatic;
   // How long a stopping executor gets between SIGTERM and SIGKILL.
   std::chrono::milliseconds stop_grace{5'000};
 };

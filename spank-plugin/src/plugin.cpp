@@ -79,8 +79,11 @@ std::string step_token(const std::vector<std::string>& job_env) {
 
 }  // namespace
 
-Plugin::Plugin(SpankHost& host, std::string default_executor, CoreMapper map_cores)
-    : host_(host), default_executor_(std::move(default_executor)), map_cores_(std::move(map_cores)) {
+Plugin::Plugin(SpankHost& host, std::string default_executor, CoreMapper map_cores, CgroupReader read_cgroups)
+    : host_(host),
+      default_executor_(std::move(default_executor)),
+      map_cores_(std::move(map_cores)),
+      read_cgroups_(std::move(read_cgroups)) {
   config_.executor = default_executor_;
 }
 
@@ -102,10 +105,29 @@ int Plugin::init(const std::vector<std::string>& args) try {
   if (context == Context::remote || context == Context::slurmd || context == Context::job_script) {
     for (const auto& error : parsed.errors) host_.log(LogLevel::error, "sidecore: plugstack.conf: " + error);
   }
+  if (context == Context::slurmd) check_node_cgroups();
   return 0;
 } catch (const std::exception& e) {
   host_.log(LogLevel::error, std::string("sidecore: init: ") + e.what());
   return 0;
+}
+
+// Once, when slurmd starts: a cgroup= the node cannot honour is the admin's to fix, and said once
+// in slurmd's log rather than once per step.
+void Plugin::check_node_cgroups() {
+  if (config_.cgroup != CgroupMode::v1 && config_.cgroup != CgroupMode::v2) return;
+  const int wanted = config_.cgroup == CgroupMode::v1 ? 1 : 2;
+  const CgroupView view = read_cgroups_("/proc/self");
+  for (const auto& mount : view.mounts) {
+    if (mount.version != wanted) continue;
+    if (wanted == 2) return;  // whether jobs get the cpuset controller is checked per step
+    for (const auto& controller : mount.controllers) {
+      if (controller == "cpuset") return;
+    }
+  }
+  host_.log(LogLevel::error, std::string("sidecore: plugstack.conf: cgroup=") + to_string(config_.cgroup) +
+                                 ", but this node mounts no cgroup " + (wanted == 1 ? "v1 cpuset hierarchy" : "v2 hierarchy") +
+                                 ": steps on this node run without executors (use cgroup=auto, or mount it)");
 }
 
 int Plugin::option(OptionId id, const char* value, bool remote) try {
@@ -128,7 +150,21 @@ int Plugin::option(OptionId id, const char* value, bool remote) try {
 
 int Plugin::init_post_opt() { return 0; }
 
-int Plugin::task_post_fork() { return 0; }
+int Plugin::task_post_fork() try {
+  // Once, at the first task: by now the step's cgroups exist in every hierarchy Slurm uses.
+  if (!executor_ || !cgroup_leaf_ || followed_step_cgroups_) return 0;
+  followed_step_cgroups_ = true;
+  const std::optional<pid_t> task = host_.task_pid();
+  if (!task) return 0;
+  const std::string error = follow_step_cgroups(*cgroup_leaf_, read_cgroups_("/proc/" + std::to_string(*task)), job_id_);
+  if (!error.empty()) log(LogLevel::warn, "the executor stays outside the step's cgroups: " + error);
+  return 0;
+} catch (const std::exception& e) {
+  log(LogLevel::warn, std::string("task_post_fork: ") + e.what());
+  return 0;
+} catch (...) {
+  return 0;
+}
 
 void Plugin::no_executor(const std::string& why) {
   // Only a step that asked for executors hears why it has none; a site default stays in the log.
@@ -203,6 +239,22 @@ void Plugin::start_executor() {
   const CpuMapping mapping = map_cores_(plan.cores);
   if (!mapping.warning.empty()) log(LogLevel::warn, mapping.warning);
 
+  // Under task/cgroup the step's cpuset holds only its own cores: the executor needs a leaf of the
+  // job's cgroup on the idle ones.
+  const CgroupPlan placement = plan_cgroup_leaf(read_cgroups_("/proc/self"), config_.cgroup, step.job_id, step.step_id, mapping.cpus);
+  if (!placement.error.empty()) {
+    no_executor(placement.error);
+    return;
+  }
+  if (!placement.note.empty()) log(LogLevel::debug, placement.note);
+  if (placement.leaf) {
+    // Leaves of earlier steps whose slurmstepd was killed before it could remove them.
+    if (const int stale = remove_stale_leaves(job_directory(*placement.leaf)); stale > 0) {
+      log(LogLevel::info, "removed " + std::to_string(stale) + " cgroup(s) of ended steps of job " +
+                              std::to_string(step.job_id));
+    }
+  }
+
   // A private folder owned by the job's user for the card: only the executor writes there.
   std::string base = host_.getenv("TMPDIR").value_or("/tmp");
   if (!is_absolute_directory(base)) base = "/tmp";
@@ -248,17 +300,21 @@ void Plugin::start_executor() {
   spec.gid = step.gid;
   spec.groups = step.groups;
   spec.cpus = mapping.cpus;
+  spec.cgroup = placement.leaf;
   spec.workdir = workdir;
   spec.card_file = card_file_;
   spec.stderr_fd = host_.step_stderr_fd();
   spec.ready_timeout = config_.ready_timeout;
   spec.wait_for_card = config_.wait_ready;
 
+  cgroup_leaf_ = placement.leaf;
+  job_id_ = step.job_id;
   LaunchResult launched = launch_executor(spec);
   if (!launched.process) {
     no_executor("the executor did not start: " + launched.error);
     remove_card_folder(card_dir_);
     card_dir_.clear();
+    remove_leaf();
     return;
   }
   executor_ = std::move(launched.process);
@@ -304,6 +360,13 @@ void Plugin::stop_executor(const char* when) {
     remove_card_folder(card_dir_);
     card_dir_.clear();
   }
+  remove_leaf();
+}
+
+void Plugin::remove_leaf() {
+  if (!cgroup_leaf_) return;
+  if (const std::string error = remove_cgroup_leaf(*cgroup_leaf_); !error.empty()) log(LogLevel::warn, error);
+  cgroup_leaf_.reset();
 }
 
 int Plugin::task_exit() try {

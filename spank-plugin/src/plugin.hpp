@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cgroup_placement.hpp"
 #include "cpu_map.hpp"
 #include "executor_process.hpp"
 #include "options.hpp"
@@ -24,8 +25,11 @@ class Plugin {
  public:
   // `default_executor`: where sidecore-executor is when the admin does not say (executor=).
   // `map_cores` turns Slurm's abstract core ids into OS CPUs (hwloc by default; tests fake a topology).
+  // `read_cgroups` is what a process (a /proc/PID folder) sees of its cgroups; tests fake a tree.
   using CoreMapper = std::function<CpuMapping(const CoreSet&)>;
-  Plugin(SpankHost& host, std::string default_executor, CoreMapper map_cores = abstract_cores_to_cpus);
+  using CgroupReader = std::function<CgroupView(const std::string& proc_dir)>;
+  Plugin(SpankHost& host, std::string default_executor, CoreMapper map_cores = abstract_cores_to_cpus,
+         CgroupReader read_cgroups = read_cgroup_view);
 
   int init(const std::vector<std::string>& args);
   // 0 accepts the value; -1 makes srun/sbatch/salloc refuse it (the message names the flag).
@@ -45,16 +49,24 @@ class Plugin {
   const JobOptions& job_options() const noexcept { return options_; }
   // The running executor's pid, if any (for tests).
   std::optional<pid_t> executor_pid() const;
+  // The running executor's cgroup leaf, if it has one (for tests).
+  const std::optional<CgroupLeaf>& cgroup_leaf() const noexcept { return cgroup_leaf_; }
 
  private:
   void log(LogLevel level, const std::string& message);
   void no_executor(const std::string& why);
   void start_executor();
   void stop_executor(const char* when);
+  void remove_leaf();
+  void check_node_cgroups();
 
   SpankHost& host_;
   std::string default_executor_;
   CoreMapper map_cores_;
+  CgroupReader read_cgroups_;
+  std::optional<CgroupLeaf> cgroup_leaf_;
+  uint32_t job_id_ = 0;
+  bool followed_step_cgroups_ = false;
   AdminConfig config_;
   JobOptions options_;
   std::optional<ExecutorProcess> executor_;

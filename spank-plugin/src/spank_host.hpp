@@ -41,6 +41,8 @@ class SpankHost {
   virtual bool setenv(const std::string& name, const std::string& value) = 0;
   // Slurm's log; in slurmstepd errors also reach the step's stderr.
   virtual void log(LogLevel level, const std::string& message) = 0;
+  // The task's pid in task_post_fork (S_TASK_PID), if Slurm gives it.
+  virtual std::optional<pid_t> task_pid() = 0;
   // slurmstepd's stderr as the executor should inherit it; -1 for none.
   virtual int step_stderr_fd() = 0;
 };

@@ -106,6 +106,12 @@ class SlurmSpankHost final : public sidecore::spank::SpankHost {
     }
   }
 
+  std::optional<pid_t> task_pid() override {
+    pid_t pid = 0;
+    if (spank_get_item(spank_, S_TASK_PID, &pid) != ESPANK_SUCCESS || pid <= 0) return std::nullopt;
+    return pid;
+  }
+
   int step_stderr_fd() override { return STDERR_FILENO; }
 
  private:

@@ -19,6 +19,7 @@ class FakeSpank final : public SpankHost {
   std::map<std::string, std::string> env;  // the job's environment, as spank_getenv/setenv see it
   std::vector<std::pair<LogLevel, std::string>> messages;
   int stderr_fd = -1;
+  std::optional<pid_t> task;  // S_TASK_PID in task_post_fork
 
   Context context() override { return current; }
   std::optional<std::string> step_items(StepItems& out) override {
@@ -37,6 +38,7 @@ class FakeSpank final : public SpankHost {
     return true;
   }
   void log(LogLevel level, const std::string& message) override { messages.emplace_back(level, message); }
+  std::optional<pid_t> task_pid() override { return task; }
   int step_stderr_fd() override { return stderr_fd; }
 
   // True if some message at `level` contains `text`.

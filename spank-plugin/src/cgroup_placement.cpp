@@ -1,0 +1,359 @@
+#include "cgroup_placement.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "options.hpp"
+
+namespace sidecore::spank {
+namespace {
+
+constexpr const char* kLeafPrefix = "sidecore_step_";
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string first_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+bool is_directory(const std::string& path) {
+  struct stat info {};
+  return stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
+}
+
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string unescape(const std::string& field) {
+  std::string out;
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && i + 3 < field.size()) {
+      const std::string digits = field.substr(i + 1, 3);
+      if (digits.size() == 3 && digits.find_first_not_of("01234567") == std::string::npos) {
+        out.push_back(static_cast<char>(std::stoi(digits, nullptr, 8)));
+        i += 3;
+        continue;
+      }
+    }
+    out.push_back(field[i]);
+  }
+  return out;
+}
+
+// One line of /proc/self/cgroup: "hierarchy-id:controllers:path".
+struct SelfCgroup {
+  std::vector<std::string> controllers;
+  std::string path;
+};
+
+std::vector<SelfCgroup> parse_self_cgroup(const std::string& text) {
+  std::vector<SelfCgroup> lines;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto first = line.find(':');
+    const auto second = first == std::string::npos ? first : line.find(':', first + 1);
+    if (second == std::string::npos) continue;
+    lines.push_back({split(line.substr(first + 1, second - first - 1), ','), line.substr(second + 1)});
+  }
+  return lines;
+}
+
+bool has(const std::vector<std::string>& list, const std::string& item) {
+  for (const auto& entry : list) {
+    if (entry == item) return true;
+  }
+  return false;
+}
+
+// `path` (as /proc/self/cgroup names it) on disk under `mount`, or empty when the mount does not
+// show it (a container that mounts only part of the hierarchy).
+std::string on_disk(const CgroupMount& mount, const std::string& path) {
+  if (mount.root == "/") return mount.mount_point + (path == "/" ? "" : path);
+  if (path == mount.root) return mount.mount_point;
+  if (path.rfind(mount.root + "/", 0) == 0) return mount.mount_point + path.substr(mount.root.size());
+  return "";
+}
+
+// The prefix of `path` that ends with the component job_<id>, or empty when there is none.
+std::string job_prefix(const std::string& path, uint32_t job_id) {
+  const std::string component = "job_" + std::to_string(job_id);
+  size_t start = 0;
+  while (start < path.size()) {
+    const size_t slash = path.find('/', start + 1);
+    const size_t end = slash == std::string::npos ? path.size() : slash;
+    if (path.compare(start + 1, end - start - 1, component) == 0 && end - start - 1 == component.size()) {
+      return path.substr(0, end);
+    }
+    start = end;
+  }
+  return "";
+}
+
+// What the node offers for one version: the step's cgroup path and the mount that shows it.
+struct Candidate {
+  const CgroupMount* mount = nullptr;
+  std::string path;
+};
+
+Candidate find_v1(const CgroupView& view) {
+  Candidate candidate;
+  for (const auto& mount : view.mounts) {
+    if (mount.version == 1 && has(mount.controllers, "cpuset")) candidate.mount = &mount;
+  }
+  for (const auto& line : parse_self_cgroup(view.self_cgroup)) {
+    if (has(line.controllers, "cpuset")) candidate.path = line.path;
+  }
+  return candidate;
+}
+
+Candidate find_v2(const CgroupView& view) {
+  Candidate candidate;
+  for (const auto& mount : view.mounts) {
+    if (mount.version == 2) candidate.mount = &mount;
+  }
+  for (const auto& line : parse_self_cgroup(view.self_cgroup)) {
+    if (line.controllers.empty() || (line.controllers.size() == 1 && line.controllers[0].empty())) {
+      candidate.path = line.path;
+    }
+  }
+  return candidate;
+}
+
+// Builds the leaf under the job's cgroup, or says why it cannot.
+CgroupPlan plan_leaf(int version, const Candidate& candidate, uint32_t job_id, uint32_t step_id,
+                     const CoreSet& cpus) {
+  CgroupPlan plan;
+  const std::string job_path = job_prefix(candidate.path, job_id);
+  const std::string job_dir = on_disk(*candidate.mount, job_path);
+  if (job_dir.empty() || !is_directory(job_dir)) {
+    plan.error = "the job's cgroup " + job_path + " is not visible under " + candidate.mount->mount_point;
+    return plan;
+  }
+  // v2: the job's cgroup must hand the cpuset controller to its children.
+  if (version == 2) {
+    const std::string control = first_line(job_dir + "/cgroup.subtree_control");
+    if (!has(split(control, ' '), "cpuset")) {
+      plan.error = "the job's cgroup " + job_dir + " does not enable the cpuset controller for its children "
+                   "(cgroup.subtree_control: '" + control + "')";
+      return plan;
+    }
+  }
+  std::string job_cpus_text = first_line(job_dir + "/cpuset.effective_cpus");
+  if (job_cpus_text.empty()) job_cpus_text = first_line(job_dir + "/cpuset.cpus");
+  try {
+    const CoreSet job_cpus = CoreSet::parse(job_cpus_text);
+    for (int cpu : cpus.cores()) {
+      if (!job_cpus.contains(cpu)) {
+        plan.error = "CPU " + std::to_string(cpu) + " is not in the job's cpuset " + job_dir + " (" +
+                     job_cpus_text + ")";
+        return plan;
+      }
+    }
+  } catch (const CoreSetError& e) {
+    plan.error = "cannot read the CPUs of the job's cpuset " + job_dir + ": " + e.what();
+    return plan;
+  }
+  CgroupLeaf leaf;
+  leaf.version = version;
+  leaf.directory = job_dir + "/" + leaf_name(step_id);
+  leaf.cpus = cpus.to_string();
+  if (version == 1) {
+    leaf.mems = first_line(job_dir + "/cpuset.effective_mems");
+    if (leaf.mems.empty()) leaf.mems = first_line(job_dir + "/cpuset.mems");
+    if (leaf.mems.empty()) {
+      plan.error = "cannot read the memory nodes of the job's cpuset " + job_dir;
+      return plan;
+    }
+  }
+  plan.note = "cgroup v" + std::to_string(version) + ": executor in " + leaf.directory + " on CPU(s) " + leaf.cpus;
+  plan.leaf = std::move(leaf);
+  return plan;
+}
+
+}  // namespace
+
+std::optional<CgroupMode> parse_cgroup_mode(const std::string& text) {
+  if (text == "auto") return CgroupMode::automatic;
+  if (text == "v1") return CgroupMode::v1;
+  if (text == "v2") return CgroupMode::v2;
+  if (text == "off") return CgroupMode::off;
+  return std::nullopt;
+}
+
+const char* to_string(CgroupMode mode) {
+  switch (mode) {
+    case CgroupMode::automatic: return "auto";
+    case CgroupMode::v1: return "v1";
+    case CgroupMode::v2: return "v2";
+    case CgroupMode::off: return "off";
+  }
+  return "?";
+}
+
+std::vector<CgroupMount> parse_mountinfo(const std::string& text) {
+  std::vector<CgroupMount> mounts;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto separator = line.find(" - ");
+    if (separator == std::string::npos) continue;
+    std::istringstream before(line.substr(0, separator));
+    std::istringstream after(line.substr(separator + 3));
+    std::string id, parent, device, root, mount_point, fstype, source, super_options;
+    before >> id >> parent >> device >> root >> mount_point;
+    after >> fstype >> source >> super_options;
+    if (fstype != "cgroup" && fstype != "cgroup2") continue;
+    CgroupMount mount;
+    mount.version = fstype == "cgroup2" ? 2 : 1;
+    mount.root = unescape(root);
+    mount.mount_point = unescape(mount_point);
+    if (mount.version == 1) mount.controllers = split(super_options, ',');
+    mounts.push_back(std::move(mount));
+  }
+  return mounts;
+}
+
+CgroupView read_cgroup_view(const std::string& proc_self) {
+  CgroupView view;
+  view.mounts = parse_mountinfo(read_text(proc_self + "/mountinfo"));
+  view.self_cgroup = read_text(proc_self + "/cgroup");
+  return view;
+}
+
+std::string leaf_name(uint32_t step_id) { return kLeafPrefix + std::to_string(step_id); }
+
+CgroupPlan plan_cgroup_leaf(const CgroupView& view, CgroupMode mode, uint32_t job_id, uint32_t step_id,
+                            const CoreSet& cpus) {
+  CgroupPlan plan;
+  if (mode == CgroupMode::off) {
+    plan.note = "cgroup=off: the executor stays in slurmstepd's cgroups";
+    return plan;
+  }
+  const Candidate v1 = find_v1(view);
+  const Candidate v2 = find_v2(view);
+  const bool v1_job = v1.mount && !job_prefix(v1.path, job_id).empty();
+  const bool v2_job = v2.mount && !job_prefix(v2.path, job_id).empty();
+  const std::string wanted = mode == CgroupMode::v1 ? "cgroup=v1" : "cgroup=v2";
+  if (mode == CgroupMode::v1) {
+    if (!v1.mount) {
+      plan.error = wanted + " in plugstack.conf, but this node mounts no cgroup v1 cpuset hierarchy";
+    } else if (!v1_job) {
+      plan.error = wanted + " in plugstack.conf, but the step is not in a Slurm job's cpuset cgroup (" +
+                   (v1.path.empty() ? std::string("none") : v1.path) +
+                   "): is TaskPlugin=task/cgroup set, with CgroupPlugin=cgroup/v1?";
+    } else {
+      return plan_leaf(1, v1, job_id, step_id, cpus);
+    }
+    return plan;
+  }
+  if (mode == CgroupMode::v2) {
+    if (!v2.mount) {
+      plan.error = wanted + " in plugstack.conf, but this node mounts no cgroup v2 hierarchy";
+    } else if (!v2_job) {
+      plan.error = wanted + " in plugstack.conf, but the step is not in a Slurm job's cgroup v2 (" +
+                   (v2.path.empty() ? std::string("none") : v2.path) +
+                   "): is TaskPlugin=task/cgroup set, with CgroupPlugin=cgroup/v2?";
+    } else {
+      return plan_leaf(2, v2, job_id, step_id, cpus);
+    }
+    return plan;
+  }
+  if (v1_job) return plan_leaf(1, v1, job_id, step_id, cpus);
+  if (v2_job) return plan_leaf(2, v2, job_id, step_id, cpus);
+  plan.note = "the step is in no Slurm job cgroup (task/affinity): the executor stays in slurmstepd's cgroups";
+  return plan;
+}
+
+std::string job_directory(const CgroupLeaf& leaf) {
+  return leaf.directory.substr(0, leaf.directory.rfind('/'));
+}
+
+std::string remove_cgroup_leaf(const CgroupLeaf& leaf) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::seconds(3);
+  bool killed = false;
+  while (true) {
+    if (rmdir(leaf.directory.c_str()) == 0 || errno == ENOENT) return "";
+    const int error = errno;
+    if (error != EBUSY || Clock::now() >= deadline) {
+      return "cannot remove " + leaf.directory + ": " + std::strerror(error);
+    }
+    // Still busy: processes the executor left (v2 only: in v1 they are in the step's freezer cgroup,
+    // which proctrack empties). cgroup.kill (Linux 5.14) ends them all at once.
+    if (leaf.version == 2 && !killed) {
+      const int fd = open((leaf.directory + "/cgroup.kill").c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd >= 0) {
+        [[maybe_unused]] auto written = write(fd, "1", 1);
+        close(fd);
+      }
+      killed = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+std::string follow_step_cgroups(const CgroupLeaf& leaf, const CgroupView& task_view, uint32_t job_id) {
+  if (leaf.version != 1) return "";
+  std::vector<std::string> pids;
+  {
+    std::istringstream procs(read_text(leaf.directory + "/cgroup.procs"));
+    std::string pid;
+    while (procs >> pid) pids.push_back(pid);
+  }
+  if (pids.empty()) return "no executor process in " + leaf.directory;
+  std::string errors;
+  for (const auto& line : parse_self_cgroup(task_view.self_cgroup)) {
+    if (line.controllers.empty() || line.controllers[0].empty() || has(line.controllers, "cpuset")) continue;
+    const std::string job_path = job_prefix(line.path, job_id);
+    if (job_path.empty()) continue;  // a hierarchy Slurm does not use for this job
+    // The step's folder: the component after job_<id>, if there is one.
+    const size_t next = line.path.find('/', job_path.size() + 1);
+    const std::string step_path = line.path.size() > job_path.size() ? line.path.substr(0, next) : job_path;
+    const CgroupMount* mount = nullptr;
+    for (const auto& candidate : task_view.mounts) {
+      if (candidate.version == 1 && has(candidate.controllers, line.controllers[0])) mount = &candidate;
+    }
+    if (mount == nullptr) continue;
+    const std::string directory = on_disk(*mount, step_path);
+    if (directory.empty()) continue;
+    for (const auto& pid : pids) {
+      std::ofstream procs(directory + "/cgroup.procs", std::ios::app);
+      procs << pid << std::flush;
+      // A process that exited in the meantime (ESRCH) is not an error.
+      if (!procs && is_directory("/proc/" + pid)) errors += (errors.empty() ? "" : "; ") + std::string("cannot move ") + pid + " into " + directory;
+    }
+  }
+  return errors;
+}
+
+int remove_stale_leaves(const std::string& job_dir) {
+  int removed = 0;
+  DIR* dir = opendir(job_dir.c_str());
+  if (dir == nullptr) return 0;
+  while (const dirent* entry = readdir(dir)) {
+    const std::string_view name = entry->d_name;
+    if (name.rfind(kLeafPrefix, 0) != 0) continue;
+    // rmdir removes only an empty cgroup: the leaf of a step that still runs stays.
+    if (unlinkat(dirfd(dir), entry->d_name, AT_REMOVEDIR) == 0) ++removed;
+  }
+  closedir(dir);
+  return removed;
+}
+
+}  // namespace sidecore::spank

@@ -1,0 +1,95 @@
+// Where a step's executor goes in the node's cgroup tree, beside cpu_map (which CPUs) and the
+// executor process (how it starts).
+//
+// Under task/cgroup with ConstrainCores=yes, slurmstepd and everything it forks live in the step's
+// cpuset cgroup (.../job_<id>/step_<n>), which holds only the step's cores: the executor, forked
+// there, could not pin itself to the idle ones. It goes instead into a leaf of its own under the
+// job's cgroup, `job_<id>/sidecore_step_<n>`, whose cpuset is exactly the executor's CPUs. The job's
+// cpuset bounds the leaf's (the kernel refuses anything outside it), so nothing escapes the job.
+//
+// cgroup v1: only the cpuset hierarchy changes. In every other hierarchy (freezer, cpuacct, memory)
+// the executor stays in the step's cgroup, so proctrack/cgroup kills it with the step and its CPU
+// time and memory count for the step and the job.
+// cgroup v2: one tree, so the leaf takes the executor out of the step's cgroup: it still counts for
+// the job (job_<id> sums its children) but not for the step, and the plugin, not proctrack, stops it
+// (with the job's cgroup as the bound, and the leaf's cgroup.kill as the last resort).
+//
+// Planning is a pure function of /proc/self/cgroup, /proc/self/mountinfo and the files under the
+// mounts, so unit tests run it on a fake tree; the leaf is created by the forked child, which is
+// root there (executor_process.cpp), and removed by the plugin after the executor has stopped.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core_set.hpp"
+
+namespace sidecore::spank {
+
+// The admin's cgroup= key. auto: place the executor when the step is in a Slurm job cgroup of either
+// version, leave it where it is otherwise; v1 and v2: require that version (a node without it gets
+// no executors, and the log says why); off: never touch cgroups.
+enum class CgroupMode { automatic, v1, v2, off };
+std::optional<CgroupMode> parse_cgroup_mode(const std::string& text);
+const char* to_string(CgroupMode mode);
+
+// One cgroup mount from /proc/self/mountinfo.
+struct CgroupMount {
+  int version = 1;               // 1: "cgroup", 2: "cgroup2"
+  std::string root;              // the hierarchy's folder that is mounted ("/" normally)
+  std::string mount_point;       // where it is mounted
+  std::vector<std::string> controllers;  // v1: from the super options (cpuset, cpu, ...)
+};
+
+// What the process can see of its cgroups: the mounts and its own /proc/self/cgroup lines.
+struct CgroupView {
+  std::vector<CgroupMount> mounts;
+  std::string self_cgroup;  // text of /proc/self/cgroup
+};
+CgroupView read_cgroup_view(const std::string& proc_self = "/proc/self");
+std::vector<CgroupMount> parse_mountinfo(const std::string& text);
+
+// The executor's leaf: created, filled and joined by the child before it pins itself.
+struct CgroupLeaf {
+  int version = 1;
+  std::string directory;  // absolute path of the leaf folder
+  std::string cpus;       // written to cpuset.cpus
+  std::string mems;       // written to cpuset.mems first (v1: a new cpuset starts with none)
+};
+
+struct CgroupPlan {
+  std::optional<CgroupLeaf> leaf;  // nothing to do when empty and `error` is empty
+  std::string error;               // the step gets no executor, for this reason
+  std::string note;                // what was decided, for the debug log
+};
+
+// Where the executor of step `step_id` of job `job_id` runs on `cpus` (OS CPU ids).
+CgroupPlan plan_cgroup_leaf(const CgroupView& view, CgroupMode mode, uint32_t job_id, uint32_t step_id,
+                            const CoreSet& cpus);
+
+// The leaf's name under the job's cgroup.
+std::string leaf_name(uint32_t step_id);
+
+// Removes the leaf once its processes are gone (retrying briefly while they exit); on cgroup v2, a
+// leaf that still holds processes is emptied with cgroup.kill first. Empty string when removed or
+// absent, else why not.
+std::string remove_cgroup_leaf(const CgroupLeaf& leaf);
+
+// Removes leaves of steps of `job_dir` that no longer hold processes (left by a slurmstepd that was
+// killed before it could clean up). Returns how many it removed.
+int remove_stale_leaves(const std::string& job_dir);
+
+// cgroup v1: the executor's processes (those in its leaf) join, in every hierarchy but cpuset, the
+// cgroup of the step that the step's task (seen in `task_view`) is in, one level above its task_<n>:
+// proctrack/cgroup then signals them with the step and waits for them, and cpuacct and memory count
+// them for the step and the job. (slurmstepd itself sits in the job's freezer cgroup and outside
+// cpuacct when it forks the executor; the step's cgroups exist only once its tasks do.) Returns an
+// empty string, or what failed.
+std::string follow_step_cgroups(const CgroupLeaf& leaf, const CgroupView& task_view, uint32_t job_id);
+
+// The job's folder of a leaf (its parent).
+std::string job_directory(const CgroupLeaf& leaf);
+
+}  // namespace sidecore::spank

@@ -116,18 +116,31 @@ int Plugin::init(const std::vector<std::string>& args) try {
 // in slurmd's log rather than once per step.
 void Plugin::check_node_cgroups() {
   if (config_.cgroup != CgroupMode::v1 && config_.cgroup != CgroupMode::v2) return;
-  const int wanted = config_.cgroup == CgroupMode::v1 ? 1 : 2;
   const CgroupView view = read_cgroups_("/proc/self");
-  for (const auto& mount : view.mounts) {
-    if (mount.version != wanted) continue;
-    if (wanted == 2) return;  // whether jobs get the cpuset controller is checked per step
-    for (const auto& controller : mount.controllers) {
-      if (controller == "cpuset") return;
+  std::string missing;
+  if (config_.cgroup == CgroupMode::v1) {
+    const bool found = std::any_of(view.mounts.begin(), view.mounts.end(), [](const CgroupMount& mount) {
+      return mount.version == 1 && std::find(mount.controllers.begin(), mount.controllers.end(), "cpuset") != mount.controllers.end();
+    });
+    if (!found) missing = "this node mounts no cgroup v1 cpuset hierarchy";
+  } else {
+    const auto mount = std::find_if(view.mounts.begin(), view.mounts.end(),
+                                    [](const CgroupMount& candidate) { return candidate.version == 2; });
+    if (mount == view.mounts.end()) {
+      missing = "this node mounts no cgroup v2 hierarchy";
+    } else {
+      std::ifstream in(mount->mount_point + "/cgroup.controllers");
+      std::string controllers;
+      std::getline(in, controllers);
+      const std::vector<std::string> names = split(controllers, ' ');
+      if (std::find(names.begin(), names.end(), "cpuset") == names.end()) {
+        missing = "this node's cgroup v2 hierarchy (" + mount->mount_point + ") has no cpuset controller";
+      }
     }
   }
-  host_.log(LogLevel::error, std::string("sidecore: plugstack.conf: cgroup=") + to_string(config_.cgroup) +
-                                 ", but this node mounts no cgroup " + (wanted == 1 ? "v1 cpuset hierarchy" : "v2 hierarchy") +
-                                 ": steps on this node run without executors (use cgroup=auto, or mount it)");
+  if (missing.empty()) return;
+  host_.log(LogLevel::error, std::string("sidecore: plugstack.conf: cgroup=") + to_string(config_.cgroup) + ", but " +
+                                 missing + ": steps on this node run without executors (use cgroup=auto, or give the node that hierarchy)");
 }
 
 int Plugin::option(OptionId id, const char* value, bool remote) try {

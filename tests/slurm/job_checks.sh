@@ -42,3 +42,14 @@ new_work_dir() {
   chown "$user": "$dir" 2>/dev/null || true
   echo "$dir"
 }
+
+# Executor cgroups (cgroup_placement.hpp) that outlived their step, on any node of this machine.
+expect_no_cgroup_left() {
+  local left
+  for _ in $(seq 30); do
+    left=$(find /sys/fs/cgroup -maxdepth 8 -type d -name 'sidecore_step_*' 2>/dev/null || true)
+    [[ -z $left ]] && return 0
+    sleep 0.1
+  done
+  fail "executor cgroup(s) left after the step: $left"
+}

@@ -3,7 +3,9 @@
 # slurm/local-cluster.sh with spank_sidecore.so loaded. One case per invocation:
 #   tests/slurm/slurm_test.sh setup | teardown | <case>
 # Environment: SIDECORE_BUILD_DIR (the build to test), SIDECORE_TEST_EXECUTOR (optional: another
-# sidecore-executor), SIDECORE_TEST_USER (default sidecore-test).
+# sidecore-executor), SIDECORE_TEST_USER (default sidecore-test), SIDECORE_SLURM_MODE (affinity, the
+# default: task/affinity + proctrack/linuxproc; cgroup: task/cgroup + proctrack/cgroup with
+# ConstrainCores=yes, as production sites run: every case runs under both).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -15,9 +17,17 @@ eval "$("$cluster" env)"
 source "$here/job_checks.sh"
 prefix=/tmp/sidecore-slurm-test-prefix  # setup installs the build here (install_build)
 
-# Brings the cluster up with these admin arguments (restarts slurmd only if they changed).
-cluster_up() {
+mode=${SIDECORE_SLURM_MODE:-affinity}
+[[ $mode == affinity || $mode == cgroup ]] || fail "SIDECORE_SLURM_MODE is '$mode', not affinity or cgroup"
+
+# Brings the cluster up with these admin arguments (restarts slurmd only if they changed), in the
+# mode of this run (cluster_up_in MODE ... for a case that needs one).
+cluster_up() { cluster_up_in "$mode" "$@"; }
+cluster_up_in() {
+  local in_mode=$1
+  shift
   local args=(up --prefix "$prefix" --plugin-args "$*")
+  [[ $in_mode == cgroup ]] && args+=(--cgroup)
   [[ -z ${SIDECORE_TEST_EXECUTOR-} ]] || args+=(--executor "$SIDECORE_TEST_EXECUTOR")
   "$cluster" "${args[@]}" >/dev/null
 }
@@ -75,6 +85,7 @@ case_teardown() {
   local state
   state=$(sinfo -h -n localhost -o %T | head -1)
   expect_no_executor_left
+  expect_no_cgroup_left
   "$cluster" down
   rm -rf "$prefix"
   [[ $state == idle ]] || fail "the node is '$state' at the end, not idle"
@@ -270,6 +281,84 @@ C
     fail "the MPI rank did not offload to its executor and get the right answer"
   expect_no_executor_left
   check "srun --mpi=pmix --offload=idle: the rank offloaded 50 tasks and got the right integral"
+}
+
+# The executor's cgroup under task/cgroup: a cpuset leaf of the job's on exactly the idle cores,
+# which the kernel holds it to; the step's freezer and cpuacct cgroups (proctrack kills it with the
+# step, the job is charged for its CPU time); and no leaf left once the step is over.
+case_cgroup_placement() {
+  cluster_up_in cgroup
+  local script="$resolve_card"'
+card=$(resolve_card)
+pid=${card#* pid=}; pid=${pid%% *}
+[ -n "$pid" ] && [ -d /proc/$pid ] || { echo "no executor: $card"; exit 1; }
+supervisor=$(ps -o ppid= -p $pid | tr -d " ")
+echo "exec_cpuset=$(sed -n "s/^[0-9]*:cpuset://p" /proc/$pid/cgroup)"
+echo "exec_freezer=$(sed -n "s/^[0-9]*:freezer://p" /proc/$pid/cgroup)"
+echo "exec_cpuacct=$(sed -n "s/^[0-9]*:cpu,cpuacct://p;s/^[0-9]*:cpuacct://p" /proc/$pid/cgroup)"
+echo "task_cpuset=$(sed -n "s/^[0-9]*:cpuset://p" /proc/self/cgroup)"
+echo "exec_cpus=$(grep Cpus_allowed_list /proc/$pid/status | cut -f2)"
+# The kernel keeps it off the step'"'"'s core even if it asks.
+if taskset -p -c 0 $pid >/dev/null 2>&1; then echo "escaped=yes"; else echo "escaped=no"; fi
+sleep 2
+# Its CPU time so far (both processes), and what the job'"'"'s cpuacct cgroup counts.
+ticks=0
+for p in $pid $supervisor; do set -- $(cut -d")" -f2 /proc/$p/stat); ticks=$((ticks + ${12} + ${13})); done
+echo "exec_cpu_ns=$((ticks * 1000000000 / $(getconf CLK_TCK)))"
+acct=$(sed -n "s/^[0-9]*:cpu,cpuacct://p;s/^[0-9]*:cpuacct://p" /proc/$pid/cgroup)
+job=${acct%/step_*}
+echo "job_cpu_ns=$(cat /sys/fs/cgroup/cpuacct$job/cpuacct.usage 2>/dev/null || cat /sys/fs/cgroup/cpu,cpuacct$job/cpuacct.usage)"'
+  as_user salloc -Q -n1 -c2 srun --exact -n1 -c1 --offload --offload-poll=hot bash -c "$script" >"$work/out" 2>"$work/err" ||
+    fail "step failed: $(cat "$work/out" "$work/err")"
+  cat "$work/out"
+  local job_path
+  job_path=$(field task_cpuset "$work/out")
+  job_path=${job_path%/step_*}
+  [[ $job_path =~ /job_[0-9]+$ ]] || fail "the task is not in a job's cpuset cgroup: $(field task_cpuset "$work/out")"
+  [[ $(field exec_cpuset "$work/out") == "$job_path/sidecore_step_0" ]] ||
+    fail "the executor's cpuset is '$(field exec_cpuset "$work/out")', not the leaf $job_path/sidecore_step_0"
+  [[ $(field exec_cpus "$work/out") == 1 ]] || fail "the executor is not on the idle CPU 1"
+  [[ $(field escaped "$work/out") == no ]] || fail "the executor could move itself onto the step's CPU 0"
+  [[ $(field exec_freezer "$work/out") == "$job_path/step_0" ]] ||
+    fail "the executor is not in the step's freezer cgroup (proctrack would not kill it): $(field exec_freezer "$work/out")"
+  [[ $(field exec_cpuacct "$work/out") == "$job_path/step_0" ]] ||
+    fail "the executor is not in the step's cpuacct cgroup: $(field exec_cpuacct "$work/out")"
+  local exec_ns job_ns
+  exec_ns=$(field exec_cpu_ns "$work/out")
+  job_ns=$(field job_cpu_ns "$work/out")
+  ((exec_ns > 100000000)) || fail "a hot executor used only ${exec_ns} ns of CPU in 2 s"
+  ((job_ns * 10 >= exec_ns * 9)) || fail "the job's cpuacct counts $job_ns ns, less than the executor's own $exec_ns ns"
+  expect_no_executor_left
+  expect_no_cgroup_left
+  check "cgroup v1: executor in $job_path/sidecore_step_0 on the idle CPU only, in the step's freezer and cpuacct cgroups (job charged $job_ns ns >= executor's $exec_ns ns), leaf gone after the step"
+  cluster_up
+}
+
+# A cgroup= that the node or the task plugin cannot honour: one error in slurmd's log when it
+# starts, and steps run without executors, saying why.
+case_cgroup_refused() {
+  local log=$SIDECORE_SLURM_DIR/log/slurmd-localhost.log lines_before
+  lines_before=$(wc -l <"$log")
+  cluster_up_in cgroup cgroup=v2
+  as_user salloc -Q -n1 -c2 srun --exact -n1 -c1 --offload bash -c 'echo "card=${SIDECORE_EXECUTOR:-none}"' >"$work/out" 2>"$work/err" ||
+    fail "the step failed: $(cat "$work/err")"
+  grep -q '^card=none$' "$work/out" || fail "cgroup=v2 on a cgroup v1 node started an executor"
+  grep -q "cgroup=v2 in plugstack.conf, but the step is not in a Slurm job's cgroup v2" "$work/err" ||
+    fail "the step does not say why it has no executor: $(cat "$work/err")"
+  # This node mounts an empty v2 hierarchy: slurmd says so once, when it starts with that line.
+  local messages
+  messages=$(tail -n +"$((lines_before + 1))" "$log" | grep -c "sidecore: plugstack.conf: cgroup=v2, but this node's cgroup v2 hierarchy .* has no cpuset controller" || true)
+  [[ $messages == 1 ]] || fail "slurmd's log has $messages messages about cgroup=v2, not one: $(tail -n +"$((lines_before + 1))" "$log" | grep sidecore)"
+  check "cgroup=v2 on a v1 node: step ran without an executor ($(grep -o 'no executor on this node: .*' "$work/err" | head -1))"
+
+  cluster_up_in affinity cgroup=v1
+  as_user salloc -Q -n1 -c2 srun --exact -n1 -c1 --offload bash -c 'echo "card=${SIDECORE_EXECUTOR:-none}"' >"$work/out" 2>"$work/err" ||
+    fail "the step failed: $(cat "$work/err")"
+  grep -q '^card=none$' "$work/out" || fail "cgroup=v1 under task/affinity started an executor"
+  grep -q "is TaskPlugin=task/cgroup set" "$work/err" || fail "no hint at task/cgroup: $(cat "$work/err")"
+  check "cgroup=v1 under task/affinity: step ran without an executor, and the message names task/cgroup"
+  [[ $(sinfo -h -n localhost -o %T | head -1) == idle ]] || fail "node not idle after the refused steps"
+  cluster_up
 }
 
 name=${1:?usage: $0 setup|teardown|<case>}

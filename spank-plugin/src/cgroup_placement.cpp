@@ -154,7 +154,8 @@ CgroupPlan plan_leaf(int version, const Candidate& candidate, uint32_t job_id, u
       return plan;
     }
   }
-  std::string job_cpus_text = first_line(job_dir + "/cpuset.effective_cpus");
+  // The CPUs the job may use now (v1 and v2 spell the file differently).
+  std::string job_cpus_text = first_line(job_dir + (version == 1 ? "/cpuset.effective_cpus" : "/cpuset.cpus.effective"));
   if (job_cpus_text.empty()) job_cpus_text = first_line(job_dir + "/cpuset.cpus");
   try {
     const CoreSet job_cpus = CoreSet::parse(job_cpus_text);

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -341,6 +342,78 @@ std::string follow_step_cgroups(const CgroupLeaf& leaf, const CgroupView& task_v
     }
   }
   return errors;
+}
+
+namespace {
+
+// Every folder named `name` under `dir`, at most `depth` levels down.
+void find_folders(const std::string& dir, const std::string& name, int depth, std::vector<std::string>& found) {
+  if (depth < 0) return;
+  DIR* handle = opendir(dir.c_str());
+  if (handle == nullptr) return;
+  while (const dirent* entry = readdir(handle)) {
+    if (entry->d_type != DT_DIR) continue;
+    const std::string child = entry->d_name;
+    if (child == "." || child == "..") continue;
+    if (child == name) found.push_back(dir + "/" + child);
+    else find_folders(dir + "/" + child, name, depth - 1, found);
+  }
+  closedir(handle);
+}
+
+std::vector<pid_t> leaf_processes(const std::string& directory) {
+  std::vector<pid_t> pids;
+  std::istringstream procs(read_text(directory + "/cgroup.procs"));
+  pid_t pid = 0;
+  while (procs >> pid) {
+    if (pid > 0) pids.push_back(pid);
+  }
+  return pids;
+}
+
+bool leaf_has_processes(const std::string& directory) { return !leaf_processes(directory).empty(); }
+
+void signal_leaf(const std::string& directory, int signal) {
+  for (pid_t pid : leaf_processes(directory)) kill(pid, signal);
+}
+
+}  // namespace
+
+int clean_job_leaves(const CgroupView& view, uint32_t job_id, std::string& problems) {
+  int removed = 0;
+  for (const auto& mount : view.mounts) {
+    if (mount.version == 1 && !has(mount.controllers, "cpuset")) continue;
+    std::vector<std::string> jobs;
+    // Slurm's layouts: v1 slurm[_<node>]/uid_<uid>/job_<id>; v2 [system.slice/]<node>_slurmstepd.scope/job_<id>.
+    find_folders(mount.mount_point, "job_" + std::to_string(job_id), 4, jobs);
+    for (const auto& job : jobs) {
+      DIR* handle = opendir(job.c_str());
+      if (handle == nullptr) continue;
+      std::vector<std::string> leaves;
+      while (const dirent* entry = readdir(handle)) {
+        if (std::string_view(entry->d_name).rfind(kLeafPrefix, 0) == 0) leaves.push_back(job + "/" + entry->d_name);
+      }
+      closedir(handle);
+      for (const auto& directory : leaves) {
+        // SIGTERM first: an executor that stops on it removes its card and shared memory itself.
+        signal_leaf(directory, SIGTERM);
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+        while (leaf_has_processes(directory) && std::chrono::steady_clock::now() < deadline) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        signal_leaf(directory, SIGKILL);
+        CgroupLeaf leaf;
+        leaf.version = mount.version;
+        leaf.directory = directory;
+        const std::string error = remove_cgroup_leaf(leaf);
+        if (error.empty()) ++removed;
+        else problems += (problems.empty() ? "" : "; ") + error;
+      }
+      // Slurm could not remove the job's cgroup while our leaf was in it; it is empty now.
+      if (!leaves.empty()) rmdir(job.c_str());
+    }
+  }
+  return removed;
 }
 
 int remove_stale_leaves(const std::string& job_dir) {

@@ -89,6 +89,12 @@ int remove_stale_leaves(const std::string& job_dir);
 // empty string, or what failed.
 std::string follow_step_cgroups(const CgroupLeaf& leaf, const CgroupView& task_view, uint32_t job_id);
 
+// After the job (its epilog): kills what is left in the job's executor leaves, in every cgroup mount
+// that has a job_<id> folder, and removes them. A slurmstepd killed with SIGKILL leaves its leaf,
+// and perhaps processes in it, behind. Returns how many leaves it removed; `problems` says what it
+// could not do.
+int clean_job_leaves(const CgroupView& view, uint32_t job_id, std::string& problems);
+
 // The job's folder of a leaf (its parent).
 std::string job_directory(const CgroupLeaf& leaf);
 

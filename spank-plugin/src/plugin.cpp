@@ -389,6 +389,21 @@ int Plugin::task_exit() try {
   return 0;
 }
 
+int Plugin::job_epilog(const std::vector<std::string>& args, uint32_t job_id) try {
+  init(args);
+  if (config_.cgroup == CgroupMode::off || job_id == 0) return 0;
+  std::string problems;
+  const int removed = clean_job_leaves(read_cgroups_("/proc/self"), job_id, problems);
+  if (removed > 0) {
+    log(LogLevel::info, "removed " + std::to_string(removed) + " executor cgroup(s) that job " + std::to_string(job_id) +
+                            " left behind");
+  }
+  if (!problems.empty()) log(LogLevel::warn, "after job " + std::to_string(job_id) + ": " + problems);
+  return 0;
+} catch (...) {
+  return 0;
+}
+
 int Plugin::exit() try {
   stop_executor("at step end");
   return 0;

@@ -44,6 +44,8 @@ class Plugin {
   int task_exit();
   // Fallback stop, for steps whose tasks never all reported.
   int exit();
+  // slurmd, after the job (root): removes executor cgroups that a killed slurmstepd left behind.
+  int job_epilog(const std::vector<std::string>& args, uint32_t job_id);
 
   const AdminConfig& config() const noexcept { return config_; }
   const JobOptions& job_options() const noexcept { return options_; }

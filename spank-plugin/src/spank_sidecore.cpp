@@ -183,6 +183,17 @@ SIDECORE_EXPORT int slurm_spank_job_prolog(spank_t spank, int argc, char** argv)
   return guarded(spank, [&](sidecore::spank::Plugin& p) { return p.init(std::vector<std::string>(argv, argv + argc)); });
 }
 
+SIDECORE_EXPORT int slurm_spank_job_epilog(spank_t spank, int argc, char** argv) {
+  // After the job, as root: what a killed slurmstepd could not clean up.
+  return guarded(spank, [&](sidecore::spank::Plugin& p) {
+    uint32_t job_id = 0;
+    if (spank_get_item(spank, S_JOB_ID, &job_id) != ESPANK_SUCCESS || job_id == 0) {
+      if (const char* text = std::getenv("SLURM_JOB_ID")) job_id = static_cast<uint32_t>(std::strtoul(text, nullptr, 10));
+    }
+    return p.job_epilog(std::vector<std::string>(argv, argv + argc), job_id);
+  });
+}
+
 SIDECORE_EXPORT int slurm_spank_init_post_opt(spank_t spank, int, char**) {
   return guarded(spank, [](sidecore::spank::Plugin& p) { return p.init_post_opt(); });
 }

@@ -34,6 +34,21 @@ expect_no_executor_left() {
   fail "executor(s) still running after the job step: $(live_executors)"
 }
 
+# The card folders of job $1 (handed to the test user, which tells them from other clusters' ones).
+card_folders() { find /tmp -maxdepth 1 -name "sidecore.$1.*" -user "$user" 2>/dev/null; }
+
+# Waits up to $2 seconds for process $1 (a background job of this shell) to exit; its status in $ended.
+wait_ended() {
+  local pid=$1 limit=$2
+  for _ in $(seq $((limit * 10))); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && fail "still running after $limit s: $(cat "$work/err")"
+  ended=0
+  wait "$pid" || ended=$?
+}
+
 # Creates a folder of the test user's own for one case under /tmp, named after $1, and prints it.
 new_work_dir() {
   local dir

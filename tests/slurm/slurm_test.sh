@@ -13,7 +13,9 @@ build=${SIDECORE_BUILD_DIR:?SIDECORE_BUILD_DIR must name the build folder}
 eval "$("$cluster" env)"
 # shellcheck source=SCRIPTDIR/job_checks.sh
 source "$here/job_checks.sh"
-prefix=/tmp/sidecore-slurm-test-prefix  # setup installs the build here (install_build)
+# setup installs the build here (install_build); beside the cluster's folder, so that two clusters
+# (SIDECORE_SLURM_DIR) do not share one.
+prefix=$SIDECORE_SLURM_DIR-test-prefix
 
 # Brings the cluster up with these admin arguments (restarts slurmd only if they changed).
 cluster_up() {
@@ -271,6 +273,12 @@ C
   expect_no_executor_left
   check "srun --mpi=pmix --offload=idle: the rank offloaded 50 tasks and got the right integral"
 }
+
+# More cases, in files of their own.
+# shellcheck source=SCRIPTDIR/abnormal_ends.sh
+source "$here/abnormal_ends.sh"
+# shellcheck source=SCRIPTDIR/flags_in_steps.sh
+source "$here/flags_in_steps.sh"
 
 name=${1:?usage: $0 setup|teardown|<case>}
 "case_${name//-/_}"

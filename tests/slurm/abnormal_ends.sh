@@ -41,6 +41,8 @@ start_held_step() {
   cat "$work/started"
   job=$(field job "$work/started")
   step=$(field step "$work/started")
+  # A case that fails leaves no job behind to block the next one.
+  trap 'as_user scancel "$job" 2>/dev/null; rm -rf "$work"' EXIT
   [[ $(field card "$work/started") == sidecore/1\ * ]] || fail "the step's executor does not serve: $(cat "$work/started")"
   [[ -n $(field executors "$work/started") ]] || fail "no executor process found from the task"
   [[ -n $(card_folders "$job.$step") ]] || fail "no card folder /tmp/sidecore.$job.$step.*"
@@ -72,7 +74,7 @@ expect_clean_end() {
 srun_of_job() {
   local pid
   for pid in $(pgrep -u "$user" -x srun); do
-    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "SLURM_JOB_ID=$1" && { echo "$pid"; return 0; }
+    { tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null | grep -qx "SLURM_JOB_ID=$1" && { echo "$pid"; return 0; }
   done
   return 1
 }
@@ -131,13 +133,16 @@ case_slurmstepd_killed() {
   cluster_up
   start_held_step --
   local stepd task
-  stepd=$(pgrep -x -f "slurmstepd: \[$job\.$step\]") || fail "no slurmstepd for $job.$step"
+  # The task's parent; other clusters on this machine may have a job with the same id.
+  task=$(field task "$work/started")
+  stepd=$(ps -o ppid= -p "$task" | tr -d ' ')
+  [[ $(cat "/proc/$stepd/cmdline" 2>/dev/null | tr '\0' ' ') == "slurmstepd: [$job.$step]"* ]] ||
+    fail "the task's parent $stepd is not slurmstepd: [$job.$step]"
   kill -KILL "$stepd"
   # With no slurmstepd left, no plugin callback runs: the executor stops by itself.
   expect_no_executor_left
   # The task, orphaned too, is the test's own `sleep`: Slurm cannot reach it any more without its
   # slurmstepd, so the test ends it, then the job.
-  task=$(field task "$work/started")
   kill -KILL "$task" 2>/dev/null || true
   as_user scancel "$job" || true
   wait_ended "$alloc" 60

@@ -36,13 +36,16 @@ case_poll_modes() {
   # Inside the step: the CPU use of the idle executor (all its processes and threads, from
   # /proc/PID/stat utime+stime) over 2 s, in percent of that wall time, once its card is there and
   # the adaptive spin window after start (1 ms) is long over. The executor has 1 worker (1 idle core).
+  # A sleeping worker measures 0 to 1 %; a spinning one gets its share of its CPU, 100 % on an idle
+  # machine but about 50 % on this 2-vCPU VM while other builds run (load 4): hence > 25 %, wide
+  # margins on both sides.
   local task="$resolve_card$find_executor"'
 card=$(resolve_card)
 case $card in sidecore/1*) ;; *) echo "no card: $card"; exit 1 ;; esac
 sleep 0.5
 pids=$(executor_pids)
 [ -n "$pids" ] || { echo "no executor process"; exit 1; }
-ticks() { t=0; for p in $pids; do set -- $(cut -d")" -f2- /proc/$p/stat); t=$((t + $12 + $13)); done; echo $t; }
+ticks() { t=0; for p in $pids; do set -- $(cut -d")" -f2- /proc/$p/stat); t=$((t + ${12} + ${13})); done; echo $t; }
 t0=$(ticks); w0=$(date +%s%N)
 sleep 2
 t1=$(ticks); w1=$(date +%s%N)
@@ -56,7 +59,7 @@ echo "workers=$SIDECORE_CORES"'
     [[ -n $busy ]] || fail "no measurement for $mode: $(cat "$work/out" "$work/err")"
     echo "$mode: idle executor (1 worker) used $busy% of a CPU over 2 s"
     case $mode in
-      hot) ((busy > 50)) || fail "--offload-poll=hot: the idle worker used $busy% of a CPU, not busy polling (> 50%)" ;;
+      hot) ((busy > 25)) || fail "--offload-poll=hot: the idle worker used $busy% of a CPU, not busy polling (> 25%)" ;;
       *) ((busy < 10)) || fail "--offload-poll=$mode: the idle worker used $busy% of a CPU, not sleeping (< 10%)" ;;
     esac
   done

@@ -6,7 +6,7 @@
 # Each step's rank times MPIX_Offload_pool_create (pool), its first task (lookup, submit and wait,
 # 8 bytes each way) and a second task (the warm reference); see bench/first_task.c. Prints one JSON
 # line with the median, minimum and maximum of each figure over the runs, per mode:
-#   {"bench":"first-task","runs":N,"library":"...","symbol":"...",
+#   {"bench":"first-task","date":"...","commit":"...","load1":L,"runs":N,"library":"...","symbol":"...",
 #    "plain":{"pool_us":[median,min,max],"first_us":[...],"second_us":[...]},
 #    "preload":{"pool_us":[...],"first_us":[...],"second_us":[...]}}
 #
@@ -61,6 +61,7 @@ for ((i = 0; i < runs; i++)); do
 done
 INNER
 )
+load_before=$(cut -d' ' -f1 /proc/loadavg)
 samples=$(salloc -Q -n1 -c2 bash -c "$inner" first-task "$runs" "$program" "$library" "$symbol")
 (($(wc -l <<<"$samples") == 2 * runs)) || { echo "first-task: expected $((2 * runs)) samples, got: $samples" >&2; exit 1; }
 
@@ -70,5 +71,6 @@ figure() {
     awk '{v[NR] = $1} END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "[%.1f,%.1f,%.1f]", m, v[1], v[NR]}'
 }
 mode_json() { printf '{"pool_us":%s,"first_us":%s,"second_us":%s}' "$(figure "$1" 2)" "$(figure "$1" 3)" "$(figure "$1" 4)"; }
-printf '{"bench":"first-task","runs":%d,"library":"%s","symbol":"%s","plain":%s,"preload":%s}\n' \
-  "$runs" "$library" "$symbol" "$(mode_json plain)" "$(mode_json preload)"
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+printf '{"bench":"first-task","date":"%s","commit":"%s","load1":%s,"runs":%d,"library":"%s","symbol":"%s","plain":%s,"preload":%s}\n' \
+  "$(date -u '+%Y-%m-%d %H:%M UTC')" "$commit" "$load_before" "$runs" "$library" "$symbol" "$(mode_json plain)" "$(mode_json preload)"

@@ -1,6 +1,6 @@
 # The slurm tier's checks that --offload-lib, --offload-poll and salloc --offload do what they
 # promise in real steps (sourced by slurm_test.sh, which defines as_user, cluster_up, field, $work,
-# $user, $build and $resolve_card). The executor is found by its process (its card path names the
+# $user, $build, $prefix and $resolve_card). The executor is found by its process (its card path names the
 # job and step), never through a task plugin's cgroup.
 
 # Inside a step: the pids of this step's executor (the supervisor and its server).
@@ -33,15 +33,41 @@ case $card in sidecore/1*) ;; *) echo "no card: $card"; exit 1 ;; esac
 
 case_poll_modes() {
   cluster_up
-  # Inside the step: the CPU use of the idle executor (all its processes and threads, from
-  # /proc/PID/stat utime+stime) over 2 s, in percent of that wall time, once its card is there and
-  # the adaptive spin window after start (1 ms) is long over. The executor has 1 worker (1 idle core).
-  # A sleeping worker measures 0 to 1 %; a spinning one gets its share of its CPU, 100 % on an idle
-  # machine but about 50 % on this 2-vCPU VM while other builds run (load 4): hence > 25 %, wide
-  # margins on both sides.
-  local task="$resolve_card$find_executor"'
-card=$(resolve_card)
-case $card in sidecore/1*) ;; *) echo "no card: $card"; exit 1 ;; esac
+  command -v mpicc >/dev/null || fail "mpicc missing (libopenmpi-dev)"
+  # A rank that runs one task (the examples' hello) through <mpix_offload.h> and exits 0 if it worked.
+  cat >"$work/one_task.c" <<'C'
+#include <mpi.h>
+#include <mpix_offload.h>
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  MPI_Info info;
+  MPI_Info_create(&info);
+  MPI_Info_set(info, "sidecore_fallback", "error");
+  MPIX_Offload_pool pool;
+  MPIX_Offload_function fn;
+  MPI_Request request;
+  char out[64];
+  int ok = MPIX_Offload_pool_create(MPI_COMM_WORLD, info, &pool) == MPI_SUCCESS &&
+           MPIX_Offload_function_lookup(pool, argv[1], "hello", &fn) == MPI_SUCCESS &&
+           MPIX_Offload_submit(fn, NULL, 0, out, sizeof out, &request) == MPI_SUCCESS &&
+           MPI_Wait(&request, MPI_STATUS_IGNORE) == MPI_SUCCESS;
+  if (ok) MPIX_Offload_pool_free(&pool);
+  MPI_Finalize();
+  return ok ? 0 : 1;
+}
+C
+  mpicc -o "$work/one_task" "$work/one_task.c" -I"$prefix/include" -L"$prefix/lib" -Wl,-rpath,"$prefix/lib" \
+    -lsidecore_mpix -lsidecore || fail "cannot build the MPI program against $prefix"
+  install -m 0644 "$build/examples/libsidecore_examples.so" "$work/libfunctions.so"
+  chmod 0755 "$work/one_task"
+  # Inside the step: after one task, the CPU use of the now idle executor (all its processes and
+  # threads, from /proc/PID/stat utime+stime) over 2 s, in percent of that wall time, once the
+  # adaptive spin window after the last task (1 ms) is long over. The executor has 1 worker (1 idle
+  # core). A sleeping worker measures 0 to 1 %; a spinning one gets its share of its CPU, 100 % on an
+  # idle machine but about 50 % on this 2-vCPU VM while other builds run (load 4): hence > 25 %,
+  # wide margins on both sides.
+  local task="$find_executor"'
+"$1" "$2" || { echo "the task failed"; exit 1; }
 sleep 0.5
 pids=$(executor_pids)
 [ -n "$pids" ] || { echo "no executor process"; exit 1; }
@@ -49,22 +75,22 @@ ticks() { t=0; for p in $pids; do set -- $(cut -d")" -f2- /proc/$p/stat); t=$((t
 t0=$(ticks); w0=$(date +%s%N)
 sleep 2
 t1=$(ticks); w1=$(date +%s%N)
-echo "busy_percent=$(( (t1 - t0) * 100 * 1000000000 / $(getconf CLK_TCK) / (w1 - w0) ))"
-echo "workers=$SIDECORE_CORES"'
+echo "busy_percent=$(( (t1 - t0) * 100 * 1000000000 / $(getconf CLK_TCK) / (w1 - w0) ))"'
   local mode busy
   for mode in hot warm adaptive; do
-    as_user salloc -Q -n1 -c2 srun --exact -n1 -c1 --offload --offload-poll=$mode bash -c "$task" >"$work/out" 2>"$work/err" ||
+    as_user salloc -Q -n1 -c2 srun --mpi=pmix --exact -n1 -c1 --offload --offload-poll=$mode \
+      bash -c "$task" task "$work/one_task" "$work/libfunctions.so" >"$work/out" 2>"$work/err" ||
       fail "--offload-poll=$mode step failed: $(cat "$work/out" "$work/err")"
     busy=$(field busy_percent "$work/out")
     [[ -n $busy ]] || fail "no measurement for $mode: $(cat "$work/out" "$work/err")"
-    echo "$mode: idle executor (1 worker) used $busy% of a CPU over 2 s"
+    echo "$mode: after one task, the idle executor (1 worker) used $busy% of a CPU over 2 s"
     case $mode in
       hot) ((busy > 25)) || fail "--offload-poll=hot: the idle worker used $busy% of a CPU, not busy polling (> 25%)" ;;
       *) ((busy < 10)) || fail "--offload-poll=$mode: the idle worker used $busy% of a CPU, not sleeping (< 10%)" ;;
     esac
   done
   expect_no_executor_left
-  check "--offload-poll: hot keeps a core busy while idle, warm and adaptive leave it free"
+  check "--offload-poll: after a task, hot keeps polling its idle core, warm and adaptive leave it free"
 }
 
 case_salloc_flag() {

@@ -182,7 +182,9 @@ int main(int argc, char** argv) {
     if (!card_file.empty()) std::remove(card_file.c_str());
     return 0;
   };
-  const int status = restarts == 0 ? serve(-1) : supervise(serve, SupervisorOptions{restarts, std::chrono::seconds(60), card_file});
+  const int status = restarts == 0
+                         ? serve(-1)
+                         : supervise(serve, SupervisorOptions{restarts, std::chrono::seconds(60), card_file});
   // The card is gone by now (removed on stop, or by the supervisor when its server died). rmdir
   // removes only an empty folder: anything else in it stays, and so does the folder.
   if (remove_card_folder && !card_file.empty()) {

@@ -58,7 +58,7 @@ const char* stage_name(int stage) {
     case stage_setgid: return "setresgid";
     case stage_setuid: return "setresuid";
     case stage_drop_check: return "checking the privilege drop";
-    case stage_parent_death: return "asking for SIGTERM when slurmstepd dies";
+    case stage_parent_death: return "asking for SIGTERM when its parent dies";
     case stage_affinity: return "sched_setaffinity";
     case stage_stdio: return "redirecting stdio";
     case stage_exec: return "execve";

@@ -43,7 +43,8 @@ start_held_step() {
   step=$(field step "$work/started")
   # A case that fails leaves no job behind to block the next one (nor its task, which a killed
   # slurmstepd leaves orphaned).
-  trap 'kill -KILL "$(field task "$work/started")" 2>/dev/null; as_user scancel "$job" 2>/dev/null; rm -rf "$work"' EXIT
+  # (Each command may fail harmlessly: under set -e a failing one would become the script's status.)
+  trap 'kill -KILL "$(field task "$work/started")" 2>/dev/null || true; as_user scancel "$job" 2>/dev/null || true; rm -rf "$work"' EXIT
   [[ $(field card "$work/started") == sidecore/1\ * ]] || fail "the step's executor does not serve: $(cat "$work/started")"
   [[ -n $(field executors "$work/started") ]] || fail "no executor process found from the task"
   [[ -n $(card_folders "$job.$step") ]] || fail "no card folder /tmp/sidecore.$job.$step.*"

@@ -135,6 +135,12 @@ int main(int argc, char** argv) {
     generated_token = true;
   }
 
+  // Its stderr is often a pipe that can lose its reader first: under Slurm, the step's stderr,
+  // read by slurmstepd, which may be killed while the executor runs. A warning or the --stats
+  // summary written on the way out would then kill it with SIGPIPE before it removed its card and
+  // shared memory; ignored, the write fails with EPIPE and the stop goes on.
+  signal(SIGPIPE, SIG_IGN);
+
   // Block the stop signals before any thread starts, so only sigwait below receives them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);

@@ -133,7 +133,9 @@ case_srun_interrupted() {
 
 case_slurmstepd_killed() {
   cluster_up
-  start_held_step --
+  # With --offload-stats the executor writes its summary to the step's stderr as it stops, which
+  # after slurmstepd's death is a pipe nobody reads.
+  start_held_step -- --offload-stats
   local stepd task
   # The task's parent; other clusters on this machine may have a job with the same id.
   task=$(field task "$work/started")

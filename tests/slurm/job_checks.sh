@@ -1,6 +1,7 @@
 # Shared by the slurm and multinode tiers (sourced, not run): how a case fails or passes, the test
-# user, the installed build, and the check that no executor outlives its job.
-# The sourcing script sets $user (the test user) beforehand.
+# user, the installed build, the check that no executor outlives its job, a job's card folders, and
+# a bounded wait for a background job.
+# The sourcing script sets $user (the test user) and $work (the case's folder) beforehand.
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 check() { echo "ok: $*"; }

@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   bool print_stats = false;
   std::string log_level;
   unsigned restarts = 5;
+  bool remove_card_folder = false;
   app.add_option("--cores", cores_text, "CPU list to run workers on, one pinned worker per CPU (e.g. 2-5,8)")
       ->required();
   app.add_option("--provider", provider, "libfabric provider for callers on this host: shm, tcp;ofi_rxm, net, verbs;ofi_rxm, ...")
@@ -67,6 +68,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0L, 10'000'000L))
       ->capture_default_str();
   app.add_option("--card-file", card_file, "also write the address card to this file once ready (atomically)");
+  app.add_flag("--remove-card-folder", remove_card_folder,
+               "at exit, also remove the folder of --card-file once it is empty (a folder made for this executor "
+               "alone, as the Slurm plugin makes one; it then disappears even if nobody is left to remove it)");
   app.add_option("--preload", preload, "function library to load at start (repeatable)");
   app.add_option("--credits", credits, "tasks one caller may have outstanding per worker")
       ->check(CLI::Range(1u, 4096u))
@@ -131,6 +135,12 @@ int main(int argc, char** argv) {
     generated_token = true;
   }
 
+  // Its stderr is often a pipe that can lose its reader first: under Slurm, the step's stderr,
+  // read by slurmstepd, which may be killed while the executor runs. A warning or the --stats
+  // summary written on the way out would then kill it with SIGPIPE before it removed its card and
+  // shared memory; ignored, the write fails with EPIPE and the stop goes on.
+  signal(SIGPIPE, SIG_IGN);
+
   // Block the stop signals before any thread starts, so only sigwait below receives them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
@@ -178,6 +188,14 @@ int main(int argc, char** argv) {
     if (!card_file.empty()) std::remove(card_file.c_str());
     return 0;
   };
-  if (restarts == 0) return serve(-1);
-  return supervise(serve, SupervisorOptions{restarts, std::chrono::seconds(60), card_file});
+  const int status = restarts == 0
+                         ? serve(-1)
+                         : supervise(serve, SupervisorOptions{restarts, std::chrono::seconds(60), card_file});
+  // The card is gone by now (removed on stop, or by the supervisor when its server died). rmdir
+  // removes only an empty folder: anything else in it stays, and so does the folder.
+  if (remove_card_folder && !card_file.empty()) {
+    const auto slash = card_file.find_last_of('/');
+    if (slash != std::string::npos && slash > 0) rmdir(card_file.substr(0, slash).c_str());
+  }
+  return status;
 }

@@ -90,7 +90,18 @@ int supervise(const std::function<int(int card_fd)>& serve, const SupervisorOpti
     const pid_t done = waitpid(server, &status, WNOHANG);
     if (done != server) continue;
     read_card_lines(pipe_fds[0], pending, card);
-    if (stopping) return exit_code(status);
+    if (stopping) {
+      // Killed while it stopped (proctrack's SIGKILL for the step, say): it left what a clean stop
+      // removes.
+      if (WIFSIGNALED(status) && !card.empty()) {
+        try {
+          remove_executor_leftovers(parse_card(card));
+        } catch (const CardError&) {
+        }
+        if (!options.card_file.empty()) std::remove(options.card_file.c_str());
+      }
+      return exit_code(status);
+    }
     if (card.empty()) return exit_code(status);  // it never served: a restart would fail the same way
 
     // The server died while serving: a function crashed it, called exit(), or it was killed.

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -46,6 +47,7 @@ enum Stage : int {
   stage_setgid,
   stage_setuid,
   stage_drop_check,
+  stage_parent_death,
   stage_affinity,
   stage_stdio,
   stage_exec,
@@ -64,6 +66,7 @@ const char* stage_name(int stage) {
     case stage_setgid: return "setresgid";
     case stage_setuid: return "setresuid";
     case stage_drop_check: return "checking the privilege drop";
+    case stage_parent_death: return "asking for SIGTERM when its parent dies";
     case stage_affinity: return "sched_setaffinity";
     case stage_stdio: return "redirecting stdio";
     case stage_exec: return "execve";
@@ -152,8 +155,8 @@ void join_cgroup(const Prepared& prepared, int report_fd) {
   if (!write_cgroup_file(prepared.cgroup_procs_file.c_str(), text, length)) fail_child(report_fd, stage_cgroup_join);
 }
 
-// Runs in the child: becomes the executor or reports why not.
-[[noreturn]] void become_executor(const LaunchSpec& spec, const Prepared& prepared, int report_fd,
+// Runs in the child: becomes the executor or reports why not. `parent` is the process that forked it.
+[[noreturn]] void become_executor(const LaunchSpec& spec, const Prepared& prepared, pid_t parent, int report_fd,
                                   int devnull_fd) {
   if (setsid() < 0) fail_child(report_fd, stage_setsid);
 
@@ -192,6 +195,20 @@ void join_cgroup(const Prepared& prepared, int report_fd) {
     fail_child(report_fd, stage_setuid);
   } else {
     join_cgroup(prepared, report_fd);
+  }
+
+  // A slurmstepd that is killed outright (SIGKILL, OOM) never runs the plugin's stop: the executor
+  // would live on, orphaned in its own session, holding its card folder and shared memory. It gets
+  // SIGTERM instead, and stops as it does at a normal step end (removing its card, its folder and
+  // its shm). The signal fires when the *thread* that forked us exits: user_init runs in
+  // slurmstepd's main thread, which lives until the step is over. The kernel clears the setting on
+  // any change of credentials, so it comes after the drop; a parent that died before it was set has
+  // already handed us to another process, which getppid() shows. (It survives execve: the executor
+  // is not set-id.)
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) fail_child(report_fd, stage_parent_death);
+  if (getppid() != parent) {
+    errno = ESRCH;
+    fail_child(report_fd, stage_parent_death);
   }
 
   if (sched_setaffinity(0, prepared.cpus_bytes, prepared.cpus) != 0) fail_child(report_fd, stage_affinity);
@@ -319,10 +336,11 @@ LaunchResult launch_executor(const LaunchSpec& spec) {
     return result;
   }
   const int devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  const pid_t parent = getpid();
   const pid_t child = fork();
   if (child == 0) {
     close(report_pipe[0]);
-    become_executor(spec, prepared, report_pipe[1], devnull_fd);
+    become_executor(spec, prepared, parent, report_pipe[1], devnull_fd);
   }
   close(report_pipe[1]);
   if (devnull_fd >= 0) close(devnull_fd);

@@ -70,7 +70,9 @@ struct LaunchResult {
 };
 
 // Starts the executor fully dropped to spec.uid/gid/groups, with every signal unblocked and at its
-// default action, pinned to spec.cpus, in a session of its own, and waits until its card appears
+// default action, pinned to spec.cpus, in a session of its own, with SIGTERM as its parent-death
+// signal (it stops when the thread that launched it exits: for the plugin, when slurmstepd dies,
+// even by SIGKILL), and waits until its card appears
 // (or it exits, or ready_timeout passes: then it is killed and `error` says so).
 LaunchResult launch_executor(const LaunchSpec& spec);
 

@@ -297,6 +297,9 @@ void Plugin::start_executor() {
   spec.args = {"--cores", cpus};
   for (auto& arg : provider_args(config_, step.node_count)) spec.args.push_back(std::move(arg));
   spec.args.insert(spec.args.end(), {"--poll", std::string(to_string(poll)), "--card-file", card_file_});
+  // The folder is the executor's alone: it removes it itself when it stops, also when slurmstepd
+  // was killed and nobody runs stop_executor (executor_process.cpp: SIGTERM on slurmstepd's death).
+  spec.args.push_back("--remove-card-folder");
   const std::string workdir = host_.getenv("PWD").value_or("");
   for (const auto& library : options_.libraries) {
     spec.args.push_back("--preload");
@@ -346,15 +349,10 @@ void Plugin::start_executor() {
 void Plugin::stop_executor(const char* when) {
   if (!executor_) return;
   const pid_t pid = executor_->pid();
+  // Read before the stop, which removes it. With start=async nobody has looked at it yet.
+  std::string card;
+  if (std::ifstream in(card_file_); in) std::getline(in, card);
   if (!executor_->running()) {
-    // With start=async nobody has looked at the card yet: say whether it ever was ready.
-    std::string card;
-    if (std::ifstream in(card_file_); in) std::getline(in, card);
-    // Killed or crashed, it could not remove its shared memory (doorbell, shm regions): do it here.
-    try {
-      if (!card.empty() && card.rfind("error: ", 0) != 0) remove_executor_leftovers(parse_card(card));
-    } catch (const CardError&) {
-    }
     if (card.rfind("error: ", 0) == 0) {
       log(LogLevel::warn, "executor " + std::to_string(pid) + " could not start: " + card.substr(7));
     } else if (card.empty()) {
@@ -367,6 +365,13 @@ void Plugin::stop_executor(const char* when) {
     log(LogLevel::warn, "executor " + std::to_string(pid) + " ignored SIGTERM and was killed " + when);
   } else {
     log(LogLevel::debug, "executor " + std::to_string(pid) + " stopped " + when);
+  }
+  // Killed or crashed, it could not remove its shared memory (doorbell, shm regions): do it here.
+  // That includes an executor that was stopping when proctrack's SIGKILL for the step (scancel of
+  // the step) reached it. After a clean stop the names are gone already, which is fine.
+  try {
+    if (!card.empty() && card.rfind("error: ", 0) != 0) remove_executor_leftovers(parse_card(card));
+  } catch (const CardError&) {
   }
   executor_.reset();
   if (!card_dir_.empty()) {

@@ -87,6 +87,45 @@ TEST(ExecutorCli, StopsCleanlyOnSigtermAndRemovesItsCard) {
   EXPECT_FALSE(std::filesystem::exists(executor.card_path()));
 }
 
+// Under Slurm its stderr is the step's, a pipe that slurmstepd reads; killed, slurmstepd sends it
+// SIGTERM (the parent-death signal) and reads no more. Writing its --stats summary there must not
+// kill it before it removes its card, its card folder and its shared memory.
+TEST(ExecutorCli, StopsCleanlyWhenItsStderrPipeHasNoReaderAnyMore) {
+  TempDir dir;
+  const auto folder = dir.path() / "cards";
+  std::filesystem::create_directory(folder);
+  int pipe_fds[2];
+  ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
+  // spawn() opens its output paths: this one is the pipe's write end.
+  const pid_t pid = spawn({executor_binary(), "--cores", "1", "--provider", "shm", "--card-file", (folder / "card").string(),
+                           "--remove-card-folder", "--stats", "--log-level", "warn"},
+                          {"SIDECORE_TOKEN=" + fresh_token()}, dir.path() / "stdout",
+                          "/proc/self/fd/" + std::to_string(pipe_fds[1]));
+  close(pipe_fds[1]);
+  std::string card;
+  for (const auto deadline = Clock::now() + scaled(15s); card.empty() && Clock::now() < deadline;) {
+    card = read_file(folder / "card");
+    if (card.empty()) std::this_thread::sleep_for(10ms);
+  }
+  if (card.empty()) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    FAIL() << "no card within 15 s";
+  }
+  const auto parsed = sidecore::parse_card(card.substr(0, card.find('\n')));
+  close(pipe_fds[0]);  // the reader is gone
+  kill(pid, SIGTERM);
+  auto status = wait_until(pid, Clock::now() + scaled(10s));
+  if (!status) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    FAIL() << "it did not stop within 10 s of SIGTERM";
+  }
+  EXPECT_EQ(status_code(*status), 0) << "128 + 13 is SIGPIPE";
+  EXPECT_FALSE(std::filesystem::exists(folder)) << "the card folder is left";
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm" + parsed.doorbell)) << "the doorbell is left in /dev/shm";
+}
+
 // Whatever SIDECORE_TOKEN the executor accepts at start, a client must be able to present;
 // otherwise the executor has to refuse it at start with a one-line error.
 TEST(ExecutorCli, ATokenItAcceptsCanBePresentedByAClient) {

@@ -2,7 +2,8 @@
 # The multinode tier: jobs on 3 simulated Slurm nodes (slurm/local-cluster.sh up --nodes 3), each
 # node a network namespace with its own hostname and /dev/shm, run by a non-root test user. One
 # case per invocation:
-#   tests/multinode/multinode_test.sh setup | teardown | spread | node_scope | lost | restart | sbatch
+#   tests/multinode/multinode_test.sh setup | teardown | spread | node_scope | lost | restart | sbatch |
+#                                     slurmd_restart
 # Environment: SIDECORE_BUILD_DIR (the build to test), SIDECORE_TEST_USER (default sidecore-test).
 #
 # The cluster has its own folder and ports, so it never meets the slurm tier's one-node cluster.
@@ -146,5 +147,81 @@ JOB
   check "a 2-node sbatch job with #SBATCH --offload offloads to both nodes"
 }
 
-name=${1:?usage: $0 setup|teardown|spread|node_scope|lost|restart|sbatch}
+# The test user's entries in the /dev/shm of the mount namespace file $1 (each node has its own).
+shm_in() { nsenter --mount="$1" find /dev/shm -maxdepth 1 -user "$user" -printf '%f\n' 2>/dev/null | sort; }
+
+case_slurmd_restart() {
+  cluster_up
+  # A step on 2 nodes whose tasks wait, once their node's executor serves, for the test to let them end.
+  local task='
+card=""
+case $SIDECORE_EXECUTOR in
+  @*) p=${SIDECORE_EXECUTOR#@}; p=${p% timeout_ms=*}; p=${p% pid=*}
+      for _ in $(seq 200); do [ -s "$p" ] && break; sleep 0.05; done; card=$(cat "$p" 2>/dev/null) ;;
+esac
+printf "node=%s\ncard=%s\n" "$(hostname)" "$card" >'"$work"'/started.$SLURM_NODEID.tmp
+mv '"$work"'/started.$SLURM_NODEID.tmp '"$work"'/started.$SLURM_NODEID
+while [ ! -e '"$work"'/go ]; do sleep 0.2; done'
+  # Each node's /dev/shm as the step will see it, held open (the restarted slurmd gets a new one).
+  local node ns=() shm_before=() i
+  for i in 1 2; do
+    exec {fd}<"/proc/$(cat "$SIDECORE_SLURM_DIR/run/slurmd-node$i.pid")/ns/mnt"
+    ns[i]=/proc/$$/fd/$fd
+    shm_before[i]=$(shm_in "${ns[i]}")
+  done
+  as_user salloc -Q -w node1,node2 -N2 --ntasks-per-node=1 -c2 srun --exact -c1 --offload=idle --offload-poll=warm \
+    bash -c "$task" >"$work/out" 2>"$work/err" &
+  local alloc=$!
+  for _ in $(seq 300); do
+    [[ -s $work/started.0 && -s $work/started.1 ]] && break
+    kill -0 "$alloc" 2>/dev/null || fail "the step ended before it started: $(cat "$work/out" "$work/err")"
+    sleep 0.1
+  done
+  [[ -s $work/started.0 && -s $work/started.1 ]] || fail "the step did not start on both nodes within 30 s"
+  local job
+  job=$(squeue -h -u "$user" -o %i | head -1)
+  for i in 0 1; do
+    grep -q '^card=sidecore/1 ' "$work/started.$i" || fail "no executor serves on node $i: $(cat "$work/started.$i")"
+  done
+  # node2's slurmd dies and comes back while the step and its executors run.
+  local slurmd
+  slurmd=$(cat "$SIDECORE_SLURM_DIR/run/slurmd-node2.pid")
+  kill -KILL "$slurmd"
+  # Gone for good (not a zombie yet to be reaped), else `up` would take it for running.
+  for _ in $(seq 100); do
+    [[ $(ps -o stat= -p "$slurmd" 2>/dev/null) == "" ]] && break
+    sleep 0.1
+  done
+  [[ $(ps -o stat= -p "$slurmd" 2>/dev/null) == "" ]] || fail "slurmd $slurmd still there 10 s after SIGKILL"
+  cluster_up
+  [[ $(cat "$SIDECORE_SLURM_DIR/run/slurmd-node2.pid") != "$slurmd" ]] || fail "node2's slurmd was not restarted"
+  [[ $(pgrep -u "$user" -f "sidecore\.$job\.0\." | wc -l) -ge 4 ]] ||
+    fail "the executors did not survive slurmd's restart (a supervisor and a server on each node)"
+  touch "$work/go"
+  wait_ended "$alloc" 60
+  [[ $ended == 0 ]] || fail "the step failed across the restart of node2's slurmd: $(cat "$work/out" "$work/err")"
+  expect_no_executor_left
+  local folders=""
+  for _ in $(seq 100); do
+    folders=$(card_folders "$job")
+    [[ -z $folders ]] && break
+    sleep 0.1
+  done
+  [[ -z $folders ]] || fail "card folder(s) left: $folders"
+  for i in 1 2; do
+    local left
+    left=$(comm -13 <(echo "${shm_before[i]}") <(shm_in "${ns[i]}"))
+    [[ -z $left ]] || fail "left in node$i's /dev/shm: $left"
+  done
+  local states=""
+  for _ in $(seq 300); do
+    states=$(sinfo -h -N -p debug -o '%T|%E' | sort -u | tr '\n' ' ')
+    [[ $states == 'idle|none ' ]] && break
+    sleep 0.1
+  done
+  [[ $states == 'idle|none ' ]] || fail "nodes are '$states' (state|reason), not all idle"
+  check "node2's slurmd killed and restarted under a 2-node step: the step ended normally; no executor, folder or shm left; nodes idle"
+}
+
+name=${1:?usage: $0 setup|teardown|spread|node_scope|lost|restart|sbatch|slurmd_restart}
 "case_${name//-/_}"

@@ -1,6 +1,7 @@
 # Shared by the slurm and multinode tiers (sourced, not run): how a case fails or passes, the test
-# user, the installed build, and the check that no executor outlives its job.
-# The sourcing script sets $user (the test user) beforehand.
+# user, the installed build, the check that no executor outlives its job, a job's card folders, and
+# a bounded wait for a background job.
+# The sourcing script sets $user (the test user) and $work (the case's folder) beforehand.
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 check() { echo "ok: $*"; }
@@ -32,6 +33,21 @@ expect_no_executor_left() {
     sleep 0.1
   done
   fail "executor(s) still running after the job step: $(live_executors)"
+}
+
+# The card folders of job $1 (handed to the test user, which tells them from other clusters' ones).
+card_folders() { find /tmp -maxdepth 1 -name "sidecore.$1.*" -user "$user" 2>/dev/null; }
+
+# Waits up to $2 seconds for process $1 (a background job of this shell) to exit; its status in $ended.
+wait_ended() {
+  local pid=$1 limit=$2
+  for _ in $(seq $((limit * 10))); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && fail "still running after $limit s: $(cat "$work/err")"
+  ended=0
+  wait "$pid" || ended=$?
 }
 
 # Creates a folder of the test user's own for one case under /tmp, named after $1, and prints it.

@@ -15,7 +15,9 @@ build=${SIDECORE_BUILD_DIR:?SIDECORE_BUILD_DIR must name the build folder}
 eval "$("$cluster" env)"
 # shellcheck source=SCRIPTDIR/job_checks.sh
 source "$here/job_checks.sh"
-prefix=/tmp/sidecore-slurm-test-prefix  # setup installs the build here (install_build)
+# setup installs the build here (install_build); beside the cluster's folder, so that two clusters
+# (SIDECORE_SLURM_DIR) do not share one.
+prefix=$SIDECORE_SLURM_DIR-test-prefix
 
 mode=${SIDECORE_SLURM_MODE:-affinity}
 [[ $mode == affinity || $mode == cgroup ]] || fail "SIDECORE_SLURM_MODE is '$mode', not affinity or cgroup"
@@ -360,6 +362,12 @@ case_cgroup_refused() {
   [[ $(sinfo -h -n localhost -o %T | head -1) == idle ]] || fail "node not idle after the refused steps"
   cluster_up
 }
+
+# More cases, in files of their own.
+# shellcheck source=SCRIPTDIR/abnormal_ends.sh
+source "$here/abnormal_ends.sh"
+# shellcheck source=SCRIPTDIR/flags_in_steps.sh
+source "$here/flags_in_steps.sh"
 
 name=${1:?usage: $0 setup|teardown|<case>}
 "case_${name//-/_}"

@@ -99,6 +99,33 @@ TEST(LaunchExecutor, DropsToTheJobsUserFromAnEffectiveUidLikeUserInit) {
   EXPECT_TRUE(wait_gone(pid));
 }
 
+TEST(LaunchExecutor, GetsSigtermWhenTheThreadThatLaunchedItEnds) {
+  // slurmstepd killed outright runs no plugin callback: the executor must stop by itself. Launched
+  // as another user where possible, since the kernel clears the parent-death signal when the
+  // credentials change: it has to be set after the drop.
+  TempDir dir;
+  auto spec = spec_for(dir, "ok");
+  const passwd* nobody = geteuid() == 0 ? getpwnam("nobody") : nullptr;
+  if (nobody != nullptr) {
+    const std::string copy = dir.file("fake_executor.sh");
+    std::filesystem::copy_file(spec.executable, copy);
+    ASSERT_EQ(chmod(copy.c_str(), 0755), 0);
+    spec.executable = copy;
+    spec.uid = nobody->pw_uid;
+    spec.gid = nobody->pw_gid;
+    spec.groups = {nobody->pw_gid};
+    ASSERT_EQ(chmod(dir.path().c_str(), 0777), 0);  // its log and card
+  }
+  LaunchResult result;
+  std::thread launcher([&] { result = launch_executor(spec); });
+  launcher.join();
+  ASSERT_TRUE(result.process) << result.error;
+  const pid_t pid = result.process->pid();
+  EXPECT_TRUE(wait_gone(pid)) << "the executor outlived the thread that launched it";
+  EXPECT_NE(read_file(dir.file("log")).find("stopped"), std::string::npos) << "it was not stopped by SIGTERM";
+  result.process->stop(std::chrono::milliseconds(0));
+}
+
 TEST(LaunchExecutor, AnExecutorThatDiesBeforeItsCardIsReported) {
   TempDir dir;
   auto result = launch_executor(spec_for(dir, "exit"));

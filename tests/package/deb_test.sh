@@ -27,6 +27,12 @@ phase_start=$SECONDS
 phase() { echo "=== $* (at $((SECONDS - phase_start)) s)"; }
 
 [[ $(id -u) -eq 0 ]] || fail "the package test runs as root (dpkg, chroot, mounts)"
+# A deadline of our own below ctest's TIMEOUT (900 s): timeout's SIGTERM runs the clean-up below,
+# where a kill from outside might not.
+if [[ -z ${SIDECORE_DEB_TEST_DEADLINE-} ]]; then
+  export SIDECORE_DEB_TEST_DEADLINE=870
+  exec timeout "$SIDECORE_DEB_TEST_DEADLINE" "$0" "$@"
+fi
 for tool in cpack dpkg-deb dpkg-shlibdeps unshare pkg-config g++ gcc; do
   command -v "$tool" >/dev/null || fail "$tool is missing (scripts/install-deps.sh)"
 done

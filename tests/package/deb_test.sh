@@ -23,6 +23,8 @@ debian_root=$source_dir/scripts/debian-root.sh
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 check() { echo "ok: $*"; }
+set -E
+trap '[[ $BASH_SUBSHELL -gt 0 ]] || echo "FAIL: deb_test.sh line $LINENO: $BASH_COMMAND" >&2' ERR
 phase_start=$SECONDS
 phase() { echo "=== $* (at $((SECONDS - phase_start)) s)"; }
 
@@ -44,7 +46,7 @@ kill_inside() {
   local entry pid
   for entry in /proc/[0-9]*; do
     pid=${entry#/proc/}
-    [[ $(readlink "$entry/root" 2>/dev/null) == "$work/root" ]] && kill -KILL "$pid" 2>/dev/null || true
+    if [[ $(readlink "$entry/root" 2>/dev/null) == "$work/root" ]]; then kill -KILL "$pid" 2>/dev/null || true; fi
   done
 }
 cleanup() {

@@ -12,6 +12,9 @@ export DEBIAN_FRONTEND=noninteractive
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 check() { echo "ok: $*"; }
+# A command that fails outside a check still says where.
+set -E
+trap '[[ $BASH_SUBSHELL -gt 0 ]] || echo "FAIL: inside_root.sh line $LINENO: $BASH_COMMAND" >&2' ERR
 
 case_install() {
   local deb=$files/${1:?install needs the package}
@@ -38,13 +41,14 @@ stop_pidfile() {
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
 }
-# Processes of the test user whose program is sidecore-executor.
+# Processes of the test user whose program is sidecore-executor (zombies left out).
 live_executors() {
-  local entry uid
-  uid=$(id -u "$user")
+  local entry uid program
+  uid=$(id -u "$user" 2>/dev/null) || return 0
   for entry in /proc/[0-9]*; do
     [[ $(stat -c %u "$entry" 2>/dev/null) == "$uid" ]] || continue
-    [[ $(tr '\0' '\n' <"$entry/cmdline" 2>/dev/null | head -1) == */sidecore-executor ]] || continue
+    program=$( (tr '\0' '\n' <"$entry/cmdline" | sed -n 1p) 2>/dev/null) || continue
+    [[ $program == */sidecore-executor ]] || continue
     grep -q '^State:.*Z' "$entry/status" 2>/dev/null || echo "${entry#/proc/}"
   done
 }
@@ -66,7 +70,7 @@ stop_cluster() {
 as_user() {
   (cd "$work" && runuser -u "$user" -- env PATH=/usr/bin:/bin "$@")
 }
-field() { sed -n "s/^$1=//p" "$2" | head -1; }
+field() { sed -n "/^$1=/{s/^$1=//p;q}" "$2"; }
 
 # Inside a task: resolve_card (as the client library waits for the card) and executor_pid (the
 # executor of this step, found through /proc: the root has no procps).
@@ -120,7 +124,9 @@ case_cluster() {
 
   # What dpkg installed, and where (Slurm's plugin folder as the installed Slurm reports it).
   local plugin_dir
-  plugin_dir=$(dpkg -L slurm-wlm-basic-plugins | grep -m1 '/slurm-wlm$')
+  plugin_dir=$(dpkg -L slurm-wlm-basic-plugins)
+  plugin_dir=$(sed -n '/\/slurm-wlm$/{p;q}' <<<"$plugin_dir")
+  [[ -n $plugin_dir ]] || fail "dpkg -L slurm-wlm-basic-plugins lists no slurm-wlm folder"
   local listed
   listed=$(dpkg -L sidecore)
   for path in "$plugin_dir/spank_sidecore.so" /etc/slurm/plugstack.conf.d/sidecore.conf \
@@ -150,7 +156,7 @@ case_cluster() {
   # slurmd reads /etc/slurm/plugstack.conf, which includes the package's drop-in.
   install -d -m 0755 "$state" "$state/spool" "$state/log"
   local layout
-  layout=$(slurmd -C | head -1 | sed -e 's/^NodeName=[^ ]* //' -e 's/ RealMemory=[0-9]*//')
+  layout=$(slurmd -C | sed -n -e '1{s/^NodeName=[^ ]* //' -e 's/ RealMemory=[0-9]*//' -e 'p}')
   cat >"$conf_dir/slurm.conf" <<CONF
 ClusterName=sidecore-deb
 SlurmctldHost=localhost(127.0.0.1)
@@ -199,7 +205,7 @@ CONF
   slurmd -N localhost || fail "slurmd did not start: $(cat "$state/log/slurmd.log")"
   local node_state=""
   for _ in $(seq 300); do
-    node_state=$(sinfo -h -n localhost -o %T 2>/dev/null | head -1 || true)
+    node_state=$(sinfo -h -n localhost -o %T 2>/dev/null | sed -n 1p || true)
     [[ $node_state == idle ]] && break
     sleep 0.1
   done
@@ -253,7 +259,7 @@ echo "after_consumer=$(/sidecore-test/consumer /sidecore-test/libfunctions.so 2>
   cat "$work/out3"
   check_step "$work/out3" "$v2"
   expect_no_executor_left
-  [[ $(sinfo -h -n localhost -o %T | head -1) == idle ]] || fail "the node is not idle at the end"
+  [[ $(sinfo -h -n localhost -o %T | sed -n 1p) == idle ]] || fail "the node is not idle at the end"
   check "a new step after the upgrade runs the $v2 executor; node idle, no executor left"
 }
 

@@ -10,7 +10,9 @@
 #       runs COMMAND inside DIR as root, with /proc, /sys (and its cgroup mounts), /dev, /dev/shm and
 #       /dev/pts of this machine, in a private mount namespace: the mounts vanish when COMMAND ends,
 #       whatever way it ends. --net also gives it a network namespace of its own with only loopback
-#       up, so daemons inside can take the same ports as daemons outside. --bind makes a folder of
+#       up, so daemons inside can take the same ports as daemons outside. Loopback gets a second
+#       address, 127.0.0.2: getaddrinfo with AI_ADDRCONFIG (Slurm uses it) returns no IPv4 address,
+#       not even for "127.0.0.1", when 127.0.0.1 is the only one. --bind makes a folder of
 #       this machine visible inside (at the same path unless DST is given).
 #
 # Needs root and debootstrap (scripts/install-deps.sh installs it). The mirror is the first
@@ -113,7 +115,7 @@ cmd_run() {
     mount_kernel_filesystems '$dir'
     mount -t tmpfs -o mode=1777 tmpfs '$dir/dev/shm'
     ${bind_lines}true
-    $( ((net)) && echo 'ip link set lo up' )
+    $( ((net)) && echo 'ip link set lo up && ip addr add 127.0.0.2/32 dev lo' )
     exec chroot '$dir' /usr/bin/env -i HOME=/root TERM=\${TERM:-dumb} PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \"\$@\"" \
     bash "$@"
 }

@@ -3,19 +3,18 @@
 # Installs only what is missing, never asks, and is safe to run any number of times.
 set -euo pipefail
 
+# Each entry is used by the tree: the build (CMake files), the tests, scripts/, bench/ or bench/peers/.
 packages=(
-  build-essential cmake pkg-config git
-  libfabric-dev libfabric-bin libibverbs-dev
+  build-essential cmake pkg-config git           # git: bench/scaling.sh records the commit
+  libfabric-dev libfabric-bin libibverbs-dev     # libfabric-bin: fi_pingpong, the bench baseline
   libopenmpi-dev openmpi-bin
-  libspdlog-dev libfmt-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
-  libhwloc-dev hwloc
-  libcli11-dev nlohmann-json3-dev
-  python3
-  python3-distributed gnuplot-nox
-  munge slurmctld slurmd slurm-client libslurm-dev libpmix-dev
-  iproute2 util-linux debootstrap
-  clang libclang-rt-14-dev
+  libspdlog-dev libfmt-dev libcli11-dev libhwloc-dev
+  libgtest-dev libgmock-dev
+  python3 python3-distributed gnuplot-nox        # bench/peers (Dask) and the plots of bench/compare.sh
+  munge slurmctld slurmd slurm-client libslurm-dev
+  libpmix-dev                                    # Debian's Slurm mpi/pmix loads libpmix.so (srun --mpi=pmix)
+  iproute2 util-linux procps debootstrap         # ip, nsenter, unshare, taskset; ps and pgrep in the tests
+  clang libclang-rt-14-dev                       # tests/fuzz (libFuzzer)
 )
 
 missing=()

@@ -9,7 +9,7 @@
 #
 # up           starts what is not running; run again with other options, it rewrites the
 #              configuration and restarts the daemons that need it; with the same ones it does nothing.
-# --prefix DIR the plugin and executor installed under DIR (lib*/slurm/spank_sidecore.so, bin/)
+# --prefix DIR the plugin and executor installed under DIR (lib*/slurm*/spank_sidecore.so, bin/)
 # --build DIR  the project's build folder (default: $SIDECORE_BUILD_DIR, else <repo>/build)
 # --executor PATH  another sidecore-executor than the one next to the plugin
 # --plugin-args admin arguments for the plugstack.conf line (see slurm/plugstack.conf.d/sidecore.conf)
@@ -71,10 +71,10 @@ need_tools() {
 locate_sidecore() {
   if [[ -n $prefix ]]; then
     plugin=""
-    for candidate in "$prefix"/lib*/slurm/spank_sidecore.so "$prefix"/lib/*/slurm/spank_sidecore.so; do
+    for candidate in "$prefix"/lib*/slurm*/spank_sidecore.so "$prefix"/lib/*/slurm*/spank_sidecore.so; do
       [[ -f $candidate ]] && { plugin=$candidate; break; }
     done
-    [[ -n $plugin ]] || die "no spank_sidecore.so under $prefix/lib*/slurm (was the project installed there?)"
+    [[ -n $plugin ]] || die "no spank_sidecore.so under $prefix/lib*/slurm* (was the project installed there?)"
     executor=$prefix/bin/sidecore-executor
   else
     plugin=$build/spank-plugin/spank_sidecore.so

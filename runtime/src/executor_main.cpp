@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
                "token from the SIDECORE_TOKEN environment variable; without one, a fresh token is\n"
                "generated and printed as SIDECORE_TOKEN=... Stops on SIGTERM, SIGINT or SIGHUP.",
                "sidecore-executor"};
+  app.set_version_flag("--version", std::string("sidecore-executor ") + SIDECORE_VERSION);
   std::string cores_text;
   std::string provider = "shm";
   std::string remote_provider;

@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
                "COMMAND, stops the executor (printing its summary) when COMMAND ends, and exits with\n"
                "COMMAND's status (125 when sidecore-run itself fails).",
                "sidecore-run"};
+  app.set_version_flag("--version", std::string("sidecore-run ") + SIDECORE_VERSION);
   std::string cores_text;
   std::string provider = "shm";
   std::string poll_text = "adaptive";

@@ -272,8 +272,9 @@ def first_task_section(w, path):
     rest = [line["preload"]["first_us"][0] - line["preload"]["second_us"][0] for line in lines]
     start = [line["preload"]["pool_us"][0] - line["plain"]["pool_us"][0] for line in lines]
     w(f"With `{library}` (function `{lines[-1].get('symbol', '?')}`), `--offload-lib` takes "
-      f"{min(saved):.0f} to {max(saved):.0f} µs (medians, per invocation) off the first task: the executor's "
-      "`dlopen` of the library, which it otherwise does when the first task that names the library arrives. "
+      f"{min(saved):.0f} to {max(saved):.0f} µs (medians, per invocation) off the first task. The one thing the "
+      "two modes do differently is the executor's `dlopen` of the library: at start with the flag, otherwise "
+      "when the first task that names the library arrives. "
       "A larger library, or one with dependencies to load and constructors to run, saves more. The first task "
       f"still takes {min(rest):.0f} to {max(rest):.0f} µs more than the second with the library preloaded"
       "; that part is not the library's load, and `--offload-lib` does not remove it (where it goes was not "

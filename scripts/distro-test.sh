@@ -71,6 +71,10 @@ start=$(date +%s)
 "$root/scripts/debian-root.sh" create "$suite" "$dir" "${packages[@]}"
 timings+=("packages $(since "$start") s")
 
+# This machine's name resolves inside the root as on an installed Debian (the root's network
+# namespace has loopback only): clients reach executors on "this host" by the name in their card.
+printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$(hostname)" >"$dir/etc/hosts"
+
 build=/var/tmp/sidecore-build
 bench=OFF
 [[ ${SIDECORE_DISTRO_BENCH:-0} == 0 ]] || bench=ON
@@ -87,7 +91,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 FI_TCP_IFACE=lo
 case $stage in
   build)
     echo "inside: $(. /etc/os-release && echo "$PRETTY_NAME"); g++ $(g++ -dumpfullversion); $(cmake --version | head -1);" \
-         "libfabric $(pkg-config --modversion libfabric); Open MPI $(ompi_info --parsable --version 2>/dev/null | sed -n 's/^ompi:version:full://p');" \
+         "libfabric $(pkg-config --modversion libfabric); $(mpirun --version 2>/dev/null | head -1);" \
          "Slurm $(slurmd -V | cut -d' ' -f2)"
     cmake -S /src -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECORE_WERROR=ON \
       -DSIDECORE_BUILD_BENCH="$bench" >"$build.configure.log" || { cat "$build.configure.log"; exit 1; }

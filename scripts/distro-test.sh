@@ -88,6 +88,14 @@ set -euo pipefail
 stage=$1 build=$2 bench=$3
 shift 3
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 FI_TCP_IFACE=lo
+# The namespace has only loopback, and Slurm 24.11's daemons then cannot listen at all: they ask
+# getaddrinfo(NULL, port) with AI_ADDRCONFIG, which answers nothing on a host without one
+# non-loopback address ("Unable to resolve "(null)"", "Unable to bind listen port"). A veth pair
+# gives the namespace such an address, as eth0 does on a real host; nothing is routed through it.
+ip link add sidecore-host0 type veth peer name sidecore-host1
+ip addr add 10.203.78.1/24 dev sidecore-host0
+ip link set sidecore-host0 up
+ip link set sidecore-host1 up
 case $stage in
   build)
     echo "inside: $(. /etc/os-release && echo "$PRETTY_NAME"); g++ $(g++ -dumpfullversion); $(cmake --version | head -1);" \

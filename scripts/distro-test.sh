@@ -75,6 +75,10 @@ timings+=("packages $(since "$start") s")
 # namespace has loopback only): clients reach executors on "this host" by the name in their card.
 printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$(hostname)" >"$dir/etc/hosts"
 
+# The root's /run is a plain folder, not a tmpfs: names of node namespaces that a killed run left
+# there would outlive it (the namespaces themselves died with the run's mount namespace).
+rm -rf "$dir/run/netns"
+
 build=/var/tmp/sidecore-build
 bench=OFF
 [[ ${SIDECORE_DISTRO_BENCH:-0} == 0 ]] || bench=ON

@@ -12,10 +12,11 @@
 # /var/cache/sidecore/roots/trixie): the first run debootstraps it and installs the packages
 # (about 3 minutes on a machine with nothing cached), later runs reuse it. The checkout is bound
 # read-only at /src inside the root, and the build folder is /var/tmp/sidecore-build inside it
-# (kept between runs, so a rebuild is incremental). The root runs in network namespace of its own
-# (debian-root.sh run --net): the slurm and multinode tiers start their own munged, slurmctld and
-# slurmd, bridge and node namespaces there, apart from clusters on this machine that use the
-# same ports, names and /tmp folders.
+# (kept between runs of the same checkout, so a rebuild is incremental). The root runs in a network
+# namespace of its own (debian-root.sh run --net): the slurm and multinode tiers start their own
+# munged, slurmctld and slurmd, bridge and node namespaces there, apart from clusters on this
+# machine that use the same ports, names and /tmp folders. Runs that use the same root wait for
+# each other.
 #
 # Environment: SIDECORE_ROOTS_DIR (where roots are cached), SIDECORE_DISTRO_BENCH=1 (build
 # sidecore-bench too; off by default, since no tier of the main test needs it).
@@ -59,16 +60,21 @@ if ! command -v debootstrap >/dev/null; then
     die "cannot install debootstrap"
 fi
 
+# One run at a time per root: runs share its build folder, /tmp and Slurm state. (The lock's
+# descriptor is closed for everything started inside, so a daemon cannot keep it.)
+mkdir -p "$roots"
+exec 9>"$roots/$name.lock"
+flock -n 9 || { say "waiting for another run that uses $dir"; flock 9; }
+
 start=$(date +%s)
 if [[ ! -e $dir/.sidecore-root-ready ]]; then
-  mkdir -p "$roots"
-  "$root/scripts/debian-root.sh" create "$suite" "$dir"
+  "$root/scripts/debian-root.sh" create "$suite" "$dir" 9>&-
   timings+=("debootstrap $(since "$start") s")
 else
   timings+=("debootstrap 0 s (cached root in $dir)")
 fi
 start=$(date +%s)
-"$root/scripts/debian-root.sh" create "$suite" "$dir" "${packages[@]}"
+"$root/scripts/debian-root.sh" create "$suite" "$dir" "${packages[@]}" 9>&-
 timings+=("packages $(since "$start") s")
 
 # This machine's name resolves inside the root as on an installed Debian (the root's network
@@ -80,6 +86,13 @@ printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-
 rm -rf "$dir/run/netns"
 
 build=/var/tmp/sidecore-build
+# A build folder made from another checkout (another worktree) could keep objects newer than this
+# checkout's sources: start afresh then.
+if [[ $(cat "$dir$build.checkout" 2>/dev/null) != "$root" ]]; then
+  rm -rf "${dir:?}$build"
+  mkdir -p "$dir$build"
+  echo "$root" >"$dir$build.checkout"
+fi
 bench=OFF
 [[ ${SIDECORE_DISTRO_BENCH:-0} == 0 ]] || bench=ON
 ctest_args=("$@")
@@ -116,7 +129,7 @@ esac
 SH
 )
 run_inside() {
-  "$root/scripts/debian-root.sh" run --net --bind "$root:/src" "$dir" -- bash -c "$inside" inside "$@"
+  "$root/scripts/debian-root.sh" run --net --bind "$root:/src" "$dir" -- bash -c "$inside" inside "$@" 9>&-
 }
 # /src is the checkout itself: keep it read-only from inside, so nothing there changes by a build.
 # (A bind mount cannot be made read-only in the same step; debian-root.sh binds, this remounts.)

@@ -61,11 +61,15 @@ trixie=${SIDECORE_ROOTS_DIR:-/var/cache/sidecore/roots}/trixie
 
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
-for rep in $(seq "$reps"); do
-  echo "repetition $rep/$reps ($(date +%T), load $(cut -d' ' -f1 /proc/loadavg))" >&2
-  measure_once "$build" | sed 's/^/1.17 /' >>"$results"
+host_side() { measure_once "$build" | sed 's/^/1.17 /' >>"$results"; }
+root_side() {
   "$root/scripts/debian-root.sh" run --net --bind "$root:/src" "$trixie" -- \
     /src/bench/libfabric-versions.sh --once /var/tmp/sidecore-build | sed 's/^/2.1 /' >>"$results"
+}
+for rep in $(seq "$reps"); do
+  echo "repetition $rep/$reps ($(date +%T), load $(cut -d' ' -f1 /proc/loadavg))" >&2
+  # Each side goes first in every other repetition.
+  if ((rep % 2)); then host_side; root_side; else root_side; host_side; fi
 done
 
 # version figure bytes value -> one line per figure: medians, ranges and the ratio.
@@ -78,11 +82,13 @@ awk '
     return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
   END {
-    printf "%-22s %6s %10s %22s %10s %22s %8s\n", "figure", "bytes", "1.17", "1.17 range", "2.1", "2.1 range", "2.1/1.17"
     for (key in keys) {
       split(key, k, " ")
       m1 = median(values["1.17", key]); lo1 = lo; hi1 = hi; n1 = count
       m2 = median(values["2.1", key]); lo2 = lo; hi2 = hi; n2 = count
       printf "%-22s %6s %10.3f %10.3f-%-11.3f %10.3f %10.3f-%-11.3f %8.2f  (n=%d/%d)\n", k[1], k[2], m1, lo1, hi1, m2, lo2, hi2, m2 / m1, n1, n2
     }
-  }' "$results" | sort
+  }' "$results" | sort | {
+  printf "%-22s %6s %10s %22s %10s %22s %8s\n" figure bytes 1.17 "1.17 range" 2.1 "2.1 range" 2.1/1.17
+  cat
+}

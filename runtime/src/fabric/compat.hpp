@@ -1,7 +1,7 @@
 // What differs between the libfabric releases Sidecore runs on (1.17 in Debian 12, 2.1 in Debian 13).
 //
 // The library loaded at run time decides, not the headers the build saw: libfabric keeps the soname
-// libfabric.so.1 from 1.x to 2.x, so a binary built against 1.17 runs on 2.1 and the other way round.
+// libfabric.so.1 from 1.x to 2.x, so a binary built against 1.17 can run on 2.1.
 // Everything else Sidecore uses (RDM endpoints, FI_MSG|FI_RMA, the FI_MR_* mode bits, FI_WAIT_FD
 // completion queues, fi_trywait, FI_AV_TABLE) means the same in both; the deprecated flags 2.x
 // removed or warns about (FI_MR_BASIC, FI_MR_SCALABLE, FI_LOCAL_MR, FI_ORDER_NONE/STRICT/DATA,

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "fabric/compat.hpp"
 #include "fabric/info.hpp"
 
 namespace sidecore::bench {
@@ -95,7 +96,8 @@ void use_provider_on_loopback(const std::string& provider) {
     throw std::runtime_error("unknown provider '" + provider + "' (known: " + list + ")");
   }
   // Bench traffic stays on loopback: tcp and net otherwise bind eth0's address.
-  if (provider.find("tcp") != std::string::npos) setenv("FI_TCP_IFACE", "lo", 0);
+  // ("net" is libfabric's "tcp" provider from 1.18 on, which reads FI_TCP_IFACE.)
+  if (fabric::libfabric_provider_name(provider).find("tcp") != std::string::npos) setenv("FI_TCP_IFACE", "lo", 0);
   if (provider.find("net") != std::string::npos) setenv("FI_NET_IFACE", "lo", 0);
   fabric::find_provider(provider);  // a clear error now rather than from a child
 }

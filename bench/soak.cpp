@@ -632,7 +632,9 @@ std::vector<pid_t> process_tree(pid_t root) {
   std::vector<pid_t> tree{root};
   for (size_t i = 0; i < tree.size(); ++i) {
     const auto found = children.find(tree[i]);
-    if (found != children.end()) tree.insert(tree.end(), found->second.begin(), found->second.end());
+    // One push_back at a time: g++ 14 takes the range insert here for an overflow (-Wstringop-overflow).
+    if (found == children.end()) continue;
+    for (pid_t child : found->second) tree.push_back(child);
   }
   return tree;
 }

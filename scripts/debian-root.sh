@@ -35,9 +35,12 @@ debian_mirror() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
-# Binds this machine's kernel file systems into $1 (inside a private mount namespace).
+# Binds this machine's kernel file systems into $1 (inside a private mount namespace). The root
+# itself becomes a mount point first, so "/" inside is one, as on a booted system: `ip netns add`
+# (`mount --make-rslave /`) and other tools that change the propagation of / fail on a plain folder.
 mount_kernel_filesystems() {
   local dir=$1
+  mount --bind "$dir" "$dir"
   mount --rbind /proc "$dir/proc"
   mount --rbind /sys "$dir/sys"
   mount --rbind /dev "$dir/dev"

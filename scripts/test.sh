@@ -6,8 +6,21 @@
 #   scripts/test.sh -L unit              only some tests of the main build (ctest arguments);
 #                                        the sanitizer builds are skipped when arguments are given
 #   SIDECORE_SANITIZERS=0 scripts/test.sh  skip the sanitizer builds
+#   scripts/test.sh --distro trixie [ARGS]  only the main tier (unit, integration, mpi, slurm,
+#                                        multinode), built and run inside a cached Debian 13 root:
+#                                        Slurm 24.11, Open MPI 5.0, libfabric 2.1, g++ 14 (ARGS go
+#                                        to ctest there); see scripts/distro-test.sh
+#   SIDECORE_DISTROS=0 scripts/test.sh   skip the trixie tier that runs last with no arguments
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# --- other Debian releases (scripts/distro-test.sh) ------------------------------------------------
+if [[ ${1-} == --distro || ${1-} == --distro=* ]]; then
+  if [[ $1 == --distro=* ]]; then distro=${1#*=}; shift; else distro=${2:?--distro needs a name}; shift 2; fi
+  "$root/scripts/install-deps.sh"
+  exec "$root/scripts/distro-test.sh" "$distro" "$@"
+fi
+# ----------------------------------------------------------------------------------------------------
 build=${SIDECORE_BUILD_DIR:-$root/build}
 jobs=$(nproc)
 
@@ -52,5 +65,12 @@ if [[ $# -eq 0 && ${SIDECORE_SANITIZERS:-1} != 0 ]]; then
   sanitizer_tier asan address,undefined
   sanitizer_tier tsan thread
 fi
+
+# --- other Debian releases: the main tier inside a Debian 13 root (scripts/distro-test.sh) ---------
+if [[ $# -eq 0 && ${SIDECORE_DISTROS:-1} != 0 ]]; then
+  section "trixie (Debian 13) build and tests"
+  "$root/scripts/distro-test.sh" trixie
+fi
+# ----------------------------------------------------------------------------------------------------
 section "done"
 echo "scripts/test.sh: all tests passed"

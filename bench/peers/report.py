@@ -285,6 +285,10 @@ def first_task_section(w, path):
     w("")
 
 
+# Everything from this line to the end of the page is written by hand and kept on regeneration.
+KEPT_MARKER = "<!-- Not generated: written by hand, kept by bench/peers/report.py from here on. -->"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", required=True, help="the folder compare.sh wrote")
@@ -736,8 +740,15 @@ def main():
       "worker, and the wake-up of an executor that was idle for long (docs/performance.md).")
     w("")
 
+    # Sections measured by hand (not by compare.sh) follow KEPT_MARKER in the page: carry them over.
+    kept = ""
+    if os.path.exists(args.page):
+        with open(args.page) as stream:
+            previous = stream.read()
+        if KEPT_MARKER in previous:
+            kept = "\n" + previous[previous.index(KEPT_MARKER):]
     with open(args.page, "w") as stream:
-        stream.write("\n".join(out))
+        stream.write("\n".join(out) + kept)
     print(f"report: wrote {args.page} and {len(drawn)} plots in {plot_folder}", file=sys.stderr)
 
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "log.hpp"
 #include "mpi/pool.hpp"
 
 namespace sidecore::mpi {
@@ -18,7 +19,8 @@ constexpr auto kSleepTimeout = std::chrono::milliseconds(100);
 thread_local bool on_application_thread = false;
 
 // Open MPI's progress-callback registration (libopen-pal), looked up at run time so the library
-// also loads under other MPIs.
+// also loads under other MPIs. Open MPI 4.1 (libopen-pal.so.40) and 5.0 (libopen-pal.so.80, still a
+// library of its own in Debian's build) export both with the same signature, int (*)(void).
 using OpalCallback = int (*)();
 using OpalRegister = int (*)(OpalCallback);
 
@@ -42,6 +44,9 @@ void ProgressEngine::add(Pool* pool) {
     if (auto register_callback = opal_function("opal_progress_register")) {
       hook_registered_ = register_callback(&ProgressEngine::opal_hook) == 0;
     }
+    logger("sidecore.mpi")->debug("progress: {}", hook_registered_
+                                                      ? "hooked into opal_progress"
+                                                      : "no opal_progress hook (not Open MPI): the progress thread completes requests");
     int level = MPI_THREAD_SINGLE;
     MPI_Query_thread(&level);
     defer_off_thread_ = hook_registered_ && level < MPI_THREAD_MULTIPLE;

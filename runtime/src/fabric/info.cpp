@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "fabric/compat.hpp"
 #include "fabric/error.hpp"
 
 namespace sidecore::fabric {
@@ -26,7 +27,9 @@ InfoPtr find_provider(std::string_view provider) {
   hints->domain_attr->mr_mode =
       FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
   hints->tx_attr->msg_order = FI_ORDER_SAS;
-  hints->fabric_attr->prov_name = strndup(provider.data(), provider.size());
+  // The name the loaded libfabric uses ("net" is "tcp" from 1.18 on); errors name the user's.
+  const std::string prov_name = libfabric_provider_name(provider);
+  hints->fabric_attr->prov_name = strdup(prov_name.c_str());
 
   fi_info* found = nullptr;
   int rc = fi_getinfo(kApiVersion, nullptr, nullptr, 0, hints.get(), &found);
@@ -35,8 +38,17 @@ InfoPtr find_provider(std::string_view provider) {
                           "' is not available here: " + fi_strerror(-rc),
                       rc != 0 ? rc : -FI_ENODATA);
   }
-  // fi_getinfo may return several entries (one per interface); the first is the provider's pick.
-  InfoPtr first(fi_dupinfo(found));
+  // fi_getinfo may return several entries (one per interface, and for a core provider's name also
+  // utility providers layered over it, such as "tcp;ofi_rxm" for "tcp" in libfabric 2.x): the
+  // first of exactly the provider asked for is its pick.
+  const fi_info* chosen = found;
+  for (const fi_info* entry = found; entry != nullptr; entry = entry->next) {
+    if (entry->fabric_attr->prov_name != nullptr && prov_name == entry->fabric_attr->prov_name) {
+      chosen = entry;
+      break;
+    }
+  }
+  InfoPtr first(fi_dupinfo(chosen));
   fi_freeinfo(found);
   if (!first) throw FabricError("fi_dupinfo: out of memory", -FI_ENOMEM);
   return first;

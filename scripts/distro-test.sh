@@ -119,13 +119,15 @@ case $stage in
     echo "inside: $(. /etc/os-release && echo "$PRETTY_NAME"); g++ $(g++ -dumpfullversion); $(cmake --version | head -1);" \
          "libfabric $(pkg-config --modversion libfabric); $(mpirun --version 2>/dev/null | head -1);" \
          "Slurm $(slurmd -V | cut -d' ' -f2)"
+    # Every part the tiers need by name, as on the host (scripts/test.sh): none may drop out.
     cmake -S /src -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECORE_WERROR=ON \
+      -DSIDECORE_BUILD_SPANK=ON -DSIDECORE_BUILD_TESTS=ON -DSIDECORE_BUILD_EXAMPLES=ON \
       -DSIDECORE_BUILD_BENCH="$bench" >"$build.configure.log" || { cat "$build.configure.log"; exit 1; }
     grep -E '^-- (Found|Checking for module)' "$build.configure.log" || true
     cmake --build "$build" -j "$(nproc)" ;;
   tests)
     # One test at a time, as on the host: the tiers check timing bounds and share two cores.
-    ctest --test-dir "$build" --output-on-failure --timeout 600 "$@" ;;
+    ctest --test-dir "$build" --output-on-failure --no-tests=error --timeout 600 "$@" ;;
 esac
 SH
 )

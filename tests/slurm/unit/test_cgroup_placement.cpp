@@ -37,6 +37,22 @@ class CgroupV1Tree : public ::testing::Test {
     write(job_dir() + "/step_0/cpuset.effective_cpus", "0");
   }
   std::string job_dir() const { return dir.path() + "/cpuset/slurm_n1/uid_5/job_7"; }
+  // Step 0 of job 7, one task on core 0, the job holding `job_cores`.
+  void step_of_job_7(FakeSpank& host, const std::string& job_cores) const {
+    host.items.job_id = 7;
+    host.items.local_task_count = 1;
+    host.items.uid = getuid();
+    host.items.gid = getgid();
+    host.items.job_cores = job_cores;
+    host.items.step_cores = "0";
+    host.env["TMPDIR"] = dir.path();
+  }
+  // A plugin that sees this fake tree as its cgroups, with Slurm's core ids as CPU numbers.
+  Plugin plugin_on_this_tree(FakeSpank& host) const {
+    const CgroupView tree = view;
+    return Plugin(host, "/nonexistent", [](const CoreSet& cores) { return CpuMapping{cores, ""}; },
+                  [tree](const std::string&) { return tree; });
+  }
 
   TempDir dir;
   CgroupView view;
@@ -178,18 +194,10 @@ TEST_F(CgroupV1Tree, StaleLeavesGoLiveOnesStay) {
 TEST_F(CgroupV1Tree, ThePluginsExecutorJoinsItsLeafBeforeItRuns) {
   ASSERT_FALSE(fake_executor().empty()) << "SIDECORE_FAKE_EXECUTOR is not set";
   FakeSpank host;
-  host.items.job_id = 7;
-  host.items.local_task_count = 1;
-  host.items.uid = getuid();
-  host.items.gid = getgid();
-  host.items.job_cores = "0-1";
-  host.items.step_cores = "0";
-  host.env["TMPDIR"] = dir.path();
+  step_of_job_7(host, "0-1");
   host.env["FAKE_EXECUTOR_LOG"] = dir.file("log");
   write(job_dir() + "/cpuset.effective_cpus", "0-1");
-  const CgroupView tree = view;
-  Plugin plugin(host, "/nonexistent", [](const CoreSet& cores) { return CpuMapping{cores, ""}; },
-                [tree](const std::string&) { return tree; });
+  Plugin plugin = plugin_on_this_tree(host);
   ASSERT_TRUE(start_step(plugin, host, {"executor=" + fake_executor(), "start=wait"}, {{OptionId::offload, nullptr}}));
   const auto pid = plugin.executor_pid();
   ASSERT_TRUE(pid) << host.all_messages();
@@ -205,16 +213,8 @@ TEST_F(CgroupV1Tree, ThePluginsExecutorJoinsItsLeafBeforeItRuns) {
 
 TEST_F(CgroupV1Tree, APlanThatCannotBeMetMeansNoExecutorAndAMessage) {
   FakeSpank host;
-  host.items.job_id = 7;
-  host.items.local_task_count = 1;
-  host.items.uid = getuid();
-  host.items.gid = getgid();
-  host.items.job_cores = "0-5";
-  host.items.step_cores = "0";
-  host.env["TMPDIR"] = dir.path();
-  const CgroupView tree = view;
-  Plugin plugin(host, "/nonexistent", [](const CoreSet& cores) { return CpuMapping{cores, ""}; },
-                [tree](const std::string&) { return tree; });
+  step_of_job_7(host, "0-5");
+  Plugin plugin = plugin_on_this_tree(host);
   ASSERT_TRUE(start_step(plugin, host, {"executor=" + fake_executor()}, {{OptionId::offload, nullptr}}));
   EXPECT_FALSE(plugin.executor_pid());
   EXPECT_FALSE(host.env.count("SIDECORE_EXECUTOR"));

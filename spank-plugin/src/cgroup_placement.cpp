@@ -125,9 +125,7 @@ Candidate find_v1(const CgroupView& view) {
 
 Candidate find_v2(const CgroupView& view) {
   Candidate candidate;
-  for (const auto& mount : view.mounts) {
-    if (mount.version == 2) candidate.mount = &mount;
-  }
+  candidate.mount = cgroup2_mount(view);
   for (const auto& line : parse_self_cgroup(view.self_cgroup)) {
     if (line.controllers.empty() || (line.controllers.size() == 1 && line.controllers[0].empty())) {
       candidate.path = line.path;
@@ -174,6 +172,7 @@ CgroupPlan plan_leaf(int version, const Candidate& candidate, uint32_t job_id, u
   CgroupLeaf leaf;
   leaf.version = version;
   leaf.directory = job_dir + "/" + leaf_name(step_id);
+  leaf.job_path = job_path;
   leaf.cpus = cpus.to_string();
   if (version == 1) {
     leaf.mems = first_line(job_dir + "/cpuset.effective_mems");
@@ -229,6 +228,13 @@ std::vector<CgroupMount> parse_mountinfo(const std::string& text) {
     mounts.push_back(std::move(mount));
   }
   return mounts;
+}
+
+const CgroupMount* cgroup2_mount(const CgroupView& view) {
+  for (const auto& mount : view.mounts) {
+    if (mount.version == 2) return &mount;
+  }
+  return nullptr;
 }
 
 CgroupView read_cgroup_view(const std::string& proc_self) {
@@ -321,9 +327,12 @@ std::string follow_step_cgroups(const CgroupLeaf& leaf, const CgroupView& task_v
   if (pids.empty()) return "no executor process in " + leaf.directory;
   std::string errors;
   for (const auto& line : parse_self_cgroup(task_view.self_cgroup)) {
-    if (line.controllers.empty() || line.controllers[0].empty() || has(line.controllers, "cpuset")) continue;
+    const bool wanted = has(line.controllers, "freezer") || has(line.controllers, "cpuacct") ||
+                        has(line.controllers, "memory");
+    if (!wanted || has(line.controllers, "cpuset")) continue;
     const std::string job_path = job_prefix(line.path, job_id);
-    if (job_path.empty()) continue;  // a hierarchy Slurm does not use for this job
+    // Only the job the leaf belongs to, at the same place in each hierarchy.
+    if (job_path.empty() || job_path != leaf.job_path) continue;
     // The step's folder: the component after job_<id>, if there is one.
     const size_t next = line.path.find('/', job_path.size() + 1);
     const std::string step_path = line.path.size() > job_path.size() ? line.path.substr(0, next) : job_path;
@@ -346,19 +355,52 @@ std::string follow_step_cgroups(const CgroupLeaf& leaf, const CgroupView& task_v
 
 namespace {
 
-// Every folder named `name` under `dir`, at most `depth` levels down.
-void find_folders(const std::string& dir, const std::string& name, int depth, std::vector<std::string>& found) {
-  if (depth < 0) return;
+// The subfolders of `dir` (names only).
+std::vector<std::string> subfolders(const std::string& dir) {
+  std::vector<std::string> names;
   DIR* handle = opendir(dir.c_str());
-  if (handle == nullptr) return;
+  if (handle == nullptr) return names;
   while (const dirent* entry = readdir(handle)) {
-    if (entry->d_type != DT_DIR) continue;
-    const std::string child = entry->d_name;
-    if (child == "." || child == "..") continue;
-    if (child == name) found.push_back(dir + "/" + child);
-    else find_folders(dir + "/" + child, name, depth - 1, found);
+    const std::string name = entry->d_name;
+    if (name != "." && name != ".." && entry->d_type == DT_DIR) names.push_back(name);
   }
   closedir(handle);
+  return names;
+}
+
+// Slurm's folders for job `job_id` under `mount`, for node `node` (empty: any).
+std::vector<std::string> slurm_job_folders(const CgroupMount& mount, uint32_t job_id, const std::string& node) {
+  const std::string job = "job_" + std::to_string(job_id);
+  std::vector<std::string> found;
+  auto keep = [&](const std::string& dir) {
+    if (is_directory(dir + "/" + job)) found.push_back(dir + "/" + job);
+  };
+  if (mount.version == 1) {
+    // slurm (one slurmd per host) or slurm_<node> (several), then uid_<uid>.
+    for (const auto& top : subfolders(mount.mount_point)) {
+      const bool ours = top == "slurm" || (top.rfind("slurm_", 0) == 0 && (node.empty() || top == "slurm_" + node));
+      if (!ours) continue;
+      for (const auto& uid : subfolders(mount.mount_point + "/" + top)) {
+        if (uid.rfind("uid_", 0) == 0) keep(mount.mount_point + "/" + top + "/" + uid);
+      }
+    }
+    return found;
+  }
+  // v2: slurmstepd.scope (or <node>_slurmstepd.scope with several slurmd), at the top or in a slice.
+  auto is_scope = [&](const std::string& name) {
+    return name == "slurmstepd.scope" ||
+           (name.size() > 17 && name.compare(name.size() - 17, 17, "_slurmstepd.scope") == 0 &&
+            (node.empty() || name == node + "_slurmstepd.scope"));
+  };
+  for (const auto& top : subfolders(mount.mount_point)) {
+    if (is_scope(top)) keep(mount.mount_point + "/" + top);
+    else if (top.size() > 6 && top.compare(top.size() - 6, 6, ".slice") == 0) {
+      for (const auto& scope : subfolders(mount.mount_point + "/" + top)) {
+        if (is_scope(scope)) keep(mount.mount_point + "/" + top + "/" + scope);
+      }
+    }
+  }
+  return found;
 }
 
 std::vector<pid_t> leaf_processes(const std::string& directory) {
@@ -371,62 +413,39 @@ std::vector<pid_t> leaf_processes(const std::string& directory) {
   return pids;
 }
 
-bool leaf_has_processes(const std::string& directory) { return !leaf_processes(directory).empty(); }
-
 void signal_leaf(const std::string& directory, int signal) {
   for (pid_t pid : leaf_processes(directory)) kill(pid, signal);
 }
 
 }  // namespace
 
-int clean_job_leaves(const CgroupView& view, uint32_t job_id, std::string& problems) {
+int clean_job_leaves(const CgroupView& view, uint32_t job_id, const std::string& node, std::string& problems) {
   int removed = 0;
   for (const auto& mount : view.mounts) {
     if (mount.version == 1 && !has(mount.controllers, "cpuset")) continue;
-    std::vector<std::string> jobs;
-    // Slurm's layouts: v1 slurm[_<node>]/uid_<uid>/job_<id>; v2 [system.slice/]<node>_slurmstepd.scope/job_<id>.
-    find_folders(mount.mount_point, "job_" + std::to_string(job_id), 4, jobs);
-    for (const auto& job : jobs) {
-      DIR* handle = opendir(job.c_str());
-      if (handle == nullptr) continue;
-      std::vector<std::string> leaves;
-      while (const dirent* entry = readdir(handle)) {
-        if (std::string_view(entry->d_name).rfind(kLeafPrefix, 0) == 0) leaves.push_back(job + "/" + entry->d_name);
-      }
-      closedir(handle);
-      for (const auto& directory : leaves) {
+    for (const auto& job : slurm_job_folders(mount, job_id, node)) {
+      for (const auto& name : subfolders(job)) {
+        if (name.rfind(kLeafPrefix, 0) != 0) continue;
+        const std::string directory = job + "/" + name;
         // SIGTERM first: an executor that stops on it removes its card and shared memory itself.
         signal_leaf(directory, SIGTERM);
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
-        while (leaf_has_processes(directory) && std::chrono::steady_clock::now() < deadline) {
+        while (!leaf_processes(directory).empty() && std::chrono::steady_clock::now() < deadline) {
           std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
         signal_leaf(directory, SIGKILL);
         CgroupLeaf leaf;
         leaf.version = mount.version;
         leaf.directory = directory;
-        const std::string error = remove_cgroup_leaf(leaf);
+        const std::string error = remove_cgroup_leaf(leaf);  // on v2 also cgroup.kill
         if (error.empty()) ++removed;
         else problems += (problems.empty() ? "" : "; ") + error;
       }
-      // Slurm could not remove the job's cgroup while our leaf was in it; it is empty now.
-      if (!leaves.empty()) rmdir(job.c_str());
+      // Slurm could not remove the job's cgroup while a leaf was in it (or while the executor was
+      // still stopping when Slurm tried): it is empty now, or rmdir leaves it.
+      rmdir(job.c_str());
     }
   }
-  return removed;
-}
-
-int remove_stale_leaves(const std::string& job_dir) {
-  int removed = 0;
-  DIR* dir = opendir(job_dir.c_str());
-  if (dir == nullptr) return 0;
-  while (const dirent* entry = readdir(dir)) {
-    const std::string_view name = entry->d_name;
-    if (name.rfind(kLeafPrefix, 0) != 0) continue;
-    // rmdir removes only an empty cgroup: the leaf of a step that still runs stays.
-    if (unlinkat(dirfd(dir), entry->d_name, AT_REMOVEDIR) == 0) ++removed;
-  }
-  closedir(dir);
   return removed;
 }
 

@@ -50,11 +50,14 @@ struct CgroupView {
 };
 CgroupView read_cgroup_view(const std::string& proc_self = "/proc/self");
 std::vector<CgroupMount> parse_mountinfo(const std::string& text);
+// The cgroup v2 mount, if there is one (the unified hierarchy: one per mount namespace).
+const CgroupMount* cgroup2_mount(const CgroupView& view);
 
 // The executor's leaf: created, filled and joined by the child before it pins itself.
 struct CgroupLeaf {
   int version = 1;
   std::string directory;  // absolute path of the leaf folder
+  std::string job_path;   // the job's cgroup as /proc/PID/cgroup names it (.../job_<id>)
   std::string cpus;       // written to cpuset.cpus
   std::string mems;       // written to cpuset.mems first (v1: a new cpuset starts with none)
 };
@@ -77,11 +80,8 @@ std::string leaf_name(uint32_t step_id);
 // absent, else why not.
 std::string remove_cgroup_leaf(const CgroupLeaf& leaf);
 
-// Removes leaves of steps of `job_dir` that no longer hold processes (left by a slurmstepd that was
-// killed before it could clean up). Returns how many it removed.
-int remove_stale_leaves(const std::string& job_dir);
-
-// cgroup v1: the executor's processes (those in its leaf) join, in every hierarchy but cpuset, the
+// cgroup v1: the executor's processes (those in its leaf) join, in the freezer, cpuacct and memory
+// hierarchies (not devices: the step's device limits would take the job's GPUs away from it), the
 // cgroup of the step that the step's task (seen in `task_view`) is in, one level above its task_<n>:
 // proctrack/cgroup then signals them with the step and waits for them, and cpuacct and memory count
 // them for the step and the job. (slurmstepd itself sits in the job's freezer cgroup and outside
@@ -89,11 +89,14 @@ int remove_stale_leaves(const std::string& job_dir);
 // empty string, or what failed.
 std::string follow_step_cgroups(const CgroupLeaf& leaf, const CgroupView& task_view, uint32_t job_id);
 
-// After the job (its epilog): kills what is left in the job's executor leaves, in every cgroup mount
-// that has a job_<id> folder, and removes them. A slurmstepd killed with SIGKILL leaves its leaf,
-// and perhaps processes in it, behind. Returns how many leaves it removed; `problems` says what it
-// could not do.
-int clean_job_leaves(const CgroupView& view, uint32_t job_id, std::string& problems);
+// After the job (its epilog, as root): stops what is left in the job's executor leaves and removes
+// them, then the job's cgroup if that is empty now (Slurm could not remove it while a leaf was in
+// it). A slurmstepd killed with SIGKILL leaves its leaf, and perhaps processes in it, behind. Only
+// Slurm's own job folders are looked at: v1 <cpuset>/slurm[_<node>]/uid_<uid>/job_<id>, v2
+// .../[<node>_]slurmstepd.scope/job_<id>, so that a folder a user made elsewhere is never touched.
+// `node` is this slurmd's node name (empty: any). Returns how many leaves it removed; `problems`
+// says what it could not do.
+int clean_job_leaves(const CgroupView& view, uint32_t job_id, const std::string& node, std::string& problems);
 
 // The job's folder of a leaf (its parent).
 std::string job_directory(const CgroupLeaf& leaf);

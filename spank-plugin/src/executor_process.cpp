@@ -88,9 +88,10 @@ void write_report(int fd, Report report) {
 }
 
 // Writes `text` to the cgroup file `path` (async-signal-safe). False with errno set on failure.
-// (O_CREAT and O_TRUNC change nothing on a cgroup file system; they let unit tests use a plain tree.)
+// Never creates a file: a path that is not a cgroup's fails. (O_TRUNC changes nothing on a cgroup
+// file system; it lets unit tests use a plain tree.)
 bool write_cgroup_file(const char* path, const char* text, size_t length) {
-  const int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
   if (fd < 0) return false;
   const bool written = write(fd, text, length) == static_cast<ssize_t>(length);
   const int error = errno;
@@ -138,7 +139,19 @@ struct Prepared {
 // v1 cpuset has none and refuses processes) and moves this process into it.
 void join_cgroup(const Prepared& prepared, int report_fd) {
   if (prepared.cgroup_dir.empty()) return;
-  if (mkdir(prepared.cgroup_dir.c_str(), 0755) != 0 && errno != EEXIST) fail_child(report_fd, stage_cgroup_mkdir);
+  if (mkdir(prepared.cgroup_dir.c_str(), 0755) != 0) {
+    if (errno != EEXIST) fail_child(report_fd, stage_cgroup_mkdir);
+    // A leaf of the same step (a requeued job whose epilog did not run) is reused only when empty:
+    // never join an older executor.
+    const int fd = open(prepared.cgroup_procs_file.c_str(), O_RDONLY | O_CLOEXEC);
+    char byte = 0;
+    const ssize_t got = fd >= 0 ? read(fd, &byte, 1) : -1;
+    if (fd >= 0) close(fd);
+    if (got != 0) {
+      errno = EEXIST;
+      fail_child(report_fd, stage_cgroup_mkdir);
+    }
+  }
   if (!prepared.cgroup_mems.empty() &&
       !write_cgroup_file(prepared.cgroup_mems_file.c_str(), prepared.cgroup_mems.data(), prepared.cgroup_mems.size())) {
     fail_child(report_fd, stage_cgroup_mems);

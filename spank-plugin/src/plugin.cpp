@@ -124,9 +124,8 @@ void Plugin::check_node_cgroups() {
     });
     if (!found) missing = "this node mounts no cgroup v1 cpuset hierarchy";
   } else {
-    const auto mount = std::find_if(view.mounts.begin(), view.mounts.end(),
-                                    [](const CgroupMount& candidate) { return candidate.version == 2; });
-    if (mount == view.mounts.end()) {
+    const CgroupMount* mount = cgroup2_mount(view);
+    if (mount == nullptr) {
       missing = "this node mounts no cgroup v2 hierarchy";
     } else {
       std::ifstream in(mount->mount_point + "/cgroup.controllers");
@@ -169,7 +168,11 @@ int Plugin::task_post_fork() try {
   followed_step_cgroups_ = true;
   const std::optional<pid_t> task = host_.task_pid();
   if (!task) return 0;
-  const std::string error = follow_step_cgroups(*cgroup_leaf_, read_cgroups_("/proc/" + std::to_string(*task)), job_id_);
+  // The mounts as slurmstepd sees them (the task may have a mount namespace of its own, with
+  // job_container/tmpfs); the task's cgroups.
+  CgroupView task_view = read_cgroups_("/proc/self");
+  task_view.self_cgroup = read_cgroups_("/proc/" + std::to_string(*task)).self_cgroup;
+  const std::string error = follow_step_cgroups(*cgroup_leaf_, task_view, job_id_);
   if (!error.empty()) log(LogLevel::warn, "the executor stays outside the step's cgroups: " + error);
   return 0;
 } catch (const std::exception& e) {
@@ -260,13 +263,6 @@ void Plugin::start_executor() {
     return;
   }
   if (!placement.note.empty()) log(LogLevel::debug, placement.note);
-  if (placement.leaf) {
-    // Leaves of earlier steps whose slurmstepd was killed before it could remove them.
-    if (const int stale = remove_stale_leaves(job_directory(*placement.leaf)); stale > 0) {
-      log(LogLevel::info, "removed " + std::to_string(stale) + " cgroup(s) of ended steps of job " +
-                              std::to_string(step.job_id));
-    }
-  }
 
   // A private folder owned by the job's user for the card: only the executor writes there.
   std::string base = host_.getenv("TMPDIR").value_or("/tmp");
@@ -330,7 +326,8 @@ void Plugin::start_executor() {
     no_executor("the executor did not start: " + launched.error);
     remove_card_folder(card_dir_);
     card_dir_.clear();
-    remove_leaf();
+    // A leaf the child made stays until exit(): user_init runs with the user's euid, and the job's
+    // cgroup, the leaf's parent, is root's.
     return;
   }
   executor_ = std::move(launched.process);
@@ -378,13 +375,20 @@ void Plugin::stop_executor(const char* when) {
     remove_card_folder(card_dir_);
     card_dir_.clear();
   }
-  remove_leaf();
+  remove_leaf(false);
 }
 
-void Plugin::remove_leaf() {
+// Removes the executor's cgroup leaf. Kept for a later try when that fails (in user_init, which
+// runs with the user's euid, it always does); task_exit and exit run as root.
+void Plugin::remove_leaf(bool last_try) {
   if (!cgroup_leaf_) return;
-  if (const std::string error = remove_cgroup_leaf(*cgroup_leaf_); !error.empty()) log(LogLevel::warn, error);
-  cgroup_leaf_.reset();
+  const std::string error = remove_cgroup_leaf(*cgroup_leaf_);
+  if (error.empty()) {
+    cgroup_leaf_.reset();
+  } else if (last_try) {
+    log(LogLevel::warn, error + " (the job's epilog removes it)");
+    cgroup_leaf_.reset();
+  }
 }
 
 int Plugin::task_exit() try {
@@ -394,11 +398,11 @@ int Plugin::task_exit() try {
   return 0;
 }
 
-int Plugin::job_epilog(const std::vector<std::string>& args, uint32_t job_id) try {
+int Plugin::job_epilog(const std::vector<std::string>& args, uint32_t job_id, const std::string& node) try {
   init(args);
   if (config_.cgroup == CgroupMode::off || job_id == 0) return 0;
   std::string problems;
-  const int removed = clean_job_leaves(read_cgroups_("/proc/self"), job_id, problems);
+  const int removed = clean_job_leaves(read_cgroups_("/proc/self"), job_id, node, problems);
   if (removed > 0) {
     log(LogLevel::info, "removed " + std::to_string(removed) + " executor cgroup(s) that job " + std::to_string(job_id) +
                             " left behind");
@@ -411,6 +415,7 @@ int Plugin::job_epilog(const std::vector<std::string>& args, uint32_t job_id) tr
 
 int Plugin::exit() try {
   stop_executor("at step end");
+  remove_leaf(true);
   return 0;
 } catch (...) {
   return 0;

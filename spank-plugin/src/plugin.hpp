@@ -45,7 +45,8 @@ class Plugin {
   // Fallback stop, for steps whose tasks never all reported.
   int exit();
   // slurmd, after the job (root): removes executor cgroups that a killed slurmstepd left behind.
-  int job_epilog(const std::vector<std::string>& args, uint32_t job_id);
+  // `node` is this slurmd's node name (SLURMD_NODENAME; empty: unknown).
+  int job_epilog(const std::vector<std::string>& args, uint32_t job_id, const std::string& node);
 
   const AdminConfig& config() const noexcept { return config_; }
   const JobOptions& job_options() const noexcept { return options_; }
@@ -59,7 +60,7 @@ class Plugin {
   void no_executor(const std::string& why);
   void start_executor();
   void stop_executor(const char* when);
-  void remove_leaf();
+  void remove_leaf(bool last_try);
   void check_node_cgroups();
 
   SpankHost& host_;

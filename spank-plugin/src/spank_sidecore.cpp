@@ -190,7 +190,8 @@ SIDECORE_EXPORT int slurm_spank_job_epilog(spank_t spank, int argc, char** argv)
     if (spank_get_item(spank, S_JOB_ID, &job_id) != ESPANK_SUCCESS || job_id == 0) {
       if (const char* text = std::getenv("SLURM_JOB_ID")) job_id = static_cast<uint32_t>(std::strtoul(text, nullptr, 10));
     }
-    return p.job_epilog(std::vector<std::string>(argv, argv + argc), job_id);
+    const char* node = std::getenv("SLURMD_NODENAME");
+    return p.job_epilog(std::vector<std::string>(argv, argv + argc), job_id, node ? node : "");
   });
 }
 

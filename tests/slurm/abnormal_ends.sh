@@ -53,7 +53,7 @@ start_held_step() {
 # Nothing left behind by job $1 (its executors, shared memory, card folders), and the node idle
 # with no reason. $shm_before: the test user's /dev/shm entries before the step.
 expect_clean_end() {
-  local job=$1 folders shm state
+  local job=$1 folders shm
   expect_no_executor_left
   for _ in $(seq 100); do
     folders=$(card_folders "$job")
@@ -63,13 +63,7 @@ expect_clean_end() {
   [[ -z $folders ]] || fail "card folder(s) left: $folders"
   shm=$(comm -13 <(echo "$shm_before") <(shm_of_user))
   [[ -z $shm ]] || fail "left in /dev/shm: $shm"
-  # The job may still be completing (KillWait=5 s): wait for the node to be idle again.
-  for _ in $(seq 600); do
-    state=$(sinfo -h -n localhost -o '%T|%E' | head -1)
-    [[ $state == 'idle|none' ]] && break
-    sleep 0.1
-  done
-  [[ $state == 'idle|none' ]] || fail "the node is '$state' (state|reason), not idle"
+  expect_node_idle
 }
 
 # The srun of job $1, found through the environment salloc gives it.

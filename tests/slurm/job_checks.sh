@@ -69,3 +69,15 @@ expect_no_cgroup_left() {
   done
   fail "executor cgroup(s) left after the step: $left"
 }
+
+# The node idle with no reason (not drained); a job that just ended may still be completing
+# (KillWait=5 s), so this waits up to a minute for it.
+expect_node_idle() {
+  local state=""
+  for _ in $(seq 600); do
+    state=$(sinfo -h -n localhost -o '%T|%E' | head -1)
+    [[ $state == 'idle|none' ]] && return 0
+    sleep 0.1
+  done
+  fail "the node is '$state' (state|reason), not idle"
+}

@@ -2,6 +2,9 @@
 // folders laid out as cgroup v1 and v2 mount them, with Slurm's job and step folders).
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+
 #include <filesystem>
 
 #include "cgroup_placement.hpp"
@@ -169,24 +172,51 @@ TEST_F(CgroupV1Tree, TheExecutorFollowsTheStepIntoItsFreezerAndCpuacctCgroups) {
   fs::create_directories(freezer_step);
   fs::create_directories(cpuacct_step + "/task_0");
   CgroupView task = view;
-  task.self_cgroup = "6:freezer:/slurm_n1/uid_5/job_7/step_0\n3:cpuset:/slurm_n1/uid_5/job_7/step_0\n"
+  task.self_cgroup = "6:freezer:/slurm_n1/uid_5/job_7/step_0\n5:devices:/slurm_n1/uid_5/job_7/step_0\n"
+                     "3:cpuset:/slurm_n1/uid_5/job_7/step_0\n"
                      "2:cpu,cpuacct:/slurm_n1/uid_5/job_7/step_0/task_0\n1:name=systemd:/\n0::/\n";
+  task.mounts.push_back(parse_mountinfo("35 25 0:30 / " + dir.path() + "/devices rw - cgroup cgroup rw,devices\n")[0]);
+  fs::create_directories(dir.path() + "/devices/slurm_n1/uid_5/job_7/step_0");
   EXPECT_EQ(follow_step_cgroups(*plan.leaf, task, 7), "");
   EXPECT_EQ(read_file(freezer_step + "/cgroup.procs"), "111112");  // one write per process
   EXPECT_EQ(read_file(cpuacct_step + "/cgroup.procs"), "111112");
   EXPECT_FALSE(fs::exists(cpuacct_step + "/task_0/cgroup.procs"));
+  // Not the devices cgroup: the step's device limits would take the job's GPUs from the executor.
+  EXPECT_FALSE(fs::exists(dir.path() + "/devices/slurm_n1/uid_5/job_7/step_0/cgroup.procs"));
   // The cpuset hierarchy is the leaf's, untouched.
   EXPECT_FALSE(fs::exists(job_dir() + "/step_0/cgroup.procs"));
 }
 
-TEST_F(CgroupV1Tree, StaleLeavesGoLiveOnesStay) {
-  fs::create_directories(job_dir() + "/sidecore_step_1");
-  write(job_dir() + "/sidecore_step_2/cgroup.procs", "123");  // not empty: rmdir refuses, as for a live cgroup
-  fs::create_directories(job_dir() + "/step_3");
-  EXPECT_EQ(remove_stale_leaves(job_dir()), 1);
-  EXPECT_FALSE(fs::exists(job_dir() + "/sidecore_step_1"));
-  EXPECT_TRUE(fs::exists(job_dir() + "/sidecore_step_2"));
-  EXPECT_TRUE(fs::exists(job_dir() + "/step_3"));
+// The job's epilog: what a killed slurmstepd left in Slurm's own job folder is stopped and removed;
+// a job_<id> folder elsewhere (a user could make one in a delegated subtree) is never touched.
+TEST_F(CgroupV1Tree, TheEpilogStopsWhatIsLeftInSlurmsJobFolderOnly) {
+  auto start_sleeper = [] {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    return pid;
+  };
+  const pid_t left = start_sleeper();
+  const pid_t elsewhere = start_sleeper();
+  const std::string leaf = job_dir() + "/sidecore_step_3";
+  write(leaf + "/cgroup.procs", std::to_string(left));
+  const std::string foreign = dir.path() + "/cpuset/user.slice/job_7/sidecore_step_3";
+  write(foreign + "/cgroup.procs", std::to_string(elsewhere));
+  write(dir.path() + "/cpuset/slurm_n2/uid_5/job_7/sidecore_step_3/cgroup.procs", std::to_string(elsewhere));
+
+  std::string problems;
+  clean_job_leaves(view, 7, "n1", problems);
+  int status = 0;
+  ASSERT_EQ(waitpid(left, &status, 0), left);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) << status;
+  // Here the leaf is a plain folder with a file in it, which rmdir refuses, and says so.
+  EXPECT_NE(problems.find("cannot remove " + leaf), std::string::npos) << problems;
+  EXPECT_EQ(waitpid(elsewhere, &status, WNOHANG), 0) << "a process outside this node's Slurm job folder was signalled";
+  EXPECT_TRUE(fs::exists(foreign));
+  kill(elsewhere, SIGKILL);
+  waitpid(elsewhere, &status, 0);
 }
 
 // The whole start in the plugin: the forked child creates the leaf, writes its CPUs and memory
@@ -197,18 +227,34 @@ TEST_F(CgroupV1Tree, ThePluginsExecutorJoinsItsLeafBeforeItRuns) {
   step_of_job_7(host, "0-1");
   host.env["FAKE_EXECUTOR_LOG"] = dir.file("log");
   write(job_dir() + "/cpuset.effective_cpus", "0-1");
+  // The files a cgroup file system gives a new folder (the child never creates files).
+  const std::string leaf = job_dir() + "/sidecore_step_0";
+  fs::create_directories(leaf);
+  for (const char* file : {"cpuset.cpus", "cpuset.mems", "cgroup.procs"}) std::ofstream(leaf + "/" + file);
   Plugin plugin = plugin_on_this_tree(host);
   ASSERT_TRUE(start_step(plugin, host, {"executor=" + fake_executor(), "start=wait"}, {{OptionId::offload, nullptr}}));
   const auto pid = plugin.executor_pid();
   ASSERT_TRUE(pid) << host.all_messages();
   ASSERT_TRUE(plugin.cgroup_leaf());
-  const std::string leaf = job_dir() + "/sidecore_step_0";
   EXPECT_EQ(plugin.cgroup_leaf()->directory, leaf);
   EXPECT_EQ(read_file(leaf + "/cpuset.cpus"), "1");
   EXPECT_EQ(read_file(leaf + "/cpuset.mems"), "0");
   EXPECT_EQ(read_file(leaf + "/cgroup.procs"), std::to_string(*pid));
   ASSERT_TRUE(end_step(plugin, host));
   EXPECT_TRUE(wait_gone(*pid));
+}
+
+TEST_F(CgroupV1Tree, ALeafThatHoldsAnotherExecutorIsNotJoined) {
+  FakeSpank host;
+  step_of_job_7(host, "0-1");
+  write(job_dir() + "/cpuset.effective_cpus", "0-1");
+  write(job_dir() + "/sidecore_step_0/cgroup.procs", "4242");  // an executor of an earlier run of step 0
+  Plugin plugin = plugin_on_this_tree(host);
+  ASSERT_TRUE(start_step(plugin, host, {"executor=" + fake_executor(), "start=wait"}, {{OptionId::offload, nullptr}}));
+  EXPECT_FALSE(plugin.executor_pid());
+  EXPECT_TRUE(host.logged(LogLevel::warn, "the executor did not start: creating its cgroup " + job_dir() +
+                                              "/sidecore_step_0 failed: File exists"))
+      << host.all_messages();
 }
 
 TEST_F(CgroupV1Tree, APlanThatCannotBeMetMeansNoExecutorAndAMessage) {

@@ -189,24 +189,6 @@ CgroupPlan plan_leaf(int version, const Candidate& candidate, uint32_t job_id, u
 
 }  // namespace
 
-std::optional<CgroupMode> parse_cgroup_mode(const std::string& text) {
-  if (text == "auto") return CgroupMode::automatic;
-  if (text == "v1") return CgroupMode::v1;
-  if (text == "v2") return CgroupMode::v2;
-  if (text == "off") return CgroupMode::off;
-  return std::nullopt;
-}
-
-const char* to_string(CgroupMode mode) {
-  switch (mode) {
-    case CgroupMode::automatic: return "auto";
-    case CgroupMode::v1: return "v1";
-    case CgroupMode::v2: return "v2";
-    case CgroupMode::off: return "off";
-  }
-  return "?";
-}
-
 std::vector<CgroupMount> parse_mountinfo(const std::string& text) {
   std::vector<CgroupMount> mounts;
   std::istringstream in(text);

@@ -25,15 +25,9 @@
 #include <vector>
 
 #include "core_set.hpp"
+#include "options.hpp"
 
 namespace sidecore::spank {
-
-// The admin's cgroup= key. auto: place the executor when the step is in a Slurm job cgroup of either
-// version, leave it where it is otherwise; v1 and v2: require that version (a node without it gets
-// no executors, and the log says why); off: never touch cgroups.
-enum class CgroupMode { automatic, v1, v2, off };
-std::optional<CgroupMode> parse_cgroup_mode(const std::string& text);
-const char* to_string(CgroupMode mode);
 
 // One cgroup mount from /proc/self/mountinfo.
 struct CgroupMount {

@@ -62,6 +62,24 @@ std::string to_string(const OffloadRequest& request) {
   return "?";
 }
 
+std::optional<CgroupMode> parse_cgroup_mode(const std::string& text) {
+  if (text == "auto") return CgroupMode::automatic;
+  if (text == "v1") return CgroupMode::v1;
+  if (text == "v2") return CgroupMode::v2;
+  if (text == "off") return CgroupMode::off;
+  return std::nullopt;
+}
+
+const char* to_string(CgroupMode mode) {
+  switch (mode) {
+    case CgroupMode::automatic: return "auto";
+    case CgroupMode::v1: return "v1";
+    case CgroupMode::v2: return "v2";
+    case CgroupMode::off: return "off";
+  }
+  return "?";
+}
+
 AdminParse parse_admin_args(const std::vector<std::string>& args, std::string default_executor) {
   AdminParse result;
   AdminConfig& config = result.config;

@@ -8,7 +8,6 @@
 #include <string_view>
 #include <vector>
 
-#include "cgroup_placement.hpp"
 #include "poll_mode.hpp"
 
 namespace sidecore::spank {
@@ -27,6 +26,13 @@ struct OffloadRequest {
 std::string to_string(const OffloadRequest& request);
 
 enum class LogLevel { debug, info, warn, error };
+
+// The admin's cgroup= key (cgroup_placement.hpp). auto: place the executor when the step is in a
+// Slurm job cgroup of either version, leave it where it is otherwise; v1 and v2: require that
+// version (a node without it gets no executors, and the log says why); off: never touch cgroups.
+enum class CgroupMode { automatic, v1, v2, off };
+std::optional<CgroupMode> parse_cgroup_mode(const std::string& text);
+const char* to_string(CgroupMode mode);
 
 // What the admin wrote on the plugstack.conf line. Unknown keys and bad values are reported in
 // `errors` and leave the default in place: a typo must never take a node down.

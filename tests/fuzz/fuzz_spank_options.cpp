@@ -118,6 +118,12 @@ ExpectedAdmin expected_admin(const std::vector<std::string>& args) {
       if (value == "async") config.wait_ready = false;
       else if (value == "wait") config.wait_ready = true;
       else accepted = false;
+    } else if (key == "cgroup") {
+      if (value == "auto") config.cgroup = CgroupMode::automatic;
+      else if (value == "v1") config.cgroup = CgroupMode::v1;
+      else if (value == "v2") config.cgroup = CgroupMode::v2;
+      else if (value == "off") config.cgroup = CgroupMode::off;
+      else accepted = false;
     } else if (key == "log_level") {
       auto level = documented_log_level(value);
       if ((accepted = level.has_value())) config.log_level = *level;
@@ -139,6 +145,7 @@ const char* config_difference(const AdminConfig& a, const AdminConfig& b) {
   if (a.executor != b.executor) return "executor";
   if (a.allow_partitions != b.allow_partitions) return "allow_partitions";
   if (a.wait_ready != b.wait_ready) return "start";
+  if (a.cgroup != b.cgroup) return "cgroup";
   if (a.log_level != b.log_level) return "log_level";
   if (a.ready_timeout != b.ready_timeout) return "ready_timeout";
   if (a.stop_grace != b.stop_grace) return "stop_grace";

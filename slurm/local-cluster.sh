@@ -273,12 +273,22 @@ start_slurm() {
     # -c: a test cluster starts with no jobs left over from an earlier run.
     slurmctld -c -f "$conf" || die "slurmctld did not start; see $dir/log/slurmctld.log"
   fi
-  local node
+  local node started=()
   for node in $(node_names); do
     install -d -m 1777 "$dir/tmp/$node"
     if ! pid_alive "$dir/run/slurmd-$node.pid"; then
       start_node_slurmd "$node" || die "slurmd did not start on $node; see $dir/log/slurmd-$node.log"
+      started+=("$node")
     fi
+  done
+  # A slurmd writes its pid file once it has finished starting: Slurm 24.11's, restarted under a
+  # running step, takes about 10 s for that, while the node already counts as allocated.
+  for node in "${started[@]}"; do
+    for _ in $(seq 300); do
+      pid_alive "$dir/run/slurmd-$node.pid" && break
+      sleep 0.1
+    done
+    pid_alive "$dir/run/slurmd-$node.pid" || die "slurmd on $node did not finish starting in 30 s; see $dir/log/slurmd-$node.log"
   done
   local state="" ready
   for _ in $(seq 300); do

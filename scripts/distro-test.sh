@@ -143,6 +143,20 @@ run_inside() {
 inside="mount -o remount,bind,ro /src 2>/dev/null || true
 $inside"
 
+# Whatever a failed test left running inside the root (a cluster whose teardown failed, a job's
+# tasks) would outlive the run in the root's namespaces and hold ports and cgroups: stop it all.
+stop_leftovers() {
+  local proc pids=()
+  for proc in /proc/[0-9]*; do
+    [[ $(readlink "$proc/root" 2>/dev/null) == "$dir" ]] && pids+=("${proc#/proc/}")
+  done
+  ((${#pids[@]} == 0)) && return 0
+  say "stopping ${#pids[@]} process(es) left running inside the root"
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+trap stop_leftovers EXIT
+stop_leftovers
+
 start=$(date +%s)
 status=0
 run_inside build "$build" "$bench" || status=$?

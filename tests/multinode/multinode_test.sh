@@ -68,13 +68,25 @@ case_setup() {
   check "$nodes-node cluster up: $(sinfo -h -N -p debug -o '%N %T' | tr '\n' ' ')"
 }
 
+# Every node's state|reason once the jobs that just ended have finished completing (up to 30 s):
+# 'idle|none ' when all are idle and none is drained.
+nodes_settled() {
+  local states=""
+  for _ in $(seq 300); do
+    states=$(sinfo -h -N -p debug -o '%T|%E' | sort -u | tr '\n' ' ')
+    [[ $states == 'idle|none ' ]] && break
+    sleep 0.1
+  done
+  echo "$states"
+}
+
 case_teardown() {
   local states
-  states=$(sinfo -h -N -p debug -o %T | sort -u | tr '\n' ' ')
+  states=$(nodes_settled)
   expect_no_executor_left
   "$cluster" down
   rm -rf "$prefix" "$programs"
-  [[ $states == "idle " ]] || fail "nodes are '$states' at the end, not all idle"
+  [[ $states == 'idle|none ' ]] || fail "nodes are '$states' (state|reason) at the end, not all idle"
   check "every node idle, not drained; no executor left"
 }
 
@@ -116,7 +128,9 @@ case_lost() {
   cluster_up
   run_checks lost
   expect_no_executor_left
-  [[ $(sinfo -h -N -p debug -o %T | sort -u) == idle ]] || fail "a node is not idle after the killed executor"
+  local states
+  states=$(nodes_settled)
+  [[ $states == 'idle|none ' ]] || fail "nodes are '$states' (state|reason) after the killed executor, not all idle"
   check "one node's executor killed: EXECUTOR_LOST for its tasks on every node, the job finished on the others"
 }
 
@@ -161,7 +175,7 @@ case $SIDECORE_EXECUTOR in
 esac
 printf "node=%s\ncard=%s\n" "$(hostname)" "$card" >'"$work"'/started.$SLURM_NODEID.tmp
 mv '"$work"'/started.$SLURM_NODEID.tmp '"$work"'/started.$SLURM_NODEID
-while [ ! -e '"$work"'/go ]; do sleep 0.2; done'
+while [ ! -e '"$work"'/go ] && [ -d '"$work"' ]; do sleep 0.2; done'
   # Each node's /dev/shm as the step will see it, held open (the restarted slurmd gets a new one).
   local node ns=() shm_before=() i
   for i in 1 2; do
@@ -213,12 +227,8 @@ while [ ! -e '"$work"'/go ]; do sleep 0.2; done'
     left=$(comm -13 <(echo "${shm_before[i]}") <(shm_in "${ns[i]}"))
     [[ -z $left ]] || fail "left in node$i's /dev/shm: $left"
   done
-  local states=""
-  for _ in $(seq 300); do
-    states=$(sinfo -h -N -p debug -o '%T|%E' | sort -u | tr '\n' ' ')
-    [[ $states == 'idle|none ' ]] && break
-    sleep 0.1
-  done
+  local states
+  states=$(nodes_settled)
   [[ $states == 'idle|none ' ]] || fail "nodes are '$states' (state|reason), not all idle"
   check "node2's slurmd killed and restarted under a 2-node step: the step ended normally; no executor, folder or shm left; nodes idle"
 }

@@ -20,6 +20,9 @@ namespace {
 
 constexpr const char* kLeafPrefix = "sidecore_step_";
 
+// The leaf's name under the job's cgroup.
+std::string leaf_name(uint32_t step_id) { return kLeafPrefix + std::to_string(step_id); }
+
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
   std::stringstream text;
@@ -226,8 +229,6 @@ CgroupView read_cgroup_view(const std::string& proc_self) {
   return view;
 }
 
-std::string leaf_name(uint32_t step_id) { return kLeafPrefix + std::to_string(step_id); }
-
 CgroupPlan plan_cgroup_leaf(const CgroupView& view, CgroupMode mode, uint32_t job_id, uint32_t step_id,
                             const CoreSet& cpus) {
   CgroupPlan plan;
@@ -239,28 +240,20 @@ CgroupPlan plan_cgroup_leaf(const CgroupView& view, CgroupMode mode, uint32_t jo
   const Candidate v2 = find_v2(view);
   const bool v1_job = v1.mount && !job_prefix(v1.path, job_id).empty();
   const bool v2_job = v2.mount && !job_prefix(v2.path, job_id).empty();
-  const std::string wanted = mode == CgroupMode::v1 ? "cgroup=v1" : "cgroup=v2";
-  if (mode == CgroupMode::v1) {
-    if (!v1.mount) {
-      plan.error = wanted + " in plugstack.conf, but this node mounts no cgroup v1 cpuset hierarchy";
-    } else if (!v1_job) {
-      plan.error = wanted + " in plugstack.conf, but the step is not in a Slurm job's cpuset cgroup (" +
-                   (v1.path.empty() ? std::string("none") : v1.path) +
-                   "): is TaskPlugin=task/cgroup set, with CgroupPlugin=cgroup/v1?";
+  if (mode == CgroupMode::v1 || mode == CgroupMode::v2) {
+    // The admin insists on one version: its leaf, or why this node or step cannot have one.
+    const int version = mode == CgroupMode::v1 ? 1 : 2;
+    const Candidate& candidate = version == 1 ? v1 : v2;
+    const std::string wanted = std::string("cgroup=") + to_string(mode) + " in plugstack.conf, but ";
+    if (!candidate.mount) {
+      plan.error = wanted + (version == 1 ? "this node mounts no cgroup v1 cpuset hierarchy"
+                                          : "this node mounts no cgroup v2 hierarchy");
+    } else if (!(version == 1 ? v1_job : v2_job)) {
+      plan.error = wanted + "the step is not in a Slurm job's " + (version == 1 ? "cpuset cgroup" : "cgroup v2") +
+                   " (" + (candidate.path.empty() ? std::string("none") : candidate.path) +
+                   "): is TaskPlugin=task/cgroup set, with CgroupPlugin=cgroup/v" + std::to_string(version) + "?";
     } else {
-      return plan_leaf(1, v1, job_id, step_id, cpus);
-    }
-    return plan;
-  }
-  if (mode == CgroupMode::v2) {
-    if (!v2.mount) {
-      plan.error = wanted + " in plugstack.conf, but this node mounts no cgroup v2 hierarchy";
-    } else if (!v2_job) {
-      plan.error = wanted + " in plugstack.conf, but the step is not in a Slurm job's cgroup v2 (" +
-                   (v2.path.empty() ? std::string("none") : v2.path) +
-                   "): is TaskPlugin=task/cgroup set, with CgroupPlugin=cgroup/v2?";
-    } else {
-      return plan_leaf(2, v2, job_id, step_id, cpus);
+      return plan_leaf(version, candidate, job_id, step_id, cpus);
     }
     return plan;
   }
@@ -268,10 +261,6 @@ CgroupPlan plan_cgroup_leaf(const CgroupView& view, CgroupMode mode, uint32_t jo
   if (v2_job) return plan_leaf(2, v2, job_id, step_id, cpus);
   plan.note = "the step is in no Slurm job cgroup (task/affinity): the executor stays in slurmstepd's cgroups";
   return plan;
-}
-
-std::string job_directory(const CgroupLeaf& leaf) {
-  return leaf.directory.substr(0, leaf.directory.rfind('/'));
 }
 
 std::string remove_cgroup_leaf(const CgroupLeaf& leaf) {

@@ -66,9 +66,6 @@ struct CgroupPlan {
 CgroupPlan plan_cgroup_leaf(const CgroupView& view, CgroupMode mode, uint32_t job_id, uint32_t step_id,
                             const CoreSet& cpus);
 
-// The leaf's name under the job's cgroup.
-std::string leaf_name(uint32_t step_id);
-
 // Removes the leaf once its processes are gone (retrying briefly while they exit); on cgroup v2, a
 // leaf that still holds processes is emptied with cgroup.kill first. Empty string when removed or
 // absent, else why not.
@@ -91,8 +88,5 @@ std::string follow_step_cgroups(const CgroupLeaf& leaf, const CgroupView& task_v
 // `node` is this slurmd's node name (empty: any). Returns how many leaves it removed; `problems`
 // says what it could not do.
 int clean_job_leaves(const CgroupView& view, uint32_t job_id, const std::string& node, std::string& problems);
-
-// The job's folder of a leaf (its parent).
-std::string job_directory(const CgroupLeaf& leaf);
 
 }  // namespace sidecore::spank

@@ -215,13 +215,7 @@ while [ ! -e '"$work"'/go ] && [ -d '"$work"' ]; do sleep 0.2; done'
   wait_ended "$alloc" 60
   [[ $ended == 0 ]] || fail "the step failed across the restart of node2's slurmd: $(cat "$work/out" "$work/err")"
   expect_no_executor_left
-  local folders=""
-  for _ in $(seq 100); do
-    folders=$(card_folders "$job")
-    [[ -z $folders ]] && break
-    sleep 0.1
-  done
-  [[ -z $folders ]] || fail "card folder(s) left: $folders"
+  expect_no_card_folder "$job"
   for i in 1 2; do
     local left
     left=$(comm -13 <(echo "${shm_before[i]}") <(shm_in "${ns[i]}"))

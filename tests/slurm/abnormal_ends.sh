@@ -53,14 +53,9 @@ start_held_step() {
 # Nothing left behind by job $1 (its executors, shared memory, card folders), and the node idle
 # with no reason. $shm_before: the test user's /dev/shm entries before the step.
 expect_clean_end() {
-  local job=$1 folders shm
+  local job=$1 shm
   expect_no_executor_left
-  for _ in $(seq 100); do
-    folders=$(card_folders "$job")
-    [[ -z $folders ]] && break
-    sleep 0.1
-  done
-  [[ -z $folders ]] || fail "card folder(s) left: $folders"
+  expect_no_card_folder "$job"
   shm=$(comm -13 <(echo "$shm_before") <(shm_of_user))
   [[ -z $shm ]] || fail "left in /dev/shm: $shm"
   expect_node_idle

@@ -37,6 +37,16 @@ expect_no_executor_left() {
 
 # The card folders of job $1 (handed to the test user, which tells them from other clusters' ones).
 card_folders() { find /tmp -maxdepth 1 -name "sidecore.$1.*" -user "$user" 2>/dev/null; }
+# No card folder of job $1 left, once its executors have had up to 10 s to remove theirs.
+expect_no_card_folder() {
+  local folders=""
+  for _ in $(seq 100); do
+    folders=$(card_folders "$1")
+    [[ -z $folders ]] && return 0
+    sleep 0.1
+  done
+  fail "card folder(s) left: $folders"
+}
 
 # Waits up to $2 seconds for process $1 (a background job of this shell) to exit; its status in $ended.
 wait_ended() {

@@ -43,6 +43,12 @@ static_assert(kDeferredReposts < kReceiveReserve);
 constexpr unsigned kSlotBits = 24;  // TaskId = sequence << 24 | slot
 constexpr uint64_t kSlotMask = (uint64_t{1} << kSlotBits) - 1;
 constexpr size_t kMaxSlots = size_t{1} << kSlotBits;
+// How long a provider may answer "try again" to one message or receive before the client gives up on
+// it: a message to a worker then counts as lost with the worker (shm can refuse a dead peer for
+// ever), a receive buffer is dropped.
+constexpr auto kRetryLimit = std::chrono::seconds(2);
+// How often the client looks for a replaced worker's new card while one of its workers is lost.
+constexpr auto kCardCheckInterval = std::chrono::milliseconds(20);
 
 enum class OpKind : uint8_t { receive = 1, send = 2 };
 
@@ -60,6 +66,12 @@ struct Client::Impl {
     uint32_t credits = 0;
     uint32_t outstanding = 0;
     bool connected = false;
+    // Its process died (worker processes: the executor replaces it). Nothing is sent to it until
+    // the card names its replacement, which gets a hello.
+    bool lost = false;
+    int pidfd = -1;            // its process, when it runs on this host in a process of its own
+    uint64_t hello_nonce = 0;  // a hello to the replacement is on its way
+    Clock::time_point hello_sent{};
   };
   struct ExecutorLink {
     ExecutorCard card;
@@ -68,6 +80,10 @@ struct Client::Impl {
     bool lost = false;  // it died: tasks for it complete with EXECUTOR_LOST
     std::vector<WorkerLink> workers;
     std::deque<std::pair<uint32_t, TaskId>> waiting;  // slots queued for a free credit (stale ones skipped)
+    int card_fd = -1;   // same host, no card reference: a liveness connection, for the cards only
+    std::string liveness_input;                        // a partial line from the liveness connection
+    std::optional<ExecutorCard> newer_card;            // the latest card it sent there, not applied yet
+    size_t lost_workers = 0;
   };
   // A task's slot lives until both sides are done with it: the user has (or was handed) the
   // completion, and no result can arrive for it any more. A timed-out task is handed to the user
@@ -96,6 +112,7 @@ struct Client::Impl {
     uint32_t buffer;
     size_t bytes;
     uint32_t executor, worker;
+    Clock::time_point since{};  // first refused ("try again") at
   };
   // An answer to a handshake or lookup, matched by nonce or request id.
   struct Reply {
@@ -126,17 +143,14 @@ struct Client::Impl {
   std::deque<Backlog> backlog;
   std::vector<Reply*> expected_replies;
   std::deque<std::pair<Clock::time_point, TaskId>> deadlines;  // in submit order, so in deadline order
-  // Reconnection after the executor's server was restarted (its supervisor writes a new card where
-  // the reference points): the reference, the token, and every function looked up so far, which
-  // Function objects name by their index here, so they stay valid across servers.
-  struct KnownFunction {
-    std::string library, symbol;
-    uint32_t id = protocol::kNoFunction;  // on the current server; kNoFunction: not there
-  };
+  // Replaced workers (their executor's supervisor publishes a new card: in the file a reference
+  // points to, and on the liveness connection): the reference and the token to greet them with.
+  // Function ids belong to the executor and stay valid across its workers' replacements.
   std::string card_source;
   std::string token;
-  std::vector<KnownFunction> known_functions;
-  Clock::time_point next_reconnect_attempt{};
+  std::vector<uint32_t> known_functions;  // executor function ids, by the index Function objects hold
+  Clock::time_point next_card_check{};
+  std::chrono::milliseconds task_timeout{0};  // the user's, bounded by the executor's max_task_s
   Clock::time_point next_liveness_check{};
   bool watching_any = false;  // some executor has a pidfd
   Doorbell own_doorbell;  // rung by workers after results, where the queue has no descriptor
@@ -159,13 +173,31 @@ struct Client::Impl {
   }
 
   ~Impl() {
+    try {
+      say_goodbye();
+    } catch (...) {
+      // A destructor must not throw: an executor not told copes (its credits go with the session).
+    }
+    if (interrupt_fd >= 0) close(interrupt_fd);
+    for (auto& executor : executors) {
+      if (executor.pidfd >= 0) close(executor.pidfd);
+      for (auto& worker : executor.workers) {
+        if (worker.pidfd >= 0) close(worker.pidfd);
+      }
+    }
+    // Close the endpoint before the buffers it may still write into (posted receives, RMA).
+    slots.clear();
+    endpoint.reset();
+  }
+
+  void say_goodbye() {
     for (auto& executor : executors) {
       // Nothing goes to a dead executor: with shm, a send into the queue of a process killed while
       // it held the queue's lock spins for ever.
-      if (executor.lost || (executor.pidfd >= 0 && process_ended(executor))) continue;
+      if (executor.lost || (executor.pidfd >= 0 && process_ended(executor.pidfd))) continue;
       for (uint32_t w = 0; w < executor.workers.size(); ++w) {
         const auto& link = executor.workers[w];
-        if (!link.connected) continue;
+        if (!link.connected || (link.pidfd >= 0 && process_ended(link.pidfd))) continue;
         auto goodbye = protocol::make_header(protocol::MessageType::goodbye, link.peer_id, link.session);
         send_copy(link.address, &goodbye, sizeof goodbye, static_cast<uint32_t>(&executor - executors.data()), w);
       }
@@ -174,13 +206,6 @@ struct Client::Impl {
     const auto deadline = Clock::now() + std::chrono::milliseconds(200);
     while (!backlog.empty() && Clock::now() < deadline) progress();
     for (int i = 0; i < 16; ++i) progress();
-    if (interrupt_fd >= 0) close(interrupt_fd);
-    for (auto& executor : executors) {
-      if (executor.pidfd >= 0) close(executor.pidfd);
-    }
-    // Close the endpoint before the buffers it may still write into (posted receives, RMA).
-    slots.clear();
-    endpoint.reset();
   }
 
   void post_receives(size_t count) {
@@ -190,13 +215,23 @@ struct Client::Impl {
     }
   }
 
+  // Posts a receive; a provider that keeps saying "try again" for kRetryLimit, or fails, costs the
+  // buffer (logged): the executors' credits leave a reserve, and no loop here is unbounded.
   void repost(uint32_t buffer) {
     ssize_t rc;
+    Clock::time_point give_up{};
     while ((rc = fi_recv(endpoint->fid(), buffers->data(buffer), buffers->buffer_bytes(), buffers->descriptor(buffer),
                          FI_ADDR_UNSPEC, context(OpKind::receive, buffer))) == -FI_EAGAIN) {
+      const auto now = Clock::now();
+      if (give_up == Clock::time_point{}) give_up = now + kRetryLimit;
+      if (now > give_up) break;
       fi_cq_read(endpoint->cq().fid(), nullptr, 0);
     }
-    fabric::check(rc, "fi_recv");
+    if (rc != 0) {
+      buffers->release(buffer);
+      logger("sidecore.client")->warn("cannot post a receive buffer: {}", fi_strerror(static_cast<int>(-rc)));
+      return;
+    }
     ++posted_receives;
   }
 
@@ -224,7 +259,28 @@ struct Client::Impl {
 
   void send(fi_addr_t address, uint32_t buffer, size_t bytes, uint32_t executor, uint32_t worker) {
     Backlog message{address, buffer, bytes, executor, worker};
-    if (!backlog.empty() || !try_send(message)) backlog.push_back(message);
+    if (backlog.empty() && try_send(message)) return;
+    message.since = Clock::now();
+    backlog.push_back(message);
+  }
+
+  // Sends what waits in the backlog, in order. A message refused for kRetryLimit costs its worker:
+  // it is treated as lost (its tasks complete with EXECUTOR_LOST) rather than retried for ever.
+  size_t flush_backlog() {
+    size_t events = 0;
+    while (!backlog.empty()) {
+      if (try_send(backlog.front())) {
+        backlog.pop_front();
+        continue;
+      }
+      const Backlog& stuck = backlog.front();
+      if (Clock::now() - stuck.since < kRetryLimit) break;
+      logger("sidecore.client")->warn("worker {} of executor {} refused a message for {} s: counting it as lost",
+                                      stuck.worker, executors[stuck.executor].card.executor_id,
+                                      std::chrono::duration_cast<std::chrono::seconds>(kRetryLimit).count());
+      events += lose_worker(stuck.executor, stuck.worker);  // drops its messages, this one included
+    }
+    return events;
   }
 
   void send_copy(fi_addr_t address, const void* data, size_t bytes, uint32_t executor, uint32_t worker) {
@@ -235,10 +291,11 @@ struct Client::Impl {
 
   // --- connecting --------------------------------------------------------------------------------
 
-  // Drops the messages still queued for executor `e` (it failed its handshake, or died).
-  void drop_backlog_of(uint32_t e) {
+  // Drops the messages still queued for executor `e` (it failed its handshake, or died), or for
+  // one of its workers only.
+  void drop_backlog_of(uint32_t e, uint32_t worker = UINT32_MAX) {
     std::erase_if(backlog, [&](const Backlog& message) {
-      if (message.executor != e) return false;
+      if (message.executor != e || (worker != UINT32_MAX && message.worker != worker)) return false;
       buffers->release(message.buffer);
       return true;
     });
@@ -322,19 +379,26 @@ struct Client::Impl {
       throw Error(ErrorKind::no_executor, fmt::format("executor {} on {} did not answer within {} ms", card.executor_id,
                                                       card.host, options.connect_timeout.count()));
     }
+    // The site's bound on any task (max_task_s) is the longest a task may take from here too.
+    task_timeout = options.task_timeout;
+    if (card.max_task_s > 0) {
+      const std::chrono::milliseconds bound(uint64_t{card.max_task_s} * 1000);
+      if (task_timeout.count() == 0 || task_timeout > bound) task_timeout = bound;
+    }
     size_t credits = 0;
     for (const auto& worker : link.workers) credits += worker.credits;
     post_receives(credits);
     watch_process(link);
-    watching_any = watching_any || link.pidfd >= 0;
+    watching_any = watching_any || link.pidfd >= 0 || link.card_fd >= 0;
     total_workers += link.workers.size();
   }
 
   // --- liveness ----------------------------------------------------------------------------------
 
-  // An executor on this host is watched through a pidfd on the pid in its card; one elsewhere through
-  // a connection to its liveness port, which its kernel closes when it dies (liveness_listener.hpp).
-  // Either descriptor turns readable then.
+  // An executor on this host is watched through a pidfd on the pid in its card, and each of its
+  // worker processes through one on theirs; one elsewhere through a connection to its liveness port,
+  // which its kernel closes when it dies and on which it announces replaced workers
+  // (liveness_listener.hpp). Each descriptor turns readable then.
   void watch_process(ExecutorLink& link) {
     if (link.card.host != local_host_name()) {
       if (link.card.watch > 0) {
@@ -347,8 +411,17 @@ struct Client::Impl {
       }
       return;
     }
+    for (uint32_t w = 0; w < link.card.worker_pids.size() && w < link.workers.size(); ++w) {
+      watch_worker(link, w);
+    }
+    // Without a card file to read (an executor of another simulated node, say), replaced workers'
+    // cards come over the liveness port, where the executor has one.
+    if (card_source.empty() && link.card.watch > 0 && !link.card.worker_pids.empty()) {
+      link.card_fd = connect_liveness(link.card.host, static_cast<uint16_t>(link.card.watch),
+                                      static_cast<int>(options.connect_timeout.count()));
+    }
     if (link.card.pid <= 0) return;
-    link.pidfd = static_cast<int>(syscall(SYS_pidfd_open, static_cast<pid_t>(link.card.pid), 0));
+    link.pidfd = open_pidfd(link.card.pid);
     if (link.pidfd >= 0) return;
     if (errno == ESRCH) {  // it answered the handshake and is gone already
       link.lost = true;
@@ -358,8 +431,17 @@ struct Client::Impl {
                                      std::strerror(errno));
   }
 
-  static bool process_ended(const ExecutorLink& link) {
-    pollfd entry{link.pidfd, POLLIN, 0};
+  static int open_pidfd(long pid) { return static_cast<int>(syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0)); }
+
+  void watch_worker(ExecutorLink& link, uint32_t w) {
+    WorkerLink& worker = link.workers[w];
+    if (worker.pidfd >= 0) close(worker.pidfd);
+    worker.pidfd = w < link.card.worker_pids.size() ? open_pidfd(link.card.worker_pids[w]) : -1;
+    watching_any = true;
+  }
+
+  static bool process_ended(int fd) {
+    pollfd entry{fd, POLLIN, 0};
     return poll(&entry, 1, 0) > 0;
   }
 
@@ -367,9 +449,60 @@ struct Client::Impl {
     next_liveness_check = now + options.liveness_interval;
     size_t events = 0;
     for (uint32_t e = 0; e < executors.size(); ++e) {
-      if (!executors[e].lost && executors[e].pidfd >= 0 && process_ended(executors[e])) events += lose_executor(e);
+      ExecutorLink& link = executors[e];
+      if (link.lost) continue;
+      if (link.pidfd >= 0 && process_ended(link.pidfd)) {
+        if (link.card.host == local_host_name() || !read_liveness(link, link.pidfd)) {
+          events += lose_executor(e);
+          continue;
+        }
+      }
+      if (link.card_fd >= 0 && process_ended(link.card_fd) && !read_liveness(link, link.card_fd)) {
+        close(link.card_fd);  // the executor ended; its pidfd says so
+        link.card_fd = -1;
+      }
+      for (uint32_t w = 0; w < link.workers.size(); ++w) {
+        WorkerLink& worker = link.workers[w];
+        if (worker.pidfd >= 0 && !worker.lost && process_ended(worker.pidfd)) events += lose_worker(e, w);
+      }
+      if (link.newer_card) {
+        ExecutorCard card = std::move(*link.newer_card);
+        link.newer_card.reset();
+        apply_card(e, card);
+      }
     }
     return events;
+  }
+
+  // Reads what an executor on another host sent on its liveness connection: "card ..." lines (kept
+  // in newer_card, applied by check_liveness) and "lost <worker>" lines (applied here). False once
+  // the connection is closed: the executor is gone.
+  bool read_liveness(ExecutorLink& link, int fd) {
+    char buffer[4096];
+    ssize_t got;
+    while ((got = read(fd, buffer, sizeof buffer)) > 0) {
+      link.liveness_input.append(buffer, static_cast<size_t>(got));
+      if (link.liveness_input.size() > (size_t{1} << 20)) return false;  // not an executor
+    }
+    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) return false;
+    for (size_t end; (end = link.liveness_input.find('\n')) != std::string::npos;
+         link.liveness_input.erase(0, end + 1)) {
+      const std::string_view line(link.liveness_input.data(), end);
+      if (line.starts_with("card ")) {
+        try {
+          link.newer_card = route_for_caller(parse_card(line.substr(5)), local_host_name());
+        } catch (const CardError& e) {
+          logger("sidecore.client")->warn("executor {} sent a card this build cannot read: {}", link.card.executor_id,
+                                          e.what());
+        }
+      } else if (line.starts_with("lost ")) {
+        const unsigned long w = std::strtoul(std::string(line.substr(5)).c_str(), nullptr, 10);
+        if (w < link.workers.size() && !link.workers[w].lost) {
+          lose_worker(static_cast<uint32_t>(&link - executors.data()), static_cast<uint32_t>(w));
+        }
+      }
+    }
+    return true;
   }
 
   // Completes every task of executor `e` with EXECUTOR_LOST (revoking its access to their buffers
@@ -382,26 +515,145 @@ struct Client::Impl {
       worker.outstanding = 0;
       worker.connected = false;  // nothing more is sent to it, goodbye included
     }
-    link.waiting.clear();
     drop_backlog_of(e);
+    const size_t lost = fail_tasks(e, UINT32_MAX, true);
+    logger("sidecore.client")->warn("executor {} on {} (pid {}) is gone: {} task(s) complete with EXECUTOR_LOST",
+                                    link.card.executor_id, link.card.host, link.card.pid, lost);
+    return lost;
+  }
+
+  // Worker `w` of executor `e` died (a function crashed it, or its executor replaced it after a
+  // deadline): its tasks complete with EXECUTOR_LOST (TIMEOUT where their deadline has passed), the
+  // others' go on, and its replacement is greeted once the card names it.
+  size_t lose_worker(uint32_t e, uint32_t w) {
+    ExecutorLink& link = executors[e];
+    WorkerLink& worker = link.workers[w];
+    if (worker.lost) return 0;
+    worker.lost = true;
+    worker.connected = false;
+    worker.credits = 0;
+    worker.outstanding = 0;
+    worker.hello_nonce = 0;
+    ++link.lost_workers;
+    drop_backlog_of(e, w);
+    const size_t lost = fail_tasks(e, w, false);
+    logger("sidecore.client")->warn("worker {} of executor {} on {} is gone: {} task(s) complete with EXECUTOR_LOST",
+                                    w, link.card.executor_id, link.card.host, lost);
+    next_card_check = Clock::now();
+    return lost;
+  }
+
+  // Fails the tasks of executor `e` on worker `w` (UINT32_MAX: on any worker; with `waiting`, also
+  // those still queued for a credit). Returns how many completed.
+  size_t fail_tasks(uint32_t e, uint32_t w, bool waiting) {
+    const auto now = Clock::now();
+    if (waiting) executors[e].waiting.clear();
     std::vector<uint32_t> lost;
     for (uint32_t i = 0; i < slots.size(); ++i) {
-      const TaskSlot& slot = slots[i];
-      if (slot.used && slot.executor == e && (slot.on_wire || slot.waiting) && !slot.collectable && !slot.delivered) {
-        lost.push_back(i);
+      TaskSlot& slot = slots[i];
+      if (!slot.used || slot.executor != e) continue;
+      const bool mine = slot.on_wire ? (w == UINT32_MAX || slot.worker == w) : (waiting && slot.waiting);
+      if (!mine) continue;
+      if (slot.collectable || slot.delivered) {  // timed out before: only its slot was left
+        slot.on_wire = false;
+        release_if_finished(i);
+        continue;
       }
+      lost.push_back(i);
     }
-    logger("sidecore.client")->warn("executor {} on {} (pid {}) is gone: {} task(s) complete with EXECUTOR_LOST",
-                                    link.card.executor_id, link.card.host, link.card.pid, lost.size());
     for (const uint32_t i : lost) {
       TaskSlot& slot = slots[i];  // callbacks below may grow `slots`: index afresh each time
+      const bool expired = slot.deadline != Clock::time_point{} && slot.deadline <= now;
       slot.in_region = {};
       slot.out_region = {};
       slot.on_wire = false;
       slot.waiting = false;
-      deliver(i, Completion{ErrorKind::executor_lost, 0, 0, false});
+      deliver(i, Completion{expired ? ErrorKind::timeout : ErrorKind::executor_lost, 0, 0, false});
     }
     return lost.size();
+  }
+
+  // Greets the workers that `card` (the executor's latest) names in place of lost ones.
+  void apply_card(uint32_t e, const ExecutorCard& card) {
+    ExecutorLink& link = executors[e];
+    if (card.executor_id != link.card.executor_id || card.provider != link.card.provider ||
+        card.worker_addresses.size() != link.workers.size()) {
+      return;
+    }
+    const auto now = Clock::now();
+    for (uint32_t w = 0; w < link.workers.size(); ++w) {
+      WorkerLink& worker = link.workers[w];
+      const bool replaced = card.worker_addresses[w] != link.card.worker_addresses[w];
+      if (replaced && !worker.lost) lose_worker(e, w);  // the card is the first news of it (another host)
+      if (!worker.lost) continue;
+      if (!replaced && !(worker.hello_nonce != 0 && now - worker.hello_sent > options.connect_timeout)) continue;
+      if (replaced) {
+        endpoint->av().remove(worker.address);
+        worker.address = endpoint->av().insert(card.worker_addresses[w]);
+        link.card.worker_addresses[w] = card.worker_addresses[w];
+        if (w < card.worker_pids.size() && w < link.card.worker_pids.size()) {
+          link.card.worker_pids[w] = card.worker_pids[w];
+          if (link.card.host == local_host_name()) watch_worker(link, w);
+        }
+      }
+      if (worker.address == FI_ADDR_NOTAVAIL) continue;
+      worker.hello_nonce = random_u64();
+      worker.hello_sent = now;
+      const uint32_t buffer = buffers->acquire();
+      const size_t bytes =
+          protocol::encode_hello(buffers->span(buffer), worker.hello_nonce, token, endpoint->name(), own_doorbell.name());
+      send(worker.address, buffer, bytes, e, w);
+    }
+  }
+
+  // A welcome from a replaced worker: it serves this client again.
+  bool on_replacement_answer(uint64_t nonce, const protocol::MessageHeader& header, const protocol::WelcomeMessage* welcome) {
+    for (uint32_t e = 0; e < executors.size(); ++e) {
+      for (uint32_t w = 0; w < executors[e].workers.size(); ++w) {
+        WorkerLink& worker = executors[e].workers[w];
+        if (worker.hello_nonce != nonce || nonce == 0) continue;
+        worker.hello_nonce = 0;
+        if (welcome == nullptr) {
+          logger("sidecore.client")->warn("the new worker {} of executor {} refused this caller", w,
+                                          executors[e].card.executor_id);
+          return true;
+        }
+        worker.peer_id = header.peer_id;
+        worker.session = header.session;
+        worker.credits = welcome->credits;
+        worker.outstanding = 0;
+        worker.connected = true;
+        worker.lost = false;
+        --executors[e].lost_workers;
+        logger("sidecore.client")->info("worker {} of executor {} serves again", w, executors[e].card.executor_id);
+        if (!executors[e].waiting.empty()) dispatch_waiting(executors[e].waiting);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // While a worker is lost: looks for the card that names its replacement, at most every
+  // kCardCheckInterval (the card file through the reference on this host; another host's card
+  // comes on the liveness connection).
+  void look_for_replacements(Clock::time_point now) {
+    if (now < next_card_check) return;
+    next_card_check = now + kCardCheckInterval;
+    for (uint32_t e = 0; e < executors.size(); ++e) {
+      ExecutorLink& link = executors[e];
+      if (link.lost || link.lost_workers == 0) continue;
+      if (e == 0 && !card_source.empty()) {
+        if (const auto text = current_card(card_source)) {
+          try {
+            apply_card(e, route_for_caller(parse_card(*text), local_host_name()));
+          } catch (const CardError&) {
+          }
+        }
+      } else {
+        const ExecutorCard card = link.card;  // no news: greet again a replacement that did not answer
+        apply_card(e, card);
+      }
+    }
   }
 
   // --- receiving ---------------------------------------------------------------------------------
@@ -413,15 +665,20 @@ struct Client::Impl {
       if (!deadlines.empty()) events += expire(now);
       if (watching_any && now >= next_liveness_check) events += check_liveness(now);
     }
+    if (replacements_due()) look_for_replacements(Clock::now());
     return events;
+  }
+
+  bool replacements_due() const noexcept {
+    for (const auto& executor : executors) {
+      if (executor.lost_workers > 0 && !executor.lost) return true;
+    }
+    return false;
   }
 
   size_t poll_queue() {
     while (deferred_count > 0) repost(deferred_reposts[--deferred_count]);
-    while (!backlog.empty()) {
-      if (!try_send(backlog.front())) break;
-      backlog.pop_front();
-    }
+    if (!backlog.empty()) flush_backlog();
     fi_cq_data_entry entries[kBatch];
     const ssize_t count = endpoint->cq().read(entries, kBatch);
     if (count == -FI_EAGAIN) return 0;
@@ -485,6 +742,8 @@ struct Client::Impl {
             reply->arrived = true;
             reply->type = header->type;
             reply->welcome = *welcome;
+          } else {
+            on_replacement_answer(welcome->nonce, welcome->header, &*welcome);
           }
         }
         break;
@@ -494,6 +753,8 @@ struct Client::Impl {
             reply->arrived = true;
             reply->type = header->type;
             reply->error = refused->error;
+          } else {
+            on_replacement_answer(refused->nonce, *header, nullptr);
           }
         }
         break;
@@ -656,21 +917,22 @@ struct Client::Impl {
       deliver(index, Completion{ErrorKind::bad_arg, 0, 0, false});
       return id;
     }
-    if (options.task_timeout.count() > 0) {
-      slot.deadline = Clock::now() + options.task_timeout;
-      deadlines.emplace_back(slot.deadline, id);
+    if (task_timeout.count() > 0 || watching_any) {
+      const auto now = Clock::now();
+      // A worker that died while nothing was in flight is noticed here, before a task goes to it.
+      if (watching_any && now >= next_liveness_check) check_liveness(now);
+      if (task_timeout.count() > 0) {
+        slot.deadline = now + task_timeout;
+        deadlines.emplace_back(slot.deadline, id);
+      }
     }
     // One executor per client; the MPI extension's pool spreads tasks over several clients.
     slot.executor = 0;
-    if (executors[0].lost && !reconnect()) {
+    if (executors[0].lost) {
       deliver(index, Completion{ErrorKind::executor_lost, 0, 0, false});
       return id;
     }
-    slot.function_id = known_functions[function.ids_[0]].id;
-    if (slot.function_id == protocol::kNoFunction) {  // gone from the restarted server
-      deliver(index, Completion{ErrorKind::not_found, 0, 0, false});
-      return id;
-    }
+    slot.function_id = known_functions[function.ids_[0]];
     ExecutorLink& executor = executors[0];
     slot.waiting = true;
     if (executor.waiting.empty() && dispatch(index)) return id;
@@ -698,6 +960,10 @@ struct Client::Impl {
 
     protocol::TaskMessage task{protocol::make_header(protocol::MessageType::task, worker.peer_id, worker.session),
                                slot.id, slot.function_id, 0, slot.in_bytes, slot.out_capacity};
+    if (slot.deadline != Clock::time_point{}) {  // the time left travels with the task (at least 1 ms)
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(slot.deadline - Clock::now()).count();
+      task.header.deadline_ms = static_cast<uint32_t>(std::clamp<int64_t>(left, 1, UINT32_MAX));
+    }
     protocol::RemoteBuffer input{}, output{};
     try {
       if (slot.in_bytes > protocol::kInlineLimit) {
@@ -822,7 +1088,7 @@ struct Client::Impl {
     if (symbol.empty() || symbol.size() > protocol::kMaxSymbolBytes) {
       throw Error(ErrorKind::bad_arg, fmt::format("symbol name must be 1 to {} bytes", protocol::kMaxSymbolBytes));
     }
-    if (executors[0].lost && !reconnect()) {
+    if (executors[0].lost) {
       throw Error(ErrorKind::executor_lost, fmt::format("executor {} is gone", executors[0].card.executor_id));
     }
     const uint32_t id = lookup_on(0, library, symbol);
@@ -831,19 +1097,38 @@ struct Client::Impl {
     function.symbol_ = symbol;
     function.owner_ = this;
     function.ids_.push_back(static_cast<uint32_t>(known_functions.size()));
-    known_functions.push_back({std::string(library), std::string(symbol), id});
+    known_functions.push_back(id);
     return function;
+  }
+
+  // A worker of executor `e` that serves now; while all are being replaced, waits for one up to
+  // the connect timeout. Throws Error(EXECUTOR_LOST).
+  uint32_t serving_worker(uint32_t e) {
+    const auto deadline = Clock::now() + options.connect_timeout;
+    while (true) {
+      const ExecutorLink& executor = executors[e];
+      for (uint32_t w = 0; w < executor.workers.size(); ++w) {
+        if (executor.workers[w].connected) return w;
+      }
+      if (executor.lost || Clock::now() > deadline) {
+        throw Error(ErrorKind::executor_lost,
+                    fmt::format("no worker of executor {} serves right now", executor.card.executor_id));
+      }
+      progress();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
 
   // The function's id on executor `e`. Throws Error.
   uint32_t lookup_on(uint32_t e, std::string_view library, std::string_view symbol) {
-    const WorkerLink& worker = executors[e].workers[0];
+    const uint32_t w = serving_worker(e);
+    const WorkerLink& worker = executors[e].workers[w];
     std::vector<Reply> replies(1);
     replies[0].key = next_lookup++;
     const uint32_t buffer = buffers->acquire();
     const size_t bytes = protocol::encode_lookup(buffers->span(buffer), worker.peer_id, worker.session, replies[0].key,
                                                  library, symbol);
-    send(worker.address, buffer, bytes, e, 0);
+    send(worker.address, buffer, bytes, e, w);
     if (!await(replies, Clock::now() + options.connect_timeout)) {
       throw Error(ErrorKind::executor_lost, fmt::format("executor {} did not answer a lookup within {} ms",
                                                         executors[e].card.executor_id, options.connect_timeout.count()));
@@ -853,50 +1138,6 @@ struct Client::Impl {
                                                 executors[e].card.executor_id, to_string(replies[0].error)));
     }
     return replies[0].function_id;
-  }
-
-  // After the loss of the executor's server: when the card reference now names a new server (its
-  // supervisor restarted it), connects to that one and looks up every known function again. Cheap
-  // to call often: it reads the card file at most every 50 ms, and blocks only for the handshake
-  // with a server that is already serving.
-  bool reconnect() {
-    if (card_source.empty()) return false;
-    const auto now = Clock::now();
-    if (now < next_reconnect_attempt) return false;
-    next_reconnect_attempt = now + std::chrono::milliseconds(50);
-    const auto text = current_card(card_source);
-    if (!text) return false;
-    ExecutorCard card;
-    try {
-      card = route_for_caller(parse_card(*text), local_host_name());
-    } catch (const CardError&) {
-      return false;
-    }
-    ExecutorLink& old = executors[0];
-    if (card.executor_id == old.card.executor_id || card.provider != provider) return false;  // not restarted yet
-    ExecutorLink previous = std::move(old);
-    executors.clear();
-    total_workers -= previous.workers.size();
-    try {
-      add_executor(card, token);
-    } catch (const Error& e) {
-      logger("sidecore.client")->warn("cannot reconnect to the restarted executor {}: {}", card.executor_id, e.what());
-      executors.clear();
-      executors.push_back(std::move(previous));
-      total_workers += executors[0].workers.size();
-      return false;
-    }
-    if (previous.pidfd >= 0) close(previous.pidfd);
-    for (auto& function : known_functions) {
-      try {
-        function.id = lookup_on(0, function.library, function.symbol);
-      } catch (const Error&) {
-        function.id = protocol::kNoFunction;  // its tasks complete with NOT_FOUND
-      }
-    }
-    logger("sidecore.client")->info("reconnected to executor {} (pid {}), which replaced {}", card.executor_id, card.pid,
-                                    previous.card.executor_id);
-    return true;
   }
 };
 
@@ -925,9 +1166,9 @@ Client Client::connect(std::string_view card_text, std::string_view token, const
   } catch (const fabric::FabricError& e) {
     throw Error(ErrorKind::no_executor, fmt::format("cannot open the executor's provider: {}", e.what()));
   }
-  impl->add_executor(card, token);
   if (!card_text.empty() && card_text.front() == '@') impl->card_source = card_text;
   impl->token = token;
+  impl->add_executor(card, token);
   return Client(std::move(impl));
 }
 
@@ -958,7 +1199,10 @@ void Client::sleep(std::chrono::microseconds timeout) { impl_->sleep(timeout); }
 void Client::interrupt_sleep() noexcept { impl_->interrupt_sleep(); }
 const std::string& Client::executor_host() const noexcept { return impl_->executors.front().card.host; }
 bool Client::executor_lost() const noexcept { return impl_->executors.front().lost; }
-bool Client::reconnect() { return !impl_->executors.front().lost || impl_->reconnect(); }
+bool Client::reconnect() {
+  impl_->progress();  // notices a lost executor, and greets replaced workers
+  return !impl_->executors.front().lost;
+}
 
 Completion Client::wait(TaskId id) {
   while (true) {

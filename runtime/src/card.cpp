@@ -65,7 +65,9 @@ std::string format_card(const ExecutorCard& card) {
     }
     return text;
   };
-  return fmt::format("{}{} id={} host={}{}{} provider={} workers={} doorbell={} addrs={}{}", kPrefix,
+  std::string pids;
+  for (long pid : card.worker_pids) pids += (pids.empty() ? "" : ",") + std::to_string(pid);
+  return fmt::format("{}{} id={} host={}{}{} provider={} workers={} doorbell={} addrs={}{}{}{}", kPrefix,
                      ExecutorCard::kVersion, card.executor_id, card.host,
                      card.pid > 0 ? fmt::format(" pid={}", card.pid) : std::string(),
                      card.watch > 0 ? fmt::format(" watch={}", card.watch) : std::string(), card.provider,
@@ -73,7 +75,9 @@ std::string format_card(const ExecutorCard& card) {
                      hex_list(card.worker_addresses),
                      card.remote_provider.empty()
                          ? std::string()
-                         : fmt::format(" remote={} raddrs={}", card.remote_provider, hex_list(card.remote_addresses)));
+                         : fmt::format(" remote={} raddrs={}", card.remote_provider, hex_list(card.remote_addresses)),
+                     pids.empty() ? std::string() : " wpids=" + pids,
+                     card.max_task_s > 0 ? fmt::format(" max_task_s={}", card.max_task_s) : std::string());
 }
 
 ExecutorCard route_for_caller(ExecutorCard card, std::string_view caller_host) {
@@ -110,7 +114,8 @@ ExecutorCard parse_card(std::string_view text) {
     }
     auto key = field.substr(0, eq);
     if (key != "id" && key != "host" && key != "pid" && key != "watch" && key != "provider" && key != "workers" &&
-        key != "doorbell" && key != "addrs" && key != "remote" && key != "raddrs") {
+        key != "doorbell" && key != "addrs" && key != "remote" && key != "raddrs" && key != "wpids" &&
+        key != "max_task_s") {
       throw CardError(fmt::format("executor card has an unknown field '{}'", key));
     }
     if (!values.emplace(key, field.substr(eq + 1)).second) {
@@ -180,6 +185,28 @@ ExecutorCard parse_card(std::string_view text) {
     }
     for (size_t i = 0; i < remote_addresses.size(); ++i) {
       card.remote_addresses.push_back(address_from_hex(remote_addresses[i], "remote address", i));
+    }
+  }
+  if (auto pids = values.find("wpids"); pids != values.end()) {
+    const auto list = split(pids->second, ',');
+    if (list.size() != workers) {
+      throw CardError(fmt::format("executor card lists {} worker pids for {} workers", list.size(), workers));
+    }
+    for (auto text : list) {
+      long pid = 0;
+      auto [pid_end, pid_ec] = std::from_chars(text.data(), text.data() + text.size(), pid);
+      if (pid_ec != std::errc{} || pid_end != text.data() + text.size() || pid <= 0 || pid > 0x7fffffff) {
+        throw CardError(fmt::format("executor card worker pid '{}' is not a process id", text));
+      }
+      card.worker_pids.push_back(pid);
+    }
+  }
+  if (auto bound = values.find("max_task_s"); bound != values.end()) {
+    const auto text = bound->second;
+    auto [bound_end, bound_ec] = std::from_chars(text.data(), text.data() + text.size(), card.max_task_s);
+    if (bound_ec != std::errc{} || bound_end != text.data() + text.size() || card.max_task_s == 0 ||
+        card.max_task_s > 31'536'000) {
+      throw CardError(fmt::format("executor card max_task_s '{}' is not a number of seconds from 1 to 31536000", text));
     }
   }
   return card;

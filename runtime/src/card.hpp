@@ -10,6 +10,10 @@
 //
 // pid (optional) lets callers on the same host notice the executor's death at once (pidfd);
 // watch (optional, after pid) is the TCP port of its liveness listener, for callers on other hosts.
+// wpids (optional) are the worker processes' pids, in worker order: a caller on the same host
+// watches each, since a worker that crashed is replaced (a new process, a new address, a new card)
+// while the executor lives on. max_task_s (optional) is the site's bound on any task: callers
+// time tasks out after it at the latest.
 //
 // Fields are separated by single spaces (provider names such as "tcp;ofi_rxm" contain ';').
 #pragma once
@@ -38,6 +42,8 @@ struct ExecutorCard {
   std::vector<std::string> worker_addresses;  // raw libfabric endpoint names, one per worker
   std::string remote_provider;                // for callers on other hosts; empty: none
   std::vector<std::string> remote_addresses;  // on remote_provider, one per worker (same order)
+  std::vector<long> worker_pids;              // one per worker, or empty: workers share `pid`
+  unsigned max_task_s = 0;                    // 0: no bound
 };
 
 // This host's name as cards carry it (gethostname, "localhost" when it has none).

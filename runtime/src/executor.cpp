@@ -11,23 +11,31 @@
 #include "token.hpp"
 
 namespace sidecore {
-Executor::Executor(ExecutorConfig config) : config_(std::move(config)) {
-  if (config_.cores.empty()) throw std::invalid_argument("executor needs at least one core");
-  if (config_.cores.size() > ExecutorCard::kMaxWorkers) {
+
+void Executor::check(const ExecutorConfig& config) {
+  if (config.cores.empty()) throw std::invalid_argument("executor needs at least one core");
+  if (config.cores.size() > ExecutorCard::kMaxWorkers) {
     throw std::invalid_argument(fmt::format("executor supports at most {} cores", ExecutorCard::kMaxWorkers));
   }
   const CoreSet online = CoreSet::online();
-  if (auto missing = config_.cores.minus(online); !missing.empty()) {
+  if (auto missing = config.cores.minus(online); !missing.empty()) {
     throw std::invalid_argument(fmt::format("cores {} do not exist on this machine (it has {})", missing.to_string(),
                                             online.to_string()));
   }
-  if (config_.token.empty() || config_.token.size() > protocol::kMaxTokenBytes) {
+  if (config.token.empty() || config.token.size() > protocol::kMaxTokenBytes) {
     throw std::invalid_argument(
         fmt::format("the token (SIDECORE_TOKEN) must be 1 to {} bytes long", protocol::kMaxTokenBytes));
   }
+}
 
+Executor::Executor(ExecutorConfig config)
+    : config_(std::move(config)), loader_(config_.part ? config_.part->shared : nullptr) {
+  check(config_);
+  if (config_.part && (config_.part->shared == nullptr || config_.cores.size() != 1)) {
+    throw std::invalid_argument("a worker process serves one core and needs the executor's shared state");
+  }
   auto fabric = fabric::Fabric::open(config_.provider);
-  card_.executor_id = generate_id();
+  card_.executor_id = config_.part ? config_.part->executor_id : generate_id();
   card_.host = local_host_name();
   card_.pid = getpid();
   card_.provider = config_.provider;
@@ -37,16 +45,30 @@ Executor::Executor(ExecutorConfig config) : config_(std::move(config)) {
     fabric::CompletionQueue probe(domain, 16, true);
     return probe.wait_fd() < 0;
   }();
-  if (needs_doorbell) {
+  if (needs_doorbell && config_.part) {
+    if (config_.part->doorbell.empty()) throw std::runtime_error("provider " + config_.provider + " needs a doorbell");
+    card_.doorbell = config_.part->doorbell;
+    doorbell_ = Doorbell::open(card_.doorbell, config_.part->workers);
+    shared_.doorbell = &doorbell_;
+  } else if (needs_doorbell) {
     card_.doorbell = "/sidecore-" + card_.executor_id;
     doorbell_ = Doorbell::create(card_.doorbell, static_cast<unsigned>(config_.cores.size()));
     shared_.doorbell = &doorbell_;
   }
   if (config_.remote_provider == config_.provider) config_.remote_provider.clear();
   // shm reaches only this host, where callers watch the pid; other providers get a liveness port.
-  if (config_.provider != "shm" || !config_.remote_provider.empty()) {
+  // (A worker process leaves that to its supervisor, which outlives it.)
+  if (!config_.part && (config_.provider != "shm" || !config_.remote_provider.empty())) {
     liveness_ = std::make_unique<LivenessListener>();
+    liveness_->run_in_thread();
     card_.watch = liveness_->port();
+  }
+  if (config_.part) {
+    WorkerSlot& slot = config_.part->shared->slot(config_.part->index);
+    shared_.deadline = &slot.deadline_ns[0];
+    shared_.stats = &slot.stats[0];
+    remote_shared_.deadline = &slot.deadline_ns[1];
+    remote_shared_.stats = &slot.stats[1];
   }
   shared_.token = config_.token;
   shared_.loader = &loader_;
@@ -56,7 +78,7 @@ Executor::Executor(ExecutorConfig config) : config_(std::move(config)) {
   // One worker per core on `on`; their addresses, in core order, go into the card.
   auto add_workers = [&](const std::shared_ptr<fabric::Fabric>& on, WorkerShared& shared,
                          const WorkerOptions& options, std::vector<std::string>& addresses) {
-    unsigned index = 0;
+    unsigned index = config_.part ? config_.part->index : 0;
     for (int core : config_.cores.cores()) {
       workers_.push_back(std::make_unique<Worker>(index++, core, on, shared, options));
       addresses.push_back(workers_.back()->address());

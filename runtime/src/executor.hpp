@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "function_loader.hpp"
 #include "liveness_listener.hpp"
 #include "service_stats.hpp"
+#include "shared_state.hpp"
 #include "worker.hpp"
 
 namespace sidecore {
@@ -29,6 +31,17 @@ struct ExecutorConfig {
   WorkerOptions worker;                 // poll mode, spin window, credits
   std::string token;                    // callers must present it
   std::vector<std::string> preload;     // libraries loaded at start
+
+  // Set by a supervisor that runs each worker in a process of its own (supervisor.hpp); this
+  // executor is then one of them, serving cores.size() == 1.
+  struct Part {
+    std::string executor_id;   // the whole executor's
+    unsigned index = 0;        // this worker's place among the executor's workers
+    unsigned workers = 1;      // how many the executor has
+    std::string doorbell;      // the executor's doorbell segment (exists; opened, not created); may be empty
+    SharedState* shared = nullptr;
+  };
+  std::optional<Part> part;
 };
 
 class Executor {
@@ -36,6 +49,9 @@ class Executor {
   // Opens every worker's fabric objects and loads the preloaded libraries; throws on any failure
   // (FabricError, std::system_error, std::runtime_error), before any thread starts.
   explicit Executor(ExecutorConfig config);
+  // The configuration errors the constructor would throw about (cores, token), without opening
+  // anything: std::invalid_argument.
+  static void check(const ExecutorConfig& config);
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;

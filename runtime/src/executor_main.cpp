@@ -6,8 +6,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <iostream>
 
 #include "executor.hpp"
 #include "executor_leftovers.hpp"
@@ -17,24 +15,6 @@
 #include "supervisor.hpp"
 #include "token.hpp"
 
-namespace {
-
-// Writes `text` to `path` through a temporary file and a rename, so a reader never sees half a card.
-void write_atomically(const std::string& path, const std::string& text) {
-  const std::string temporary = path + ".tmp." + std::to_string(getpid());
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    out << text << '\n';
-    out.close();
-    if (!out) throw std::runtime_error("cannot write card file " + temporary);
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    std::remove(temporary.c_str());
-    throw std::runtime_error("cannot move card file into place at " + path);
-  }
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   using namespace sidecore;
@@ -55,6 +35,7 @@ int main(int argc, char** argv) {
   bool print_stats = false;
   std::string log_level;
   unsigned restarts = 5;
+  unsigned max_task_s = 0;
   bool remove_card_folder = false;
   app.add_option("--cores", cores_text, "CPU list to run workers on, one pinned worker per CPU (e.g. 2-5,8)")
       ->required();
@@ -78,9 +59,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--stats", print_stats, "print a one-line summary (tasks, bytes, busy %, mean and p99 service time) at exit");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (default: $SIDECORE_LOG_LEVEL, else info)");
+  app.add_option("--max-task-s", max_task_s,
+                 "bound on any task, in seconds: past it the caller gets TIMEOUT and the worker is replaced (a "
+                 "caller's own timeout can only shorten it; 0: no bound)")
+      ->check(CLI::Range(0u, 31'536'000u))
+      ->capture_default_str();
   app.add_option("--restarts", restarts,
-                 "serve in a child process and start a new one when a function crashes it, at most this many "
-                 "times a minute (0: serve in this process, no restarts)")
+                 "run each worker in a process of its own and replace one that a function crashed, at most this "
+                 "many times a minute in all (0: serve every worker in this process, no replacements, no deadlines)")
       ->check(CLI::Range(0u, 1000u))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -101,7 +87,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sidecore-executor: error: %s\n", message.c_str());
     if (!card_file.empty()) {
       try {
-        write_atomically(card_file, "error: " + message);
+        write_card_file(card_file, "error: " + message);
       } catch (const std::exception&) {
         // the message is on stderr; a waiting caller sees the exit instead
       }
@@ -127,6 +113,7 @@ int main(int argc, char** argv) {
   config.worker.poll = *poll;
   config.worker.spin_window = std::chrono::microseconds(spin_us);
   config.worker.credits_per_peer = credits;
+  config.worker.max_task = std::chrono::seconds(max_task_s);
   config.preload = preload;
   bool generated_token = false;
   if (const char* token = std::getenv("SIDECORE_TOKEN"); token != nullptr && *token != '\0') {
@@ -151,10 +138,12 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   const std::string printed_token = generated_token ? config.token : std::string();
-  // Serves until a stop signal; with a supervisor, in its child, which reports its card on card_fd.
-  auto serve = [&](int card_fd) -> int {
+  int status = 0;
+  if (restarts > 0) {
+    status = supervise(config, SupervisorOptions{restarts, std::chrono::seconds(60), card_file, print_stats, printed_token});
+  } else {
+    // Every worker a thread of this process: a crash takes them all, nothing is replaced.
     std::unique_ptr<Executor> executor;
-    // Before any shm endpoint of this process exists (this runs in the serving child).
     if (const int removed = remove_stale_shm_regions_of_this_process(); removed > 0) {
       logger("sidecore.exec")->info("removed {} shared-memory region(s) a dead process with this pid left", removed);
     }
@@ -164,19 +153,10 @@ int main(int argc, char** argv) {
       std::printf("SIDECORE_EXECUTOR='%s'\n", executor->card_text().c_str());
       if (generated_token) std::printf("SIDECORE_TOKEN=%s\n", printed_token.c_str());
       std::fflush(stdout);
-      if (!card_file.empty()) write_atomically(card_file, executor->card_text());
-      if (card_fd >= 0) {
-        const std::string line = executor->card_text() + "\n";
-        if (write(card_fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
-          logger("sidecore.exec")->warn("could not report the card to the supervisor");
-        }
-      }
-    } catch (const fabric::FabricError& e) {
-      return fail(e.what());
+      if (!card_file.empty()) write_card_file(card_file, executor->card_text());
     } catch (const std::exception& e) {
       return fail(e.what());
     }
-
     int signal_number = 0;
     sigwait(&stop_signals, &signal_number);
     logger("sidecore.exec")->debug("stopping on signal {}", signal_number);
@@ -187,11 +167,7 @@ int main(int argc, char** argv) {
                    format_summary(executor->stats(), executor->running_seconds(), executor->workers()).c_str());
     }
     if (!card_file.empty()) std::remove(card_file.c_str());
-    return 0;
-  };
-  const int status = restarts == 0
-                         ? serve(-1)
-                         : supervise(serve, SupervisorOptions{restarts, std::chrono::seconds(60), card_file});
+  }
   // The card is gone by now (removed on stop, or by the supervisor when its server died). rmdir
   // removes only an empty folder: anything else in it stays, and so does the folder.
   if (remove_card_folder && !card_file.empty()) {

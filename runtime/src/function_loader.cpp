@@ -45,16 +45,33 @@ FunctionLoader::Lookup FunctionLoader::lookup(std::string_view library, std::str
     result.error = fmt::format("library '{}' has no symbol '{}'", library, symbol);
     return result;
   }
-  const uint32_t id = count_.load(std::memory_order_relaxed);
+  const uint32_t id = shared_ != nullptr ? shared_->register_function(library, symbol)
+                                         : count_.load(std::memory_order_relaxed);
   if (id >= kMaxFunctions) {
     result.error = fmt::format("executor already holds the maximum of {} functions", kMaxFunctions);
     return result;
   }
   table_[id].store(reinterpret_cast<sidecore_function_t>(address), std::memory_order_release);
-  count_.store(id + 1, std::memory_order_release);
+  if (id >= count_.load(std::memory_order_relaxed)) count_.store(id + 1, std::memory_order_release);
   by_name_.emplace(std::move(key), id);
   result.id = id;
   return result;
+}
+
+sidecore_function_t FunctionLoader::resolve(uint32_t id) noexcept {
+  try {
+    std::string library, symbol;
+    if (!shared_->function_name(id, library, symbol)) return nullptr;
+    const Lookup found = lookup(library, symbol);
+    if (!found.error.empty()) {
+      logger("sidecore.exec")->warn("function {} ('{}' in '{}') cannot be loaded here: {}", id, symbol, library,
+                                    found.error);
+      return nullptr;
+    }
+    return table_[id].load(std::memory_order_acquire);
+  } catch (...) {  // bad_alloc: the task fails with NOT_FOUND, the worker goes on
+    return nullptr;
+  }
 }
 
 std::string FunctionLoader::preload(std::string_view library) {

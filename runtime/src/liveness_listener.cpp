@@ -49,9 +49,6 @@ LivenessListener::LivenessListener() {
   if (getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &length) != 0) fail("liveness listener: getsockname");
   port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                             : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  stop_fd_ = eventfd(0, EFD_CLOEXEC);
-  if (stop_fd_ < 0) fail("liveness listener: eventfd");
-  thread_ = std::thread([this] { run(); });
 }
 
 LivenessListener::~LivenessListener() {
@@ -63,44 +60,88 @@ LivenessListener::~LivenessListener() {
     thread_.join();
   }
   if (stop_fd_ >= 0) close(stop_fd_);
+  for (int fd : connections_) close(fd);
   if (listen_fd_ >= 0) close(listen_fd_);
 }
 
-void LivenessListener::run() {
-  std::vector<pollfd> fds{{stop_fd_, POLLIN, 0}, {listen_fd_, POLLIN, 0}};
-  while (true) {
-    if (poll(fds.data(), fds.size(), -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    if (fds[0].revents != 0) break;
-    if (fds[1].revents & POLLIN) {
-      int connection;
-      while ((connection = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
-        if (fds.size() - 2 >= kMaxConnections) {
-          close(connection);
-          continue;
-        }
-        fds.push_back({connection, POLLIN, 0});
+void LivenessListener::add_descriptors(std::vector<pollfd>& fds) const {
+  fds.push_back({listen_fd_, POLLIN, 0});
+  for (int fd : connections_) fds.push_back({fd, POLLIN, 0});
+}
+
+void LivenessListener::handle(const pollfd* fds, size_t count) {
+  // fds[0] is the listening socket, then one per connection, in the order add_descriptors gave.
+  std::vector<int> gone;
+  for (size_t i = 1; i < count; ++i) {
+    if (fds[i].revents == 0) continue;
+    char sink[256];
+    const ssize_t got = read(fds[i].fd, sink, sizeof sink);
+    if (got > 0 || (got < 0 && errno == EAGAIN)) continue;
+    gone.push_back(fds[i].fd);  // the caller left
+  }
+  for (int fd : gone) {
+    for (size_t i = 0; i < connections_.size(); ++i) {
+      if (connections_[i] == fd) {
+        drop(i);
+        break;
       }
-    }
-    for (size_t i = 2; i < fds.size();) {
-      if (fds[i].revents == 0) {
-        ++i;
-        continue;
-      }
-      char sink[256];
-      const ssize_t got = read(fds[i].fd, sink, sizeof sink);
-      if (got > 0 || (got < 0 && errno == EAGAIN)) {
-        ++i;
-        continue;
-      }
-      close(fds[i].fd);  // the caller left
-      fds[i] = fds.back();
-      fds.pop_back();
     }
   }
-  for (size_t i = 2; i < fds.size(); ++i) close(fds[i].fd);
+  if (count > 0 && (fds[0].revents & POLLIN)) accept_all();
+}
+
+void LivenessListener::accept_all() {
+  int connection;
+  while ((connection = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
+    if (connections_.size() >= kMaxConnections) {
+      close(connection);
+      continue;
+    }
+    connections_.push_back(connection);
+  }
+}
+
+void LivenessListener::drop(size_t index) {
+  close(connections_[index]);
+  connections_[index] = connections_.back();
+  connections_.pop_back();
+}
+
+void LivenessListener::run_in_thread() {
+  stop_fd_ = eventfd(0, EFD_CLOEXEC);
+  if (stop_fd_ < 0) fail("liveness listener: eventfd");
+  thread_ = std::thread([this] {
+    std::vector<pollfd> fds;
+    while (true) {
+      fds.assign(1, pollfd{stop_fd_, POLLIN, 0});
+      add_descriptors(fds);
+      if (poll(fds.data(), fds.size(), -1) < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      if (fds[0].revents != 0) break;
+      handle(fds.data() + 1, fds.size() - 1);
+    }
+  });
+}
+
+void LivenessListener::broadcast(std::string_view line) noexcept {
+  for (size_t i = 0; i < connections_.size();) {
+    // A card line is a few hundred bytes, far below any socket buffer: a short write means the
+    // caller stopped reading, and it loses its connection (it then sees its executor as lost).
+    const ssize_t sent = send(connections_[i], line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent == static_cast<ssize_t>(line.size())) {
+      ++i;
+    } else {
+      drop(i);
+    }
+  }
+}
+
+void LivenessListener::close_after_fork() noexcept {
+  for (int fd : connections_) close(fd);
+  if (listen_fd_ >= 0) close(listen_fd_);
+  if (stop_fd_ >= 0) close(stop_fd_);
 }
 
 int connect_liveness(const std::string& host, uint16_t port, int timeout_ms) {

@@ -50,7 +50,10 @@ struct MessageHeader {
   uint16_t version;
   MessageType type;
   uint32_t peer_id;   // index the worker gave this caller in Welcome
-  uint32_t reserved;
+  // Tasks: the caller's time budget for the task in milliseconds, 0 for none. The worker counts
+  // it from the task's arrival (clocks of two hosts do not agree) and its executor replaces a
+  // worker whose function runs past it. Other messages: 0.
+  uint32_t deadline_ms;
   uint64_t session;   // random number the worker gave this caller in Welcome
 };
 static_assert(sizeof(MessageHeader) == 24);

@@ -1,29 +1,43 @@
-// Crash isolation for sidecore-executor: the serving part runs in a child process, and the
-// process that the Slurm plugin, sidecore-run or a user started stays behind as its supervisor.
-// When a function kills the server (a segfault, abort(), exit(), ...), the supervisor cleans up
-// the shared memory it left, removes its stale card and starts a fresh server, which writes a new
-// card; callers see EXECUTOR_LOST for the tasks that were on the dead one (they watch its pid) and
-// connect again through the card. Stop signals (TERM, INT, HUP) are passed on to the server, and
-// the supervisor exits with its status. A server that fails before it is ready is not restarted
-// (the failure would repeat), and neither is one that dies more than `max_restarts` times within
-// `window`.
+// Faults cost only their own worker: sidecore-executor runs each worker in a process of its own,
+// and the process that the Slurm plugin, sidecore-run or a user started stays behind as their
+// supervisor. It owns what outlives a worker: the card (and its file), the doorbell segment, the
+// liveness port for callers on other hosts, and the shared state (function names, deadlines and
+// counters, shared_state.hpp).
+//
+// - A worker that dies while serving (a function segfaulted, aborted or called exit(), or the
+//   worker was killed) is replaced: the supervisor removes the shared memory it left, starts a new
+//   process on the same core, and publishes the new card (rewritten card file; a "card ..." line to
+//   every liveness connection). Callers fail only that worker's tasks with EXECUTOR_LOST and connect
+//   to the new worker by themselves; function ids stay valid.
+// - A worker whose function runs past its task's deadline (the caller's timeout, bounded by
+//   max_task_s) is killed and replaced the same way; that does not count as a crash.
+// - More than `max_restarts` crashes within `window`: a clear message, every worker stopped, no
+//   executor (exit status 1). A worker that fails before it first served fails the executor's start.
+// - Stop signals (TERM, INT, HUP) go to every worker; the supervisor exits once they have stopped,
+//   killing those that take longer than a few seconds (a function that never returns).
 #pragma once
 
 #include <chrono>
-#include <functional>
 #include <string>
+
+#include "executor.hpp"
 
 namespace sidecore {
 
 struct SupervisorOptions {
   unsigned max_restarts = 5;
   std::chrono::seconds window{60};
-  std::string card_file;  // removed when the server dies (the next one writes it again)
+  std::string card_file;      // written once every worker serves, rewritten on each replacement
+  bool print_stats = false;   // the --stats summary at exit
+  std::string printed_token;  // a token the executor generated: printed after the card
 };
 
-// Runs serve(card_fd) in a child process, restarted as described above; returns the exit status
-// for main. The child must write its card, one line, to card_fd once it serves. Call it before any
-// thread starts, with SIGTERM, SIGINT and SIGHUP blocked.
-int supervise(const std::function<int(int card_fd)>& serve, const SupervisorOptions& options);
+// Serves `config` as described above until a stop signal; returns the exit status for main. Call it
+// before any thread starts, with SIGTERM, SIGINT and SIGHUP blocked.
+int supervise(const ExecutorConfig& config, const SupervisorOptions& options);
+
+// Writes `text` and a newline to `path` through a temporary file and a rename, so a reader never
+// sees half a card. Throws std::runtime_error.
+void write_card_file(const std::string& path, const std::string& text);
 
 }  // namespace sidecore

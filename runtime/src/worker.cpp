@@ -11,6 +11,7 @@
 
 #include "fabric/error.hpp"
 #include "log.hpp"
+#include "shared_state.hpp"
 #include "token.hpp"
 
 namespace sidecore {
@@ -58,6 +59,17 @@ Worker::~Worker() {
 void Worker::wake() noexcept {
   if (shared_.doorbell) shared_.doorbell->ring(index_);
   if (endpoint_->cq().wait_fd() >= 0) endpoint_->cq().signal();  // only queues with a wait object have one
+}
+
+void Worker::announce_deadline(const protocol::MessageHeader& header, int64_t arrived_ns) noexcept {
+  if (shared_.deadline == nullptr) return;
+  int64_t budget_ms = header.deadline_ms;
+  const int64_t site_ms = options_.max_task.count();
+  if (site_ms > 0 && (budget_ms == 0 || budget_ms > site_ms)) budget_ms = site_ms;  // a caller only shortens it
+  if (budget_ms == 0) return;
+  if (arrived_ns == 0) arrived_ns = SharedState::now_ns();
+  shared_.deadline->store(arrived_ns + budget_ms * 1'000'000, std::memory_order_relaxed);
+  deadline_set_ = true;
 }
 
 void Worker::post_receive(uint32_t buffer) {
@@ -429,8 +441,10 @@ void Worker::run_inline(const Peer& peer, const protocol::MessageHeader& header,
     error = ErrorKind::not_found;
   } else {
     // The input is read straight from the receive buffer, the output written into the result.
+    announce_deadline(header, 0);
     rc = function(fixed.in_bytes ? task.inline_input.data() : nullptr, fixed.in_bytes,
                   fixed.out_capacity ? output : nullptr, fixed.out_capacity, &out_bytes);
+    clear_deadline();
     if (rc != 0 || out_bytes > fixed.out_capacity) {
       if (rc == 0) {
         warn_limited(fmt::format("worker {}: function {} claimed {} output bytes with room for {}", index_,
@@ -482,8 +496,11 @@ void Worker::run_task(uint32_t index) {
 
   size_t out_bytes = 0;
   const auto started = Clock::now();
+  announce_deadline(task.header, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     pending.received.time_since_epoch()).count());
   const int rc = function(task.in_bytes ? pending.input : nullptr, task.in_bytes,
                           task.out_capacity ? output : nullptr, task.out_capacity, &out_bytes);
+  clear_deadline();
   stats_.add_busy(elapsed_ns(started));
   pending.function_return = rc;
   ErrorKind error = ErrorKind::none;

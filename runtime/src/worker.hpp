@@ -36,6 +36,7 @@ struct WorkerOptions {
   std::chrono::microseconds spin_window{1000};  // adaptive: how long to spin after the last message
   uint32_t credits_per_peer = 64;               // tasks a caller may have outstanding per worker
   uint32_t max_peers = 1024;                    // callers per worker
+  std::chrono::milliseconds max_task{0};        // the site's bound on any task (max_task_s); 0: none
 };
 
 // What all workers of one executor share.
@@ -44,6 +45,11 @@ struct WorkerShared {
   FunctionLoader* loader = nullptr;
   Doorbell* doorbell = nullptr;  // set for providers without a wait descriptor
   std::atomic<bool> stop{false};
+  // In a worker process (shared_state.hpp): where the worker announces the deadline of the function
+  // it runs, for its supervisor to watch, and where it keeps its counters. Null: not watched, own
+  // counters.
+  std::atomic<int64_t>* deadline = nullptr;
+  ServiceStats* stats = nullptr;
 };
 
 class Worker {
@@ -155,6 +161,15 @@ class Worker {
   uint32_t acquire_scratch(size_t bytes);
   void release_scratch(uint32_t& index) noexcept;
   bool busy() const noexcept { return operations_in_flight_ > 0 || !backlog_.empty(); }
+  // Before a function runs: tells the supervisor when the task must be done, counted from
+  // `arrived_ns` (CLOCK_MONOTONIC; 0: now). Nothing when neither the caller nor the site set a bound.
+  void announce_deadline(const protocol::MessageHeader& header, int64_t arrived_ns) noexcept;
+  void clear_deadline() noexcept {
+    if (deadline_set_) {
+      shared_.deadline->store(0, std::memory_order_relaxed);
+      deadline_set_ = false;
+    }
+  }
   // Sleeps until a message or timeout; true when it handled completions itself.
   bool sleep();
   void warn_limited(const std::string& message);
@@ -184,7 +199,9 @@ class Worker {
   uint64_t last_tick_ = 0;   // TaskClock tick at which the last inline task finished
   bool tick_fresh_ = false;  // last_tick_ was read in this poll pass
 
-  ServiceStats stats_;
+  bool deadline_set_ = false;
+  ServiceStats own_stats_;
+  ServiceStats& stats_ = shared_.stats != nullptr ? *shared_.stats : own_stats_;
 };
 
 }  // namespace sidecore

@@ -38,7 +38,7 @@ bool same_bytes(Message a, Message b) {
 
 bool same_header(const MessageHeader& a, const MessageHeader& b) {
   return a.magic == b.magic && a.version == b.version && a.type == b.type && a.peer_id == b.peer_id &&
-         a.reserved == b.reserved && a.session == b.session;
+         a.deadline_ms == b.deadline_ms && a.session == b.session;
 }
 
 // Runs `decode(message, error)` with and without an error string and checks the two agree and that a
@@ -124,7 +124,7 @@ bool check_lookup(Message message) {
                       again->fixed.header.session == fixed.header.session &&
                       again->fixed.request_id == fixed.request_id && again->library == lookup->library &&
                       again->symbol == lookup->symbol);
-  if (fixed.header.reserved == 0 && fixed.reserved == 0) {
+  if (fixed.header.deadline_ms == 0 && fixed.reserved == 0) {
     SIDECORE_FUZZ_CHECK(same_bytes(message, std::span<const std::byte>(buffer).first(size)));
   }
   return true;

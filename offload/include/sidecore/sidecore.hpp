@@ -132,9 +132,9 @@ class SIDECORE_API Client {
   const std::string& provider() const noexcept;
   const std::string& executor_host() const noexcept;  // the host name in the executor's card
   bool executor_lost() const noexcept;  // its executor died: every task completes with EXECUTOR_LOST
-  // After executor_lost(), for a client connected through a card reference: connects to the server
-  // the executor's supervisor has started since, if there is one (the card is read at most every
-  // 50 ms, so this is cheap to call often). True when the client's executor is alive.
+  // Makes progress on what a lost worker needs: noticing the loss, greeting the worker its executor
+  // started in its place (cheap to call often). True while the client's executor is alive; its
+  // workers are replaced on their own, so this never has to be called for that.
   bool reconnect();
 
  private:

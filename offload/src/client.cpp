@@ -308,14 +308,22 @@ struct Client::Impl {
   }
 
   // Waits for `replies` (all registered in expected_replies) until the deadline; false on timeout.
-  bool await(std::vector<Reply>& replies, Clock::time_point deadline) {
+  // With `asked` (an executor and worker), gives up early once that worker is lost.
+  bool await(std::vector<Reply>& replies, Clock::time_point deadline,
+             std::optional<std::pair<uint32_t, uint32_t>> asked = std::nullopt) {
     for (auto& reply : replies) expected_replies.push_back(&reply);
     bool all = false;
     while (true) {
       progress();
       all = true;
       for (auto& reply : replies) all = all && reply.arrived;
-      if (all || Clock::now() > deadline) break;
+      const auto now = Clock::now();
+      if (all || now > deadline) break;
+      if (asked) {
+        // Nothing may be in flight, so progress() skips the liveness check: make it here.
+        if (watching_any && now >= next_liveness_check) check_liveness(now);
+        if (executors[asked->first].workers[asked->second].lost) break;
+      }
       std::this_thread::yield();
     }
     std::erase_if(expected_replies, [&](Reply* r) { return r >= replies.data() && r < replies.data() + replies.size(); });
@@ -588,7 +596,9 @@ struct Client::Impl {
       if (!worker.lost) continue;
       if (!replaced && !(worker.hello_nonce != 0 && now - worker.hello_sent > options.connect_timeout)) continue;
       if (replaced) {
-        endpoint->av().remove(worker.address);
+        // The old entry stays: libfabric 1.17's shm keeps a removed peer's state in the endpoint and
+        // hands the entry's index to the next insert, whose sends then touch an unmapped region
+        // (a segfault, seen in the mpi tier). One entry per replacement, within the restart limit.
         worker.address = endpoint->av().insert(card.worker_addresses[w]);
         link.card.worker_addresses[w] = card.worker_addresses[w];
         if (w < card.worker_pids.size() && w < link.card.worker_pids.size()) {
@@ -650,7 +660,12 @@ struct Client::Impl {
           }
         }
       } else {
-        const ExecutorCard card = link.card;  // no news: greet again a replacement that did not answer
+        // The cards come on the liveness connection (the executor's only one on another host).
+        const int fd = link.card_fd >= 0 ? link.card_fd : (link.card.host != local_host_name() ? link.pidfd : -1);
+        if (fd >= 0 && process_ended(fd) && !read_liveness(link, fd)) continue;  // check_liveness sees to it
+        // No news: greet again a replacement that did not answer.
+        const ExecutorCard card = link.newer_card ? *link.newer_card : link.card;
+        link.newer_card.reset();
         apply_card(e, card);
       }
     }
@@ -1120,18 +1135,24 @@ struct Client::Impl {
   }
 
   // The function's id on executor `e`. Throws Error.
+  // A worker lost while it was asked costs a second try on another (or its replacement).
   uint32_t lookup_on(uint32_t e, std::string_view library, std::string_view symbol) {
-    const uint32_t w = serving_worker(e);
-    const WorkerLink& worker = executors[e].workers[w];
+    const auto deadline = Clock::now() + options.connect_timeout;
     std::vector<Reply> replies(1);
-    replies[0].key = next_lookup++;
-    const uint32_t buffer = buffers->acquire();
-    const size_t bytes = protocol::encode_lookup(buffers->span(buffer), worker.peer_id, worker.session, replies[0].key,
-                                                 library, symbol);
-    send(worker.address, buffer, bytes, e, w);
-    if (!await(replies, Clock::now() + options.connect_timeout)) {
-      throw Error(ErrorKind::executor_lost, fmt::format("executor {} did not answer a lookup within {} ms",
-                                                        executors[e].card.executor_id, options.connect_timeout.count()));
+    while (true) {
+      const uint32_t w = serving_worker(e);
+      const WorkerLink& worker = executors[e].workers[w];
+      replies[0] = Reply{};
+      replies[0].key = next_lookup++;
+      const uint32_t buffer = buffers->acquire();
+      const size_t bytes = protocol::encode_lookup(buffers->span(buffer), worker.peer_id, worker.session,
+                                                   replies[0].key, library, symbol);
+      send(worker.address, buffer, bytes, e, w);
+      if (await(replies, deadline, std::make_pair(e, w))) break;
+      if (Clock::now() > deadline || executors[e].lost) {
+        throw Error(ErrorKind::executor_lost, fmt::format("executor {} did not answer a lookup within {} ms",
+                                                          executors[e].card.executor_id, options.connect_timeout.count()));
+      }
     }
     if (replies[0].error != ErrorKind::none) {
       throw Error(replies[0].error, fmt::format("function '{}' in '{}' not found on executor {} ({})", symbol, library,

@@ -342,10 +342,10 @@ int Supervisor::run() {
     card_.doorbell = "/sidecore-" + card_.executor_id;
     doorbell_ = Doorbell::create(card_.doorbell, static_cast<unsigned>(config_.cores.size()));
   }
-  if (config_.provider != "shm" || !config_.remote_provider.empty()) {
-    liveness_ = std::make_unique<LivenessListener>();
-    card_.watch = liveness_->port();
-  }
+  // Always a liveness port: callers on other hosts watch it, and callers on this host that hold the
+  // card itself rather than a reference to its file learn replaced workers' cards there.
+  liveness_ = std::make_unique<LivenessListener>();
+  card_.watch = liveness_->port();
   const size_t n = config_.cores.size();
   card_.worker_addresses.resize(n);
   if (!config_.remote_provider.empty()) card_.remote_addresses.resize(n);

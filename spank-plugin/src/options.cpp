@@ -14,6 +14,7 @@ std::optional<unsigned> parse_count(std::string_view text, unsigned limit) {
 }
 
 constexpr unsigned kMaxCores = 65536;
+constexpr unsigned kMaxTaskSeconds = 31'536'000;  // a year: anything longer is a typo
 
 std::optional<OffloadRequest> parse_request(std::string_view text) {
   if (text == "idle") return OffloadRequest::idle();
@@ -120,12 +121,15 @@ AdminParse parse_admin_args(const std::vector<std::string>& args, std::string de
     } else if (key == "cgroup") {
       if (auto mode = parse_cgroup_mode(value)) config.cgroup = *mode;
       else refuse("expected auto, v1, v2 or off");
+    } else if (key == "max_task_s") {
+      if (auto seconds = parse_count(value, kMaxTaskSeconds); seconds && *seconds > 0) config.max_task_s = *seconds;
+      else refuse("expected a number of seconds from 1 to 31536000");
     } else if (key == "log_level") {
       if (auto level = parse_log_level(value)) config.log_level = *level;
       else refuse("expected debug, info, warn or error");
     } else {
       result.errors.push_back("unknown argument '" + key + "' (known: max_cores, default, poll, provider, "
-                              "executor, allow_partitions, start, cgroup, log_level); ignored");
+                              "executor, allow_partitions, start, cgroup, max_task_s, log_level); ignored");
     }
   }
   return result;
@@ -142,6 +146,7 @@ std::string describe(const AdminConfig& config) {
          "default=" + to_string(config.default_request) + " poll=" + std::string(to_string(config.poll)) +
          " provider=" + config.provider + " executor=" + config.executor + " allow_partitions=" + partitions +
          " start=" + (config.wait_ready ? "wait" : "async") + " cgroup=" + to_string(config.cgroup) +
+         (config.max_task_s ? " max_task_s=" + std::to_string(*config.max_task_s) : std::string()) +
          " log_level=" + std::string(to_string(config.log_level));
 }
 

@@ -59,6 +59,9 @@ struct AdminConfig {
   std::chrono::milliseconds ready_timeout{10'000};
   // Where the executor goes in the node's cgroups (cgroup_placement.hpp): auto, v1, v2 or off.
   CgroupMode cgroup = CgroupMode::automatic;
+  // The site's bound on any task, in seconds: past it the caller gets TIMEOUT and the executor
+  // replaces the worker that runs it. A user's timeout can only shorten it. Unset: no bound.
+  std::optional<unsigned> max_task_s;
   // How long a stopping executor gets between SIGTERM and SIGKILL.
   std::chrono::milliseconds stop_grace{5'000};
 };

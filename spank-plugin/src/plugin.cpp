@@ -293,6 +293,7 @@ void Plugin::start_executor() {
   spec.args = {"--cores", cpus};
   for (auto& arg : provider_args(config_, step.node_count)) spec.args.push_back(std::move(arg));
   spec.args.insert(spec.args.end(), {"--poll", std::string(to_string(poll)), "--card-file", card_file_});
+  if (config_.max_task_s) spec.args.insert(spec.args.end(), {"--max-task-s", std::to_string(*config_.max_task_s)});
   // The folder is the executor's alone: it removes it itself when it stops, also when slurmstepd
   // was killed and nobody runs stop_executor (executor_process.cpp: SIGTERM on slurmstepd's death).
   spec.args.push_back("--remove-card-folder");

@@ -49,6 +49,19 @@ std::optional<unsigned> documented_count(std::string_view text) {
   return value;
 }
 
+// max_task_s: 1 to 31536000 seconds (a year), in decimal digits.
+std::optional<unsigned> documented_seconds(std::string_view text) {
+  if (text.empty() || !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  text.remove_prefix(std::min(text.find_first_not_of('0'), text.size()));
+  if (text.size() > 8) return std::nullopt;
+  unsigned value = 0;
+  for (char c : text) value = value * 10 + static_cast<unsigned>(c - '0');
+  if (value == 0 || value > 31'536'000) return std::nullopt;
+  return value;
+}
+
 // A,B,...: the non-empty names between commas.
 std::vector<std::string> documented_list(std::string_view text) {
   std::vector<std::string> names;
@@ -124,6 +137,9 @@ ExpectedAdmin expected_admin(const std::vector<std::string>& args) {
       else if (value == "v2") config.cgroup = CgroupMode::v2;
       else if (value == "off") config.cgroup = CgroupMode::off;
       else accepted = false;
+    } else if (key == "max_task_s") {
+      auto seconds = documented_seconds(value);
+      if ((accepted = seconds.has_value())) config.max_task_s = *seconds;
     } else if (key == "log_level") {
       auto level = documented_log_level(value);
       if ((accepted = level.has_value())) config.log_level = *level;
@@ -146,6 +162,7 @@ const char* config_difference(const AdminConfig& a, const AdminConfig& b) {
   if (a.allow_partitions != b.allow_partitions) return "allow_partitions";
   if (a.wait_ready != b.wait_ready) return "start";
   if (a.cgroup != b.cgroup) return "cgroup";
+  if (a.max_task_s != b.max_task_s) return "max_task_s";
   if (a.log_level != b.log_level) return "log_level";
   if (a.ready_timeout != b.ready_timeout) return "ready_timeout";
   if (a.stop_grace != b.stop_grace) return "stop_grace";

@@ -91,14 +91,14 @@ POOL_SETTINGS = {
 # first NUL, the value of every job option flag (--offload, --offload-poll, --offload-lib, ...).
 SPANK_OPTIONS = {
     "every-key": "max_cores=4 default=idle poll=warm provider=auto executor=/usr/bin/sidecore-executor "
-                 "allow_partitions=a,b start=async cgroup=v1 log_level=debug",
+                 "allow_partitions=a,b start=async cgroup=v1 max_task_s=30 log_level=debug",
     "example-conf": "max_cores=16 default=off poll=adaptive provider=auto",  # slurm/plugstack.conf.d
     "wait-tcp": "max_cores=0 default=2 poll=hot provider=tcp;ofi_rxm executor=/opt/sidecore/bin/sidecore-executor "
                 "allow_partitions=batch,,gpu, start=wait log_level=warning\n",
     "described": "max_cores=none default=off poll=adaptive provider=auto executor=/usr/bin/sidecore-executor "
                  "allow_partitions=* start=async cgroup=auto log_level=info",  # what describe() logs for the defaults
     "bad-values": "max_cores=many colour=blue novalue poll=lukewarm default=-1 executor=relative/path "
-                  "log_level=loud start=sync provider= cgroup=v3 max_cores=2",
+                  "log_level=loud start=sync provider= cgroup=v3 max_task_s=0 max_cores=2",
     "limits": "max_cores=65536\tdefault=65537\nmax_cores=00000000000000000007\x00default=0 executor==/x",
     "offload-idle": "idle",
     "offload-null": "(null)",  # how a valueless #SBATCH --offload reaches srun

@@ -137,10 +137,13 @@ case_lost() {
 case_restart() {
   cluster_up
   run_checks restart
-  grep -q "^restart: rank $((nodes - 1)) .*; served by the restarted executor again$" "$work/out" ||
-    fail "the last rank was not served by its node's restarted executor"
+  local rank
+  for ((rank = 0; rank < nodes; ++rank)); do
+    grep -q "^restart: rank $rank .*; served by its new worker again$" "$work/out" ||
+      fail "rank $rank was not served by the crashed node's new worker"
+  done
   expect_no_executor_left
-  check "one node's executor crashed: EXECUTOR_LOST for its tasks on every node; its supervisor's new server serves the node's rank again"
+  check "one node's worker crashed: EXECUTOR_LOST for its tasks on every node; its supervisor's new worker serves every rank again, on every node"
 }
 
 case_sbatch() {

@@ -381,6 +381,8 @@ case_cgroup_refused() {
 source "$here/abnormal_ends.sh"
 # shellcheck source=SCRIPTDIR/flags_in_steps.sh
 source "$here/flags_in_steps.sh"
+# shellcheck source=SCRIPTDIR/worker_faults.sh
+source "$here/worker_faults.sh"
 
 name=${1:?usage: $0 setup|teardown|<case>}
 "case_${name//-/_}"

@@ -671,6 +671,22 @@ struct Client::Impl {
     }
   }
 
+  // An internal failure (no memory, a provider's error): every task completes with EXECUTOR_LOST and
+  // the executors count as lost, rather than let an exception reach a caller that cannot take one
+  // (the MPI progress hook, a progress thread, a destructor).
+  size_t fail_everything(const char* what) noexcept {
+    try {
+      logger("sidecore.client")->error("the client failed ({}): its tasks complete with EXECUTOR_LOST", what);
+      size_t failed = 0;
+      for (uint32_t e = 0; e < executors.size(); ++e) {
+        if (!executors[e].lost) failed += lose_executor(e);
+      }
+      return failed;
+    } catch (...) {
+      return 0;  // nothing more can be done without memory
+    }
+  }
+
   // --- receiving ---------------------------------------------------------------------------------
 
   size_t progress() {
@@ -1040,6 +1056,18 @@ struct Client::Impl {
     return completion;
   }
 
+  // test() after fail_everything: the task's completion if it has one now, else EXECUTOR_LOST.
+  std::optional<Completion> collect_after_failure(TaskId id) noexcept {
+    try {
+      const uint64_t index = id & kSlotMask;
+      if (id != kNoTask && index < slots.size() && slots[index].id == id && slots[index].collectable) {
+        return collect(index);
+      }
+    } catch (...) {
+    }
+    return Completion{ErrorKind::executor_lost, 0, 0, false};
+  }
+
   std::optional<Completion> test(TaskId id) {
     const uint64_t index = id & kSlotMask;
     if (id == kNoTask || index >= slots.size() || slots[index].id != id || slots[index].delivered ||
@@ -1213,15 +1241,43 @@ TaskId Client::submit(const Function& function, const void* in, size_t in_bytes,
   return impl_->submit(function, in, in_bytes, out, out_capacity, callback, user);
 }
 
-std::optional<Completion> Client::test(TaskId id) { return impl_->test(id); }
+// The calls a progress loop makes never throw: an internal failure fails the client's tasks instead.
+std::optional<Completion> Client::test(TaskId id) {
+  try {
+    return impl_->test(id);
+  } catch (const std::exception& e) {
+    impl_->fail_everything(e.what());
+  } catch (...) {
+    impl_->fail_everything("unknown exception");
+  }
+  return impl_->collect_after_failure(id);
+}
+
 bool Client::cancel(TaskId id) { return impl_->cancel(id); }
-bool Client::prepare_sleep() { return impl_->prepare_sleep(); }
-void Client::sleep(std::chrono::microseconds timeout) { impl_->sleep(timeout); }
+
+bool Client::prepare_sleep() {
+  try {
+    return impl_->prepare_sleep();
+  } catch (const std::exception& e) {
+    impl_->fail_everything(e.what());
+  } catch (...) {
+    impl_->fail_everything("unknown exception");
+  }
+  return false;
+}
+
+void Client::sleep(std::chrono::microseconds timeout) {
+  try {
+    impl_->sleep(timeout);
+  } catch (...) {
+    // a failed wait is a short sleep
+  }
+}
 void Client::interrupt_sleep() noexcept { impl_->interrupt_sleep(); }
 const std::string& Client::executor_host() const noexcept { return impl_->executors.front().card.host; }
 bool Client::executor_lost() const noexcept { return impl_->executors.front().lost; }
 bool Client::reconnect() {
-  impl_->progress();  // notices a lost executor, and greets replaced workers
+  progress();  // notices a lost executor, and greets replaced workers
   return !impl_->executors.front().lost;
 }
 
@@ -1231,7 +1287,15 @@ Completion Client::wait(TaskId id) {
   }
 }
 
-size_t Client::progress() { return impl_->progress(); }
+size_t Client::progress() {
+  try {
+    return impl_->progress();
+  } catch (const std::exception& e) {
+    return impl_->fail_everything(e.what());
+  } catch (...) {
+    return impl_->fail_everything("unknown exception");
+  }
+}
 size_t Client::in_flight() const noexcept { return impl_->in_flight; }
 size_t Client::workers() const noexcept { return impl_->total_workers; }
 const std::string& Client::provider() const noexcept { return impl_->provider; }

@@ -95,7 +95,9 @@ Executor::Executor(ExecutorConfig config)
     add_workers(fabric::Fabric::open(config_.remote_provider), remote_shared_, remote_options, card_.remote_addresses);
     card_.remote_provider = config_.remote_provider;
   }
-  logger("sidecore.exec")->info("executor {} on cores {} provider {}{} poll {} spin {} us, {} worker(s)",
+  // A worker process says this for its one core at debug level: its supervisor speaks for the executor.
+  logger("sidecore.exec")->log(config_.part ? spdlog::level::debug : spdlog::level::info,
+                               "executor {} on cores {} provider {}{} poll {} spin {} us, {} worker(s)",
                                 card_.executor_id, config_.cores.to_string(), config_.provider,
                                 config_.remote_provider.empty() ? "" : " (remote callers: " + config_.remote_provider + ")",
                                 to_string(config_.worker.poll), config_.worker.spin_window.count(), workers());

@@ -236,8 +236,10 @@ void Supervisor::publish() {
     std::printf("SIDECORE_EXECUTOR='%s'\n", text.c_str());
     if (!options_.printed_token.empty()) std::printf("SIDECORE_TOKEN=%s\n", options_.printed_token.c_str());
     std::fflush(stdout);
-    logger("sidecore.exec")->info("executor {} serves on cores {}: {} worker process(es)", card.executor_id,
-                                  config_.cores.to_string(), workers_.size());
+    logger("sidecore.exec")->info("executor {} on cores {} provider {}{} poll {} spin {} us, {} worker process(es)",
+                                  card.executor_id, config_.cores.to_string(), config_.provider,
+                                  config_.remote_provider.empty() ? "" : " (remote callers: " + config_.remote_provider + ")",
+                                  to_string(config_.worker.poll), config_.worker.spin_window.count(), workers_.size());
   }
   if (!options_.card_file.empty()) {
     try {

@@ -26,6 +26,28 @@ constexpr size_t kMaxRefused = 256;
 // that caller is gone or unreachable, and its replies must not hold up anyone else's.
 constexpr auto kBacklogLimit = std::chrono::seconds(5);
 
+// How long an operation may meet "try again" before it is given up: a caller that never drains its
+// queue (dead, or stuck) then costs that one operation, never the worker.
+constexpr auto kRetryLimit = std::chrono::seconds(2);
+
+// Runs `operation` until the provider stops saying "try again" or kRetryLimit passes, making
+// progress on `cq` in between (without consuming completions). Returns the last result.
+template <typename Operation>
+ssize_t retry_while_busy(fid_cq* cq, Operation&& operation) {
+  ssize_t rc;
+  Clock::time_point give_up{};
+  while ((rc = operation()) == -FI_EAGAIN) {
+    const auto now = Clock::now();
+    if (give_up == Clock::time_point{}) {
+      give_up = now + kRetryLimit;
+    } else if (now > give_up) {
+      break;
+    }
+    fi_cq_read(cq, nullptr, 0);
+  }
+  return rc;
+}
+
 uint64_t elapsed_ns(Clock::time_point since) {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - since).count());
 }
@@ -73,10 +95,15 @@ void Worker::announce_deadline(const protocol::MessageHeader& header, int64_t ar
 }
 
 void Worker::post_receive(uint32_t buffer) {
-  ssize_t rc;
-  while ((rc = fi_recv(endpoint_->fid(), buffers_->data(buffer), buffers_->buffer_bytes(), buffers_->descriptor(buffer),
-                       FI_ADDR_UNSPEC, context(OpKind::receive, buffer))) == -FI_EAGAIN) {
-    fi_cq_read(endpoint_->cq().fid(), nullptr, 0);  // progress, without consuming completions
+  const ssize_t rc = retry_while_busy(endpoint_->cq().fid(), [&] {
+    return fi_recv(endpoint_->fid(), buffers_->data(buffer), buffers_->buffer_bytes(), buffers_->descriptor(buffer),
+                   FI_ADDR_UNSPEC, context(OpKind::receive, buffer));
+  });
+  if (rc == -FI_EAGAIN) {  // the worker goes on with one receive fewer (credits leave a reserve)
+    buffers_->release(buffer);
+    warn_limited(fmt::format("worker {}: the provider refused a receive buffer for {} s", index_,
+                             std::chrono::duration_cast<std::chrono::seconds>(kRetryLimit).count()));
+    return;
   }
   fabric::check(rc, "fi_recv");
   ++posted_receives_;
@@ -416,12 +443,10 @@ void Worker::on_task(const protocol::MessageHeader& header, std::span<const std:
   }
   Scratch& scratch = scratch_[pending.input_scratch];
   pending.input = scratch.memory.get();
-  ssize_t rc;
-  while ((rc = fi_read(endpoint_->fid(), scratch.memory.get(), task->fixed.in_bytes, scratch.region.descriptor(),
-                       peer->address, task->input->address, task->input->key, context(OpKind::read, index))) ==
-         -FI_EAGAIN) {
-    fi_cq_read(endpoint_->cq().fid(), nullptr, 0);
-  }
+  const ssize_t rc = retry_while_busy(endpoint_->cq().fid(), [&] {
+    return fi_read(endpoint_->fid(), scratch.memory.get(), task->fixed.in_bytes, scratch.region.descriptor(),
+                   peer->address, task->input->address, task->input->key, context(OpKind::read, index));
+  });
   if (rc != 0) {
     fail_pending(index, ErrorKind::executor_lost, fmt::format("fi_read: {}", fi_strerror(static_cast<int>(-rc))));
     return;
@@ -543,10 +568,9 @@ void Worker::run_task(uint32_t index) {
   void* descriptor = scratch.region.descriptor();
   fi_rma_iov remote{pending.output.address, out_bytes, pending.output.key};
   fi_msg_rma msg{&iov, &descriptor, 1, pending.peer_address, &remote, 1, context(OpKind::write, index), 0};
-  ssize_t wrc;
-  while ((wrc = fi_writemsg(endpoint_->fid(), &msg, FI_COMPLETION | FI_DELIVERY_COMPLETE)) == -FI_EAGAIN) {
-    fi_cq_read(endpoint_->cq().fid(), nullptr, 0);
-  }
+  const ssize_t wrc = retry_while_busy(endpoint_->cq().fid(), [&] {
+    return fi_writemsg(endpoint_->fid(), &msg, FI_COMPLETION | FI_DELIVERY_COMPLETE);
+  });
   if (wrc != 0) {
     fail_pending(index, ErrorKind::executor_lost, fmt::format("fi_write: {}", fi_strerror(static_cast<int>(-wrc))));
     return;

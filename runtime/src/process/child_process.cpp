@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -333,11 +334,12 @@ std::optional<ExitStatus> ChildProcess::wait_for(std::chrono::milliseconds timeo
   if (status_ || pidfd_ < 0) return status_.value_or(ExitStatus{});
   const auto deadline = Clock::now() + timeout;
   while (true) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    // Rounded up: poll() never waits less than asked, and the grace is a lower bound.
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
     pollfd entry{pidfd_, POLLIN, 0};
-    const int ready = poll(&entry, 1, static_cast<int>(std::max<long long>(left, 0)));
+    const int ready = poll(&entry, 1, static_cast<int>(std::clamp<long long>(left, 0, 1'000'000)));
     if (ready > 0) break;
-    if (ready < 0 && errno == EINTR) continue;
+    if ((ready < 0 && errno == EINTR) || (ready == 0 && Clock::now() < deadline)) continue;
     return std::nullopt;
   }
   // Reap through the pidfd: a pid that someone else reaped (slurmstepd reaps any child) may belong

@@ -224,7 +224,10 @@ int main(int argc, char** argv) {
   // rewritten, and callers re-read it (card_reference.hpp).
   SpawnOptions command_options;
   command_options.argv = command;
-  command_options.reset_signals = false;  // what we catch is default again after exec; what we ignore stays so
+  // As a shell would run it: what we catch is default again after exec, what we ignore stays so,
+  // and descriptors the user handed us (`3>log`) reach it.
+  command_options.reset_signals = false;
+  command_options.keep_descriptors = true;
   command_options.env = environment_with({"SIDECORE_EXECUTOR=" + format_card_reference(card_file, executor.pid(), timeout),
                                           "SIDECORE_TOKEN=" + token, "SIDECORE_CORES=" + cores_list});
   ChildProcess child;

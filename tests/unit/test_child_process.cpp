@@ -51,6 +51,17 @@ TEST(ChildProcess, PassesTheEnvironmentAndCapturesStdout) {
   EXPECT_TRUE(child.wait().success());
 }
 
+TEST(ChildProcess, InheritedDescriptorsCloseUnlessKept) {
+  const int fd = dup(STDERR_FILENO);  // not close-on-exec
+  ASSERT_GE(fd, 3);
+  const std::string check = "test -e /proc/self/fd/" + std::to_string(fd);
+  EXPECT_EQ(shell(check).wait().shell_code(), 1) << "a descriptor of the parent leaked into the child";
+  SpawnOptions keep;
+  keep.keep_descriptors = true;
+  EXPECT_EQ(shell(check, keep).wait().shell_code(), 0) << "a descriptor asked for was not inherited";
+  close(fd);
+}
+
 TEST(ChildProcess, FindsAProgramInPathAndNamesOneThatIsNot) {
   SpawnOptions options;
   options.argv = {"true"};

@@ -96,8 +96,11 @@ StreamEnds open_stream(const Stdio& stdio, bool child_reads, int devnull) {
   if (stdio.kind == Stdio::Kind::pipe) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
-    ends.child = Fd(child_reads ? fds[0] : fds[1]);
+    Fd child_end(child_reads ? fds[0] : fds[1]);
     ends.parent = Fd(child_reads ? fds[1] : fds[0]);
+    // Above 2, like the others: a parent without stdin could get 0 here, which the child's dup2
+    // onto 0 for another stream would overwrite.
+    ends.child = Fd(fcntl(child_end.get(), F_DUPFD_CLOEXEC, 3));
   }
   if (stdio.kind != Stdio::Kind::inherit && ends.child.get() < 0) throw_errno("duplicating a stdio descriptor");
   return ends;
@@ -164,7 +167,7 @@ struct ChildFds {
     fail_child(fds.report, step_stdio);
   }
   // Nothing of the parent's (sockets, log files, slurmstepd's credentials) leaks into the child.
-  syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+  if (!options.keep_descriptors) syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
   execve(path, prepared.argv.data(), prepared.envp.data());
   fail_child(fds.report, step_exec);
 }

@@ -59,6 +59,9 @@ struct SpawnOptions {
   // both survive exec).
   bool reset_signals = true;
   std::string workdir;  // empty: the parent's; unreachable: "/"
+  // Whether the child inherits the parent's descriptors above 2 that are not close-on-exec (a
+  // user's command may expect them: `3>log`, a make jobserver). Otherwise they close at exec.
+  bool keep_descriptors = false;
   // Runs in the child after the group and signals, before the parent-death signal, stdio and exec:
   // async-signal-safe calls only. Returns 0, or a step number of the caller's (>= kFirstSetupStep)
   // with errno set; spawn() then throws with describe_setup_step(step) and that errno.

@@ -1,7 +1,6 @@
 #include "mpi_launch.hpp"
 
 #include <fmt/format.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include <stdexcept>
 
 #include "core_set.hpp"
+#include "process/child_process.hpp"
 #include "setup.hpp"
 
 namespace sidecore::bench {
@@ -50,26 +50,21 @@ std::string join(const std::vector<T>& values) {
 // Runs `arguments` with its stdout on a pipe; result lines go to our stdout without their
 // prefix, every other line to stderr. Returns the exit status and counts the results.
 int run_forwarding(const std::vector<std::string>& arguments, size_t& results) {
-  std::vector<std::string> storage = arguments;
-  std::vector<char*> argv;
-  for (auto& argument : storage) argv.push_back(argument.data());
-  argv.push_back(nullptr);
-  int out_pipe[2];
-  if (pipe(out_pipe) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+  SpawnOptions options;
+  options.argv = arguments;
+  options.out = Stdio::pipe();
   std::fflush(stdout);
   std::fflush(stderr);
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
-  if (pid == 0) {
-    close(out_pipe[0]);
-    if (dup2(out_pipe[1], STDOUT_FILENO) < 0) _exit(127);
-    close(out_pipe[1]);
-    execvp(argv[0], argv.data());
-    std::fprintf(stderr, "sidecore-bench: error: cannot run %s: %s\n", argv[0], std::strerror(errno));
-    _exit(127);
+  ChildProcess child;
+  try {
+    child = ChildProcess::spawn(options);
+  } catch (const SpawnError& e) {
+    throw std::runtime_error(e.what());
   }
-  close(out_pipe[1]);
-  std::FILE* from_child = fdopen(out_pipe[0], "r");
+  // fdopen takes the descriptor over: ChildProcess must not close it too.
+  const int out_fd = dup(child.stdout_fd());
+  if (out_fd < 0) throw std::runtime_error(std::string("dup: ") + std::strerror(errno));
+  std::FILE* from_child = fdopen(out_fd, "r");
   if (from_child == nullptr) throw std::runtime_error(std::string("fdopen: ") + std::strerror(errno));
   std::string line;
   int c;
@@ -89,11 +84,7 @@ int run_forwarding(const std::vector<std::string>& arguments, size_t& results) {
   }
   if (!line.empty()) std::fprintf(stderr, "%s\n", line.c_str());
   std::fclose(from_child);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
+  return child.wait().shell_code();
 }
 
 }  // namespace

@@ -19,51 +19,25 @@ namespace {
 }  // namespace
 
 ServerProcess::ServerProcess(const std::vector<std::string>& arguments) {
-  // Everything the child needs is computed before fork(): after it, only async-signal-safe calls.
-  std::vector<std::string> argv_storage;
-  argv_storage.push_back("sidecore-bench");
-  argv_storage.insert(argv_storage.end(), arguments.begin(), arguments.end());
-  std::vector<char*> argv;
-  for (auto& argument : argv_storage) argv.push_back(argument.data());
-  argv.push_back(nullptr);
-
-  int in_pipe[2], out_pipe[2];
-  if (pipe2(in_pipe, O_CLOEXEC) != 0) fail("pipe");
-  if (pipe2(out_pipe, O_CLOEXEC) != 0) {
-    const int error = errno;
-    close(in_pipe[0]);
-    close(in_pipe[1]);
-    errno = error;
-    fail("pipe");
+  SpawnOptions options;
+  options.argv = {"/proc/self/exe"};  // the same binary, re-executed
+  options.argv.insert(options.argv.end(), arguments.begin(), arguments.end());
+  options.in = Stdio::pipe();
+  options.out = Stdio::pipe();
+  try {
+    child_ = ChildProcess::spawn(options);
+  } catch (const SpawnError& e) {
+    throw std::runtime_error(std::string("cannot start the bench server: ") + e.what());
   }
-  pid_ = fork();
-  if (pid_ < 0) {
-    const int error = errno;
-    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1]}) close(fd);
-    errno = error;
-    fail("fork");
-  }
-  if (pid_ == 0) {
-    // dup2 clears close-on-exec on the new descriptors; the originals close at exec.
-    if (dup2(in_pipe[0], STDIN_FILENO) < 0 || dup2(out_pipe[1], STDOUT_FILENO) < 0) _exit(127);
-    execv("/proc/self/exe", argv.data());
-    _exit(127);
-  }
-  close(in_pipe[0]);
-  close(out_pipe[1]);
-  to_child_ = in_pipe[1];
-  from_child_ = out_pipe[0];
 }
 
 ServerProcess::~ServerProcess() {
-  if (pid_ > 0) {
-    // Closing its input ends the child's command loop; it then stops the executor and exits.
-    if (to_child_ >= 0) close(to_child_);
-    to_child_ = -1;
-    reap(std::chrono::milliseconds(3000));
+  // Closing its input ends the child's command loop; it then stops the executor and exits.
+  child_.close_stdin();
+  if (!child_.wait_for(std::chrono::milliseconds(3000))) {
+    child_.signal(SIGKILL);
+    child_.wait();
   }
-  if (to_child_ >= 0) close(to_child_);
-  if (from_child_ >= 0) close(from_child_);
 }
 
 void ServerProcess::send(std::string_view line) {
@@ -71,7 +45,7 @@ void ServerProcess::send(std::string_view line) {
   text.push_back('\n');
   size_t written = 0;
   while (written < text.size()) {
-    const ssize_t n = write(to_child_, text.data() + written, text.size() - written);
+    const ssize_t n = write(child_.stdin_fd(), text.data() + written, text.size() - written);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) fail("the bench server is gone (write to its control pipe failed)");
     written += static_cast<size_t>(n);
@@ -88,13 +62,13 @@ std::string ServerProcess::read_line(std::chrono::seconds timeout) {
     }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) throw std::runtime_error("the bench server did not answer in time");
-    pollfd fd{from_child_, POLLIN, 0};
+    pollfd fd{child_.stdout_fd(), POLLIN, 0};
     const int ready = ::poll(&fd, 1, static_cast<int>(left.count()));
     if (ready < 0 && errno == EINTR) continue;
     if (ready < 0) fail("poll");
     if (ready == 0) continue;
     char chunk[4096];
-    const ssize_t n = read(from_child_, chunk, sizeof chunk);
+    const ssize_t n = read(child_.stdout_fd(), chunk, sizeof chunk);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) fail("read from the bench server");
     if (n == 0) throw std::runtime_error("the bench server exited unexpectedly");
@@ -115,44 +89,23 @@ std::string ServerProcess::expect(std::string_view keyword, std::chrono::seconds
 }
 
 bool ServerProcess::quit() {
-  if (pid_ <= 0) return false;
+  if (!child_.running()) return false;
   bool said_bye = false;
   try {
     send("quit");
     expect("bye", std::chrono::seconds(10));
     said_bye = true;
   } catch (const std::exception&) {
-    // Fall through: reap() below kills it if it does not exit.
+    // Fall through: the stop below kills it if it does not exit.
   }
-  close(to_child_);
-  to_child_ = -1;
-  int status = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (true) {
-    const pid_t done = waitpid(pid_, &status, WNOHANG);
-    if (done == pid_) break;
-    if (done < 0 || std::chrono::steady_clock::now() > deadline) {
-      reap(std::chrono::milliseconds(0));
-      return false;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  child_.close_stdin();
+  auto status = child_.wait_for(std::chrono::seconds(5));
+  if (!status) {
+    child_.signal(SIGKILL);
+    child_.wait();
+    return false;
   }
-  pid_ = -1;
-  return said_bye && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
-void ServerProcess::reap(std::chrono::milliseconds patience) noexcept {
-  const auto deadline = std::chrono::steady_clock::now() + patience;
-  int status = 0;
-  while (waitpid(pid_, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  pid_ = -1;
+  return said_bye && status->success();
 }
 
 }  // namespace sidecore::bench

@@ -2,12 +2,12 @@
 // binary, re-executed) with pipes on its stdin and stdout, and exchanges control lines with it.
 #pragma once
 
-#include <sys/types.h>
-
 #include <chrono>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "process/child_process.hpp"
 
 namespace sidecore::bench {
 
@@ -29,11 +29,8 @@ class ServerProcess {
 
  private:
   std::string read_line(std::chrono::seconds timeout);
-  void reap(std::chrono::milliseconds patience) noexcept;
 
-  pid_t pid_ = -1;
-  int to_child_ = -1;
-  int from_child_ = -1;
+  ChildProcess child_;  // its stdin and stdout are pipes to us
   std::string buffered_;
 };
 

@@ -36,6 +36,8 @@
 #include "fabric/info.hpp"
 #include "log.hpp"
 #include "options.hpp"
+#include "process/card_wait.hpp"
+#include "process/child_process.hpp"
 #include "protocol.hpp"
 #include "server_process.hpp"
 #include "setup.hpp"
@@ -519,83 +521,51 @@ class ExecutorChild {
     }
     directory_ = directory;
     const std::string card_file = directory_ + "/card";
-    std::vector<std::string> arguments{program, "--cores", options.executor_cores, "--provider", options.provider,
-                                       "--poll", "adaptive", "--preload", library, "--credits",
-                                       std::to_string(std::max(64u, options.window)), "--card-file", card_file};
-    if (options.verbose) arguments.push_back("--stats");
-    std::vector<char*> argv;
-    for (auto& argument : arguments) argv.push_back(argument.data());
-    argv.push_back(nullptr);
-    // The executor prints its card on stdout too; the bench's stdout carries only the JSON.
-    const int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    if (null < 0) throw std::runtime_error(std::string("/dev/null: ") + std::strerror(errno));
-    std::fflush(stdout);
-    std::fflush(stderr);
-    pid_ = fork();
-    if (pid_ < 0) {
-      close(null);
-      throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+    SpawnOptions spawn;
+    spawn.argv = {program, "--cores", options.executor_cores, "--provider", options.provider,
+                  "--poll", "adaptive", "--preload", library, "--credits",
+                  std::to_string(std::max(64u, options.window)), "--card-file", card_file};
+    if (options.verbose) spawn.argv.push_back("--stats");
+    spawn.out = Stdio::null();  // it prints its card there too; the bench's stdout carries only the JSON
+    spawn.parent_death_signal = SIGTERM;  // should the bench be killed outright
+    try {
+      child_ = ChildProcess::spawn(spawn);
+      card_ = wait_for_card(card_file, card_writer(child_, program), std::chrono::seconds(60));
+    } catch (const std::exception& e) {
+      child_.stop(std::chrono::seconds(2));
+      remove_directory();
+      throw std::runtime_error(std::string("the executor did not start: ") + e.what());
     }
-    if (pid_ == 0) {
-      // Should the bench be killed outright, the executor must not outlive it.
-      prctl(PR_SET_PDEATHSIG, SIGTERM);
-      dup2(null, STDOUT_FILENO);
-      execvp(argv[0], argv.data());
-      std::fprintf(stderr, "sidecore-bench: error: cannot run %s: %s\n", argv[0], std::strerror(errno));
-      _exit(127);
-    }
-    close(null);
-
-    // The card file appears (atomically) once every worker is up.
-    const auto deadline = Clock::now() + std::chrono::seconds(60);
-    while (true) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        throw std::runtime_error(fmt::format("{} exited before it was ready (status {})", program,
-                                             WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)));
-      }
-      if (std::ifstream in(card_file); in && std::getline(in, card_) && !card_.empty()) break;
-      if (Clock::now() > deadline) throw std::runtime_error(program + " was not ready within 60 s");
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    if (card_.starts_with("error: ")) throw std::runtime_error("the executor failed: " + card_.substr(7));
   }
 
   ~ExecutorChild() {
     stop();
-    std::error_code ignored;
-    std::filesystem::remove_all(directory_, ignored);
+    remove_directory();
   }
   ExecutorChild(const ExecutorChild&) = delete;
   ExecutorChild& operator=(const ExecutorChild&) = delete;
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return child_.pid(); }
   const std::string& card() const { return card_; }
 
   // SIGTERM, then SIGKILL if it has not exited within 10 s. True when it exited with status 0.
   bool stop() {
-    if (pid_ <= 0) return false;
-    kill(pid_, SIGTERM);
-    const auto deadline = Clock::now() + std::chrono::seconds(10);
-    int status = 0;
-    while (waitpid(pid_, &status, WNOHANG) == 0) {
-      if (Clock::now() > deadline) {
-        std::fprintf(stderr, "sidecore-bench: warning: the executor did not stop within 10 s; killing it\n");
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    const ExitStatus status = child_.stop(std::chrono::seconds(10));
+    if (child_.needed_kill()) {
+      std::fprintf(stderr, "sidecore-bench: warning: the executor did not stop within 10 s; killed it\n");
     }
-    pid_ = -1;
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    return status.success();
   }
 
  private:
+  void remove_directory() {
+    std::error_code ignored;
+    std::filesystem::remove_all(directory_, ignored);
+  }
+
   std::string directory_;
   std::string card_;
-  pid_t pid_ = -1;
+  ChildProcess child_;
 };
 
 // The executor's memory from /proc/PID/status, in KiB; -1 for fields that could not be read.

@@ -4,9 +4,10 @@
 //
 // The Slurm plugin hands tasks a reference instead of waiting for the card itself, so a step starts
 // while its executor is still loading libfabric (about 0.3 s on Debian 12, most of it in libraries
-// libfabric pulls in). The executor writes the card to <path> atomically once it serves, or a line
-// "error: <why>" when it cannot start. A caller resolves the reference when it connects: by then
-// (after MPI_Init, typically) the card is nearly always there.
+// libfabric pulls in). sidecore-run hands one out too, so that callers find the new card when the
+// executor restarts a server and rewrites the file. The executor writes the card to <path>
+// atomically once it serves, or a line "error: <why>" when it cannot start. A caller resolves the
+// reference when it connects: by then (after MPI_Init, typically) the card is nearly always there.
 #pragma once
 
 #include <chrono>
@@ -16,7 +17,7 @@
 
 namespace sidecore {
 
-// Formats a reference (for the plugin, which takes only this header from the runtime).
+// Formats a reference (inline: the plugin takes only this header of card_reference).
 inline std::string format_card_reference(const std::string& path, long pid, std::chrono::milliseconds timeout) {
   return "@" + path + " pid=" + std::to_string(pid) + " timeout_ms=" + std::to_string(timeout.count());
 }

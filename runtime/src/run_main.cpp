@@ -1,39 +1,48 @@
-// sidecore-run: start an executor on this machine, run a command with SIDECORE_EXECUTOR,
-// SIDECORE_TOKEN and SIDECORE_CORES set, stop the executor when the command ends, and exit with
-// the command's status.
+// sidecore-run: start an executor on this machine, run a command with SIDECORE_EXECUTOR (a
+// reference to the executor's card), SIDECORE_TOKEN and SIDECORE_CORES set, stop the executor when
+// the command ends, and exit with the command's status.
 #include <CLI/CLI.hpp>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
-#include <thread>
+#include <optional>
+#include <stdexcept>
 
 #include "card.hpp"
+#include "card_reference.hpp"
 #include "core_set.hpp"
 #include "executor_leftovers.hpp"
 #include "poll_mode.hpp"
+#include "process/card_wait.hpp"
+#include "process/child_process.hpp"
 #include "token.hpp"
+
+extern char** environ;
 
 namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-volatile sig_atomic_t forwarded_signal = 0;
-pid_t command_pid = -1;
+volatile sig_atomic_t received_signal = 0;
+volatile pid_t command_pid = -1;
 
-void forward_signal(int signal_number) {
-  forwarded_signal = signal_number;
-  if (command_pid > 0) kill(command_pid, signal_number);
+// TERM and HUP go on to the command; Ctrl-C's SIGINT has reached it from the terminal already.
+// sidecore-run itself stays, to stop the executor and clean up once the command has ended.
+void on_signal(int signal_number) {
+  received_signal = signal_number;
+  if (command_pid > 0 && signal_number != SIGINT) kill(command_pid, signal_number);
 }
+
+// Thrown out of the card wait when a signal asks sidecore-run to give up.
+struct Interrupted {};
 
 int fail(const std::string& message) {
   std::fprintf(stderr, "sidecore-run: error: %s\n", message.c_str());
@@ -50,29 +59,74 @@ std::string default_executor() {
   return "sidecore-executor";  // from PATH
 }
 
-int exit_status(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return 1;
+// A folder of our own for the executor's card, under $TMPDIR or /tmp (never the current folder),
+// removed with everything in it when sidecore-run returns, however it ends.
+class PrivateFolder {
+ public:
+  PrivateFolder() {
+    const char* tmpdir = std::getenv("TMPDIR");
+    std::error_code error;
+    const fs::path base = tmpdir != nullptr && tmpdir[0] == '/' && fs::is_directory(tmpdir, error) ? tmpdir : "/tmp";
+    std::string pattern = (base / "sidecore-run.XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) {
+      throw std::runtime_error("cannot create a private folder under " + base.string() + ": " + std::strerror(errno));
+    }
+    path_ = pattern;
+  }
+  ~PrivateFolder() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  PrivateFolder(const PrivateFolder&) = delete;
+  PrivateFolder& operator=(const PrivateFolder&) = delete;
+  const fs::path& path() const noexcept { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// The parent's environment with `changes` ("KEY=VALUE") put in, replacing any same KEY.
+std::vector<std::string> environment_with(const std::vector<std::string>& changes) {
+  auto key_of = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
+  std::vector<std::string> result;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string text(*entry);
+    bool replaced = false;
+    for (const auto& change : changes) replaced = replaced || key_of(change) == key_of(text);
+    if (!replaced) result.push_back(text);
+  }
+  result.insert(result.end(), changes.begin(), changes.end());
+  return result;
 }
 
-// Stops the executor: SIGTERM, then SIGKILL if it has not exited within `grace`.
-// Stops the executor; returns its wait status.
-int stop_executor(pid_t pid, std::chrono::milliseconds grace) {
-  kill(pid, SIGTERM);
-  const auto deadline = std::chrono::steady_clock::now() + grace;
-  int status = 0;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      std::fprintf(stderr, "sidecore-run: executor did not stop within %lld ms; killing it\n",
-                   static_cast<long long>(grace.count()));
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return status;
-    }
-    std::this_thread::sleep_for(5ms);
+void install_signal_handlers() {
+  struct sigaction action {};
+  action.sa_handler = on_signal;
+  sigemptyset(&action.sa_mask);
+  for (int signal_number : {SIGTERM, SIGHUP, SIGINT}) {
+    struct sigaction previous {};
+    sigaction(signal_number, nullptr, &previous);
+    if (previous.sa_handler == SIG_IGN) continue;  // nohup, or a shell's background job: keep it so
+    sigaction(signal_number, &action, nullptr);
   }
-  return status;
+}
+
+// Stops the executor and, when it could not clean up after itself, removes its shared memory.
+void stop_executor(sidecore::ChildProcess& executor, const std::string& first_card, const std::string& card_file) {
+  using namespace sidecore;
+  // Read before the stop, which removes it: a restarted server wrote a card of its own.
+  const CardFile last = read_card_file(card_file);
+  const ExitStatus status = executor.stop(5000ms);
+  if (executor.needed_kill()) std::fprintf(stderr, "sidecore-run: the executor did not stop within 5 s; killed it\n");
+  if (status.kind != ExitStatus::Kind::signaled || status.value == SIGTERM) return;
+  // It died during the run (or had to be killed): it could not clean up after itself.
+  if (!executor.needed_kill()) std::fprintf(stderr, "sidecore-run: the executor %s during the run\n", status.describe().c_str());
+  for (const auto& card : {first_card, last.state == CardFile::State::card ? last.text : std::string()}) {
+    try {
+      if (!card.empty()) remove_executor_leftovers(parse_card(card));
+    } catch (const CardError&) {
+    }
+  }
 }
 
 }  // namespace
@@ -80,7 +134,8 @@ int stop_executor(pid_t pid, std::chrono::milliseconds grace) {
 int main(int argc, char** argv) {
   using namespace sidecore;
   CLI::App app{"sidecore-run: run COMMAND with a Sidecore executor on this machine.\n\n"
-               "Starts sidecore-executor, exports SIDECORE_EXECUTOR, SIDECORE_TOKEN and SIDECORE_CORES to\n"
+               "Starts sidecore-executor, exports SIDECORE_EXECUTOR (a reference to the executor's card,\n"
+               "kept in a private folder under $TMPDIR), SIDECORE_TOKEN and SIDECORE_CORES to\n"
                "COMMAND, stops the executor (printing its summary) when COMMAND ends, and exits with\n"
                "COMMAND's status (125 when sidecore-run itself fails).",
                "sidecore-run"};
@@ -116,95 +171,79 @@ int main(int argc, char** argv) {
   }
   if (!parse_poll_mode(poll_text)) return fail("unknown poll mode '" + poll_text + "' (use hot, warm or adaptive)");
 
-  char directory_template[] = "/tmp/sidecore-run.XXXXXX";
-  if (mkdtemp(directory_template) == nullptr) return fail(std::string("cannot create a temporary directory: ") + std::strerror(errno));
-  const fs::path directory(directory_template);
-  const fs::path card_file = directory / "card";
+  install_signal_handlers();
+  std::optional<PrivateFolder> folder;
+  try {
+    folder.emplace();
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+  const std::string card_file = (folder->path() / "card").string();
   const std::string token = generate_token();
   const std::string cores_list = cores.to_string();
+  const auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::duration<double>(ready_timeout));
 
-  std::vector<std::string> executor_args{executor_path, "--cores", cores_list, "--provider", provider, "--poll",
-                                         poll_text, "--card-file", card_file.string()};
-  if (!quiet) executor_args.push_back("--stats");
-  const pid_t executor = fork();
-  if (executor < 0) return fail(std::string("fork: ") + std::strerror(errno));
-  if (executor == 0) {
-    setenv("SIDECORE_TOKEN", token.c_str(), 1);  // the environment, not argv: argv is world-readable
-    setenv("SIDECORE_LOG_LEVEL", "warn", 0);      // keep the command's terminal quiet unless asked
-    // The executor speaks on stdout only to print its card; keep the command's stdout clean.
-    if (FILE* null = std::fopen("/dev/null", "w")) dup2(fileno(null), STDOUT_FILENO);
-    std::vector<char*> args;
-    for (auto& arg : executor_args) args.push_back(arg.data());
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    std::fprintf(stderr, "sidecore-run: error: cannot start %s: %s\n", args[0], std::strerror(errno));
-    _exit(125);
-  }
-
-  // Wait for the card file (written atomically once every worker is up) or for the executor to die.
-  std::string card;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(ready_timeout);
-  while (true) {
-    int status = 0;
-    if (waitpid(executor, &status, WNOHANG) == executor) {
-      fs::remove_all(directory);
-      return fail("the executor exited before it was ready (status " + std::to_string(exit_status(status)) + ")");
-    }
-    if (std::ifstream in(card_file); in) {
-      std::getline(in, card);
-      if (!card.empty()) break;
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      stop_executor(executor, 2000ms);
-      fs::remove_all(directory);
-      return fail("the executor was not ready within " + std::to_string(ready_timeout) + " s");
-    }
-    std::this_thread::sleep_for(1ms);
-  }
+  SpawnOptions executor_options;
+  executor_options.argv = {executor_path, "--cores", cores_list, "--provider", provider, "--poll", poll_text,
+                           "--card-file", card_file, "--remove-card-folder"};
+  if (!quiet) executor_options.argv.push_back("--stats");
+  std::vector<std::string> executor_env{"SIDECORE_TOKEN=" + token};  // not argv: argv is world-readable
+  if (std::getenv("SIDECORE_LOG_LEVEL") == nullptr) executor_env.push_back("SIDECORE_LOG_LEVEL=warn");  // quiet terminal
+  executor_options.env = environment_with(executor_env);
+  executor_options.out = Stdio::null();  // it prints its card there: keep the command's stdout clean
+  // Its own process group, so that Ctrl-C reaches the command only: the executor serves until the
+  // command has ended. Should sidecore-run be killed outright, the executor stops (and removes
+  // its card folder) by itself.
+  executor_options.group = SpawnOptions::Group::own_group;
+  executor_options.parent_death_signal = SIGTERM;
+  ChildProcess executor;
   try {
+    executor = ChildProcess::spawn(executor_options);
+  } catch (const SpawnError& e) {
+    return fail(std::string("cannot start the executor: ") + e.what());
+  }
+
+  std::string card;
+  try {
+    CardWriter writer = card_writer(executor);
+    writer.running = [&executor] {
+      if (received_signal != 0) throw Interrupted{};
+      return executor.running();
+    };
+    card = wait_for_card(card_file, writer, timeout);
     parse_card(card);
+  } catch (const Interrupted&) {
+    executor.stop(2000ms);
+    return 128 + received_signal;
   } catch (const CardError& e) {
-    stop_executor(executor, 2000ms);
-    fs::remove_all(directory);
-    return fail(std::string("the executor wrote a bad card: ") + e.what());
+    executor.stop(2000ms);
+    return fail(e.what());
   }
 
-  struct sigaction forward {};
-  forward.sa_handler = forward_signal;
-  sigemptyset(&forward.sa_mask);
-  sigaction(SIGTERM, &forward, nullptr);
-  sigaction(SIGHUP, &forward, nullptr);
-  // Ctrl-C reaches the whole foreground process group; let the command decide, then clean up.
-  signal(SIGINT, SIG_IGN);
-
-  command_pid = fork();
-  if (command_pid < 0) {
-    stop_executor(executor, 2000ms);
-    fs::remove_all(directory);
-    return fail(std::string("fork: ") + std::strerror(errno));
+  // A reference, not the card itself: when the executor restarts a server, the card file is
+  // rewritten, and callers re-read it (card_reference.hpp).
+  SpawnOptions command_options;
+  command_options.argv = command;
+  // As a shell would run it: what we catch is default again after exec, what we ignore stays so,
+  // and descriptors the user handed us (`3>log`) reach it.
+  command_options.reset_signals = false;
+  command_options.keep_descriptors = true;
+  command_options.env = environment_with({"SIDECORE_EXECUTOR=" + format_card_reference(card_file, executor.pid(), timeout),
+                                          "SIDECORE_TOKEN=" + token, "SIDECORE_CORES=" + cores_list});
+  ChildProcess child;
+  try {
+    child = ChildProcess::spawn(command_options);
+  } catch (const SpawnError& e) {
+    std::fprintf(stderr, "sidecore-run: error: cannot run '%s': %s\n", command.front().c_str(),
+                 std::strerror(e.error_number()));
+    stop_executor(executor, card, card_file);
+    return e.error_number() == ENOENT ? 127 : 126;
   }
-  if (command_pid == 0) {
-    signal(SIGINT, SIG_DFL);
-    setenv("SIDECORE_EXECUTOR", card.c_str(), 1);
-    setenv("SIDECORE_TOKEN", token.c_str(), 1);
-    setenv("SIDECORE_CORES", cores_list.c_str(), 1);
-    std::vector<char*> args;
-    for (auto& arg : command) args.push_back(arg.data());
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    std::fprintf(stderr, "sidecore-run: error: cannot run '%s': %s\n", args[0], std::strerror(errno));
-    _exit(errno == ENOENT ? 127 : 126);
-  }
-  int status = 0;
-  while (waitpid(command_pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  const int executor_status = stop_executor(executor, 5000ms);
-  if (WIFSIGNALED(executor_status) && WTERMSIG(executor_status) != SIGTERM) {
-    // It died during the run (or had to be killed): it could not clean up after itself.
-    std::fprintf(stderr, "sidecore-run: the executor was killed by signal %d (%s) during the run\n",
-                 WTERMSIG(executor_status), strsignal(WTERMSIG(executor_status)));
-    remove_executor_leftovers(parse_card(card));
-  }
-  fs::remove_all(directory);
-  return exit_status(status);
+  command_pid = child.pid();
+  // A TERM or HUP that came while the command started up.
+  if (received_signal != 0 && received_signal != SIGINT) child.signal(received_signal);
+  const ExitStatus status = child.wait();
+  command_pid = -1;
+  stop_executor(executor, card, card_file);
+  return status.shell_code();
 }

@@ -1,11 +1,11 @@
-// Starting and stopping one sidecore-executor from inside slurmstepd.
+// Starting one sidecore-executor from inside slurmstepd, through the runtime's ChildProcess.
 //
 // The executor is a direct child of slurmstepd, so that proctrack counts it as part of the step and
 // nothing is left as a zombie. slurmstepd's task loop reaps any child (wait3 on every pid) and skips
-// pids that are not tasks, so the plugin follows the executor through a pidfd, which tells when it
-// exits and signals it without racing a reused pid, and reaps it itself where it still can.
-// Everything the child needs is computed before fork(); between fork and exec it calls only
-// async-signal-safe functions.
+// pids that are not tasks: ChildProcess follows the executor through a pidfd, which tells when it
+// exits and signals it without racing a reused pid, and reaps it itself where it still can. What
+// this file adds runs in the child before exec (privilege drop, cgroup, CPUs): async-signal-safe
+// calls only.
 #pragma once
 
 #include <sys/types.h>
@@ -17,6 +17,7 @@
 
 #include "cgroup_placement.hpp"
 #include "core_set.hpp"
+#include "process/child_process.hpp"
 
 namespace sidecore::spank {
 
@@ -40,40 +41,19 @@ struct LaunchSpec {
   bool wait_for_card = true;
 };
 
-// Owns a running executor (its pidfd); move-only. The destructor only lets go of the pidfd: stop()
-// is explicit, so that a copy of the plugin state in a forked task never signals anything.
-class ExecutorProcess {
- public:
-  ExecutorProcess(pid_t pid, int pidfd) noexcept : pid_(pid), pidfd_(pidfd) {}
-  // How it ended ("exited with status 3", "killed by signal 11"), once it has; reaps it.
-  std::string exit_description();
-  ExecutorProcess(ExecutorProcess&& other) noexcept;
-  ExecutorProcess& operator=(ExecutorProcess&& other) noexcept;
-  ExecutorProcess(const ExecutorProcess&) = delete;
-  ExecutorProcess& operator=(const ExecutorProcess&) = delete;
-  ~ExecutorProcess();
-
-  pid_t pid() const noexcept { return pid_; }
-  bool running() const noexcept;
-  // SIGTERM, up to `grace` for it to exit, then SIGKILL. True if it exited on SIGTERM (or was gone).
-  bool stop(std::chrono::milliseconds grace) noexcept;
-
- private:
-  pid_t pid_ = -1;
-  int pidfd_ = -1;
-};
-
 struct LaunchResult {
-  std::optional<ExecutorProcess> process;  // set on success
-  std::string card;                        // the executor's card, on success
-  std::string error;                       // why there is no executor, otherwise
+  // Set on success. Its destructor only lets go of the pidfd: a copy of the plugin state in a
+  // forked task never signals anything.
+  std::optional<ChildProcess> process;
+  std::string card;   // the executor's card (or a reference to it), on success
+  std::string error;  // why there is no executor, otherwise ("the executor ...")
 };
 
 // Starts the executor fully dropped to spec.uid/gid/groups, with every signal unblocked and at its
 // default action, pinned to spec.cpus, in a session of its own, with SIGTERM as its parent-death
 // signal (it stops when the thread that launched it exits: for the plugin, when slurmstepd dies,
-// even by SIGKILL), and waits until its card appears
-// (or it exits, or ready_timeout passes: then it is killed and `error` says so).
+// even by SIGKILL). With spec.wait_for_card, waits until its card appears (or its error line, its
+// exit, or ready_timeout: then it is stopped and `error` says why).
 LaunchResult launch_executor(const LaunchSpec& spec);
 
 }  // namespace sidecore::spank

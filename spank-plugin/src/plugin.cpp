@@ -16,6 +16,7 @@
 #include "card.hpp"
 #include "executor_leftovers.hpp"
 #include "plan.hpp"
+#include "process/card_wait.hpp"
 #include "token.hpp"
 
 namespace sidecore::spank {
@@ -324,7 +325,7 @@ void Plugin::start_executor() {
   job_id_ = step.job_id;
   LaunchResult launched = launch_executor(spec);
   if (!launched.process) {
-    no_executor("the executor did not start: " + launched.error);
+    no_executor(launched.error);
     remove_card_folder(card_dir_);
     card_dir_.clear();
     // A leaf the child made stays until exit(): user_init runs with the user's euid, and the job's
@@ -348,18 +349,17 @@ void Plugin::stop_executor(const char* when) {
   if (!executor_) return;
   const pid_t pid = executor_->pid();
   // Read before the stop, which removes it. With start=async nobody has looked at it yet.
-  std::string card;
-  if (std::ifstream in(card_file_); in) std::getline(in, card);
+  const CardFile card = read_card_file(card_file_);
   if (!executor_->running()) {
-    if (card.rfind("error: ", 0) == 0) {
-      log(LogLevel::warn, "executor " + std::to_string(pid) + " could not start: " + card.substr(7));
-    } else if (card.empty()) {
-      log(LogLevel::warn, "executor " + std::to_string(pid) + " " + executor_->exit_description() +
-                              " before it was ready");
+    const ExitStatus status = executor_->wait();  // it has exited: this only reaps it, where it still can
+    if (card.state == CardFile::State::error) {
+      log(LogLevel::warn, "executor " + std::to_string(pid) + " could not start: " + card.text);
+    } else if (card.state == CardFile::State::none) {
+      log(LogLevel::warn, "executor " + std::to_string(pid) + " " + status.describe() + " before it was ready");
     } else {
       log(LogLevel::info, "executor " + std::to_string(pid) + " had already exited " + when);
     }
-  } else if (!executor_->stop(config_.stop_grace)) {
+  } else if (executor_->stop(config_.stop_grace); executor_->needed_kill()) {
     log(LogLevel::warn, "executor " + std::to_string(pid) + " ignored SIGTERM and was killed " + when);
   } else {
     log(LogLevel::debug, "executor " + std::to_string(pid) + " stopped " + when);
@@ -368,7 +368,7 @@ void Plugin::stop_executor(const char* when) {
   // That includes an executor that was stopping when proctrack's SIGKILL for the step (scancel of
   // the step) reached it. After a clean stop the names are gone already, which is fine.
   try {
-    if (!card.empty() && card.rfind("error: ", 0) != 0) remove_executor_leftovers(parse_card(card));
+    if (card.state == CardFile::State::card) remove_executor_leftovers(parse_card(card.text));
   } catch (const CardError&) {
   }
   executor_.reset();

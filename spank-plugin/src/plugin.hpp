@@ -72,7 +72,7 @@ class Plugin {
   bool followed_step_cgroups_ = false;
   AdminConfig config_;
   JobOptions options_;
-  std::optional<ExecutorProcess> executor_;
+  std::optional<ChildProcess> executor_;
   std::string card_dir_;
   std::string card_file_;
   uint32_t tasks_to_exit_ = 0;

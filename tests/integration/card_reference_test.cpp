@@ -19,26 +19,20 @@ CommandResult run_env_client(const std::string& executor, const std::string& tok
 }
 
 // Starts sidecore-executor writing its card to dir/card, without waiting for it.
-pid_t start_executor(const TempDir& dir, const std::string& token, const std::string& provider = "shm") {
+sidecore::ChildProcess start_executor(const TempDir& dir, const std::string& token, const std::string& provider = "shm") {
   return spawn({executor_binary(), "--cores", "1", "--provider", provider, "--card-file", (dir.path() / "card").string()},
                {"SIDECORE_TOKEN=" + token}, dir.path() / "stdout", dir.path() / "stderr");
 }
 
-void stop(pid_t pid) {
-  kill(pid, SIGTERM);
-  if (!wait_until(pid, Clock::now() + 5s)) {
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
-  }
-}
+void stop(sidecore::ChildProcess& child) { child.stop(5s); }
 
 TEST(CardReference, ATaskStartedBeforeTheExecutorIsReadyWaitsAndConnects) {
   TempDir dir;
   const std::string token = fresh_token();
-  const pid_t executor = start_executor(dir, token);
+  auto executor = start_executor(dir, token);
   // At once, as the plugin does: the executor is still loading libfabric.
   const auto result =
-      run_env_client(sidecore::format_card_reference((dir.path() / "card").string(), executor, 15000ms), token);
+      run_env_client(sidecore::format_card_reference((dir.path() / "card").string(), executor.pid(), 15000ms), token);
   stop(executor);
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(result.out, "ok 50\n") << result.err;
@@ -47,9 +41,9 @@ TEST(CardReference, ATaskStartedBeforeTheExecutorIsReadyWaitsAndConnects) {
 TEST(CardReference, AnExecutorThatCannotStartTellsTheTaskWhy) {
   TempDir dir;
   const std::string token = fresh_token();
-  const pid_t executor = start_executor(dir, token, "no-such-provider");
+  auto executor = start_executor(dir, token, "no-such-provider");
   const auto result =
-      run_env_client(sidecore::format_card_reference((dir.path() / "card").string(), executor, 15000ms), token);
+      run_env_client(sidecore::format_card_reference((dir.path() / "card").string(), executor.pid(), 15000ms), token);
   stop(executor);
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_TRUE(mentions(result.err, "could not start")) << result.err;
@@ -60,11 +54,11 @@ TEST(CardReference, AnExecutorThatCannotStartTellsTheTaskWhy) {
 TEST(CardReference, AnExecutorThatDiesBeforeItsCardIsNotWaitedFor) {
   TempDir dir;
   const std::string token = fresh_token();
-  const pid_t executor = start_executor(dir, token);
-  kill(executor, SIGKILL);
-  waitpid(executor, nullptr, 0);
+  auto executor = start_executor(dir, token);
+  executor.signal(SIGKILL);
+  executor.wait();
   const auto result =
-      run_env_client(sidecore::format_card_reference((dir.path() / "card").string(), executor, 15000ms), token);
+      run_env_client(sidecore::format_card_reference((dir.path() / "card").string(), executor.pid(), 15000ms), token);
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_TRUE(mentions(result.err, "exited before it was ready")) << result.err;
   EXPECT_LT(result.elapsed, scaled(10000ms));
@@ -73,9 +67,9 @@ TEST(CardReference, AnExecutorThatDiesBeforeItsCardIsNotWaitedFor) {
 TEST(CardReference, AnExecutorThatNeverGetsReadyTimesOut) {
   TempDir dir;
   // A live process that never writes a card: the wait ends at the reference's timeout.
-  const pid_t sleeper = spawn({"/bin/sleep", "30"}, {}, dir.path() / "stdout", dir.path() / "stderr");
+  auto sleeper = spawn({"/bin/sleep", "30"}, {}, dir.path() / "stdout", dir.path() / "stderr");
   const auto result =
-      run_env_client(sidecore::format_card_reference((dir.path() / "card").string(), sleeper, 300ms), fresh_token());
+      run_env_client(sidecore::format_card_reference((dir.path() / "card").string(), sleeper.pid(), 300ms), fresh_token());
   stop(sleeper);
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_TRUE(mentions(result.err, "was not ready within 300 ms")) << result.err;

@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <memory>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -97,7 +98,7 @@ TEST(ExecutorCli, StopsCleanlyWhenItsStderrPipeHasNoReaderAnyMore) {
   int pipe_fds[2];
   ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
   // spawn() opens its output paths: this one is the pipe's write end.
-  const pid_t pid = spawn({executor_binary(), "--cores", "1", "--provider", "shm", "--card-file", (folder / "card").string(),
+  auto executor = spawn({executor_binary(), "--cores", "1", "--provider", "shm", "--card-file", (folder / "card").string(),
                            "--remove-card-folder", "--stats", "--log-level", "warn"},
                           {"SIDECORE_TOKEN=" + fresh_token()}, dir.path() / "stdout",
                           "/proc/self/fd/" + std::to_string(pipe_fds[1]));
@@ -108,20 +109,18 @@ TEST(ExecutorCli, StopsCleanlyWhenItsStderrPipeHasNoReaderAnyMore) {
     if (card.empty()) std::this_thread::sleep_for(10ms);
   }
   if (card.empty()) {
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
+    executor.stop(0ms);
     FAIL() << "no card within 15 s";
   }
   const auto parsed = sidecore::parse_card(card.substr(0, card.find('\n')));
   close(pipe_fds[0]);  // the reader is gone
-  kill(pid, SIGTERM);
-  auto status = wait_until(pid, Clock::now() + scaled(10s));
+  executor.signal(SIGTERM);
+  auto status = wait_until(executor, Clock::now() + scaled(10s));
   if (!status) {
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
+    executor.stop(0ms);
     FAIL() << "it did not stop within 10 s of SIGTERM";
   }
-  EXPECT_EQ(status_code(*status), 0) << "128 + 13 is SIGPIPE";
+  EXPECT_EQ(*status, 0) << "128 + 13 is SIGPIPE";
   EXPECT_FALSE(std::filesystem::exists(folder)) << "the card folder is left";
   EXPECT_FALSE(std::filesystem::exists("/dev/shm" + parsed.doorbell)) << "the doorbell is left in /dev/shm";
 }
@@ -215,18 +214,28 @@ class SidecoreRun : public ::testing::Test {
   std::set<pid_t> before_;
 };
 
-TEST_F(SidecoreRun, ExportsTheExecutorTokenAndCores) {
-  auto result = run({"/bin/sh", "-c",
-                     "printf 'cores=%s\\n' \"$SIDECORE_CORES\"; printf 'card=%s\\n' \"$SIDECORE_EXECUTOR\"; "
-                     "printf 'token_length=%s\\n' \"${#SIDECORE_TOKEN}\""});
+// SIDECORE_EXECUTOR is a reference to the card (card_reference.hpp), not the card itself: callers
+// re-read the file when the executor restarts a server and rewrites it (TheCommandCanUseTheExecutor
+// connects through it). The card file lives in a private folder under TMPDIR, gone after the run.
+TEST_F(SidecoreRun, ExportsAReferenceToTheExecutorsCardTheTokenAndTheCores) {
+  TempDir tmp;
+  // The card file is the reference's path: "@PATH pid=N timeout_ms=N".
+  std::vector<std::string> argv{run_binary(), "--cores", "1", "--", "/bin/sh", "-c",
+                                "printf 'cores=%s\\n' \"$SIDECORE_CORES\"; printf 'reference=%s\\n' \"$SIDECORE_EXECUTOR\"; "
+                                "path=${SIDECORE_EXECUTOR#@}; printf 'card=%s\\n' \"$(cat \"${path% pid=*}\")\"; "
+                                "printf 'token_length=%s\\n' \"${#SIDECORE_TOKEN}\""};
+  auto result = run_command(argv, {"SIDECORE_EXECUTOR", "SIDECORE_TOKEN", "SIDECORE_CORES", "TMPDIR=" + tmp.path().string()}, 30s);
   ASSERT_FALSE(result.timed_out) << describe(result);
   EXPECT_EQ(result.exit_code, 0) << describe(result);
-  EXPECT_TRUE(mentions(result.out, "cores=1\n")) << describe(result);
-  EXPECT_TRUE(mentions(result.out, "card=sidecore/1 ")) << describe(result);
-  EXPECT_TRUE(mentions(result.out, "provider=shm")) << describe(result);
-  EXPECT_FALSE(mentions(result.out, "token_length=0\n")) << "SIDECORE_TOKEN is empty; " << describe(result);
-  EXPECT_EQ(nonempty_lines(result.out).size(), 3u)
-      << "stdout holds more than the command's output; " << describe(result);
+  const auto lines = nonempty_lines(result.out);
+  ASSERT_EQ(lines.size(), 4u) << "stdout holds more than the command's output; " << describe(result);
+  EXPECT_EQ(lines[0], "cores=1") << describe(result);
+  const std::regex reference("reference=@" + tmp.path().string() + "/sidecore-run\\.[A-Za-z0-9]{6}/card pid=[0-9]+ timeout_ms=10000");
+  EXPECT_TRUE(std::regex_match(lines[1], reference)) << describe(result);
+  EXPECT_EQ(lines[2].rfind("card=sidecore/1 ", 0), 0u) << describe(result);
+  EXPECT_TRUE(mentions(lines[2], "provider=shm")) << describe(result);
+  EXPECT_NE(lines[3], "token_length=0") << "SIDECORE_TOKEN is empty; " << describe(result);
+  EXPECT_TRUE(std::filesystem::is_empty(tmp.path())) << "sidecore-run left its card folder behind";
 }
 
 TEST_F(SidecoreRun, TheCommandCanUseTheExecutor) {
@@ -266,23 +275,19 @@ TEST_F(SidecoreRun, AnExecutorThatCannotStartIsAnErrorAndTheCommandDoesNotRun) {
 TEST_F(SidecoreRun, SigtermReachesTheCommandAndStopsTheExecutor) {
   TempDir dir;
   const auto started_file = dir.path() / "started";
-  const pid_t run = spawn(
+  auto run = spawn(
       {run_binary(), "--cores", "1", "--", "/bin/sh", "-c", "echo $$ > '" + started_file.string() + "'; exec sleep 30"},
       {"SIDECORE_EXECUTOR", "SIDECORE_TOKEN", "SIDECORE_CORES"}, dir.path() / "stdout", dir.path() / "stderr");
   const auto deadline = Clock::now() + 15s;
   while (!std::filesystem::exists(started_file) && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
   const bool started = std::filesystem::exists(started_file);
   std::this_thread::sleep_for(50ms);  // let the shell exec sleep
-  kill(run, SIGTERM);
+  run.signal(SIGTERM);
   auto status = wait_until(run, Clock::now() + 15s);
-  if (!status) {
-    kill(-run, SIGKILL);
-    int ignored = 0;
-    waitpid(run, &ignored, 0);
-  }
+  if (!status) run.stop(0ms);
   ASSERT_TRUE(started) << "the command never started; stderr:\n" << read_file(dir.path() / "stderr");
   ASSERT_TRUE(status) << "sidecore-run did not exit after SIGTERM";
-  EXPECT_EQ(status_code(*status), 128 + SIGTERM) << "stderr:\n" << read_file(dir.path() / "stderr");
+  EXPECT_EQ(*status, 128 + SIGTERM) << "stderr:\n" << read_file(dir.path() / "stderr");
 }
 
 }  // namespace

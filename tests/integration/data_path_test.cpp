@@ -281,19 +281,15 @@ TEST_P(DataPath, TwoClientsInTwoThreadsAtOnce) {
 TEST_P(DataPath, TwoClientsInTwoProcessesAtOnce) {
   // Another process connects through the environment, as a rank would, while this one works.
   TempDir dir;
-  const pid_t other = spawn({env_client_binary(), functions_library(), "5000"},
+  auto other = spawn({env_client_binary(), functions_library(), "5000"},
                             {"SIDECORE_EXECUTOR=" + executor_->card(), "SIDECORE_TOKEN=" + token_},
                             dir.path() / "stdout", dir.path() / "stderr");
   const std::string mine = run_client_workload(executor_->card(), token_, 0xAB, 5000);
   auto status = wait_until(other, Clock::now() + 60s);
-  if (!status) {
-    kill(-other, SIGKILL);
-    int ignored = 0;
-    waitpid(other, &ignored, 0);
-  }
+  if (!status) other.stop(0ms);
   EXPECT_EQ(mine, "");
   ASSERT_TRUE(status) << "the other client process did not finish";
-  EXPECT_EQ(status_code(*status), 0) << "the other client process failed:\n" << read_file(dir.path() / "stderr");
+  EXPECT_EQ(*status, 0) << "the other client process failed:\n" << read_file(dir.path() / "stderr");
   EXPECT_NE(read_file(dir.path() / "stdout").find("ok 5000"), std::string::npos);
 }
 

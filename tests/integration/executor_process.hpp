@@ -1,9 +1,10 @@
 // Helpers for the integration tier: real sidecore-executor processes, child commands with a
 // deadline, and bounded waits on the client.
 //
-// Nothing a test starts may outlive it. Every child gets PR_SET_PDEATHSIG=SIGKILL (so a crashed or
-// timed-out test binary takes its executors with it) and its own process group (so a command that
-// overruns its deadline is killed together with whatever it started).
+// Nothing a test starts may outlive it. Every child (a sidecore::ChildProcess) gets
+// PR_SET_PDEATHSIG=SIGKILL (so a crashed or timed-out test binary takes its executors with it) and
+// its own process group (so a command that overruns its deadline is killed together with whatever
+// it started).
 #pragma once
 
 #include <fcntl.h>
@@ -28,6 +29,8 @@
 
 #include "card.hpp"
 #include "executor_leftovers.hpp"
+#include "process/card_wait.hpp"
+#include "process/child_process.hpp"
 #include "sidecore/sidecore.hpp"
 
 extern char** environ;
@@ -77,19 +80,10 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// The shell convention for a wait status: the exit code, or 128 + the signal.
-inline int status_code(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -1;
-}
-
 // Starts argv[0] (a path) with stdin from /dev/null and stdout/stderr into the given files.
 // `env` entries "KEY=VALUE" override the inherited environment; a bare "KEY" removes KEY.
-// Everything is prepared before fork(), so the child only makes async-signal-safe calls.
-inline pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-                   const std::filesystem::path& stdout_path, const std::filesystem::path& stderr_path) {
-  if (argv.empty()) throw std::invalid_argument("spawn: empty argv");
+inline sidecore::ChildProcess spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                                    const std::filesystem::path& stdout_path, const std::filesystem::path& stderr_path) {
   std::vector<std::string> environment;
   auto key_of = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
   for (char** entry = environ; *entry != nullptr; ++entry) {
@@ -101,59 +95,44 @@ inline pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::
   for (const auto& change : env) {
     if (change.find('=') != std::string::npos) environment.push_back(change);
   }
-  std::vector<char*> args, envp;
-  std::vector<std::string> argv_copy = argv;
-  for (auto& arg : argv_copy) args.push_back(arg.data());
-  args.push_back(nullptr);
-  for (auto& entry : environment) envp.push_back(entry.data());
-  envp.push_back(nullptr);
-
-  const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   const int out_fd = open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   const int err_fd = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (null_fd < 0 || out_fd < 0 || err_fd < 0) {
-    for (int fd : {null_fd, out_fd, err_fd}) {
+  auto close_files = [&] {
+    for (int fd : {out_fd, err_fd}) {
       if (fd >= 0) close(fd);
     }
+  };
+  if (out_fd < 0 || err_fd < 0) {
+    close_files();
     throw std::runtime_error("spawn: cannot open the output files");
   }
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(126);  // the test died between fork and prctl
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    dup2(null_fd, STDIN_FILENO);
-    dup2(out_fd, STDOUT_FILENO);
-    dup2(err_fd, STDERR_FILENO);
-    execve(args[0], args.data(), envp.data());
-    static const char message[] = "spawn: execve failed\n";
-    if (write(STDERR_FILENO, message, sizeof message - 1) < 0) {
-      // Nothing more to say.
-    }
-    _exit(127);
+  sidecore::SpawnOptions options;
+  options.argv = argv;
+  options.env = std::move(environment);
+  options.in = sidecore::Stdio::null();
+  options.out = sidecore::Stdio::to_fd(out_fd);
+  options.err = sidecore::Stdio::to_fd(err_fd);
+  // Its own group, so that stopping it after a deadline also kills whatever it started; SIGKILL
+  // should the test binary crash or time out.
+  options.group = sidecore::SpawnOptions::Group::own_group;
+  options.parent_death_signal = SIGKILL;
+  try {
+    auto child = sidecore::ChildProcess::spawn(options);
+    close_files();
+    return child;
+  } catch (...) {
+    close_files();
+    throw;
   }
-  close(null_fd);
-  close(out_fd);
-  close(err_fd);
-  if (pid < 0) throw std::runtime_error("fork: " + std::string(std::strerror(errno)));
-  setpgid(pid, pid);  // also in the parent, so kill(-pid) works however the race goes
-  return pid;
 }
 
-// Waits for `pid` until the deadline; the wait status, or nullopt when it is still running.
-inline std::optional<int> wait_until(pid_t pid, Clock::time_point deadline) {
-  while (true) {
-    int status = 0;
-    const pid_t done = waitpid(pid, &status, WNOHANG);
-    if (done == pid) return status;
-    if (done < 0 && errno != EINTR) return -1;
-    if (Clock::now() >= deadline) return std::nullopt;
-    std::this_thread::sleep_for(2ms);
-  }
+// Waits for `child` until the deadline: its exit code (128 + the signal when killed), or nullopt
+// while it still runs.
+inline std::optional<int> wait_until(sidecore::ChildProcess& child, Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  const auto status = child.wait_for(std::max(left, std::chrono::milliseconds(0)));
+  if (!status) return std::nullopt;
+  return status->shell_code();
 }
 
 // Bounds on how long a failure takes to surface, stretched by SIDECORE_TEST_TIME_SCALE: sanitizer
@@ -167,7 +146,7 @@ inline std::chrono::milliseconds scaled(std::chrono::milliseconds bound) {
 inline bool mentions(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 struct CommandResult {
-  int exit_code = -1;      // status_code() of the command; 128 + 9 after a timeout kill
+  int exit_code = -1;      // the command's exit code (128 + the signal); 128 + 9 after a timeout kill
   bool timed_out = false;  // it overran its deadline and was killed (with its process group)
   std::string out, err;
   std::chrono::milliseconds elapsed{0};
@@ -178,18 +157,14 @@ inline CommandResult run_command(const std::vector<std::string>& argv, const std
                                  std::chrono::milliseconds timeout = 20s) {
   TempDir dir;
   const auto started = Clock::now();
-  const pid_t pid = spawn(argv, env, dir.path() / "stdout", dir.path() / "stderr");
+  auto child = spawn(argv, env, dir.path() / "stdout", dir.path() / "stderr");
   CommandResult result;
-  auto status = wait_until(pid, started + timeout);
-  if (!status) {
+  auto code = wait_until(child, started + timeout);
+  if (!code) {
     result.timed_out = true;
-    kill(-pid, SIGKILL);
-    kill(pid, SIGKILL);
-    int killed = 0;
-    waitpid(pid, &killed, 0);
-    status = killed;
+    code = child.stop(0ms).shell_code();
   }
-  result.exit_code = status_code(*status);
+  result.exit_code = *code;
   result.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
   result.out = read_file(dir.path() / "stdout");
   result.err = read_file(dir.path() / "stderr");
@@ -214,8 +189,8 @@ struct ExecutorOptions {
 };
 
 // A running `sidecore-executor --cores 1 --provider P --card-file DIR/card`, stopped on destruction:
-// SIGTERM, a bounded wait, then SIGKILL. The constructor returns once the card file exists, and
-// throws (after killing the child) when the executor exits or is not ready in time.
+// SIGTERM, a bounded wait, then SIGKILL. The constructor returns once the card file holds a card,
+// and throws (after stopping the child) when the executor fails, exits or is not ready in time.
 class ExecutorProcess {
  public:
   explicit ExecutorProcess(ExecutorOptions options) : options_(std::move(options)) {
@@ -223,31 +198,14 @@ class ExecutorProcess {
     std::vector<std::string> argv{executor_binary(), "--cores",     options_.cores,      "--provider",
                                   options_.provider, "--card-file", card_path().string()};
     argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
-    pid_ = spawn(argv, {"SIDECORE_TOKEN=" + options_.token}, dir_.path() / "stdout", dir_.path() / "stderr");
-    const auto deadline = Clock::now() + options_.ready_timeout;
-    while (true) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        exit_code_ = status_code(status);
-        throw std::runtime_error("sidecore-executor (" + options_.provider + ") exited with status " +
-                                 std::to_string(*exit_code_) + " before writing its card; stderr:\n" + stderr_text());
-      }
-      std::error_code error;
-      if (std::filesystem::exists(card_path(), error)) {
-        std::ifstream in(card_path());
-        std::getline(in, card_);
-        // "error: ..." is the reason it could not start (for callers waiting on the file): wait for
-        // its exit, which the check above turns into an exception.
-        if (card_.rfind("error: ", 0) == 0) card_.clear();
-        if (!card_.empty()) break;
-      }
-      if (Clock::now() > deadline) {
-        stop();
-        throw std::runtime_error("sidecore-executor (" + options_.provider + ") wrote no card within " +
-                                 std::to_string(options_.ready_timeout.count()) + " ms; stderr:\n" + stderr_text());
-      }
-      std::this_thread::sleep_for(2ms);
+    child_ = spawn(argv, {"SIDECORE_TOKEN=" + options_.token}, dir_.path() / "stdout", dir_.path() / "stderr");
+    try {
+      card_ = sidecore::wait_for_card(card_path().string(),
+                                      sidecore::card_writer(child_, "sidecore-executor (" + options_.provider + ")"),
+                                      options_.ready_timeout);
+    } catch (const sidecore::CardError& e) {
+      stop();
+      throw std::runtime_error(std::string(e.what()) + "; stderr:\n" + stderr_text());
     }
   }
   ~ExecutorProcess() { stop(); }
@@ -257,47 +215,34 @@ class ExecutorProcess {
   // Stops the executor (idempotent) and returns its status: 0 for a clean exit on SIGTERM,
   // 128 + 9 when it had to be killed.
   int stop(std::chrono::milliseconds grace = 5000ms) {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      auto status = wait_until(pid_, Clock::now() + grace);
-      if (!status) {
-        killed_ = true;
-        kill(-pid_, SIGKILL);
-        kill(pid_, SIGKILL);
-        int killed = 0;
-        waitpid(pid_, &killed, 0);
-        status = killed;
-        // A killed executor cannot remove its shared memory: do it for it, whichever server ran last.
-        std::string last_card;
-        if (std::ifstream in(card_path()); in) std::getline(in, last_card);
-        for (const auto& card : {card_, last_card}) {
-          try {
-            sidecore::remove_executor_leftovers(sidecore::parse_card(card));
-          } catch (const sidecore::CardError&) {
-          }
+    if (exit_code_) return *exit_code_;
+    // Read before the stop: the last server to run may have rewritten it.
+    const sidecore::CardFile last_card = sidecore::read_card_file(card_path().string());
+    exit_code_ = child_.stop(grace).shell_code();
+    killed_ = child_.needed_kill();
+    if (killed_) {
+      // A killed executor cannot remove its shared memory: do it for it, whichever server ran last.
+      for (const auto& card : {card_, last_card.text}) {
+        try {
+          sidecore::remove_executor_leftovers(sidecore::parse_card(card));
+        } catch (const sidecore::CardError&) {
         }
       }
-      exit_code_ = status_code(*status);
-      pid_ = -1;
     }
-    return exit_code_.value_or(-1);
+    return *exit_code_;
   }
 
   // Waits (without signalling it) for the executor to exit by itself; its status, or nullopt.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
-    if (pid_ > 0) {
-      auto status = wait_until(pid_, Clock::now() + timeout);
-      if (!status) return std::nullopt;
-      exit_code_ = status_code(*status);
-      pid_ = -1;
-    }
+    if (!exit_code_) exit_code_ = wait_until(child_, Clock::now() + timeout);
     return exit_code_;
   }
 
   const std::string& card() const noexcept { return card_; }
   const std::string& token() const noexcept { return options_.token; }
   const std::string& provider() const noexcept { return options_.provider; }
-  pid_t pid() const noexcept { return pid_; }
+  // Its pid while it has not been reaped; -1 after.
+  pid_t pid() const noexcept { return exit_code_ ? -1 : child_.pid(); }
   bool needed_sigkill() const noexcept { return killed_; }
   std::filesystem::path card_path() const { return dir_.path() / "card"; }
   std::string stdout_text() const { return read_file(dir_.path() / "stdout"); }
@@ -306,7 +251,7 @@ class ExecutorProcess {
  private:
   ExecutorOptions options_;
   TempDir dir_;
-  pid_t pid_ = -1;
+  sidecore::ChildProcess child_;
   std::string card_;
   std::optional<int> exit_code_;
   bool killed_ = false;

@@ -10,6 +10,7 @@
 #include "cgroup_placement.hpp"
 #include "fake_spank.hpp"
 #include "plugin.hpp"
+#include "process/child_process.hpp"
 #include "test_helpers.hpp"
 
 namespace sidecore::spank {
@@ -190,32 +191,29 @@ TEST_F(CgroupV1Tree, TheExecutorFollowsTheStepIntoItsFreezerAndCpuacctCgroups) {
 // a job_<id> folder elsewhere (a user could make one in a delegated subtree) is never touched.
 TEST_F(CgroupV1Tree, TheEpilogStopsWhatIsLeftInSlurmsJobFolderOnly) {
   auto start_sleeper = [] {
-    const pid_t pid = fork();
-    if (pid == 0) {
-      execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    return pid;
+    SpawnOptions options;
+    options.argv = {"/bin/sleep", "30"};
+    return ChildProcess::spawn(options);
   };
-  const pid_t left = start_sleeper();
-  const pid_t elsewhere = start_sleeper();
+  auto left = start_sleeper();
+  auto elsewhere = start_sleeper();
   const std::string leaf = job_dir() + "/sidecore_step_3";
-  write(leaf + "/cgroup.procs", std::to_string(left));
+  write(leaf + "/cgroup.procs", std::to_string(left.pid()));
   const std::string foreign = dir.path() + "/cpuset/user.slice/job_7/sidecore_step_3";
-  write(foreign + "/cgroup.procs", std::to_string(elsewhere));
-  write(dir.path() + "/cpuset/slurm_n2/uid_5/job_7/sidecore_step_3/cgroup.procs", std::to_string(elsewhere));
+  write(foreign + "/cgroup.procs", std::to_string(elsewhere.pid()));
+  write(dir.path() + "/cpuset/slurm_n2/uid_5/job_7/sidecore_step_3/cgroup.procs", std::to_string(elsewhere.pid()));
 
   std::string problems;
   clean_job_leaves(view, 7, "n1", problems);
-  int status = 0;
-  ASSERT_EQ(waitpid(left, &status, 0), left);
-  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) << status;
+  const auto stopped = left.wait_for(std::chrono::seconds(10));
+  ASSERT_TRUE(stopped) << "the process left in the job folder was not stopped";
+  EXPECT_EQ(stopped->kind, ExitStatus::Kind::signaled) << stopped->describe();
+  EXPECT_EQ(stopped->value, SIGTERM) << stopped->describe();
   // Here the leaf is a plain folder with a file in it, which rmdir refuses, and says so.
   EXPECT_NE(problems.find("cannot remove " + leaf), std::string::npos) << problems;
-  EXPECT_EQ(waitpid(elsewhere, &status, WNOHANG), 0) << "a process outside this node's Slurm job folder was signalled";
+  EXPECT_TRUE(elsewhere.running()) << "a process outside this node's Slurm job folder was signalled";
   EXPECT_TRUE(fs::exists(foreign));
-  kill(elsewhere, SIGKILL);
-  waitpid(elsewhere, &status, 0);
+  elsewhere.stop(std::chrono::milliseconds(0));
 }
 
 // The whole start in the plugin: the forked child creates the leaf, writes its CPUs and memory

@@ -54,7 +54,8 @@ TEST(LaunchExecutor, StartsPinnedUnblockedInItsOwnSessionAndStopsGracefully) {
   EXPECT_TRUE(unblocked) << proc_status(pid, "SigBlk");
   EXPECT_EQ(proc_status(pid, "Cpus_allowed_list"), "0");
 
-  EXPECT_TRUE(result.process->stop(std::chrono::milliseconds(3000)));
+  EXPECT_TRUE(result.process->stop(std::chrono::milliseconds(3000)).success());
+  EXPECT_FALSE(result.process->needed_kill());
   EXPECT_TRUE(wait_gone(pid));
   EXPECT_NE(read_file(dir.file("log")).find("stopped"), std::string::npos);
 }
@@ -133,6 +134,14 @@ TEST(LaunchExecutor, AnExecutorThatDiesBeforeItsCardIsReported) {
   EXPECT_NE(result.error.find("exited with status 3 before it was ready"), std::string::npos) << result.error;
 }
 
+TEST(LaunchExecutor, AnErrorLineIsNotACard) {
+  TempDir dir;
+  auto result = launch_executor(spec_for(dir, "error"));
+  EXPECT_FALSE(result.process);
+  EXPECT_NE(result.error.find("the executor could not start: fake executor: no provider on purpose"), std::string::npos)
+      << result.error;
+}
+
 TEST(LaunchExecutor, AnExecutorNeverReadyIsKilledAfterTheTimeout) {
   TempDir dir;
   auto spec = spec_for(dir, "hang");
@@ -158,7 +167,8 @@ TEST(LaunchExecutor, AStubbornExecutorIsKilledAfterTheGrace) {
   auto result = launch_executor(spec_for(dir, "stubborn"));
   ASSERT_TRUE(result.process) << result.error;
   const pid_t pid = result.process->pid();
-  EXPECT_FALSE(result.process->stop(std::chrono::milliseconds(200)));
+  EXPECT_EQ(result.process->stop(std::chrono::milliseconds(200)).describe(), "was killed by signal 9 (Killed)");
+  EXPECT_TRUE(result.process->needed_kill());
   EXPECT_TRUE(wait_gone(pid));
 }
 

@@ -264,6 +264,17 @@ TEST_F(PluginTest, WithStartWaitTheTasksGetTheCardItself) {
   EXPECT_TRUE(end_step(plugin, host));
 }
 
+TEST_F(PluginTest, WithStartWaitAnErrorCardIsNeverExportedAndTheStepRuns) {
+  host.env["FAKE_EXECUTOR_MODE"] = "error";
+  ASSERT_TRUE(start_step(plugin, host, admin({"start=wait"}), {{OptionId::offload, nullptr}}));
+  EXPECT_EQ(host.env.count("SIDECORE_EXECUTOR"), 0u) << host.env["SIDECORE_EXECUTOR"];
+  EXPECT_FALSE(plugin.executor_pid());
+  EXPECT_TRUE(host.logged(LogLevel::warn, "could not start: fake executor: no provider on purpose"))
+      << host.all_messages();
+  EXPECT_FALSE(card_folder_left());
+  EXPECT_TRUE(end_step(plugin, host));
+}
+
 TEST_F(PluginTest, AsyncStartAnExecutorThatCannotStartLeavesTheStepRunningAndSaysWhy) {
   host.env["FAKE_EXECUTOR_MODE"] = "exit";
   ASSERT_TRUE(start_step(plugin, host, admin(), {{OptionId::offload, nullptr}}));

@@ -145,6 +145,7 @@ int main(int argc, char** argv) {
   std::string poll_text = "adaptive";
   std::string executor_path = default_executor();
   double ready_timeout = 10.0;
+  unsigned max_task_s = 0;
   bool quiet = false;
   std::vector<std::string> command;
   app.add_option("--cores", cores_text, "CPU list for the executor's workers (default: every CPU this process may use)");
@@ -153,6 +154,10 @@ int main(int argc, char** argv) {
   app.add_option("--executor", executor_path, "sidecore-executor binary to start")->capture_default_str();
   app.add_option("--ready-timeout", ready_timeout, "seconds to wait for the executor to come up")
       ->check(CLI::Range(0.1, 600.0))
+      ->capture_default_str();
+  app.add_option("--max-task-s", max_task_s,
+                 "bound on any task, in seconds: past it the caller gets TIMEOUT and the worker is replaced (0: none)")
+      ->check(CLI::Range(0u, 31'536'000u))
       ->capture_default_str();
   app.add_flag("--quiet", quiet, "do not print the executor's summary at the end");
   app.add_option("command", command, "the command to run, after --")->required();
@@ -186,6 +191,7 @@ int main(int argc, char** argv) {
   SpawnOptions executor_options;
   executor_options.argv = {executor_path, "--cores", cores_list, "--provider", provider, "--poll", poll_text,
                            "--card-file", card_file, "--remove-card-folder"};
+  if (max_task_s > 0) executor_options.argv.insert(executor_options.argv.end(), {"--max-task-s", std::to_string(max_task_s)});
   if (!quiet) executor_options.argv.push_back("--stats");
   std::vector<std::string> executor_env{"SIDECORE_TOKEN=" + token};  // not argv: argv is world-readable
   if (std::getenv("SIDECORE_LOG_LEVEL") == nullptr) executor_env.push_back("SIDECORE_LOG_LEVEL=warn");  // quiet terminal

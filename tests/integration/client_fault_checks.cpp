@@ -125,7 +125,7 @@ void check_crash(sidecore::Client& client, const sidecore::Function& where, cons
   const double back = full_capacity(client, where, crashed_at, 10 * scale());
   CHECK(back >= 0 && back < 2 * scale(), "%s: full capacity again after %.2f s (bound 2 s)", symbol, back);
   CHECK(!client.executor_lost(), "%s: the client counts its executor as lost", symbol);
-  std::printf("crash %s: %d lost, %d completed on the other worker, full capacity again after %.2f s\n", symbol, lost,
+  std::printf("crash %s: %d lost, %d completed on other workers, full capacity again after %.2f s\n", symbol, lost,
               completed, back);
 }
 

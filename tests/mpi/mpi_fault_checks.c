@@ -124,7 +124,7 @@ static void check_crash(MPIX_Offload_function where, MPIX_Offload_function crash
   CHECK(back >= 0 && back < 2.0 * scale(), "%s: the pool ran %d tasks at once again after %.2f s (bound 2 s)", name,
         workers, back);
   if (rank == 0) {
-    printf("crash %s: %d lost, %d completed on the other worker, full capacity again after %.2f s\n", name, lost,
+    printf("crash %s: %d lost, %d completed on other workers, full capacity again after %.2f s\n", name, lost,
            completed, back);
   }
 }

@@ -43,23 +43,29 @@ class ProgressEngine {
   void remove(Pool* pool);
   // The lock around every use of a pool's clients.
   std::mutex& mutex() noexcept { return mutex_; }
-  // Before a task starts: counts it in the pool's and the engine's tasks in flight.
+  // Before a task's request starts, with the lock held: makes room for its completion, so that
+  // complete() never allocates. Throws std::bad_alloc.
+  void reserve_completion();
+  // When a task's request has started: counts it in the pool's and the engine's tasks in flight.
   void started(std::atomic<size_t>& pool_in_flight) noexcept;
   // After a submit, so an idle thread starts watching the new task. Call without the lock.
   void submitted() noexcept;
-  // Makes progress on every pool once; the lock must be held. Returns events handled.
-  size_t progress_locked();
+  // Makes progress on every pool once; the lock must be held. Returns events handled. A client
+  // that throws fails its executor (Pool::fail_executor).
+  size_t progress_locked() noexcept;
   // progress_locked() on the application's thread: also completes requests the thread deferred.
   // Without `poll_clients`, only those (after a submit, which has just used the queues).
-  size_t progress_on_application_thread_locked(bool poll_clients = true);
+  size_t progress_on_application_thread_locked(bool poll_clients = true) noexcept;
   // Completes a finished request now or, on the progress thread below MPI_THREAD_MULTIPLE, queues
   // it for the application's thread. The lock must be held.
-  void complete(MPI_Request request, std::atomic<size_t>* pool_in_flight);
+  void complete(MPI_Request request, std::atomic<size_t>* pool_in_flight) noexcept;
 
  private:
   ProgressEngine() = default;
-  void run();
-  static int opal_hook();
+  // The progress thread: run_loop(), restarted after anything it throws.
+  void run() noexcept;
+  void run_loop();
+  static int opal_hook() noexcept;
   // The application's thread is inside an MPI or MPIX call.
   void note_application_poll() noexcept;
   // Whether it has been since the count was `seen` (which this updates).

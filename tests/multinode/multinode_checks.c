@@ -231,7 +231,8 @@ static void check_lost(int restart) {
   const int expected_lost = rank == victim ? 2 * local : 1;
   CHECK(lost == expected_lost, "%d tasks lost with %s's executor, expected %d", lost, victim_host, expected_lost);
   CHECK(completed == count - expected_lost, "%d of %d tasks completed", completed, count);
-  CHECK(slowest_loss < 2.0, "EXECUTOR_LOST came %.2f s after the kill (bound: 2 s)", slowest_loss);
+  CHECK(slowest_loss < scaled_s(2.0), "EXECUTOR_LOST came %.2f s after the kill (bound: 2 s, scaled %.2f)",
+        slowest_loss, scaled_s(2.0));
 
   /* The job goes on with the executors left. */
   enum { kLater = 4 };
@@ -251,14 +252,14 @@ static void check_lost(int restart) {
    * server (it follows the card reference). */
   int back_home = 0;
   if (restart && rank == victim) {
-    const double deadline = now_s() + 10.0;
+    const double deadline = now_s() + scaled_s(10.0);
     while (!back_home && now_s() < deadline) {
       struct task probe = {.sleep_us = 0};
       run_tasks(fn, &probe, 1);
       back_home = probe.status.MPI_ERROR == MPI_SUCCESS && strcmp(probe.host, own_host) == 0;
       if (!back_home) usleep(50000);
     }
-    CHECK(back_home, "no task ran on %s's restarted executor within 10 s", own_host);
+    CHECK(back_home, "no task ran on %s's restarted executor within %.0f s", own_host, scaled_s(10.0));
   }
   snprintf(summary, sizeof summary,
            "%s: rank %d on %s: %d tasks lost with %s's executor (last %.2f s after the kill), %d completed, "

@@ -62,7 +62,7 @@ void finish(OffloadRequest* state, const Completion& completion) noexcept {
 }
 
 // Completion callback of every task (called from inside its client, with the engine's lock held).
-void complete_request(void* user, TaskId, const Completion& completion) {
+void complete_request(void* user, TaskId, const Completion& completion) noexcept {
   auto* ticket = static_cast<Ticket*>(user);
   OffloadRequest* state = ticket->request;
   if (state == nullptr) return;  // completed already, when its client failed

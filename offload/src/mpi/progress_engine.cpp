@@ -219,6 +219,7 @@ void ProgressEngine::run_loop() {
     bool may_sleep = true;
     for (Pool* pool : pools_) {
       for (size_t i = 0; i < pool->executors().size(); ++i) {
+        if (pool->executors()[i].failed) continue;  // out of the pool: nothing to wait for there
         const bool ok = pool->use_client(i, [&](Client& client) {
           ++clients;
           may_sleep = client.prepare_sleep() && may_sleep;

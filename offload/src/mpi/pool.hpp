@@ -4,12 +4,12 @@
 #include <mpi.h>
 
 #include <atomic>
+#include <list>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <list>
 #include <vector>
 
 #include "mpi/pool_settings.hpp"

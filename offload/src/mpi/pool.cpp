@@ -316,23 +316,29 @@ int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, voi
 
 void Pool::fail_executor(size_t index, std::string_view why) noexcept {
   Executor& executor = executors_[index];
-  size_t lost = 0;
+  if (executor.failed) return;
+  executor.failed = true;
+  try {
+    logger("sidecore.mpi")->error("the client of executor {} on {} failed ({}): its tasks complete with "
+                                  "EXECUTOR_LOST, and this pool no longer uses it",
+                                  index, executor.client->executor_host(), why);
+  } catch (...) {
+  }
+  if (ProgressEngine::instance().release_later(this, index, *executor.client)) return;  // the thread sleeps on it
+  release_failed_client(index);
+}
+
+void Pool::release_failed_client(size_t index) noexcept {
+  Executor& executor = executors_[index];
+  // Its destructor may still complete tasks through complete_request, with their results.
+  executor.client.reset();
   for (Ticket& ticket : executor.tickets) {
     if (ticket.request == nullptr) continue;
-    OffloadRequest* state = std::exchange(ticket.request, nullptr);  // the ticket stays, for late callbacks
+    OffloadRequest* state = std::exchange(ticket.request, nullptr);
     state->client = nullptr;
     finish(state, Completion{ErrorKind::executor_lost, 0, 0, false});
-    ++lost;
   }
-  if (!executor.failed) {
-    executor.failed = true;
-    try {
-      logger("sidecore.mpi")->error("the client of executor {} on {} failed ({}): its {} task(s) complete with "
-                                    "EXECUTOR_LOST, and this pool no longer uses it",
-                                    index, executor.client->executor_host(), why, lost);
-    } catch (...) {
-    }
-  }
+  executor.tickets.clear();  // the client is gone: no callback can come for them any more
 }
 
 void Pool::drain() {

@@ -63,9 +63,9 @@ class Pool {
 
   struct Executor {
     std::list<Ticket> tickets;  // its tasks not yet completed; declared first, so destroyed last
-    std::unique_ptr<Client> client;
+    std::unique_ptr<Client> client;  // null once it has failed and been released
     bool local = false;
-    // Its client threw: the pool no longer calls it, and its tasks have completed with EXECUTOR_LOST.
+    // Its client threw: the pool no longer calls it, and its tasks complete with EXECUTOR_LOST.
     bool failed = false;
   };
 
@@ -88,9 +88,14 @@ class Pool {
              MPI_Request* request);
   // Makes progress until no task of this pool is in flight.
   void drain();
-  // After the client of executor `index` threw (`why`): completes its pending tasks with
-  // EXECUTOR_LOST and stops using it. The engine's lock must be held.
+  // After the client of executor `index` threw (`why`): stops using it, destroys it and completes
+  // its pending tasks with EXECUTOR_LOST; if the progress thread sleeps on it, wakes the thread,
+  // which finishes the job (release_failed_client). The engine's lock must be held.
   void fail_executor(size_t index, std::string_view why) noexcept;
+  // Destroys a failed executor's client, then completes its pending tasks with EXECUTOR_LOST: in
+  // that order, so that no result lands in a buffer (inline, or by RMA) after its request has
+  // completed. The engine's lock must be held, and no thread may be using the client.
+  void release_failed_client(size_t index) noexcept;
   // Runs `call` on executor `index`'s client; whatever it throws fails the executor. The engine's
   // lock must be held. False when the executor has failed (now or before).
   template <class Call>

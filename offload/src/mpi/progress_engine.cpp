@@ -147,6 +147,13 @@ size_t ProgressEngine::progress_on_application_thread_locked(bool poll_clients) 
   return events;
 }
 
+bool ProgressEngine::release_later(Pool* pool, size_t index, Client& client) noexcept {
+  if (sleeping_on_ != &client) return false;
+  release_on_waking_.emplace(pool, index);  // one client is slept on, so it fails at most once
+  client.interrupt_sleep();
+  return true;
+}
+
 void ProgressEngine::complete(MPI_Request request, std::atomic<size_t>* pool_in_flight) noexcept {
   if (defer_off_thread_ && !on_application_thread) {
     deferred_.push_back({request, pool_in_flight});  // never allocates: see reserve_completion()
@@ -233,6 +240,7 @@ void ProgressEngine::run_loop() {
     }
     if (!may_sleep || sleeper_pool == nullptr) continue;
     Client& client = *sleeper_pool->executors()[sleeper].client;
+    sleeping_on_ = &client;  // a client failing meanwhile stays alive until the thread is back
     lock.unlock();
     std::optional<std::string> failure;
     try {
@@ -243,7 +251,13 @@ void ProgressEngine::run_loop() {
       failure = "unknown exception";
     }
     lock.lock();
-    if (failure && std::find(pools_.begin(), pools_.end(), sleeper_pool) != pools_.end()) {
+    sleeping_on_ = nullptr;
+    const auto registered = [&](Pool* pool) { return std::find(pools_.begin(), pools_.end(), pool) != pools_.end(); };
+    if (release_on_waking_) {
+      // (Its tasks keep the pool from being freed meanwhile; checked all the same.)
+      if (registered(release_on_waking_->first)) release_on_waking_->first->release_failed_client(release_on_waking_->second);
+      release_on_waking_.reset();
+    } else if (failure && registered(sleeper_pool)) {
       sleeper_pool->fail_executor(sleeper, *failure);
     }
   }

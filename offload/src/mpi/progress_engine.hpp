@@ -26,8 +26,12 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
+
+#include "sidecore/sidecore.hpp"
 
 namespace sidecore::mpi {
 
@@ -56,6 +60,10 @@ class ProgressEngine {
   // progress_locked() on the application's thread: also completes requests the thread deferred.
   // Without `poll_clients`, only those (after a submit, which has just used the queues).
   size_t progress_on_application_thread_locked(bool poll_clients = true) noexcept;
+  // When the progress thread sleeps on `client` (outside the lock): wakes it, and has it release
+  // the failed executor `index` of `pool` once it is awake (Pool::release_failed_client). False
+  // when it does not: the caller releases it. The lock must be held.
+  bool release_later(Pool* pool, size_t index, Client& client) noexcept;
   // Completes a finished request now or, on the progress thread below MPI_THREAD_MULTIPLE, queues
   // it for the application's thread. The lock must be held.
   void complete(MPI_Request request, std::atomic<size_t>* pool_in_flight) noexcept;
@@ -82,6 +90,8 @@ class ProgressEngine {
   std::vector<Pool*> pools_;
   std::thread thread_;
   bool stop_ = false;
+  Client* sleeping_on_ = nullptr;  // the client the thread sleeps on, outside the lock
+  std::optional<std::pair<Pool*, size_t>> release_on_waking_;  // its executor, if it failed meanwhile
   // Tasks started and not yet handed to MPI_Grequest_complete, over all pools: the hook's fast exit.
   std::atomic<size_t> active_{0};
   // The thread sleeps on idle_ until submit wakes it (long) or naps (short; submit lets it be).

@@ -22,6 +22,7 @@
 #include "fabric/endpoint.hpp"
 #include "fabric/error.hpp"
 #include "fabric/memory_region.hpp"
+#include "fault_injection.hpp"
 #include "liveness_listener.hpp"
 #include "log.hpp"
 #include "message_buffers.hpp"
@@ -174,6 +175,7 @@ struct Client::Impl {
 
   ~Impl() {
     try {
+      fault::inject(fault::Point::client_destroy);
       say_goodbye();
     } catch (...) {
       // A destructor must not throw: an executor not told copes (its credits go with the session).
@@ -218,6 +220,7 @@ struct Client::Impl {
   // Posts a receive; a provider that keeps saying "try again" for kRetryLimit, or fails, costs the
   // buffer (logged): the executors' credits leave a reserve, and no loop here is unbounded.
   void repost(uint32_t buffer) {
+    fault::inject(fault::Point::client_repost);
     ssize_t rc;
     Clock::time_point give_up{};
     while ((rc = fi_recv(endpoint->fid(), buffers->data(buffer), buffers->buffer_bytes(), buffers->descriptor(buffer),
@@ -690,6 +693,7 @@ struct Client::Impl {
   // --- receiving ---------------------------------------------------------------------------------
 
   size_t progress() {
+    fault::inject(fault::Point::client_progress);
     size_t events = poll_queue();
     if (in_flight > 0 && (!deadlines.empty() || watching_any)) {
       const auto now = Clock::now();

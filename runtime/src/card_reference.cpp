@@ -23,17 +23,12 @@ bool take_number(std::string_view& text, std::string_view key, long& value) {
   return true;
 }
 
-struct Reference {
-  std::string path;
-  long pid = 0;
-  long timeout_ms = 0;
-};
+}  // namespace
 
-// "@PATH pid=N timeout_ms=N" taken apart; nullopt when `value` is not a well-formed reference.
-std::optional<Reference> parse_reference(std::string_view value) {
+std::optional<CardReference> parse_reference(std::string_view value) {
   if (value.empty() || value.front() != '@') return std::nullopt;
   std::string_view rest = value.substr(1);
-  Reference reference;
+  CardReference reference;
   if (!take_number(rest, "timeout_ms=", reference.timeout_ms) || !take_number(rest, "pid=", reference.pid) ||
       rest.empty() || reference.pid == 0) {
     return std::nullopt;
@@ -41,8 +36,6 @@ std::optional<Reference> parse_reference(std::string_view value) {
   reference.path = std::string(rest);
   return reference;
 }
-
-}  // namespace
 
 std::optional<std::string> current_card(std::string_view reference) {
   const auto parsed = parse_reference(reference);

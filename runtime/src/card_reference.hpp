@@ -22,6 +22,15 @@ inline std::string format_card_reference(const std::string& path, long pid, std:
   return "@" + path + " pid=" + std::to_string(pid) + " timeout_ms=" + std::to_string(timeout.count());
 }
 
+// A card reference taken apart.
+struct CardReference {
+  std::string path;
+  long pid = 0;
+  long timeout_ms = 0;
+};
+// "@PATH pid=N timeout_ms=N" taken apart; nullopt when `value` is not a well-formed reference.
+std::optional<CardReference> parse_reference(std::string_view value);
+
 // The card itself when `value` is one; for a reference, the card once the executor has written it.
 // Waits while the executor runs, up to the reference's timeout. Throws CardError saying why there
 // is no card: the executor's own error line, its exit before it was ready, or the timeout.

@@ -12,12 +12,16 @@
 #include "fabric/error.hpp"
 #include "log.hpp"
 #include "provider_choice.hpp"
+#include "psm_signal_handlers.hpp"
 #include "supervisor.hpp"
 #include "token.hpp"
 
 
 int main(int argc, char** argv) {
   using namespace sidecore;
+  // Before anything can crash: libfabric's PSM libraries install handlers that would write backtrace
+  // files into the working directory (under Slurm, the user's job folder).
+  drop_psm_signal_handlers();
   CLI::App app{"sidecore-executor: serve Sidecore functions on the given cores.\n\n"
                "Prints its address card on stdout as SIDECORE_EXECUTOR='...'. Callers must present the\n"
                "token from the SIDECORE_TOKEN environment variable; without one, a fresh token is\n"
@@ -104,6 +108,8 @@ int main(int argc, char** argv) {
   auto poll = parse_poll_mode(poll_text);
   if (!poll) return fail("unknown poll mode '" + poll_text + "' (use hot, warm or adaptive)");
   config.provider = provider;
+  // Only the providers this executor uses are loaded (unless the admin chose with FI_PROVIDER).
+  limit_provider_discovery(provider, remote_provider);
   if (remote_provider == "auto") {
     const ProviderChoice choice = choose_cross_node_provider();
     logger("sidecore.exec")->info("remote provider {}: {}", choice.provider, choice.reason);

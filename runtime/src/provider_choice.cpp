@@ -3,10 +3,13 @@
 #include <fmt/format.h>
 #include <infiniband/verbs.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 
+#include "fabric/compat.hpp"
 #include "fabric/info.hpp"
 #include "log.hpp"
 
@@ -123,6 +126,37 @@ ProviderChoice choose_cross_node_provider() {
     logger("sidecore.fabric")->debug("libfabric {} {}", offered ? "offers" : "does not offer", provider);
     return offered;
   });
+}
+
+std::string provider_discovery_filter(std::string_view provider, std::string_view remote_provider,
+                                      uint32_t library_version) {
+  std::vector<std::string_view> providers{provider};
+  if (remote_provider == "auto") {
+    for (const auto& candidate : rdma_provider_preference()) providers.emplace_back(candidate);
+    providers.emplace_back(kFallbackProvider);
+  } else if (!remote_provider.empty()) {
+    providers.push_back(remote_provider);
+  }
+  std::vector<std::string> names;
+  for (std::string_view layered : providers) {
+    while (!layered.empty()) {  // "verbs;ofi_rxm": the core provider and the utility one above it
+      const size_t semicolon = layered.find(';');
+      const std::string name = fabric::libfabric_provider_name(layered.substr(0, semicolon), library_version);
+      if (!name.empty() && std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+      layered = semicolon == std::string_view::npos ? std::string_view() : layered.substr(semicolon + 1);
+    }
+  }
+  return fmt::format("{}", fmt::join(names, ","));
+}
+
+std::string limit_provider_discovery(std::string_view provider, std::string_view remote_provider) {
+  if (const char* admin = std::getenv("FI_PROVIDER"); admin != nullptr && *admin != '\0') return admin;
+  const std::string filter =
+      provider_discovery_filter(provider, remote_provider, fabric::loaded_library_version());
+  if (setenv("FI_PROVIDER", filter.c_str(), 1) != 0) {
+    logger("sidecore.fabric")->warn("cannot set FI_PROVIDER={}: {}", filter, std::strerror(errno));
+  }
+  return filter;
 }
 
 }  // namespace sidecore

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <functional>
+#include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sidecore {
@@ -37,5 +39,18 @@ ProviderChoice choose_cross_node_provider(const std::vector<RdmaPort>& ports,
 
 // The same, asking this node's libibverbs and libfabric (loads libfabric if it is not loaded yet).
 ProviderChoice choose_cross_node_provider();
+
+// The FI_PROVIDER value that limits libfabric's provider discovery to what an executor serving on
+// `provider` and `remote_provider` (empty: none; "auto": every provider `auto` may pick) uses:
+// the names of layered providers split ("tcp;ofi_rxm" -> "tcp,ofi_rxm"), each as the library of
+// `library_version` knows it (fabric/compat.hpp), without repeats. Pure, for tests.
+std::string provider_discovery_filter(std::string_view provider, std::string_view remote_provider,
+                                      uint32_t library_version);
+
+// Sets FI_PROVIDER to provider_discovery_filter() for the loaded libfabric, so that discovery
+// initializes no provider the executor does not use, unless the environment sets FI_PROVIDER
+// already (an admin's choice, left as it is). Call before the first libfabric call that discovers
+// providers (fi_getinfo, and so choose_cross_node_provider()). Returns the value in effect.
+std::string limit_provider_discovery(std::string_view provider, std::string_view remote_provider);
 
 }  // namespace sidecore

@@ -110,6 +110,15 @@ SPANK_OPTIONS = {
 }
 
 
+CARD_REFERENCE = {
+    "slurm": "@/tmp/sidecore-1234.0/card pid=4321 timeout_ms=30000",
+    "spaces-in-path": "@/scratch/my job/card pid=7 timeout_ms=0",
+    "pid-twice": "@/a pid=1 pid=2 timeout_ms=3",
+    "no-pid": "@/tmp/card timeout_ms=100",
+    "a-card": "sidecore/1 id=0123456789abcdef host=node01 provider=shm workers=1 doorbell=- worker=00",
+}
+
+
 def write(target, seeds):
     folder = CORPUS / target
     folder.mkdir(parents=True, exist_ok=True)
@@ -119,6 +128,7 @@ def write(target, seeds):
 
 write("protocol", PROTOCOL)
 write("card", CARD)
+write("card_reference", CARD_REFERENCE)
 write("core_set", CORE_SET)
 write("pool_settings", POOL_SETTINGS)
 write("spank_options", SPANK_OPTIONS)

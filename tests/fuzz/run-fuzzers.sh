@@ -4,7 +4,8 @@
 # Usage: tests/fuzz/run-fuzzers.sh BUILD_DIR SECONDS [TARGET...]
 #   BUILD_DIR  where binaries, the growing corpus and crash artifacts go (one folder per target)
 #   SECONDS    how long each target fuzzes (libFuzzer's -max_total_time)
-#   TARGET     protocol, card, core_set, pool_settings or spank_options; all of them when none is named
+#   TARGET     protocol, card, card_reference, core_set, pool_settings or spank_options; all of them when
+#              none is named
 # Environment:
 #   SIDECORE_FUZZ_CXX    the clang++ to use (default: clang++)
 #   SIDECORE_FUZZ_FLAGS  extra libFuzzer flags for longer campaigns, e.g. "-jobs=8 -workers=8"
@@ -18,7 +19,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-all_targets=(protocol card core_set pool_settings spank_options)
+all_targets=(protocol card card_reference core_set pool_settings spank_options)
 
 die() {
   echo "run-fuzzers: $*" >&2
@@ -38,6 +39,7 @@ sources_of() {
   case $1 in
     protocol) echo "$root/runtime/src/protocol.cpp" ;;
     card) echo "$root/runtime/src/card.cpp $root/runtime/src/hex.cpp" ;;
+    card_reference) echo "$root/runtime/src/card_reference.cpp $root/runtime/src/card.cpp $root/runtime/src/hex.cpp" ;;
     core_set) echo "$root/runtime/src/core_set.cpp" ;;
     pool_settings) echo "$root/offload/src/mpi/pool_settings.cpp" ;;
     spank_options) echo "$root/spank-plugin/src/options.cpp" ;;

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "../support/time_scale.h"
 #include "sidecore/sidecore.hpp"
 
 namespace {
@@ -43,11 +44,7 @@ size_t workers = 0;
     }                                                   \
   } while (0)
 
-double scale() {
-  const char* text = std::getenv("SIDECORE_TEST_TIME_SCALE");
-  const double value = text != nullptr ? std::atof(text) : 1.0;
-  return value >= 1.0 ? value : 1.0;
-}
+double scaled_s(double seconds) { return seconds * sidecore_test_time_scale(); }
 
 double since_s(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
@@ -122,8 +119,8 @@ void check_crash(sidecore::Client& client, const sidecore::Function& where, cons
   CHECK(survivors.size() <= 1, "%s: the completed tasks ran in %zu processes", symbol, survivors.size());
   if (workers == 1) CHECK(lost == 4, "%s: %d of 4 tasks lost on the only worker", symbol, lost);
   if (workers == 2) CHECK(lost == 2 && completed == 2, "%s: %d lost, %d completed (expected 2, 2)", symbol, lost, completed);
-  const double back = full_capacity(client, where, crashed_at, 10 * scale());
-  CHECK(back >= 0 && back < 2 * scale(), "%s: full capacity again after %.2f s (bound 2 s)", symbol, back);
+  const double back = full_capacity(client, where, crashed_at, scaled_s(10));
+  CHECK(back >= 0 && back < scaled_s(2), "%s: full capacity again after %.2f s (bound 2 s)", symbol, back);
   CHECK(!client.executor_lost(), "%s: the client counts its executor as lost", symbol);
   std::printf("crash %s: %d lost, %d completed on other workers, full capacity again after %.2f s\n", symbol, lost,
               completed, back);
@@ -138,13 +135,13 @@ void check_hang(sidecore::Client& client, const sidecore::Function& where, const
   const auto done = client.wait(hung);
   const double waited = since_s(started);
   CHECK(done.error == ErrorKind::timeout, "the hung task's kind is %s", std::string(to_string(done.error)).c_str());
-  CHECK(waited >= bound - 0.05 && waited < bound + 2 * scale(), "TIMEOUT after %.2f s (bound %.1f s)", waited, bound);
+  CHECK(waited >= bound - 0.05 && waited < bound + scaled_s(2), "TIMEOUT after %.2f s (bound %.1f s)", waited, bound);
   if (workers > 1) {
     finish(client, other);
     CHECK(other.error == ErrorKind::none, "the other worker's task: %s", std::string(to_string(other.error)).c_str());
   }
-  const double back = full_capacity(client, where, Clock::now(), 10 * scale());
-  CHECK(back >= 0 && back < 2 * scale(), "full capacity again after %.2f s (bound 2 s)", back);
+  const double back = full_capacity(client, where, Clock::now(), scaled_s(10));
+  CHECK(back >= 0 && back < scaled_s(2), "full capacity again after %.2f s (bound 2 s)", back);
   std::printf("hang: TIMEOUT after %.2f s, full capacity again after %.2f s\n", waited, back);
 }
 

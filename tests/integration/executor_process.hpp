@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "../support/time_scale.h"
 #include "card.hpp"
 #include "executor_leftovers.hpp"
 #include "process/card_wait.hpp"
@@ -135,12 +136,9 @@ inline std::optional<int> wait_until(sidecore::ChildProcess& child, Clock::time_
   return status->shell_code();
 }
 
-// Bounds on how long a failure takes to surface, stretched by SIDECORE_TEST_TIME_SCALE: sanitizer
-// builds run everything several times slower (scripts/test.sh sets it there; 1 otherwise).
+// Bounds on how long a failure takes to surface, stretched by SIDECORE_TEST_TIME_SCALE (time_scale.h).
 inline std::chrono::milliseconds scaled(std::chrono::milliseconds bound) {
-  const char* text = std::getenv("SIDECORE_TEST_TIME_SCALE");
-  const long scale = text != nullptr ? std::max(1L, std::strtol(text, nullptr, 10)) : 1L;
-  return bound * scale;
+  return std::chrono::milliseconds(static_cast<long>(static_cast<double>(bound.count()) * sidecore_test_time_scale()));
 }
 
 inline bool mentions(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }

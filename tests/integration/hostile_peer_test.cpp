@@ -117,10 +117,10 @@ TEST(HostilePeer, WithoutTheTokenNothingIsLoadedOrRunAndCallersWithItAreStillSer
   std::vector<std::byte> hello(protocol::kMaxMessageBytes);
   hello.resize(protocol::encode_hello(hello, 99, "not-the-token", peer.address()));
   peer.send(worker, hello);
-  peer.pump(100ms);
+  peer.pump(scaled(100ms));
   peer.send(worker, lookup_message(0, 0, marker_library(), "marker_noop"));
   peer.send(worker, task_message(0, 0, 0, run_marker.string()));
-  peer.pump(300ms);
+  peer.pump(scaled(300ms));  // long enough for the worker to read and log them
 
   // The worker has seen the messages (and said so) before anything below could mask them.
   const std::string early_log = executor.stderr_text();

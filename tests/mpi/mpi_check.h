@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "../support/time_scale.h"
+
 static int rank = 0, size = 1, failures = 0, checks = 0;
 static char check_who[128] = "rank ?"; /* "rank 3", or with more, e.g. "rank 3 (node2)" */
 
@@ -28,6 +30,9 @@ static inline double now_s(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+/* A bound of `seconds` on elapsed time, stretched by SIDECORE_TEST_TIME_SCALE. */
+static inline double scaled_s(double seconds) { return seconds * sidecore_test_time_scale(); }
 
 /* The MPIX_OFFLOAD_ERR_* kind of an error code (-1 when it is none of Sidecore's). */
 static inline int kind_of(int code) {

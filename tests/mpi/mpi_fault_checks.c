@@ -32,12 +32,6 @@ enum { kOutBytes = 300, kOthers = 4 };
 static const char *library = NULL;
 static int workers = 0; /* the pool's local workers */
 
-static double scale(void) {
-  const char *text = getenv("SIDECORE_TEST_TIME_SCALE");
-  const double value = text != NULL ? atof(text) : 1.0;
-  return value >= 1.0 ? value : 1.0;
-}
-
 struct task {
   uint32_t sleep_us;
   char out[kOutBytes];
@@ -120,8 +114,8 @@ static void check_crash(MPIX_Offload_function where, MPIX_Offload_function crash
   /* One worker: everything was queued behind the crash. Two: every other task went to the other one. */
   if (workers == 1) CHECK(lost == kOthers, "%s: %d of %d tasks lost on the only worker", name, lost, kOthers);
   if (workers == 2) CHECK(lost == 2 && completed == 2, "%s: %d lost, %d completed (expected 2 and 2)", name, lost, completed);
-  const double back = full_capacity(where, crashed, 10.0 * scale());
-  CHECK(back >= 0 && back < 2.0 * scale(), "%s: the pool ran %d tasks at once again after %.2f s (bound 2 s)", name,
+  const double back = full_capacity(where, crashed, scaled_s(10.0));
+  CHECK(back >= 0 && back < scaled_s(2.0), "%s: the pool ran %d tasks at once again after %.2f s (bound 2 s)", name,
         workers, back);
   if (rank == 0) {
     printf("crash %s: %d lost, %d completed on other workers, full capacity again after %.2f s\n", name, lost,
@@ -137,13 +131,13 @@ static void check_hang(MPIX_Offload_function where, MPIX_Offload_function stuck,
   finish(&hung);
   const double waited = now_s() - started;
   CHECK(kind_of(hung.rc) == MPIX_OFFLOAD_ERR_TIMEOUT, "the hung task's kind is %d", kind_of(hung.rc));
-  CHECK(waited >= bound - 0.05 && waited < bound + 2.0 * scale(), "TIMEOUT after %.2f s (bound %.1f s)", waited, bound);
+  CHECK(waited >= bound - 0.05 && waited < bound + scaled_s(2.0), "TIMEOUT after %.2f s (bound %.1f s)", waited, bound);
   if (workers > 1) {
     finish(&other);
     CHECK(other.rc == MPI_SUCCESS, "the other worker's task: kind %d", kind_of(other.rc));
   }
-  const double back = full_capacity(where, now_s(), 10.0 * scale());
-  CHECK(back >= 0 && back < 2.0 * scale(), "the pool ran %d tasks at once again after %.2f s (bound 2 s)", workers,
+  const double back = full_capacity(where, now_s(), scaled_s(10.0));
+  CHECK(back >= 0 && back < scaled_s(2.0), "the pool ran %d tasks at once again after %.2f s (bound 2 s)", workers,
         back);
   if (rank == 0) printf("hang: TIMEOUT after %.2f s, full capacity again after %.2f s\n", waited, back);
 }
@@ -156,7 +150,7 @@ static void check_limit(MPIX_Offload_function where, MPIX_Offload_function crash
     submit(crash, &crashing);
     finish(&crashing);
     CHECK(kind_of(crashing.rc) == MPIX_OFFLOAD_ERR_EXECUTOR_LOST, "crash %d: kind %d", round, kind_of(crashing.rc));
-    stopped = full_capacity(where, now_s(), 3.0 * scale()) < 0;
+    stopped = full_capacity(where, now_s(), scaled_s(3.0)) < 0;
   }
   CHECK(stopped, "the executor still serves after 8 crashes");
   const double started = now_s();
@@ -165,7 +159,7 @@ static void check_limit(MPIX_Offload_function where, MPIX_Offload_function crash
   finish(&after);
   CHECK(kind_of(after.rc) == MPIX_OFFLOAD_ERR_EXECUTOR_LOST, "a task after the executor stopped: kind %d",
         kind_of(after.rc));
-  CHECK(now_s() - started < 2.0 * scale(), "it took %.2f s to fail", now_s() - started);
+  CHECK(now_s() - started < scaled_s(2.0), "it took %.2f s to fail", now_s() - started);
   if (rank == 0) printf("limit: the executor stopped; later tasks fail with EXECUTOR_LOST at once\n");
 }
 

@@ -233,7 +233,8 @@ static void check_lost(int restart) {
   const int expected_lost = rank == victim ? 2 * local : 1;
   CHECK(lost == expected_lost, "%d tasks lost with %s's executor, expected %d", lost, victim_host, expected_lost);
   CHECK(completed == count - expected_lost, "%d of %d tasks completed", completed, count);
-  CHECK(slowest_loss < 2.0, "EXECUTOR_LOST came %.2f s after the kill (bound: 2 s)", slowest_loss);
+  CHECK(slowest_loss < scaled_s(2.0), "EXECUTOR_LOST came %.2f s after the kill (bound: 2 s, scaled %.2f)",
+        slowest_loss, scaled_s(2.0));
 
   /* The job goes on with the executors left. */
   enum { kLater = 4 };
@@ -253,7 +254,7 @@ static void check_lost(int restart) {
    * supervisor sends on its liveness port. Enough tasks at once spill from a rank's own node. */
   int back_home = 0;
   if (restart) {
-    const double deadline = now_s() + 10.0;
+    const double deadline = now_s() + scaled_s(10.0);
     while (!back_home && now_s() < deadline) {
       struct task probes[16];
       const int probe_count = rank == victim ? 1 : (2 * size < 16 ? 2 * size : 16);
@@ -264,7 +265,7 @@ static void check_lost(int restart) {
       }
       if (!back_home) usleep(50000);
     }
-    CHECK(back_home, "no task of rank %d ran on %s's new worker within 10 s", rank, victim_host);
+    CHECK(back_home, "no task of rank %d ran on %s's new worker within %.0f s", rank, victim_host, scaled_s(10.0));
   }
   snprintf(summary, sizeof summary,
            "%s: rank %d on %s: %d tasks lost with %s's executor (last %.2f s after the kill), %d completed, "

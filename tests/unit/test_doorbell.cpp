@@ -13,6 +13,7 @@
 #include <system_error>
 #include <thread>
 
+#include "../support/time_scale.h"
 #include "doorbell.hpp"
 
 namespace sidecore {
@@ -33,6 +34,10 @@ bool segment_exists(const std::string& name) {
   close(fd);
   return true;
 }
+
+// An upper bound on a wait, stretched by SIDECORE_TEST_TIME_SCALE; lower bounds are the waits the
+// tests measure and stay as they are.
+std::chrono::duration<double> scaled(std::chrono::duration<double> bound) { return bound * sidecore_test_time_scale(); }
 
 // How long `worker` sleeps in wait() with `timeout`, after prepare_sleep.
 Clock::duration timed_wait(Doorbell& bell, unsigned worker, std::chrono::microseconds timeout) {
@@ -142,7 +147,7 @@ TEST(Doorbell, WaitTimesOutWithoutARing) {
   bell.prepare_sleep(0);
   const auto slept = timed_wait(bell, 0, 50ms);
   EXPECT_GE(slept, 45ms);
-  EXPECT_LT(slept, 5s);
+  EXPECT_LT(slept, scaled(5s));
 }
 
 TEST(Doorbell, RingBeforeWaitIsNotLost) {
@@ -153,7 +158,7 @@ TEST(Doorbell, RingBeforeWaitIsNotLost) {
   auto caller = Doorbell::open(name, 1);
   worker.prepare_sleep(0);
   caller.ring(0);
-  EXPECT_LT(timed_wait(worker, 0, 10s), 2s);
+  EXPECT_LT(timed_wait(worker, 0, 10s), scaled(2s));
 }
 
 TEST(Doorbell, RingWakesASleeperInAnotherThread) {
@@ -171,7 +176,7 @@ TEST(Doorbell, RingWakesASleeperInAnotherThread) {
   std::this_thread::sleep_for(50ms);  // let the worker reach the futex
   caller_bell.ring(1);
   worker.join();
-  EXPECT_LT(slept, 5s) << "the ring did not wake the worker";
+  EXPECT_LT(slept, scaled(5s)) << "the ring did not wake the worker";
   EXPECT_GE(slept, 20ms);  // it did sleep until the ring
 }
 
@@ -196,7 +201,7 @@ TEST(Doorbell, RingWakesASleeperInAnotherProcess) {
   int status = -1;
   ASSERT_EQ(waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the ringing process failed";
-  EXPECT_LT(slept, 5s) << "the other process's ring did not wake the worker";
+  EXPECT_LT(slept, scaled(5s)) << "the other process's ring did not wake the worker";
 }
 
 TEST(Doorbell, RingOnlyWakesItsOwnWorker) {
@@ -221,7 +226,7 @@ TEST(Doorbell, WaitClearsTheMark) {
   auto bell = Doorbell::create(unique_name(), 1);
   bell.prepare_sleep(0);
   bell.ring(0);
-  EXPECT_LT(timed_wait(bell, 0, 10s), 2s);
+  EXPECT_LT(timed_wait(bell, 0, 10s), scaled(2s));
   bell.prepare_sleep(0);
   EXPECT_GE(timed_wait(bell, 0, 50ms), 45ms);
 }

@@ -1,11 +1,15 @@
 // provider=auto: which cross-node provider a node picks, and why, from its RDMA ports and what
-// libfabric offers.
+// libfabric offers; and which providers an executor lets libfabric discover (FI_PROVIDER).
 #include <gtest/gtest.h>
+#include <rdma/fabric.h>
 
+#include <cstdlib>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "fabric/compat.hpp"
 #include "fabric/info.hpp"
 #include "provider_choice.hpp"
 
@@ -102,6 +106,64 @@ TEST(ProviderChoice, LibfabricOffersShmAndTcpButNoInventedProvider) {
   EXPECT_TRUE(fabric::provider_available("shm"));
   EXPECT_FALSE(fabric::provider_available("no-such-provider"));
   EXPECT_FALSE(fabric::provider_available(""));
+}
+
+}  // namespace
+}  // namespace sidecore
+
+// --- what the executor lets libfabric discover (FI_PROVIDER) ----------------------------------------
+
+namespace sidecore {
+namespace {
+
+constexpr uint32_t kLibfabric117 = FI_VERSION(1, 17);
+constexpr uint32_t kLibfabric121 = FI_VERSION(2, 1);
+
+TEST(ProviderDiscovery, ExactlyTheProvidersInUse) {
+  EXPECT_EQ(provider_discovery_filter("shm", "", kLibfabric117), "shm");
+  EXPECT_EQ(provider_discovery_filter("shm", "tcp;ofi_rxm", kLibfabric117), "shm,tcp,ofi_rxm");
+  EXPECT_EQ(provider_discovery_filter("tcp;ofi_rxm", "tcp;ofi_rxm", kLibfabric117), "tcp,ofi_rxm");
+  EXPECT_EQ(provider_discovery_filter("shm", "verbs;ofi_rxm", kLibfabric117), "shm,verbs,ofi_rxm");
+}
+
+TEST(ProviderDiscovery, NetIsTcpFromLibfabric118) {
+  EXPECT_EQ(provider_discovery_filter("net", "", kLibfabric117), "net");
+  EXPECT_EQ(provider_discovery_filter("net", "", kLibfabric121), "tcp");
+  EXPECT_EQ(provider_discovery_filter("net", "tcp;ofi_rxm", kLibfabric121), "tcp,ofi_rxm");
+}
+
+TEST(ProviderDiscovery, AutoAllowsEveryCandidate) {
+  EXPECT_EQ(provider_discovery_filter("shm", "auto", kLibfabric117), "shm,cxi,efa,verbs,ofi_rxm,tcp");
+}
+
+// Sets or unsets FI_PROVIDER for one test, and puts the old value back.
+class ProviderVariable : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (const char* value = std::getenv("FI_PROVIDER")) saved_ = value;
+    unsetenv("FI_PROVIDER");
+  }
+  void TearDown() override {
+    if (saved_) {
+      setenv("FI_PROVIDER", saved_->c_str(), 1);
+    } else {
+      unsetenv("FI_PROVIDER");
+    }
+  }
+  std::optional<std::string> saved_;
+};
+
+TEST_F(ProviderVariable, SetWhenTheAdminSetNone) {
+  const std::string expected = provider_discovery_filter("shm", "tcp;ofi_rxm", fabric::loaded_library_version());
+  EXPECT_EQ(limit_provider_discovery("shm", "tcp;ofi_rxm"), expected);
+  ASSERT_NE(std::getenv("FI_PROVIDER"), nullptr);
+  EXPECT_EQ(std::string(std::getenv("FI_PROVIDER")), expected);
+}
+
+TEST_F(ProviderVariable, AnAdminsChoiceIsLeftAlone) {
+  setenv("FI_PROVIDER", "^psm2", 1);
+  EXPECT_EQ(limit_provider_discovery("shm", "tcp;ofi_rxm"), "^psm2");
+  EXPECT_EQ(std::string(std::getenv("FI_PROVIDER")), "^psm2");
 }
 
 }  // namespace

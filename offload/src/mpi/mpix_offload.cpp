@@ -7,15 +7,18 @@
 
 #include <limits>
 #include <mutex>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "fault_injection.hpp"
 #include "log.hpp"
 #include "mpi/error_codes.hpp"
 #include "mpi/pool.hpp"
 #include "mpi/progress_engine.hpp"
 
 using sidecore::ErrorKind;
+using sidecore::fault::Point;
 using sidecore::mpi::OffloadFunction;
 using sidecore::mpi::Pool;
 using sidecore::mpi::PoolError;
@@ -46,11 +49,16 @@ OffloadFunction* live_function(MPIX_Offload_function handle) {
   return registry().functions.count(function) ? function : nullptr;
 }
 
-// Logs `why`, calls the error handler of `comm` (MPI_COMM_WORLD when there is none) with the code
-// of `kind`, and returns that code.
-int raise(MPI_Comm comm, ErrorKind kind, const std::string& why) {
+// Logs what failed, calls the error handler of `comm` (MPI_COMM_WORLD when there is none) with
+// the code of `kind`, and returns that code. Never throws: it also reports the failures of
+// allocation.
+int raise(MPI_Comm comm, ErrorKind kind, std::string_view why) noexcept {
   sidecore::mpi::register_error_codes();
-  sidecore::logger("sidecore.mpi")->warn("{}: {}", sidecore::to_string(kind), why);
+  try {
+    sidecore::logger("sidecore.mpi")->warn("{}: {}", sidecore::to_string(kind), why);
+  } catch (...) {
+    // Out of memory for the message: the code still tells the caller what happened.
+  }
   const int code = sidecore::mpi::error_code(kind);
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
@@ -59,25 +67,44 @@ int raise(MPI_Comm comm, ErrorKind kind, const std::string& why) {
   return code;
 }
 
-#define SIDECORE_CATCH_ALL(comm)                                               \
-  catch (const PoolError& e) {                                                 \
-    return raise(comm, e.kind(), e.what());                                    \
-  }                                                                            \
-  catch (const std::exception& e) {                                            \
-    return raise(comm, ErrorKind::bad_arg, std::string("internal: ") + e.what()); \
-  }                                                                            \
-  catch (...) {                                                                \
-    return raise(comm, ErrorKind::bad_arg, "internal: unknown exception");     \
+// A failure that is not one of Sidecore's kinds (bad_alloc, a fabric error): the client failed
+// internally, which the caller sees as EXECUTOR_LOST.
+int raise_internal(MPI_Comm comm, const char* call, const char* what) noexcept {
+  try {
+    sidecore::logger("sidecore.mpi")->error("{}: internal failure: {}", call, what);
+  } catch (...) {
   }
+  return raise(comm, ErrorKind::executor_lost, call);
+}
+
+// The body of every C entry point runs inside this: whatever it throws becomes an MPI error code
+// raised on `comm` (which the body sets to the pool's communicator once it knows the pool), so no
+// exception ever crosses into C.
+template <class Body>
+int guarded(const char* call, sidecore::fault::Point point, const MPI_Comm& comm, Body&& body) noexcept {
+  try {
+    sidecore::fault::inject(point);
+    return body();
+  } catch (const PoolError& e) {
+    return raise(comm, e.kind(), e.what());
+  } catch (const sidecore::Error& e) {
+    return raise(comm, e.kind(), e.what());
+  } catch (const std::exception& e) {
+    return raise_internal(comm, call, e.what());
+  } catch (...) {
+    return raise_internal(comm, call, "unknown exception");
+  }
+}
 
 }  // namespace
 
 #define SIDECORE_C_API extern "C" __attribute__((visibility("default")))
 
 SIDECORE_C_API int PMPIX_Offload_pool_create(MPI_Comm comm, MPI_Info info, MPIX_Offload_pool* pool) {
-  try {
+  const MPI_Comm errors = comm == MPI_COMM_NULL ? MPI_COMM_WORLD : comm;
+  return guarded("pool_create", Point::pool_create, errors, [&] {
     sidecore::mpi::register_error_codes();
-    if (comm == MPI_COMM_NULL) return raise(MPI_COMM_WORLD, ErrorKind::bad_arg, "pool_create: comm is MPI_COMM_NULL");
+    if (comm == MPI_COMM_NULL) return raise(errors, ErrorKind::bad_arg, "pool_create: comm is MPI_COMM_NULL");
     if (pool == nullptr) return raise(comm, ErrorKind::bad_arg, "pool_create: pool is NULL");
     *pool = MPIX_OFFLOAD_POOL_NULL;
     auto parsed = sidecore::mpi::parse_pool_settings(info);
@@ -91,21 +118,24 @@ SIDECORE_C_API int PMPIX_Offload_pool_create(MPI_Comm comm, MPI_Info info, MPIX_
                        : std::string("pool_create: another rank passed an invalid info value"));
     }
     auto created = std::make_unique<Pool>(comm, std::get<PoolSettings>(parsed));
-    Pool* raw = created.release();
-    {
+    // Registered with the engine while still owned here: if that fails, the pool is destroyed.
+    auto& engine = sidecore::mpi::ProgressEngine::instance();
+    engine.add(created.get());
+    try {
       std::lock_guard lock(registry().mutex);
-      registry().pools.insert(raw);
+      registry().pools.insert(created.get());
+    } catch (...) {
+      engine.remove(created.get());
+      throw;
     }
-    sidecore::mpi::ProgressEngine::instance().add(raw);
-    *pool = reinterpret_cast<MPIX_Offload_pool>(raw);
+    *pool = reinterpret_cast<MPIX_Offload_pool>(created.release());
     return MPI_SUCCESS;
-  }
-  SIDECORE_CATCH_ALL(comm)
+  });
 }
 
 SIDECORE_C_API int PMPIX_Offload_pool_free(MPIX_Offload_pool* pool) {
   MPI_Comm comm = MPI_COMM_WORLD;
-  try {
+  return guarded("pool_free", Point::pool_free, comm, [&] {
     if (pool == nullptr) return raise(comm, ErrorKind::bad_arg, "pool_free: pool is NULL");
     Pool* live = live_pool(*pool);
     if (live == nullptr) return raise(comm, ErrorKind::bad_arg, "pool_free: not a live pool (freed already?)");
@@ -126,68 +156,75 @@ SIDECORE_C_API int PMPIX_Offload_pool_free(MPIX_Offload_pool* pool) {
     delete live;
     *pool = MPIX_OFFLOAD_POOL_NULL;
     return MPI_SUCCESS;
-  }
-  SIDECORE_CATCH_ALL(comm)
+  });
 }
 
 SIDECORE_C_API int PMPIX_Offload_pool_size(MPIX_Offload_pool pool, int* local_workers, int* total_workers) {
-  Pool* live = live_pool(pool);
-  if (live == nullptr) return raise(MPI_COMM_WORLD, ErrorKind::bad_arg, "pool_size: not a live pool");
-  if (local_workers == nullptr && total_workers == nullptr) {
-    return raise(live->user_comm(), ErrorKind::bad_arg, "pool_size: both outputs are NULL");
-  }
-  if (local_workers) *local_workers = live->local_workers();
-  if (total_workers) *total_workers = live->total_workers();
-  return MPI_SUCCESS;
+  MPI_Comm comm = MPI_COMM_WORLD;
+  return guarded("pool_size", Point::pool_size, comm, [&] {
+    Pool* live = live_pool(pool);
+    if (live == nullptr) return raise(comm, ErrorKind::bad_arg, "pool_size: not a live pool");
+    comm = live->user_comm();
+    if (local_workers == nullptr && total_workers == nullptr) {
+      return raise(comm, ErrorKind::bad_arg, "pool_size: both outputs are NULL");
+    }
+    if (local_workers) *local_workers = live->local_workers();
+    if (total_workers) *total_workers = live->total_workers();
+    return MPI_SUCCESS;
+  });
 }
 
 SIDECORE_C_API int PMPIX_Offload_function_lookup(MPIX_Offload_pool pool, const char* library, const char* symbol,
                                                  MPIX_Offload_function* fn) {
-  Pool* live = live_pool(pool);
-  if (live == nullptr) return raise(MPI_COMM_WORLD, ErrorKind::bad_arg, "function_lookup: not a live pool");
-  try {
-    if (fn == nullptr) return raise(live->user_comm(), ErrorKind::bad_arg, "function_lookup: fn is NULL");
+  MPI_Comm comm = MPI_COMM_WORLD;
+  return guarded("function_lookup", Point::function_lookup, comm, [&] {
+    Pool* live = live_pool(pool);
+    if (live == nullptr) return raise(comm, ErrorKind::bad_arg, "function_lookup: not a live pool");
+    comm = live->user_comm();
+    if (fn == nullptr) return raise(comm, ErrorKind::bad_arg, "function_lookup: fn is NULL");
     *fn = MPIX_OFFLOAD_FUNCTION_NULL;
     if (library == nullptr || *library == '\0') {
-      return raise(live->user_comm(), ErrorKind::bad_arg, "function_lookup: library is NULL or empty");
+      return raise(comm, ErrorKind::bad_arg, "function_lookup: library is NULL or empty");
     }
     if (symbol == nullptr || *symbol == '\0') {
-      return raise(live->user_comm(), ErrorKind::bad_arg, "function_lookup: symbol is NULL or empty");
+      return raise(comm, ErrorKind::bad_arg, "function_lookup: symbol is NULL or empty");
     }
     auto function = live->lookup(library, symbol);
-    OffloadFunction* raw = function.release();
     {
       std::lock_guard lock(registry().mutex);
-      registry().functions.emplace(raw, live);
+      registry().functions.emplace(function.get(), live);
     }
-    *fn = reinterpret_cast<MPIX_Offload_function>(raw);
+    *fn = reinterpret_cast<MPIX_Offload_function>(function.release());
     return MPI_SUCCESS;
-  }
-  SIDECORE_CATCH_ALL(live->user_comm())
+  });
 }
 
 SIDECORE_C_API int PMPIX_Offload_function_free(MPIX_Offload_function* fn) {
-  if (fn == nullptr) return raise(MPI_COMM_WORLD, ErrorKind::bad_arg, "function_free: fn is NULL");
-  auto* function = reinterpret_cast<OffloadFunction*>(*fn);
-  {
-    std::lock_guard lock(registry().mutex);
-    if (registry().functions.erase(function) == 0) {
-      return raise(MPI_COMM_WORLD, ErrorKind::bad_arg, "function_free: not a live function (freed already?)");
+  MPI_Comm comm = MPI_COMM_WORLD;
+  return guarded("function_free", Point::function_free, comm, [&] {
+    if (fn == nullptr) return raise(comm, ErrorKind::bad_arg, "function_free: fn is NULL");
+    auto* function = reinterpret_cast<OffloadFunction*>(*fn);
+    {
+      std::lock_guard lock(registry().mutex);
+      if (registry().functions.erase(function) == 0) {
+        return raise(comm, ErrorKind::bad_arg, "function_free: not a live function (freed already?)");
+      }
     }
-  }
-  // Tasks already submitted hold the function's ids, not the handle: freeing it now is safe.
-  delete function;
-  *fn = MPIX_OFFLOAD_FUNCTION_NULL;
-  return MPI_SUCCESS;
+    // Tasks already submitted hold the function's ids, not the handle: freeing it now is safe.
+    delete function;
+    *fn = MPIX_OFFLOAD_FUNCTION_NULL;
+    return MPI_SUCCESS;
+  });
 }
 
 SIDECORE_C_API int PMPIX_Offload_submit(MPIX_Offload_function fn, const void* in, MPI_Count in_bytes, void* out,
                                         MPI_Count out_bytes, MPI_Request* request) {
-  OffloadFunction* function = live_function(fn);
-  if (function == nullptr) return raise(MPI_COMM_WORLD, ErrorKind::bad_arg, "submit: not a live function");
-  Pool* pool = function->pool;
-  const MPI_Comm comm = pool->user_comm();
-  try {
+  MPI_Comm comm = MPI_COMM_WORLD;
+  return guarded("submit", Point::submit, comm, [&] {
+    OffloadFunction* function = live_function(fn);
+    if (function == nullptr) return raise(comm, ErrorKind::bad_arg, "submit: not a live function");
+    Pool* pool = function->pool;
+    comm = pool->user_comm();
     if (request == nullptr) return raise(comm, ErrorKind::bad_arg, "submit: request is NULL");
     *request = MPI_REQUEST_NULL;
     if (in_bytes < 0 || out_bytes < 0) {
@@ -200,21 +237,24 @@ SIDECORE_C_API int PMPIX_Offload_submit(MPIX_Offload_function fn, const void* in
                                 request);
     if (rc != MPI_SUCCESS) {
       const auto kind = sidecore::mpi::error_kind(rc).value_or(ErrorKind::bad_arg);
-      return raise(comm, kind, kind == ErrorKind::no_executor ? "submit: no executor and sidecore_fallback=error"
-                                                              : "submit: MPI_Grequest_start failed");
+      return raise(comm, kind,
+                   kind == ErrorKind::no_executor     ? "submit: no executor and sidecore_fallback=error"
+                   : kind == ErrorKind::executor_lost ? "submit: the client of every executor of the pool has failed"
+                                                      : "submit: MPI_Grequest_start failed");
     }
     return MPI_SUCCESS;
-  }
-  SIDECORE_CATCH_ALL(comm)
+  });
 }
 
 SIDECORE_C_API int PMPIX_Offload_error_kind(int errorcode, int* kind) {
-  sidecore::mpi::register_error_codes();
-  if (kind == nullptr) return raise(MPI_COMM_WORLD, ErrorKind::bad_arg, "error_kind: kind is NULL");
-  const auto found = sidecore::mpi::error_kind(errorcode);
-  if (!found) return MPI_ERR_ARG;  // not a Sidecore code: nothing to classify
-  *kind = static_cast<int>(*found);
-  return MPI_SUCCESS;
+  return guarded("error_kind", Point::error_kind, MPI_COMM_WORLD, [&] {
+    sidecore::mpi::register_error_codes();
+    if (kind == nullptr) return raise(MPI_COMM_WORLD, ErrorKind::bad_arg, "error_kind: kind is NULL");
+    const auto found = sidecore::mpi::error_kind(errorcode);
+    if (!found) return MPI_ERR_ARG;  // not a Sidecore code: nothing to classify
+    *kind = static_cast<int>(*found);
+    return MPI_SUCCESS;
+  });
 }
 
 #define SIDECORE_WEAK_ALIAS(name) __attribute__((weak, alias("P" #name)))

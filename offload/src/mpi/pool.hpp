@@ -4,9 +4,12 @@
 #include <mpi.h>
 
 #include <atomic>
+#include <list>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mpi/pool_settings.hpp"
@@ -26,12 +29,22 @@ class PoolError : public std::runtime_error {
 };
 
 class Pool;
+struct OffloadRequest;
+
+// What a task's completion callback carries: its request, or null once the pool has completed the
+// request without the client (the client failed). The executor owns its tickets and outlives its
+// client, so the late callbacks a failed client makes from its destructor land here harmlessly.
+struct Ticket {
+  OffloadRequest* request = nullptr;
+  size_t executor = 0;  // the index of its executor in the pool
+};
 
 // What a generalized request carries: set by the completion callback, read by query_fn.
 struct OffloadRequest {
   MPI_Request request = MPI_REQUEST_NULL;
   Pool* pool = nullptr;
-  Client* client = nullptr;
+  Client* client = nullptr;         // null once the task is done with its client
+  std::list<Ticket>::iterator ticket;  // its ticket, while client is set
   TaskId task = kNoTask;
   Completion completion;
   int error = MPI_SUCCESS;
@@ -44,13 +57,16 @@ class Pool {
   // Collective over `comm`: exchanges every rank's executor card and connects to the executors
   // the scope allows. Throws PoolError.
   Pool(MPI_Comm comm, const PoolSettings& settings);
-  ~Pool();  // the caller has drained the pool and unregistered it
+  ~Pool() noexcept;  // the caller has drained the pool and unregistered it
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
   struct Executor {
-    std::unique_ptr<Client> client;
+    std::list<Ticket> tickets;  // its tasks not yet completed; declared first, so destroyed last
+    std::unique_ptr<Client> client;  // null once it has failed and been released
     bool local = false;
+    // Its client threw: the pool no longer calls it, and its tasks complete with EXECUTOR_LOST.
+    bool failed = false;
   };
 
   // The pool's private copy of the communicator, for its own collectives.
@@ -72,9 +88,22 @@ class Pool {
              MPI_Request* request);
   // Makes progress until no task of this pool is in flight.
   void drain();
+  // After the client of executor `index` threw (`why`): stops using it, destroys it and completes
+  // its pending tasks with EXECUTOR_LOST; if the progress thread sleeps on it, wakes the thread,
+  // which finishes the job (release_failed_client). The engine's lock must be held.
+  void fail_executor(size_t index, std::string_view why) noexcept;
+  // Destroys a failed executor's client, then completes its pending tasks with EXECUTOR_LOST: in
+  // that order, so that no result lands in a buffer (inline, or by RMA) after its request has
+  // completed. The engine's lock must be held, and no thread may be using the client.
+  void release_failed_client(size_t index) noexcept;
+  // Runs `call` on executor `index`'s client; whatever it throws fails the executor. The engine's
+  // lock must be held. False when the executor has failed (now or before).
+  template <class Call>
+  bool use_client(size_t index, Call&& call) noexcept;
 
  private:
-  size_t pick_executor();
+  // The executor for the next task; none when every executor's client has failed.
+  std::optional<size_t> pick_executor() noexcept;
 
   MPI_Comm user_comm_ = MPI_COMM_NULL;
   MPI_Comm comm_ = MPI_COMM_NULL;
@@ -86,6 +115,21 @@ class Pool {
   size_t next_executor_ = 0;
 };
 
+template <class Call>
+bool Pool::use_client(size_t index, Call&& call) noexcept {
+  Executor& executor = executors_[index];
+  if (executor.failed) return false;
+  try {
+    call(*executor.client);
+    return true;
+  } catch (const std::exception& e) {
+    fail_executor(index, e.what());
+  } catch (...) {
+    fail_executor(index, "unknown exception");
+  }
+  return false;
+}
+
 class OffloadFunction {
  public:
   Pool* pool = nullptr;
@@ -93,7 +137,7 @@ class OffloadFunction {
   std::vector<Function> remote;               // per executor of the pool
   sidecore_function_t local = nullptr;        // the inline fallback
   void* local_library = nullptr;              // its dlopen handle
-  ~OffloadFunction();
+  ~OffloadFunction() noexcept;
 };
 
 }  // namespace sidecore::mpi

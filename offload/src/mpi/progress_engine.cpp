@@ -3,7 +3,10 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <optional>
+#include <string>
 
+#include "fault_injection.hpp"
 #include "log.hpp"
 #include "mpi/pool.hpp"
 
@@ -14,6 +17,8 @@ namespace {
 // time instead of arming its doorbell, so workers need not wake it.
 constexpr auto kHookActiveWindow = std::chrono::milliseconds(1);
 constexpr auto kSleepTimeout = std::chrono::milliseconds(100);
+// After the progress thread failed outside any client: not a busy loop if it keeps failing.
+constexpr auto kRetryPause = std::chrono::milliseconds(10);
 
 // Set while the current thread is the application's, running the hook or a blocking MPIX call.
 thread_local bool on_application_thread = false;
@@ -28,6 +33,15 @@ OpalRegister opal_function(const char* name) {
   return reinterpret_cast<OpalRegister>(dlsym(RTLD_DEFAULT, name));
 }
 
+void log_once(bool& logged, const char* where, const char* what) noexcept {
+  if (logged) return;
+  logged = true;
+  try {
+    logger("sidecore.mpi")->error("{} failed: {} (carrying on; further failures there are not logged)", where, what);
+  } catch (...) {
+  }
+}
+
 }  // namespace
 
 ProgressEngine& ProgressEngine::instance() {
@@ -40,7 +54,12 @@ void ProgressEngine::add(Pool* pool) {
   pools_.push_back(pool);
   if (pools_.size() == 1) {
     stop_ = false;
-    thread_ = std::thread([this] { run(); });
+    try {
+      thread_ = std::thread([this] { run(); });
+    } catch (...) {
+      pools_.pop_back();  // the caller destroys the pool
+      throw;
+    }
     if (auto register_callback = opal_function("opal_progress_register")) {
       hook_registered_ = register_callback(&ProgressEngine::opal_hook) == 0;
     }
@@ -70,6 +89,11 @@ void ProgressEngine::remove(Pool* pool) {
   if (finished.joinable()) finished.join();
 }
 
+void ProgressEngine::reserve_completion() {
+  // deferred_ never holds more than the tasks in flight (active_), the new one included.
+  deferred_.reserve(active_.load(std::memory_order_relaxed) + 1);
+}
+
 void ProgressEngine::started(std::atomic<size_t>& pool_in_flight) noexcept {
   pool_in_flight.fetch_add(1, std::memory_order_relaxed);
   active_.fetch_add(1, std::memory_order_relaxed);
@@ -94,15 +118,21 @@ bool ProgressEngine::application_polled_since(uint64_t& seen) const noexcept {
   return polled;
 }
 
-size_t ProgressEngine::progress_locked() {
+size_t ProgressEngine::progress_locked() noexcept {
+  const auto point = on_application_thread ? fault::Point::progress_hook : fault::Point::progress_thread;
   size_t events = 0;
   for (Pool* pool : pools_) {
-    for (auto& executor : pool->executors()) events += executor.client->progress();
+    for (size_t i = 0; i < pool->executors().size(); ++i) {
+      pool->use_client(i, [&](Client& client) {
+        fault::inject(point);
+        events += client.progress();
+      });
+    }
   }
   return events;
 }
 
-size_t ProgressEngine::progress_on_application_thread_locked(bool poll_clients) {
+size_t ProgressEngine::progress_on_application_thread_locked(bool poll_clients) noexcept {
   note_application_poll();
   on_application_thread = true;
   size_t events = deferred_.size();
@@ -117,9 +147,16 @@ size_t ProgressEngine::progress_on_application_thread_locked(bool poll_clients) 
   return events;
 }
 
-void ProgressEngine::complete(MPI_Request request, std::atomic<size_t>* pool_in_flight) {
+bool ProgressEngine::release_later(Pool* pool, size_t index, Client& client) noexcept {
+  if (sleeping_on_ != &client) return false;
+  release_on_waking_.emplace(pool, index);  // one client is slept on, so it fails at most once
+  client.interrupt_sleep();
+  return true;
+}
+
+void ProgressEngine::complete(MPI_Request request, std::atomic<size_t>* pool_in_flight) noexcept {
   if (defer_off_thread_ && !on_application_thread) {
-    deferred_.push_back({request, pool_in_flight});
+    deferred_.push_back({request, pool_in_flight});  // never allocates: see reserve_completion()
     return;
   }
   // After this call MPI may free the request (and its state) at any time.
@@ -128,7 +165,7 @@ void ProgressEngine::complete(MPI_Request request, std::atomic<size_t>* pool_in_
   active_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-int ProgressEngine::opal_hook() {
+int ProgressEngine::opal_hook() noexcept {
   ProgressEngine& engine = instance();
   // opal_progress runs this on every turn of every MPI wait loop: with no offload request in
   // flight it must cost next to nothing.
@@ -140,7 +177,24 @@ int ProgressEngine::opal_hook() {
   return static_cast<int>(engine.progress_on_application_thread_locked());
 }
 
-void ProgressEngine::run() {
+void ProgressEngine::run() noexcept {
+  // Failures of a client are handled inside (its executor fails); anything else must not end the
+  // thread, since requests rely on it: log it once, pause, and go on.
+  bool logged = false;
+  for (;;) {
+    try {
+      run_loop();
+      return;
+    } catch (const std::exception& e) {
+      log_once(logged, "progress thread", e.what());
+    } catch (...) {
+      log_once(logged, "progress thread", "unknown exception");
+    }
+    std::this_thread::sleep_for(kRetryPause);
+  }
+}
+
+void ProgressEngine::run_loop() {
   std::unique_lock lock(mutex_);
   uint64_t polls_seen = 0;
   auto sleep_unlocked = [&](Sleep kind, std::chrono::nanoseconds timeout) {
@@ -166,20 +220,46 @@ void ProgressEngine::run() {
     }
     // Arm every client's wake-up, then sleep on the first one's. Several clients (executors) each
     // get a short sleep, since only one can be waited on at a time.
-    Client* sleeper = nullptr;
+    Pool* sleeper_pool = nullptr;
+    size_t sleeper = 0;
     size_t clients = 0;
     bool may_sleep = true;
     for (Pool* pool : pools_) {
-      for (auto& executor : pool->executors()) {
-        ++clients;
-        may_sleep = executor.client->prepare_sleep() && may_sleep;
-        if (sleeper == nullptr && executor.client->in_flight() > 0) sleeper = executor.client.get();
+      for (size_t i = 0; i < pool->executors().size(); ++i) {
+        if (pool->executors()[i].failed) continue;  // out of the pool: nothing to wait for there
+        const bool ok = pool->use_client(i, [&](Client& client) {
+          ++clients;
+          may_sleep = client.prepare_sleep() && may_sleep;
+          if (sleeper_pool == nullptr && client.in_flight() > 0) {
+            sleeper_pool = pool;
+            sleeper = i;
+          }
+        });
+        may_sleep = may_sleep && ok;  // a client that failed just now completed requests
       }
     }
-    if (!may_sleep || sleeper == nullptr) continue;
+    if (!may_sleep || sleeper_pool == nullptr) continue;
+    Client& client = *sleeper_pool->executors()[sleeper].client;
+    sleeping_on_ = &client;  // a client failing meanwhile stays alive until the thread is back
     lock.unlock();
-    sleeper->sleep(clients > 1 ? std::chrono::microseconds(1000) : std::chrono::microseconds(kSleepTimeout));
+    std::optional<std::string> failure;
+    try {
+      client.sleep(clients > 1 ? std::chrono::microseconds(1000) : std::chrono::microseconds(kSleepTimeout));
+    } catch (const std::exception& e) {
+      failure = e.what();
+    } catch (...) {
+      failure = "unknown exception";
+    }
     lock.lock();
+    sleeping_on_ = nullptr;
+    const auto registered = [&](Pool* pool) { return std::find(pools_.begin(), pools_.end(), pool) != pools_.end(); };
+    if (release_on_waking_) {
+      // (Its tasks keep the pool from being freed meanwhile; checked all the same.)
+      if (registered(release_on_waking_->first)) release_on_waking_->first->release_failed_client(release_on_waking_->second);
+      release_on_waking_.reset();
+    } else if (failure && registered(sleeper_pool)) {
+      sleeper_pool->fail_executor(sleeper, *failure);
+    }
   }
 }
 

@@ -26,8 +26,12 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
+
+#include "sidecore/sidecore.hpp"
 
 namespace sidecore::mpi {
 
@@ -43,23 +47,33 @@ class ProgressEngine {
   void remove(Pool* pool);
   // The lock around every use of a pool's clients.
   std::mutex& mutex() noexcept { return mutex_; }
-  // Before a task starts: counts it in the pool's and the engine's tasks in flight.
+  // Before a task's request starts, with the lock held: makes room for its completion, so that
+  // complete() never allocates. Throws std::bad_alloc.
+  void reserve_completion();
+  // When a task's request has started: counts it in the pool's and the engine's tasks in flight.
   void started(std::atomic<size_t>& pool_in_flight) noexcept;
   // After a submit, so an idle thread starts watching the new task. Call without the lock.
   void submitted() noexcept;
-  // Makes progress on every pool once; the lock must be held. Returns events handled.
-  size_t progress_locked();
+  // Makes progress on every pool once; the lock must be held. Returns events handled. A client
+  // that throws fails its executor (Pool::fail_executor).
+  size_t progress_locked() noexcept;
   // progress_locked() on the application's thread: also completes requests the thread deferred.
   // Without `poll_clients`, only those (after a submit, which has just used the queues).
-  size_t progress_on_application_thread_locked(bool poll_clients = true);
+  size_t progress_on_application_thread_locked(bool poll_clients = true) noexcept;
+  // When the progress thread sleeps on `client` (outside the lock): wakes it, and has it release
+  // the failed executor `index` of `pool` once it is awake (Pool::release_failed_client). False
+  // when it does not: the caller releases it. The lock must be held.
+  bool release_later(Pool* pool, size_t index, Client& client) noexcept;
   // Completes a finished request now or, on the progress thread below MPI_THREAD_MULTIPLE, queues
   // it for the application's thread. The lock must be held.
-  void complete(MPI_Request request, std::atomic<size_t>* pool_in_flight);
+  void complete(MPI_Request request, std::atomic<size_t>* pool_in_flight) noexcept;
 
  private:
   ProgressEngine() = default;
-  void run();
-  static int opal_hook();
+  // The progress thread: run_loop(), restarted after anything it throws.
+  void run() noexcept;
+  void run_loop();
+  static int opal_hook() noexcept;
   // The application's thread is inside an MPI or MPIX call.
   void note_application_poll() noexcept;
   // Whether it has been since the count was `seen` (which this updates).
@@ -76,6 +90,8 @@ class ProgressEngine {
   std::vector<Pool*> pools_;
   std::thread thread_;
   bool stop_ = false;
+  Client* sleeping_on_ = nullptr;  // the client the thread sleeps on, outside the lock
+  std::optional<std::pair<Pool*, size_t>> release_on_waking_;  // its executor, if it failed meanwhile
   // Tasks started and not yet handed to MPI_Grequest_complete, over all pools: the hook's fast exit.
   std::atomic<size_t> active_{0};
   // The thread sleeps on idle_ until submit wakes it (long) or naps (short; submit lets it be).

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -22,6 +23,13 @@ int main(int argc, char** argv) {
   // Before anything can crash: libfabric's PSM libraries install handlers that would write backtrace
   // files into the working directory (under Slurm, the user's job folder).
   drop_psm_signal_handlers();
+  // Nor may the kernel write a core file there when a function crashes a worker: no core files from
+  // this executor's processes (the hard limit stays; a core_pattern that pipes to a collector such
+  // as systemd-coredump still gets the crash).
+  if (rlimit core{}; getrlimit(RLIMIT_CORE, &core) == 0 && core.rlim_cur != 0) {
+    core.rlim_cur = 0;
+    setrlimit(RLIMIT_CORE, &core);
+  }
   CLI::App app{"sidecore-executor: serve Sidecore functions on the given cores.\n\n"
                "Prints its address card on stdout as SIDECORE_EXECUTOR='...'. Callers must present the\n"
                "token from the SIDECORE_TOKEN environment variable; without one, a fresh token is\n"

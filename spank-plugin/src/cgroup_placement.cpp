@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -287,15 +288,11 @@ std::string remove_cgroup_leaf(const CgroupLeaf& leaf) {
   }
 }
 
-std::string follow_step_cgroups(const CgroupLeaf& leaf, const CgroupView& task_view, uint32_t job_id) {
-  if (leaf.version != 1) return "";
-  std::vector<std::string> pids;
-  {
-    std::istringstream procs(read_text(leaf.directory + "/cgroup.procs"));
-    std::string pid;
-    while (procs >> pid) pids.push_back(pid);
-  }
-  if (pids.empty()) return "no executor process in " + leaf.directory;
+namespace {
+
+// Moves `pids` into the step's freezer, cpuacct and memory cgroups (cgroup v1); the errors, if any.
+std::string move_into_step_cgroups(const CgroupLeaf& leaf, const CgroupView& task_view, uint32_t job_id,
+                                   const std::vector<std::string>& pids) {
   std::string errors;
   for (const auto& line : parse_self_cgroup(task_view.self_cgroup)) {
     const bool wanted = has(line.controllers, "freezer") || has(line.controllers, "cpuacct") ||
@@ -321,6 +318,29 @@ std::string follow_step_cgroups(const CgroupLeaf& leaf, const CgroupView& task_v
       if (!procs && is_directory("/proc/" + pid)) errors += (errors.empty() ? "" : "; ") + std::string("cannot move ") + pid + " into " + directory;
     }
   }
+  return errors;
+}
+
+}  // namespace
+
+std::string follow_step_cgroups(const CgroupLeaf& leaf, const CgroupView& task_view, uint32_t job_id) {
+  if (leaf.version != 1) return "";
+  // The executor's processes: its supervisor and the worker processes it has forked so far (later
+  // ones are forked from a supervisor already moved, and start where it is). A worker forked while
+  // the others move is in the leaf on the next read: a few rounds, until none is new.
+  std::vector<std::string> moved;
+  std::string errors;
+  for (int round = 0; round < 4; ++round) {
+    std::vector<std::string> pids;
+    std::istringstream procs(read_text(leaf.directory + "/cgroup.procs"));
+    for (std::string pid; procs >> pid;) {
+      if (std::find(moved.begin(), moved.end(), pid) == moved.end()) pids.push_back(pid);
+    }
+    if (pids.empty()) break;
+    errors = move_into_step_cgroups(leaf, task_view, job_id, pids);
+    moved.insert(moved.end(), pids.begin(), pids.end());
+  }
+  if (moved.empty()) return "no executor process in " + leaf.directory;
   return errors;
 }
 

@@ -299,7 +299,8 @@ case_cgroup_placement() {
   cluster_up_in cgroup
   local script="$resolve_card"'
 card=$(resolve_card)
-pid=${card#* pid=}; pid=${pid%% *}
+# The worker process (wpids=: one idle core, one worker); its parent is the supervisor (pid=).
+pid=${card#* wpids=}; pid=${pid%% *}; pid=${pid%%,*}
 [ -n "$pid" ] && [ -d /proc/$pid ] || { echo "no executor: $card"; exit 1; }
 supervisor=$(ps -o ppid= -p $pid | tr -d " ")
 echo "exec_cpuset=$(sed -n "s/^[0-9]*:cpuset://p" /proc/$pid/cgroup)"

@@ -36,31 +36,24 @@ bool contains(std::string_view text, std::string_view part) { return text.find(p
 // The documented spellings, written from the man page rather than taken from options.cpp, so that a
 // change in what the parser accepts shows up here.
 
-// N: a whole-string decimal number from 0 to kMaxCores (leading zeros are still decimal).
-std::optional<unsigned> documented_count(std::string_view text) {
+// A whole-string decimal number from `low` to `high` (leading zeros are still decimal).
+std::optional<unsigned> documented_number(std::string_view text, unsigned low, unsigned high) {
   if (text.empty() || !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
     return std::nullopt;
   }
   text.remove_prefix(std::min(text.find_first_not_of('0'), text.size()));
-  if (text.size() > 5) return std::nullopt;
+  if (text.size() > 9) return std::nullopt;  // more than any bound below, and no overflow
   unsigned value = 0;
   for (char c : text) value = value * 10 + static_cast<unsigned>(c - '0');
-  if (value > kMaxCores) return std::nullopt;
+  if (value < low || value > high) return std::nullopt;
   return value;
 }
 
-// max_task_s: 1 to 31536000 seconds (a year), in decimal digits.
-std::optional<unsigned> documented_seconds(std::string_view text) {
-  if (text.empty() || !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-    return std::nullopt;
-  }
-  text.remove_prefix(std::min(text.find_first_not_of('0'), text.size()));
-  if (text.size() > 8) return std::nullopt;
-  unsigned value = 0;
-  for (char c : text) value = value * 10 + static_cast<unsigned>(c - '0');
-  if (value == 0 || value > 31'536'000) return std::nullopt;
-  return value;
-}
+// N: cores, 0 to kMaxCores.
+std::optional<unsigned> documented_count(std::string_view text) { return documented_number(text, 0, kMaxCores); }
+
+// max_task_s: 1 to 31536000 seconds (a year).
+std::optional<unsigned> documented_seconds(std::string_view text) { return documented_number(text, 1, 31'536'000); }
 
 // A,B,...: the non-empty names between commas.
 std::vector<std::string> documented_list(std::string_view text) {

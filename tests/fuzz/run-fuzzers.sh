@@ -39,7 +39,7 @@ sources_of() {
   case $1 in
     protocol) echo "$root/runtime/src/protocol.cpp" ;;
     card) echo "$root/runtime/src/card.cpp $root/runtime/src/hex.cpp" ;;
-    card_reference) echo "$root/runtime/src/card_reference.cpp $root/runtime/src/card.cpp $root/runtime/src/hex.cpp" ;;
+    card_reference) echo "$root/runtime/src/card_reference.cpp $root/runtime/src/card.cpp $root/runtime/src/hex.cpp $root/runtime/src/process/card_wait.cpp $root/runtime/src/process/child_process.cpp" ;;
     core_set) echo "$root/runtime/src/core_set.cpp" ;;
     pool_settings) echo "$root/offload/src/mpi/pool_settings.cpp" ;;
     spank_options) echo "$root/spank-plugin/src/options.cpp" ;;

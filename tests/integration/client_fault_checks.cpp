@@ -9,6 +9,8 @@
 //   hang   a function that never returns with task_timeout 500 ms: TIMEOUT, then full capacity
 //          again within 2 s
 //   bound  the same without a timeout, under an executor with a site bound of 1 s: TIMEOUT after 1 s
+//   limit  crashes past the executor's restart limit (5 a minute): the executor stops, and every
+//          later task completes with EXECUTOR_LOST at once (no hang, the program goes on)
 //
 // Prints one line per check group and "SCENARIO with N worker(s): C checks, F failures"; exit status
 // 1 when any check failed. Bounds scale with SIDECORE_TEST_TIME_SCALE.
@@ -145,11 +147,31 @@ void check_hang(sidecore::Client& client, const sidecore::Function& where, const
   std::printf("hang: TIMEOUT after %.2f s, full capacity again after %.2f s\n", waited, back);
 }
 
+void check_limit(sidecore::Client& client, const sidecore::Function& where, const std::string& library) {
+  const auto crash = client.lookup(library, "crash_segv");
+  bool stopped = false;
+  for (int round = 0; round < 8 && !stopped; ++round) {
+    const auto done = client.wait(client.submit(crash, nullptr, 0, nullptr, 0));
+    CHECK(done.error == ErrorKind::executor_lost, "crash %d: %s", round, std::string(to_string(done.error)).c_str());
+    stopped = full_capacity(client, where, Clock::now(), scaled_s(3)) < 0;
+  }
+  CHECK(stopped, "the executor still serves after 8 crashes");
+  const auto started = Clock::now();
+  WhereTask after{};
+  submit(client, where, after);
+  finish(client, after);
+  CHECK(after.error == ErrorKind::executor_lost, "a task after the executor stopped: %s",
+        std::string(to_string(after.error)).c_str());
+  CHECK(since_s(started) < scaled_s(2), "it took %.2f s to fail", since_s(started));
+  CHECK(client.executor_lost(), "the client does not count its executor as lost");
+  std::printf("limit: the executor stopped; later tasks fail with EXECUTOR_LOST at once\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: %s crash|hang|bound LIBRARY\n", argv[0]);
+    std::fprintf(stderr, "usage: %s crash|hang|bound|limit LIBRARY\n", argv[0]);
     return 2;
   }
   const std::string scenario = argv[1], library = argv[2];
@@ -161,6 +183,8 @@ int main(int argc, char** argv) {
     const auto where = client.lookup(library, "where");
     if (scenario == "crash") {
       for (const char* symbol : {"crash_segv", "crash_abort", "crash_exit"}) check_crash(client, where, library, symbol);
+    } else if (scenario == "limit") {
+      check_limit(client, where, library);
     } else if (scenario == "hang" || scenario == "bound") {
       check_hang(client, where, library, scenario == "hang" ? 0.5 : 1.0);
     } else {

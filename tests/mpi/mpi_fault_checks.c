@@ -7,7 +7,9 @@
  *                  while `where` tasks are in flight on the other worker: the crash and the tasks
  *                  queued behind it on its worker complete with EXECUTOR_LOST, the other worker's
  *                  complete, and within 2 s the pool runs a task on every worker at once again
- *                  (the same pool and function handles: no new pool_create, no new lookup)
+ *                  (the same pool and function handles: no new pool_create, no new lookup); then
+ *                  a segfault while 8 MiB move by RMA in and out: the caller's output buffer is
+ *                  left alone, and a large task on the other worker completes correctly
  *           hang   a function that never returns, with sidecore_timeout_ms=500: TIMEOUT, and the
  *                  worker is replaced, so the pool has its full capacity again within 2 s
  *           bound  the same without a caller timeout, under an executor with a site bound of 1 s
@@ -123,6 +125,43 @@ static void check_crash(MPIX_Offload_function where, MPIX_Offload_function crash
   }
 }
 
+/* FNV-1a, as tests/functions' checksum computes it. */
+static uint64_t fnv1a(const unsigned char *bytes, size_t count) {
+  uint64_t hash = 1469598103934665603ull;
+  for (size_t i = 0; i < count; ++i) hash = (hash ^ bytes[i]) * 1099511628211ull;
+  return hash;
+}
+
+static void check_crash_during_rma(MPIX_Offload_pool pool) {
+  enum { kBytes = 8 << 20 }; /* far above the inline limit: read and written by RMA */
+  MPIX_Offload_function crash = lookup(pool, "crash_segv"), checksum = lookup(pool, "checksum");
+  unsigned char *in = malloc(kBytes), *crash_out = malloc(kBytes);
+  for (size_t i = 0; i < kBytes; ++i) in[i] = (unsigned char)(i * 7);
+  memset(crash_out, 0x11, kBytes);
+  uint64_t sum[2] = {0, 0};
+  MPI_Request requests[2];
+  int rc = MPIX_Offload_submit(crash, in, kBytes, crash_out, kBytes, &requests[0]);
+  CHECK(rc == MPI_SUCCESS, "submit of the crash: rc %d", rc);
+  rc = MPIX_Offload_submit(checksum, in, kBytes, sum, sizeof sum, &requests[1]);
+  CHECK(rc == MPI_SUCCESS, "submit of the checksum: rc %d", rc);
+  MPI_Status status;
+  const int crashed = MPI_Wait(&requests[0], &status);
+  const int summed = MPI_Wait(&requests[1], &status);
+  CHECK(kind_of(crashed) == MPIX_OFFLOAD_ERR_EXECUTOR_LOST, "the crash during RMA: kind %d", kind_of(crashed));
+  if (workers > 1) {
+    CHECK(summed == MPI_SUCCESS, "the large task on the other worker: kind %d", kind_of(summed));
+    CHECK(sum[0] == fnv1a(in, kBytes) && sum[1] == kBytes, "the large task's checksum is wrong");
+  }
+  size_t written = 0;
+  for (size_t i = 0; i < kBytes; ++i) written += crash_out[i] != 0x11;
+  CHECK(written == 0, "%zu bytes of the lost task's output buffer were written", written);
+  if (rank == 0) printf("crash during RMA: EXECUTOR_LOST, output buffer untouched\n");
+  free(in);
+  free(crash_out);
+  MPIX_Offload_function_free(&crash);
+  MPIX_Offload_function_free(&checksum);
+}
+
 static void check_hang(MPIX_Offload_function where, MPIX_Offload_function stuck, double bound) {
   struct task hung = {.sleep_us = 0}, other = {.sleep_us = 100000};
   const double started = now_s();
@@ -197,6 +236,7 @@ int main(int argc, char **argv) {
         check_crash(where, crash, kinds[k]);
         MPIX_Offload_function_free(&crash);
       }
+      check_crash_during_rma(pool);
     } else if (strcmp(scenario, "hang") == 0 || strcmp(scenario, "bound") == 0) {
       MPIX_Offload_function stuck = lookup(pool, "never_return");
       check_hang(where, stuck, strcmp(scenario, "hang") == 0 ? 0.5 : 1.0);

@@ -63,3 +63,12 @@ case_site_task_bound() {
   run_fault_step bound
   check "max_task_s=1: a task without a caller timeout gets TIMEOUT after 1 s and its worker is replaced"
 }
+
+case_worker_limit() {
+  cluster_up
+  build_fault_checks
+  run_fault_step limit
+  grep -q 'not restarting it: 5 restarts in the last 60 s' "$work/err" "$work/err.cpp" ||
+    fail "the executor did not say why it stopped: $(cat "$work/err" "$work/err.cpp")"
+  check "srun --offload: crashes past the restart limit stop the executor with a clear message; the step goes on, its tasks fail fast"
+}

@@ -35,7 +35,7 @@ struct ExecutorCard {
   static constexpr size_t kMaxWorkers = 1024;
   std::string executor_id;                    // 16 hex digits, random per executor
   std::string host;                           // the executor's hostname
-  long pid = 0;                               // the serving process on `host`; 0: not given
+  long pid = 0;                               // the executor (its supervisor) on `host`; 0: not given
   unsigned watch = 0;                         // liveness port (liveness_listener.hpp); 0: none
   std::string provider;                       // libfabric provider of every address below
   std::string doorbell;                       // shared-memory doorbell name, empty when none

@@ -114,7 +114,7 @@ void install_signal_handlers() {
 // Stops the executor and, when it could not clean up after itself, removes its shared memory.
 void stop_executor(sidecore::ChildProcess& executor, const std::string& first_card, const std::string& card_file) {
   using namespace sidecore;
-  // Read before the stop, which removes it: a restarted server wrote a card of its own.
+  // Read before the stop, which removes it: replaced workers are in this card, not in the first.
   const CardFile last = read_card_file(card_file);
   const ExitStatus status = executor.stop(5000ms);
   if (executor.needed_kill()) std::fprintf(stderr, "sidecore-run: the executor did not stop within 5 s; killed it\n");

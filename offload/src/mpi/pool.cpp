@@ -157,8 +157,8 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
   options.task_timeout = settings_.timeout;
   int refused = 0;  // an executor refused this rank's token
   std::string refusal;
-  // This rank's own executor through its reference, when it has one (Slurm): the client then
-  // follows the executor to a new server after a crash.
+  // This rank's own executor through its reference, when it has one (Slurm, sidecore-run): the
+  // client then finds a replaced worker's new card in its file.
   const char* own = std::getenv("SIDECORE_EXECUTOR");
   const std::string own_reference = own != nullptr && *own == '@' ? own : "";
   const std::optional<std::string> own_card = current_card(own_reference);
@@ -242,10 +242,9 @@ std::unique_ptr<OffloadFunction> Pool::lookup(const std::string& library, const 
 
 std::optional<size_t> Pool::pick_executor() noexcept {
   // The first (node-local) executor with room on its workers; otherwise the least loaded per worker.
-  // Executors that died are skipped while any other is left (their tasks fail with EXECUTOR_LOST),
-  // until the node's own comes back: its supervisor restarts the server and the client follows
-  // the card reference (the other nodes' executors are known by their cards only). Executors whose
-  // client failed are never picked.
+  // Executors that died are skipped while any other is left (their tasks fail with EXECUTOR_LOST);
+  // a crashed worker does not make its executor lost (its supervisor replaces it, and the client
+  // greets the new one). Executors whose client failed are never picked.
   std::optional<size_t> best, usable;
   double best_load = 1e300;
   for (size_t i = 0; i < executors_.size(); ++i) {

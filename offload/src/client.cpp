@@ -276,12 +276,24 @@ struct Client::Impl {
         backlog.pop_front();
         continue;
       }
-      const Backlog& stuck = backlog.front();
+      const Backlog stuck = backlog.front();
       if (Clock::now() - stuck.since < kRetryLimit) break;
       logger("sidecore.client")->warn("worker {} of executor {} refused a message for {} s: counting it as lost",
                                       stuck.worker, executors[stuck.executor].card.executor_id,
                                       std::chrono::duration_cast<std::chrono::seconds>(kRetryLimit).count());
-      events += lose_worker(stuck.executor, stuck.worker);  // drops its messages, this one included
+      WorkerLink& worker = executors[stuck.executor].workers[stuck.worker];
+      if (worker.address == stuck.address) {
+        events += lose_worker(stuck.executor, stuck.worker);
+        // A hello to a replacement that died as well: greet whichever the card names next at once.
+        if (worker.hello_nonce != 0) worker.hello_sent = Clock::now() - options.connect_timeout;
+      }
+      // Whatever waits for that address goes, this message included; messages to the worker's
+      // other addresses (a newer replacement) stay.
+      std::erase_if(backlog, [&](const Backlog& message) {
+        if (message.address != stuck.address) return false;
+        buffers->release(message.buffer);
+        return true;
+      });
     }
     return events;
   }

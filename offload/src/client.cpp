@@ -22,6 +22,7 @@
 #include "fabric/endpoint.hpp"
 #include "fabric/error.hpp"
 #include "fabric/memory_region.hpp"
+#include "fabric/retry.hpp"
 #include "fault_injection.hpp"
 #include "liveness_listener.hpp"
 #include "log.hpp"
@@ -45,9 +46,9 @@ constexpr unsigned kSlotBits = 24;  // TaskId = sequence << 24 | slot
 constexpr uint64_t kSlotMask = (uint64_t{1} << kSlotBits) - 1;
 constexpr size_t kMaxSlots = size_t{1} << kSlotBits;
 // How long a provider may answer "try again" to one message or receive before the client gives up on
-// it: a message to a worker then counts as lost with the worker (shm can refuse a dead peer for
-// ever), a receive buffer is dropped.
-constexpr auto kRetryLimit = std::chrono::seconds(2);
+// it (fabric/retry.hpp): a message to a worker then counts as lost with the worker, a receive
+// buffer is dropped.
+using fabric::kRetryLimit;
 // How often the client looks for a replaced worker's new card while one of its workers is lost.
 constexpr auto kCardCheckInterval = std::chrono::milliseconds(20);
 
@@ -221,15 +222,10 @@ struct Client::Impl {
   // buffer (logged): the executors' credits leave a reserve, and no loop here is unbounded.
   void repost(uint32_t buffer) {
     fault::inject(fault::Point::client_repost);
-    ssize_t rc;
-    Clock::time_point give_up{};
-    while ((rc = fi_recv(endpoint->fid(), buffers->data(buffer), buffers->buffer_bytes(), buffers->descriptor(buffer),
-                         FI_ADDR_UNSPEC, context(OpKind::receive, buffer))) == -FI_EAGAIN) {
-      const auto now = Clock::now();
-      if (give_up == Clock::time_point{}) give_up = now + kRetryLimit;
-      if (now > give_up) break;
-      fi_cq_read(endpoint->cq().fid(), nullptr, 0);
-    }
+    const ssize_t rc = fabric::retry_while_busy(endpoint->cq().fid(), [&] {
+      return fi_recv(endpoint->fid(), buffers->data(buffer), buffers->buffer_bytes(), buffers->descriptor(buffer),
+                     FI_ADDR_UNSPEC, context(OpKind::receive, buffer));
+    });
     if (rc != 0) {
       buffers->release(buffer);
       logger("sidecore.client")->warn("cannot post a receive buffer: {}", fi_strerror(static_cast<int>(-rc)));

@@ -404,8 +404,9 @@ int Supervisor::run() {
     std::fprintf(stderr, "sidecore: executor %s on %zu worker(s): %s\n", card_.executor_id.c_str(), n,
                  format_summary(total, seconds, n).c_str());
   }
-  if (exit_status_ == 0 && !options_.card_file.empty()) std::remove(options_.card_file.c_str());
-  if (exit_status_ != 0 && published_ && !options_.card_file.empty()) std::remove(options_.card_file.c_str());
+  // The card goes with the executor; an error line written before it ever served stays for the
+  // caller waiting on it.
+  if ((exit_status_ == 0 || published_) && !options_.card_file.empty()) std::remove(options_.card_file.c_str());
   return exit_status_;
 }
 

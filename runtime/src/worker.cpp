@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "fabric/error.hpp"
+#include "fabric/retry.hpp"
 #include "log.hpp"
 #include "shared_state.hpp"
 #include "token.hpp"
@@ -26,27 +27,8 @@ constexpr size_t kMaxRefused = 256;
 // that caller is gone or unreachable, and its replies must not hold up anyone else's.
 constexpr auto kBacklogLimit = std::chrono::seconds(5);
 
-// How long an operation may meet "try again" before it is given up: a caller that never drains its
-// queue (dead, or stuck) then costs that one operation, never the worker.
-constexpr auto kRetryLimit = std::chrono::seconds(2);
-
-// Runs `operation` until the provider stops saying "try again" or kRetryLimit passes, making
-// progress on `cq` in between (without consuming completions). Returns the last result.
-template <typename Operation>
-ssize_t retry_while_busy(fid_cq* cq, Operation&& operation) {
-  ssize_t rc;
-  Clock::time_point give_up{};
-  while ((rc = operation()) == -FI_EAGAIN) {
-    const auto now = Clock::now();
-    if (give_up == Clock::time_point{}) {
-      give_up = now + kRetryLimit;
-    } else if (now > give_up) {
-      break;
-    }
-    fi_cq_read(cq, nullptr, 0);
-  }
-  return rc;
-}
+using fabric::kRetryLimit;
+using fabric::retry_while_busy;
 
 uint64_t elapsed_ns(Clock::time_point since) {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - since).count());

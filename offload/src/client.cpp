@@ -29,6 +29,7 @@
 #include "message_buffers.hpp"
 #include "protocol.hpp"
 #include "token.hpp"
+#include "transport/ring.hpp"
 
 namespace sidecore {
 namespace {
@@ -74,6 +75,11 @@ struct Client::Impl {
     int pidfd = -1;            // its process, when it runs on this host in a process of its own
     uint64_t hello_nonce = 0;  // a hello to the replacement is on its way
     Clock::time_point hello_sent{};
+    // Node-local rings (pair w of the client's segment), when the worker took them in its welcome.
+    bool on_rings = false;
+    bool cma = false;  // it moves large inputs and outputs of ring tasks by cross-memory attach
+    transport::RingProducer requests;
+    transport::RingConsumer replies;
   };
   struct ExecutorLink {
     ExecutorCard card;
@@ -103,6 +109,7 @@ struct Client::Impl {
     size_t in_bytes = 0;
     void* out = nullptr;
     size_t out_capacity = 0;
+    bool out_remote = false;  // the output is not inline in the result (RMA, or cross-memory attach)
     fabric::MemoryRegion in_region, out_region;
     Completion completion;
     CompletionCallback callback = nullptr;
@@ -157,6 +164,9 @@ struct Client::Impl {
   bool watching_any = false;  // some executor has a pidfd
   Doorbell own_doorbell;  // rung by workers after results, where the queue has no descriptor
   int interrupt_fd = -1;  // wakes sleep() on a queue descriptor
+  // The rings shared with the executor on this host, one pair per worker, where its card offers
+  // them (transport/ring.hpp); empty otherwise.
+  transport::RingSegment rings;
 
   explicit Impl(const ClientOptions& o, std::string_view prov) : options(o), provider(prov) {
     auto fabric = fabric::Fabric::open(provider);
@@ -180,6 +190,10 @@ struct Client::Impl {
       say_goodbye();
     } catch (...) {
       // A destructor must not throw: an executor not told copes (its credits go with the session).
+    }
+    // Tasks still in flight are abandoned: no output of theirs may land in memory the user frees next.
+    if (rings) {
+      for (uint32_t w = 0; w < executors[0].workers.size(); ++w) close_rings(0, w);
     }
     if (interrupt_fd >= 0) close(interrupt_fd);
     for (auto& executor : executors) {
@@ -318,6 +332,55 @@ struct Client::Impl {
     executors.pop_back();
   }
 
+  // Greets worker `w` of executor `e`: a hello with the token, offering the worker its ring pair
+  // where this client has rings with that executor (the pair starts empty: a worker it served before
+  // is dead).
+  void send_hello(uint32_t e, uint32_t w, uint64_t nonce, std::string_view with_token) {
+    WorkerLink& worker = executors[e].workers[w];
+    worker.on_rings = false;
+    protocol::RingOffer offer{};
+    const bool offer_rings = e == 0 && static_cast<bool>(rings);
+    if (offer_rings) {
+      transport::RingPair& pair = rings.pair(w);
+      for (auto* control : {&pair.request, &pair.reply}) {
+        control->tail.store(0, std::memory_order_relaxed);
+        control->head.store(0, std::memory_order_relaxed);
+      }
+      transport::reopen_for_writes(pair.guard);
+      offer = {rings.key(), reinterpret_cast<uint64_t>(rings.key_address()), static_cast<uint32_t>(getpid()),
+               rings.fd(), w, 0};
+    }
+    const uint32_t buffer = buffers->acquire();
+    const size_t bytes = protocol::encode_hello(buffers->span(buffer), nonce, with_token, endpoint->name(),
+                                                own_doorbell.name(), offer_rings ? &offer : nullptr);
+    send(worker.address, buffer, bytes, e, w);
+  }
+
+  // Stops worker `w` writing into this process's memory (outputs of large ring tasks): from now on
+  // the tasks it has are the client's to fail. Waits for a write under way, unless the worker died.
+  void close_rings(uint32_t e, uint32_t w) noexcept {
+    WorkerLink& worker = executors[e].workers[w];
+    if (!worker.on_rings) return;
+    worker.on_rings = false;
+    const auto limit = Clock::now() + std::chrono::seconds(5);
+    const bool closed = transport::close_for_writes(rings.pair(w).guard, [&] {
+      std::this_thread::yield();
+      return (worker.pidfd >= 0 && process_ended(worker.pidfd)) || Clock::now() > limit;
+    });
+    if (!closed) logger("sidecore.client")->warn("worker {} did not finish writing an output within 5 s", w);
+  }
+
+  // After a welcome: whether worker `w` of executor `e` serves this client on its ring pair.
+  void take_rings(uint32_t e, uint32_t w, uint32_t welcome_flags) {
+    WorkerLink& worker = executors[e].workers[w];
+    worker.on_rings = e == 0 && static_cast<bool>(rings) && (welcome_flags & protocol::kWelcomeRings);
+    worker.cma = worker.on_rings && (welcome_flags & protocol::kWelcomeCma);
+    if (!worker.on_rings) return;
+    transport::RingPair& pair = rings.pair(w);
+    worker.requests = transport::RingProducer(&pair.request, pair.request_data);
+    worker.replies = transport::RingConsumer(&pair.reply, pair.reply_data);
+  }
+
   // Waits for `replies` (all registered in expected_replies) until the deadline; false on timeout.
   // With `asked` (an executor and worker), gives up early once that worker is lost.
   bool await(std::vector<Reply>& replies, Clock::time_point deadline,
@@ -362,6 +425,14 @@ struct Client::Impl {
       }
     }
     link.workers.resize(card.worker_addresses.size());
+    if (index == 0 && card.rings && own_doorbell && options.transport == Transport::automatic &&
+        card.host == local_host_name()) {
+      try {
+        rings = transport::RingSegment::create(static_cast<uint32_t>(card.worker_addresses.size()));
+      } catch (const std::exception& e) {
+        logger("sidecore.client")->info("no node-local rings ({}): tasks go over {}", e.what(), provider);
+      }
+    }
     std::vector<Reply> replies(card.worker_addresses.size());
     for (uint32_t w = 0; w < link.workers.size(); ++w) {
       auto& worker = link.workers[w];
@@ -371,10 +442,7 @@ struct Client::Impl {
         throw Error(ErrorKind::bad_arg, fmt::format("executor card address {} is not a valid {} address", w, provider));
       }
       replies[w].key = random_u64();
-      const uint32_t buffer = buffers->acquire();
-      const size_t bytes =
-          protocol::encode_hello(buffers->span(buffer), replies[w].key, token, endpoint->name(), own_doorbell.name());
-      send(worker.address, buffer, bytes, index, w);
+      send_hello(index, w, replies[w].key, token);
     }
     const bool answered = await(replies, Clock::now() + options.connect_timeout);
     for (uint32_t w = 0; w < link.workers.size(); ++w) {
@@ -392,6 +460,7 @@ struct Client::Impl {
       worker.session = reply.welcome.header.session;
       worker.credits = reply.welcome.credits;
       worker.connected = true;
+      take_rings(index, w, reply.welcome.flags);
     }
     if (!answered) {
       abandon_last_executor();
@@ -528,6 +597,11 @@ struct Client::Impl {
   // first) and fails later ones at once.
   size_t lose_executor(uint32_t e) {
     ExecutorLink& link = executors[e];
+    for (uint32_t w = 0; w < link.workers.size(); ++w) {
+      if (!link.workers[w].on_rings) continue;
+      poll_ring(e, w);  // results written before it died are real
+      close_rings(e, w);
+    }
     link.lost = true;
     for (auto& worker : link.workers) {
       worker.credits = 0;
@@ -548,6 +622,9 @@ struct Client::Impl {
     ExecutorLink& link = executors[e];
     WorkerLink& worker = link.workers[w];
     if (worker.lost) return 0;
+    // Results it wrote into its reply ring before it died are real: deliver them first.
+    if (worker.on_rings) poll_ring(e, w);
+    worker.on_rings = false;
     worker.lost = true;
     worker.connected = false;
     worker.credits = 0;
@@ -620,10 +697,7 @@ struct Client::Impl {
       if (worker.address == FI_ADDR_NOTAVAIL) continue;
       worker.hello_nonce = random_u64();
       worker.hello_sent = now;
-      const uint32_t buffer = buffers->acquire();
-      const size_t bytes =
-          protocol::encode_hello(buffers->span(buffer), worker.hello_nonce, token, endpoint->name(), own_doorbell.name());
-      send(worker.address, buffer, bytes, e, w);
+      send_hello(e, w, worker.hello_nonce, token);
     }
   }
 
@@ -645,6 +719,7 @@ struct Client::Impl {
         worker.outstanding = 0;
         worker.connected = true;
         worker.lost = false;
+        take_rings(e, w, welcome->flags);
         --executors[e].lost_workers;
         logger("sidecore.client")->info("worker {} of executor {} serves again", w, executors[e].card.executor_id);
         if (!executors[e].waiting.empty()) dispatch_waiting(executors[e].waiting);
@@ -720,6 +795,32 @@ struct Client::Impl {
   }
 
   size_t poll_queue() {
+    size_t events = 0;
+    if (rings) {
+      for (uint32_t w = 0; w < executors[0].workers.size(); ++w) {
+        if (executors[0].workers[w].on_rings) events += poll_ring(0, w);
+      }
+    }
+    return events + poll_fabric_queue();
+  }
+
+  // Results in worker `w`'s reply ring.
+  size_t poll_ring(uint32_t e, uint32_t w) {
+    WorkerLink& worker = executors[e].workers[w];
+    if (!worker.replies.ready()) return 0;
+    std::string error;
+    const size_t handled = worker.replies.consume([&](std::span<const std::byte> message) { handle_message(message); },
+                                                  kBatch, &error);
+    if (!error.empty()) {
+      // Only its worker writes there: count the worker as lost rather than read on.
+      logger("sidecore.client")->error("worker {} of executor {}: {}", w, executors[e].card.executor_id, error);
+      worker.on_rings = false;
+      return handled + lose_worker(e, w);
+    }
+    return handled;
+  }
+
+  size_t poll_fabric_queue() {
     while (deferred_count > 0) repost(deferred_reposts[--deferred_count]);
     if (!backlog.empty()) flush_backlog();
     fi_cq_data_entry entries[kBatch];
@@ -840,7 +941,7 @@ struct Client::Impl {
       release_if_finished(index);
     } else {
       std::string error;
-      auto result = protocol::decode_result(message, static_cast<bool>(slot.out_region), &error);
+      auto result = protocol::decode_result(message, slot.out_remote, &error, transport::kRingInlineLimit);
       Completion completion;
       if (!result) {
         logger("sidecore.client")->warn("malformed result for task {}: {}", slot.id, error);
@@ -905,6 +1006,7 @@ struct Client::Impl {
     slot.in_bytes = 0;
     slot.out = nullptr;
     slot.out_capacity = 0;
+    slot.out_remote = false;
     slot.completion = Completion{};
     slot.callback = nullptr;
     slot.user = nullptr;
@@ -998,8 +1100,6 @@ struct Client::Impl {
     }
     if (best == UINT32_MAX) return false;
     WorkerLink& worker = executor.workers[best];
-    slot.worker = best;
-    slot.waiting = false;
 
     protocol::TaskMessage task{protocol::make_header(protocol::MessageType::task, worker.peer_id, worker.session),
                                slot.id, slot.function_id, 0, slot.in_bytes, slot.out_capacity};
@@ -1007,6 +1107,16 @@ struct Client::Impl {
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(slot.deadline - Clock::now()).count();
       task.header.deadline_ms = static_cast<uint32_t>(std::clamp<int64_t>(left, 1, UINT32_MAX));
     }
+    if (worker.on_rings && fits_ring(slot, worker)) {
+      if (!dispatch_on_ring(slot, best, task)) return false;  // full: the task waits for a result
+      slot.worker = best;
+      slot.waiting = false;
+      ++worker.outstanding;
+      slot.on_wire = true;
+      return true;
+    }
+    slot.worker = best;
+    slot.waiting = false;
     protocol::RemoteBuffer input{}, output{};
     try {
       if (slot.in_bytes > protocol::kInlineLimit) {
@@ -1017,6 +1127,7 @@ struct Client::Impl {
       }
       if (slot.out_capacity > protocol::kInlineLimit) {
         task.flags |= protocol::kOutputRemote;
+        slot.out_remote = true;
         slot.out_region = fabric::MemoryRegion(domain, endpoint.get(), slot.out, slot.out_capacity, FI_REMOTE_WRITE);
         output = {slot.out_region.remote_address(), slot.out_region.key()};
       }
@@ -1036,6 +1147,40 @@ struct Client::Impl {
     ++worker.outstanding;
     slot.on_wire = true;
     send(worker.address, buffer, bytes, slot.executor, best);
+    return true;
+  }
+
+  // Whether the task can go on the worker's rings: inline up to kRingInlineLimit, larger inputs and
+  // outputs by cross-memory attach where the worker can use it. An output so written could land
+  // after the task timed out, so a task with a deadline takes its large output over libfabric,
+  // whose registration is revoked at the deadline.
+  static bool fits_ring(const TaskSlot& slot, const WorkerLink& worker) noexcept {
+    const bool input_ok = slot.in_bytes <= transport::kRingInlineLimit || worker.cma;
+    const bool output_ok = slot.out_capacity <= transport::kRingInlineLimit ||
+                           (worker.cma && slot.deadline == Clock::time_point{});
+    return input_ok && output_ok;
+  }
+
+  // Writes the task into worker `w`'s request ring and rings the worker; false when the ring has
+  // no room now.
+  bool dispatch_on_ring(TaskSlot& slot, uint32_t w, protocol::TaskMessage& task) {
+    WorkerLink& worker = executors[slot.executor].workers[w];
+    const bool input_remote = slot.in_bytes > transport::kRingInlineLimit;
+    const bool output_remote = slot.out_capacity > transport::kRingInlineLimit;
+    const protocol::RemoteBuffer input{reinterpret_cast<uint64_t>(slot.in), 0};
+    const protocol::RemoteBuffer output{reinterpret_cast<uint64_t>(slot.out), 0};
+    if (input_remote) task.flags |= protocol::kInputRemote;
+    if (output_remote) task.flags |= protocol::kOutputRemote;
+    const size_t bytes = sizeof task + (input_remote ? sizeof input : 0) + (output_remote ? sizeof output : 0) +
+                         (input_remote ? 0 : slot.in_bytes);
+    std::span<std::byte> room = worker.requests.reserve(bytes);
+    if (room.empty()) return false;
+    const size_t header =
+        protocol::encode_task_header(room, task, input_remote ? &input : nullptr, output_remote ? &output : nullptr);
+    if (!input_remote && slot.in_bytes > 0) std::memcpy(room.data() + header, slot.in, slot.in_bytes);
+    worker.requests.commit(bytes);
+    slot.out_remote = output_remote;
+    executors[slot.executor].doorbell.ring(w);
     return true;
   }
 

@@ -67,7 +67,7 @@ std::string format_card(const ExecutorCard& card) {
   };
   std::string pids;
   for (long pid : card.worker_pids) pids += (pids.empty() ? "" : ",") + std::to_string(pid);
-  return fmt::format("{}{} id={} host={}{}{} provider={} workers={} doorbell={} addrs={}{}{}{}", kPrefix,
+  return fmt::format("{}{} id={} host={}{}{} provider={} workers={} doorbell={} addrs={}{}{}{}{}", kPrefix,
                      ExecutorCard::kVersion, card.executor_id, card.host,
                      card.pid > 0 ? fmt::format(" pid={}", card.pid) : std::string(),
                      card.watch > 0 ? fmt::format(" watch={}", card.watch) : std::string(), card.provider,
@@ -77,7 +77,8 @@ std::string format_card(const ExecutorCard& card) {
                          ? std::string()
                          : fmt::format(" remote={} raddrs={}", card.remote_provider, hex_list(card.remote_addresses)),
                      pids.empty() ? std::string() : " wpids=" + pids,
-                     card.max_task_s > 0 ? fmt::format(" max_task_s={}", card.max_task_s) : std::string());
+                     card.max_task_s > 0 ? fmt::format(" max_task_s={}", card.max_task_s) : std::string(),
+                     card.rings ? " paths=rings,fabric" : "");
 }
 
 ExecutorCard route_for_caller(ExecutorCard card, std::string_view caller_host) {
@@ -85,6 +86,7 @@ ExecutorCard route_for_caller(ExecutorCard card, std::string_view caller_host) {
     card.provider = std::move(card.remote_provider);
     card.worker_addresses = std::move(card.remote_addresses);
     card.doorbell.clear();
+    card.rings = false;
   }
   card.remote_provider.clear();
   card.remote_addresses.clear();
@@ -115,7 +117,7 @@ ExecutorCard parse_card(std::string_view text) {
     auto key = field.substr(0, eq);
     if (key != "id" && key != "host" && key != "pid" && key != "watch" && key != "provider" && key != "workers" &&
         key != "doorbell" && key != "addrs" && key != "remote" && key != "raddrs" && key != "wpids" &&
-        key != "max_task_s") {
+        key != "max_task_s" && key != "paths") {
       throw CardError(fmt::format("executor card has an unknown field '{}'", key));
     }
     if (!values.emplace(key, field.substr(eq + 1)).second) {
@@ -208,6 +210,21 @@ ExecutorCard parse_card(std::string_view text) {
         card.max_task_s > 31'536'000) {
       throw CardError(fmt::format("executor card max_task_s '{}' is not a number of seconds from 1 to 31536000", text));
     }
+  }
+  if (auto paths = values.find("paths"); paths != values.end()) {
+    bool fabric = false;
+    for (auto path : split(paths->second, ',')) {
+      if (path == "rings") {
+        card.rings = true;
+      } else if (path == "fabric") {
+        fabric = true;
+      } else {
+        throw CardError(fmt::format("executor card paths '{}' names an unknown path (known: rings, fabric)",
+                                    paths->second));
+      }
+    }
+    if (!fabric) throw CardError("executor card paths must include fabric (lookups and hellos travel there)");
+    if (card.rings && card.doorbell.empty()) throw CardError("executor card offers rings without a doorbell");
   }
   return card;
 }

@@ -13,7 +13,9 @@
 // wpids (optional) are the worker processes' pids, in worker order: a caller on the same host
 // watches each, since a worker that crashed is replaced (a new process, a new address, a new card)
 // while the executor lives on. max_task_s (optional) is the site's bound on any task: callers
-// time tasks out after it at the latest.
+// time tasks out after it at the latest. paths (optional) lists the ways callers on the executor's
+// host may reach its workers: "rings,fabric" when the workers also serve node-local rings
+// (transport/ring.hpp) besides libfabric; absent: libfabric only.
 //
 // Fields are separated by single spaces (provider names such as "tcp;ofi_rxm" contain ';').
 #pragma once
@@ -44,6 +46,7 @@ struct ExecutorCard {
   std::vector<std::string> remote_addresses;  // on remote_provider, one per worker (same order)
   std::vector<long> worker_pids;              // one per worker, or empty: workers share `pid`
   unsigned max_task_s = 0;                    // 0: no bound
+  bool rings = false;                         // callers on `host` may use node-local rings
 };
 
 // This host's name as cards carry it (gethostname, "localhost" when it has none).

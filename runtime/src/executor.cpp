@@ -55,6 +55,9 @@ Executor::Executor(ExecutorConfig config)
     doorbell_ = Doorbell::create(card_.doorbell, static_cast<unsigned>(config_.cores.size()));
     shared_.doorbell = &doorbell_;
   }
+  // Workers that sleep on the doorbell also serve callers on this host through rings: a caller
+  // rings the doorbell after writing a task there as after sending one.
+  card_.rings = needs_doorbell;
   if (config_.remote_provider == config_.provider) config_.remote_provider.clear();
   // shm reaches only this host, where callers watch the pid; other providers get a liveness port.
   // (A worker process leaves that to its supervisor, which outlives it.)

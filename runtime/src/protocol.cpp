@@ -83,7 +83,13 @@ std::optional<HelloView> decode_hello(std::span<const std::byte> message, std::s
     fail(error, fmt::format("hello with a {}-byte doorbell name", fixed->doorbell_bytes));
     return std::nullopt;
   }
-  const size_t expected = sizeof(HelloMessage) + fixed->token_bytes + fixed->address_bytes + fixed->doorbell_bytes;
+  if (fixed->flags & ~kHelloRingOffer) {
+    fail(error, fmt::format("hello with unknown flags 0x{:x}", fixed->flags));
+    return std::nullopt;
+  }
+  const size_t offer_bytes = (fixed->flags & kHelloRingOffer) ? sizeof(RingOffer) : 0;
+  const size_t expected =
+      sizeof(HelloMessage) + fixed->token_bytes + fixed->address_bytes + fixed->doorbell_bytes + offer_bytes;
   if (message.size() != expected) {
     fail(error, fmt::format("hello is {} bytes, its lengths say {}", message.size(), expected));
     return std::nullopt;
@@ -95,6 +101,13 @@ std::optional<HelloView> decode_hello(std::span<const std::byte> message, std::s
   if (!view.doorbell.empty() && !valid_doorbell_name(view.doorbell)) {
     fail(error, "hello names a doorbell that is not /sidecore-<name>");
     return std::nullopt;
+  }
+  if (offer_bytes > 0) {
+    view.rings = load<RingOffer>(message.subspan(expected - offer_bytes));
+    if (view.rings->pid == 0 || view.rings->fd < 0 || view.rings->key == 0) {
+      fail(error, "hello offers rings without a process, a descriptor or a key");
+      return std::nullopt;
+    }
   }
   return view;
 }
@@ -134,7 +147,7 @@ std::optional<LookupView> decode_lookup(std::span<const std::byte> message, std:
   return LookupView{*fixed, library, symbol};
 }
 
-std::optional<TaskView> decode_task(std::span<const std::byte> message, std::string* error) {
+std::optional<TaskView> decode_task(std::span<const std::byte> message, std::string* error, size_t limit) {
   auto fixed = decode_fixed<TaskMessage>(message, MessageType::task, error);
   if (!fixed) return std::nullopt;
   if (fixed->flags & ~kKnownTaskFlags) {
@@ -158,12 +171,12 @@ std::optional<TaskView> decode_task(std::span<const std::byte> message, std::str
     view.output = load<RemoteBuffer>(message.subspan(offset));
     offset += sizeof(RemoteBuffer);
   }
-  const uint64_t inline_limit = input_remote ? kMaxTransferBytes : kInlineLimit;
+  const uint64_t inline_limit = input_remote ? kMaxTransferBytes : limit;
   if (fixed->in_bytes > inline_limit) {
     fail(error, fmt::format("task input of {} bytes exceeds the {}-byte limit", fixed->in_bytes, inline_limit));
     return std::nullopt;
   }
-  const uint64_t out_limit = output_remote ? kMaxTransferBytes : kInlineLimit;
+  const uint64_t out_limit = output_remote ? kMaxTransferBytes : limit;
   if (fixed->out_capacity > out_limit) {
     fail(error, fmt::format("task output capacity of {} bytes exceeds the {}-byte limit", fixed->out_capacity,
                             out_limit));
@@ -178,14 +191,15 @@ std::optional<TaskView> decode_task(std::span<const std::byte> message, std::str
   return view;
 }
 
-std::optional<ResultView> decode_result(std::span<const std::byte> message, bool output_remote, std::string* error) {
+std::optional<ResultView> decode_result(std::span<const std::byte> message, bool output_remote, std::string* error,
+                                        size_t limit) {
   auto fixed = decode_fixed<ResultMessage>(message, MessageType::result, error);
   if (!fixed) return std::nullopt;
   if (!valid_error_kind(fixed->error)) {
     fail(error, fmt::format("result with unknown error kind {}", static_cast<uint32_t>(fixed->error)));
     return std::nullopt;
   }
-  if (fixed->out_bytes > (output_remote ? kMaxTransferBytes : kInlineLimit)) {
+  if (fixed->out_bytes > (output_remote ? kMaxTransferBytes : limit)) {
     fail(error, fmt::format("result of {} bytes exceeds the limit", fixed->out_bytes));
     return std::nullopt;
   }
@@ -226,14 +240,16 @@ std::optional<LookupReplyMessage> decode_lookup_reply(std::span<const std::byte>
 }
 
 size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_view token, std::string_view address,
-                    std::string_view doorbell) {
-  const size_t total = sizeof(HelloMessage) + token.size() + address.size() + doorbell.size();
+                    std::string_view doorbell, const RingOffer* rings) {
+  const size_t offer_bytes = rings != nullptr ? sizeof *rings : 0;
+  const size_t total = sizeof(HelloMessage) + token.size() + address.size() + doorbell.size() + offer_bytes;
   if (token.empty() || token.size() > kMaxTokenBytes || address.empty() || address.size() > kMaxAddressBytes ||
       (!doorbell.empty() && !valid_doorbell_name(doorbell)) || total > buffer.size()) {
     return 0;
   }
   HelloMessage hello{make_header(MessageType::hello), nonce, static_cast<uint16_t>(token.size()),
-                     static_cast<uint16_t>(address.size()), static_cast<uint16_t>(doorbell.size()), 0};
+                     static_cast<uint16_t>(address.size()), static_cast<uint16_t>(doorbell.size()),
+                     rings != nullptr ? kHelloRingOffer : uint16_t{0}};
   std::byte* out = buffer.data();
   std::memcpy(out, &hello, sizeof hello);
   std::memcpy(out + sizeof hello, token.data(), token.size());
@@ -241,6 +257,7 @@ size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_vie
   if (!doorbell.empty()) {  // an empty view may hold a null pointer, which memcpy must not get
     std::memcpy(out + sizeof hello + token.size() + address.size(), doorbell.data(), doorbell.size());
   }
+  if (rings != nullptr) std::memcpy(out + total - offer_bytes, rings, offer_bytes);
   return total;
 }
 

@@ -64,19 +64,42 @@ struct HelloMessage {
   uint16_t token_bytes;
   uint16_t address_bytes;
   uint16_t doorbell_bytes;  // 0, or the length of the caller's own doorbell name
-  uint16_t reserved;
+  uint16_t flags;           // kHelloRingOffer, or 0
   // followed by token_bytes of token, address_bytes of the caller's endpoint address, then the
-  // name of the caller's doorbell (shm callers that sleep while waiting for results)
+  // name of the caller's doorbell (shm callers that sleep while waiting for results), then a
+  // RingOffer when flagged
 };
 static_assert(sizeof(HelloMessage) == 40);
+
+inline constexpr uint16_t kHelloRingOffer = 1u << 0;
+
+// A caller on the worker's host offers node-local rings (transport/ring.hpp): the worker maps the
+// caller's segment through /proc/<pid>/fd/<fd> and serves this caller's tasks on pair `pair`.
+struct RingOffer {
+  uint64_t key;          // the segment's key
+  uint64_t key_address;  // where the key lies in the caller (the worker's cross-memory-attach probe)
+  uint32_t pid;
+  int32_t fd;
+  uint32_t pair;
+  uint32_t reserved;
+};
+static_assert(sizeof(RingOffer) == 32);
 
 struct WelcomeMessage {
   MessageHeader header;  // peer_id and session to use from now on
   uint64_t nonce;
   uint32_t credits;      // tasks and lookups the caller may have outstanding at this worker
   uint32_t worker_index;
+  uint32_t flags;        // kWelcomeRings, kWelcomeCma
+  uint32_t reserved;
 };
-static_assert(sizeof(WelcomeMessage) == 40);
+static_assert(sizeof(WelcomeMessage) == 48);
+
+// The worker mapped the offered rings: tasks may come on them, and their results go back there.
+inline constexpr uint32_t kWelcomeRings = 1u << 0;
+// ... and it can reach the caller's memory by cross-memory attach: large inputs and outputs of ring
+// tasks are remote buffers given by their address in the caller (key 0), moved with one copy.
+inline constexpr uint32_t kWelcomeCma = 1u << 1;
 
 struct RefusedMessage {
   MessageHeader header;
@@ -138,7 +161,8 @@ struct ResultMessage {
 static_assert(sizeof(ResultMessage) == 48);
 
 inline constexpr size_t kMaxMessageBytes = sizeof(TaskMessage) + 2 * sizeof(RemoteBuffer) + kInlineLimit;
-static_assert(kMaxMessageBytes >= sizeof(HelloMessage) + kMaxTokenBytes + kMaxAddressBytes + kMaxDoorbellBytes);
+static_assert(kMaxMessageBytes >= sizeof(HelloMessage) + kMaxTokenBytes + kMaxAddressBytes + kMaxDoorbellBytes +
+                                      sizeof(RingOffer));
 static_assert(kMaxMessageBytes >= sizeof(LookupMessage) + kMaxLibraryBytes + kMaxSymbolBytes);
 
 constexpr MessageHeader make_header(MessageType type, uint32_t peer_id = 0, uint64_t session = 0) {
@@ -155,6 +179,7 @@ struct HelloView {
   std::string_view token;
   std::string_view address;
   std::string_view doorbell;  // empty when the caller has none
+  std::optional<RingOffer> rings;
 };
 
 // True for names of the form "/sidecore-<letters, digits, '-'>", at most kMaxDoorbellBytes long.
@@ -174,7 +199,9 @@ struct TaskView {
   std::optional<RemoteBuffer> output;  // set when the output is remote
   std::span<const std::byte> inline_input;
 };
-std::optional<TaskView> decode_task(std::span<const std::byte> message, std::string* error = nullptr);
+// `limit`: the most inline input and output bytes (kInlineLimit over libfabric, more on rings).
+std::optional<TaskView> decode_task(std::span<const std::byte> message, std::string* error = nullptr,
+                                    size_t limit = kInlineLimit);
 
 struct ResultView {
   ResultMessage fixed;
@@ -182,7 +209,7 @@ struct ResultView {
 };
 // `output_remote`: whether the task asked for its output by RMA (then no inline bytes may follow).
 std::optional<ResultView> decode_result(std::span<const std::byte> message, bool output_remote,
-                                        std::string* error = nullptr);
+                                        std::string* error = nullptr, size_t limit = kInlineLimit);
 
 std::optional<WelcomeMessage> decode_welcome(std::span<const std::byte> message, std::string* error = nullptr);
 std::optional<RefusedMessage> decode_refused(std::span<const std::byte> message, std::string* error = nullptr);
@@ -193,7 +220,7 @@ std::optional<LookupReplyMessage> decode_lookup_reply(std::span<const std::byte>
 // --- buffer is too small or the fields are ones the decoders would refuse ------------------------
 
 size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_view token, std::string_view address,
-                    std::string_view doorbell = {});
+                    std::string_view doorbell = {}, const RingOffer* rings = nullptr);
 size_t encode_lookup(std::span<std::byte> buffer, uint32_t peer_id, uint64_t session, uint64_t request_id,
                      std::string_view library, std::string_view symbol);
 

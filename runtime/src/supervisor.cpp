@@ -213,6 +213,7 @@ void Supervisor::on_report(unsigned index, std::string_view kind, std::string_vi
     card_.remote_addresses[index] = part.remote_addresses.at(0);
   }
   if (!part.doorbell.empty()) doorbell_used_ = true;
+  if (part.rings) card_.rings = true;
   card_.worker_pids[index] = worker.pid;
   worker.reported = true;
   if (published_) {
@@ -228,7 +229,10 @@ void Supervisor::on_report(unsigned index, std::string_view kind, std::string_vi
 
 void Supervisor::publish() {
   ExecutorCard card = card_;
-  if (!doorbell_used_) card.doorbell.clear();
+  if (!doorbell_used_) {
+    card.doorbell.clear();
+    card.rings = false;
+  }
   const std::string text = format_card(card);
   if (!published_) {
     published_ = true;

@@ -1,9 +1,11 @@
 #include "worker.hpp"
 
+#include <poll.h>
 #include <pthread.h>
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,6 +37,10 @@ uint64_t elapsed_ns(Clock::time_point since) {
 }
 
 }  // namespace
+
+Worker::RingLink::~RingLink() {
+  if (pidfd >= 0) close(pidfd);
+}
 
 Worker::Worker(unsigned index, int core, std::shared_ptr<fabric::Fabric> fabric, WorkerShared& shared,
                const WorkerOptions& options)
@@ -104,6 +110,8 @@ void Worker::run() {
   uint64_t last_work = TaskClock::now();
   unsigned empty_polls = 0;
   while (!shared_.stop.load(std::memory_order_relaxed)) {
+    // About every few milliseconds of spinning: callers that died leave rings nobody will use.
+    if ((++passes_ & 0xffff) == 0 && !ring_peers_.empty()) check_ring_callers();
     if (poll_once() > 0 || busy()) {
       // A task run in this pass read the clock as it finished: close enough for the spin window.
       last_work = tick_fresh_ ? last_tick_ : TaskClock::now();
@@ -125,6 +133,7 @@ void Worker::run() {
 
 bool Worker::sleep() {
   if (shared_.doorbell != nullptr) {
+    if (!ring_peers_.empty()) check_ring_callers();
     shared_.doorbell->prepare_sleep(index_);
     const size_t events = poll_once();
     if (events > 0 || shared_.stop.load(std::memory_order_relaxed)) {
@@ -155,21 +164,20 @@ bool Worker::sleep() {
 
 size_t Worker::poll_once() {
   if (!backlog_.empty()) flush_backlog();
+  size_t events = ring_peers_.empty() ? 0 : serve_rings();
   fi_cq_data_entry entries[kBatch];
   ssize_t count = endpoint_->cq().read(entries, kBatch);
-  if (count == -FI_EAGAIN) return 0;
   if (count == -FI_EAVAIL) {
     handle_error();
-    ring_callers();
-    return 1;
-  }
-  if (count < 0) {
+    ++events;
+  } else if (count > 0) {
+    for (ssize_t i = 0; i < count; ++i) handle_completion(entries[i]);
+    events += static_cast<size_t>(count);
+  } else if (count != -FI_EAGAIN) {
     warn_limited(fmt::format("worker {}: fi_cq_read: {}", index_, fi_strerror(static_cast<int>(-count))));
-    return 0;
   }
-  for (ssize_t i = 0; i < count; ++i) handle_completion(entries[i]);
-  ring_callers();
-  return static_cast<size_t>(count);
+  if (!rings_due_.empty()) ring_callers();
+  return events;
 }
 
 void Worker::ring_callers() noexcept {
@@ -316,6 +324,7 @@ void Worker::on_hello(std::span<const std::byte> message) {
   peer.session = random_u64();
   peer.active = true;
   peer.doorbell = Doorbell();
+  peer.ring.reset();
   if (!hello->doorbell.empty()) {
     try {
       peer.doorbell = Doorbell::open(std::string(hello->doorbell), 1);
@@ -329,8 +338,10 @@ void Worker::on_hello(std::span<const std::byte> message) {
 
   protocol::WelcomeMessage welcome{protocol::make_header(protocol::MessageType::welcome, peer_id, peer.session),
                                    hello->fixed.nonce, options_.credits_per_peer, index_};
+  if (hello->rings) welcome.flags = attach_rings(peer_id, *hello->rings);
   send_copy(address, &welcome, sizeof welcome);
-  logger("sidecore.exec")->debug("worker {}: caller {} connected", index_, peer_id);
+  logger("sidecore.exec")->debug("worker {}: caller {} connected{}", index_, peer_id,
+                                 (welcome.flags & protocol::kWelcomeRings) ? " on rings" : "");
 }
 
 void Worker::refuse(fi_addr_t address, uint64_t nonce, ErrorKind error) {
@@ -346,13 +357,18 @@ void Worker::refuse(fi_addr_t address, uint64_t nonce, ErrorKind error) {
 
 void Worker::on_goodbye(const protocol::MessageHeader& header) {
   if (authenticated(header) == nullptr) return;
-  Peer& peer = peers_[header.peer_id];
+  release_peer(header.peer_id);
+  logger("sidecore.exec")->debug("worker {}: caller {} said goodbye", index_, header.peer_id);
+}
+
+void Worker::release_peer(uint32_t peer_id) {
+  Peer& peer = peers_[peer_id];
   // Leave the address in the table: results of tasks still in flight may be on their way to it.
   peer.active = false;
   peer.doorbell = Doorbell();
-  free_peers_.push_back(header.peer_id);
+  detach_rings(peer_id);
+  free_peers_.push_back(peer_id);
   wanted_receives_ -= options_.credits_per_peer;
-  logger("sidecore.exec")->debug("worker {}: caller {} said goodbye", index_, header.peer_id);
 }
 
 void Worker::on_lookup(const protocol::MessageHeader& header, std::span<const std::byte> message) {
@@ -436,6 +452,24 @@ void Worker::on_task(const protocol::MessageHeader& header, std::span<const std:
   ++operations_in_flight_;
 }
 
+ErrorKind Worker::call_function(const protocol::MessageHeader& header, const protocol::TaskMessage& fixed,
+                                const std::byte* input, std::byte* output, size_t& out_bytes, int& rc,
+                                int64_t arrived_ns) {
+  sidecore_function_t function = shared_.loader->get(fixed.function_id);
+  if (function == nullptr) return ErrorKind::not_found;
+  announce_deadline(header, arrived_ns);
+  rc = function(fixed.in_bytes ? input : nullptr, fixed.in_bytes, fixed.out_capacity ? output : nullptr,
+                fixed.out_capacity, &out_bytes);
+  clear_deadline();
+  if (rc == 0 && out_bytes <= fixed.out_capacity) return ErrorKind::none;
+  if (rc == 0) {
+    warn_limited(fmt::format("worker {}: function {} claimed {} output bytes with room for {}", index_,
+                             fixed.function_id, out_bytes, fixed.out_capacity));
+  }
+  out_bytes = 0;
+  return ErrorKind::function;
+}
+
 void Worker::run_inline(const Peer& peer, const protocol::MessageHeader& header, const protocol::TaskView& task) {
   const uint64_t received = TaskClock::now();
   const auto& fixed = task.fixed;
@@ -443,24 +477,8 @@ void Worker::run_inline(const Peer& peer, const protocol::MessageHeader& header,
   std::byte* output = buffers_->data(buffer) + sizeof(protocol::ResultMessage);
   size_t out_bytes = 0;
   int rc = 0;
-  ErrorKind error = ErrorKind::none;
-  if (sidecore_function_t function = shared_.loader->get(fixed.function_id); function == nullptr) {
-    error = ErrorKind::not_found;
-  } else {
-    // The input is read straight from the receive buffer, the output written into the result.
-    announce_deadline(header, 0);
-    rc = function(fixed.in_bytes ? task.inline_input.data() : nullptr, fixed.in_bytes,
-                  fixed.out_capacity ? output : nullptr, fixed.out_capacity, &out_bytes);
-    clear_deadline();
-    if (rc != 0 || out_bytes > fixed.out_capacity) {
-      if (rc == 0) {
-        warn_limited(fmt::format("worker {}: function {} claimed {} output bytes with room for {}", index_,
-                                 fixed.function_id, out_bytes, fixed.out_capacity));
-      }
-      error = ErrorKind::function;
-      out_bytes = 0;
-    }
-  }
+  // The input is read straight from the receive buffer, the output written into the result.
+  const ErrorKind error = call_function(header, fixed, task.inline_input.data(), output, out_bytes, rc, 0);
   last_tick_ = TaskClock::now();
   tick_fresh_ = true;
   const uint64_t service_ns = TaskClock::to_ns(last_tick_ > received ? last_tick_ - received : 0);

@@ -1,5 +1,7 @@
 // One executor worker: a thread pinned to one core that owns its own libfabric domain, endpoint,
-// completion queue and address vector, and serves every caller that says hello to it.
+// completion queue and address vector, and serves every caller that says hello to it. A caller on
+// the worker's host may also offer node-local rings in its hello (transport/ring.hpp); the worker
+// then takes that caller's tasks from its request ring and writes their results into its reply ring.
 //
 // Progress model: the worker is a poller. It drains its completion queue in batches; each
 // completion advances one task (message received -> [read input] -> run -> [write output] ->
@@ -28,6 +30,7 @@
 #include "poll_mode.hpp"
 #include "protocol.hpp"
 #include "service_stats.hpp"
+#include "transport/ring.hpp"
 
 namespace sidecore {
 
@@ -72,12 +75,28 @@ class Worker {
 
  private:
   enum class OpKind : uint8_t { receive = 1, send = 2, read = 3, write = 4 };
+  // A caller's node-local rings, mapped from its segment.
+  struct RingLink {
+    transport::RingSegment segment;
+    transport::RingConsumer requests;
+    transport::RingProducer replies;
+    transport::OutputGuard* guard = nullptr;
+    pid_t pid = 0;
+    int pidfd = -1;    // readable once the caller has exited: its rings are then freed
+    bool cma = false;  // its large inputs and outputs are read and written by cross-memory attach
+    std::deque<std::vector<std::byte>> backlog;  // results that did not fit in the reply ring yet
+    RingLink() = default;
+    RingLink(const RingLink&) = delete;
+    RingLink& operator=(const RingLink&) = delete;
+    ~RingLink();
+  };
   struct Peer {
     fi_addr_t address = FI_ADDR_NOTAVAIL;
     uint64_t session = 0;
     bool active = false;
     bool ring_due = false;  // listed in rings_due_
     Doorbell doorbell;      // the caller's, rung after results when it has one
+    std::unique_ptr<RingLink> ring;  // set when the caller's tasks come on node-local rings
   };
   // A task waiting on RMA: its input being read or its output being written.
   struct PendingTask {
@@ -126,6 +145,26 @@ class Worker {
   void on_lookup(const protocol::MessageHeader& header, std::span<const std::byte> message);
   void on_task(const protocol::MessageHeader& header, std::span<const std::byte> message);
   void on_goodbye(const protocol::MessageHeader& header);
+  // Lets the peer go: a goodbye, or its process ended.
+  void release_peer(uint32_t peer_id);
+  // --- node-local rings --------------------------------------------------------------------------
+  // Maps the rings a hello offers; returns the welcome's flags (0: the caller keeps to libfabric).
+  uint32_t attach_rings(uint32_t peer_id, const protocol::RingOffer& offer);
+  void detach_rings(uint32_t peer_id) noexcept;
+  // Takes tasks from every ring caller; returns the messages handled.
+  size_t serve_rings();
+  void on_ring_message(uint32_t peer_id, std::span<const std::byte> message);
+  // `error`: none, or what to answer without running anything (a malformed task).
+  void serve_ring_task(uint32_t peer_id, const protocol::MessageHeader& header, const protocol::TaskView& task,
+                       ErrorKind error);
+  // A result for a ring caller: into its reply ring, or its backlog while the ring is full.
+  void flush_ring_backlog(uint32_t peer_id, RingLink& link);
+  // Frees the rings (and the peer) of callers whose process has ended.
+  void check_ring_callers();
+  // Calls the task's function between announce_deadline and clear_deadline; the error to report
+  // (out_bytes and rc are reset where the function failed).
+  ErrorKind call_function(const protocol::MessageHeader& header, const protocol::TaskMessage& fixed,
+                          const std::byte* input, std::byte* output, size_t& out_bytes, int& rc, int64_t arrived_ns);
   // Fast path: input and output both inline; no pending-task bookkeeping.
   void run_inline(const Peer& peer, const protocol::MessageHeader& header, const protocol::TaskView& task);
   void on_read_done(uint32_t pending);
@@ -160,7 +199,7 @@ class Worker {
   uint32_t acquire_pending();
   uint32_t acquire_scratch(size_t bytes);
   void release_scratch(uint32_t& index) noexcept;
-  bool busy() const noexcept { return operations_in_flight_ > 0 || !backlog_.empty(); }
+  bool busy() const noexcept { return operations_in_flight_ > 0 || !backlog_.empty() || ring_backlog_ > 0; }
   // Before a function runs: tells the supervisor when the task must be done, counted from
   // `arrived_ns` (CLOCK_MONOTONIC; 0: now). Nothing when neither the caller nor the site set a bound.
   void announce_deadline(const protocol::MessageHeader& header, int64_t arrived_ns) noexcept;
@@ -185,6 +224,10 @@ class Worker {
 
   std::vector<Peer> peers_;
   std::vector<uint32_t> free_peers_;
+  std::vector<uint32_t> ring_peers_;    // callers whose tasks come on rings
+  std::vector<uint32_t> broken_rings_;  // found corrupt while serving: detached after the pass
+  size_t ring_backlog_ = 0;             // results waiting in RingLink backlogs, over all callers
+  uint32_t passes_ = 0;                 // poll passes, for the occasional check of ring callers
   std::vector<uint32_t> rings_due_;  // callers to ring once the current batch is handled
   size_t posted_receives_ = 0;
   size_t wanted_receives_ = 0;

@@ -71,6 +71,12 @@ class SIDECORE_API Function {
   const void* owner_ = nullptr;
 };
 
+// How a client reaches workers on its own host. Across hosts it is always libfabric.
+enum class Transport {
+  automatic,  // the executor's node-local rings where its card offers them, else libfabric
+  fabric,     // libfabric (shm on a Slurm node) even on the executor's host
+};
+
 struct ClientOptions {
   std::chrono::milliseconds connect_timeout{5000};  // for each executor's handshake and each lookup
   // A task not completed this long after submit completes with TIMEOUT; from then on no byte of
@@ -80,6 +86,7 @@ struct ClientOptions {
   // runs (through a pidfd on the pid in its card). When it has died (killed, crashed), every task
   // on it completes with EXECUTOR_LOST within about this time, and later ones at once.
   std::chrono::milliseconds liveness_interval{250};
+  Transport transport = Transport::automatic;
 };
 
 class SIDECORE_API Client {

@@ -155,6 +155,7 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
   }
   ClientOptions options;
   options.task_timeout = settings_.timeout;
+  options.transport = settings_.transport;
   int refused = 0;  // an executor refused this rank's token
   std::string refusal;
   // This rank's own executor through its reference, when it has one (Slurm, sidecore-run): the

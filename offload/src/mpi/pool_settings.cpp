@@ -18,7 +18,7 @@ std::string info_value(MPI_Info info, const char* key) {
 }  // namespace
 
 std::variant<PoolSettings, std::string> parse_pool_settings(const std::string& scope, const std::string& fallback,
-                                                            const std::string& timeout_ms) {
+                                                            const std::string& timeout_ms, const std::string& transport) {
   PoolSettings settings;
   if (scope == "node") {
     settings.scope = Scope::node;
@@ -42,13 +42,20 @@ std::variant<PoolSettings, std::string> parse_pool_settings(const std::string& s
     }
     settings.timeout = std::chrono::milliseconds(value);
   }
+  if (transport == "fabric") {
+    settings.transport = Transport::fabric;
+  } else if (transport == "auto" || transport.empty()) {
+    settings.transport = Transport::automatic;
+  } else {
+    return "sidecore_transport='" + transport + "' is not auto or fabric";
+  }
   return settings;
 }
 
 std::variant<PoolSettings, std::string> parse_pool_settings(MPI_Info info) {
   if (info == MPI_INFO_NULL) return PoolSettings{};
   return parse_pool_settings(info_value(info, "sidecore_scope"), info_value(info, "sidecore_fallback"),
-                             info_value(info, "sidecore_timeout_ms"));
+                             info_value(info, "sidecore_timeout_ms"), info_value(info, "sidecore_transport"));
 }
 
 }  // namespace sidecore::mpi

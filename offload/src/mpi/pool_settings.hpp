@@ -7,6 +7,8 @@
 #include <string>
 #include <variant>
 
+#include "sidecore/sidecore.hpp"
+
 namespace sidecore::mpi {
 
 enum class Scope { node, job };
@@ -16,6 +18,7 @@ struct PoolSettings {
   Scope scope = Scope::job;                   // sidecore_scope: use executors of this node only, or all
   Fallback fallback = Fallback::inline_call;  // sidecore_fallback: without executors, run in the rank or fail
   std::chrono::milliseconds timeout{0};       // sidecore_timeout_ms: 0 = none
+  Transport transport = Transport::automatic;  // sidecore_transport: node-local rings where offered, or fabric
 };
 
 // Reads the sidecore_* keys of `info` (MPI_INFO_NULL gives the defaults). On an unknown value,
@@ -24,6 +27,7 @@ std::variant<PoolSettings, std::string> parse_pool_settings(MPI_Info info);
 
 // The same parsing from plain strings (empty = key absent), shared with the unit tests.
 std::variant<PoolSettings, std::string> parse_pool_settings(const std::string& scope, const std::string& fallback,
-                                                            const std::string& timeout_ms);
+                                                            const std::string& timeout_ms,
+                                                            const std::string& transport = {});
 
 }  // namespace sidecore::mpi

@@ -1456,5 +1456,11 @@ size_t Client::progress() {
 size_t Client::in_flight() const noexcept { return impl_->in_flight; }
 size_t Client::workers() const noexcept { return impl_->total_workers; }
 const std::string& Client::provider() const noexcept { return impl_->provider; }
+bool Client::on_rings() const noexcept {
+  for (const auto& worker : impl_->executors.front().workers) {
+    if (worker.on_rings) return true;
+  }
+  return false;
+}
 
 }  // namespace sidecore

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "card.hpp"
 #include "executor_process.hpp"
 #include "provider_test.hpp"
 
@@ -105,8 +106,11 @@ class DataPath : public ProviderTest {
 
 TEST_P(DataPath, ConnectsToOneWorkerOfTheRightProvider) {
   EXPECT_EQ(client().workers(), 1u);
-  EXPECT_EQ(client().provider(), GetParam());
+  EXPECT_EQ(client().provider(), provider_of(GetParam()));
   EXPECT_EQ(client().in_flight(), 0u);
+  // shm executors offer node-local rings, and a client takes them unless told to keep to libfabric.
+  EXPECT_EQ(executor_->card().find(" paths=rings,fabric") != std::string::npos, provider_of(GetParam()) == "shm");
+  EXPECT_EQ(client().on_rings(), GetParam() == "shm");
 }
 
 TEST_P(DataPath, EchoRoundTripsEveryPayloadSize) {
@@ -131,7 +135,8 @@ TEST_P(DataPath, SizesAroundTheInlineLimit) {
   const auto echo = lookup("echo");
   const auto fill = lookup("fill_pattern");
   const auto checksum = lookup("checksum");
-  const size_t around[] = {4095, 4096, 4097};
+  // libfabric's inline limit, then the rings' (16 KiB): past it, rings move data by cross-memory attach.
+  const size_t around[] = {4095, 4096, 4097, 16383, 16384, 16385};
   // Inputs on each side of the limit with a small output, and the reverse.
   for (size_t n : around) check_checksum(checksum, n);
   for (size_t n : around) check_fill(fill, n, n);
@@ -227,9 +232,10 @@ TEST_P(DataPath, CallbacksDeliverEveryCompletion) {
 }
 
 // Each client echoes `tasks` values tagged with `tag` and one 1 MiB fill_pattern; returns failures.
-std::string run_client_workload(const std::string& card, const std::string& token, uint64_t tag, size_t tasks) {
+std::string run_client_workload(const std::string& card, const std::string& token, uint64_t tag, size_t tasks,
+                                const sidecore::ClientOptions& options) {
   try {
-    auto client = sidecore::Client::connect(card, token);
+    auto client = sidecore::Client::connect(card, token, options);
     const auto echo = client.lookup(functions_library(), "echo");
     const auto fill = client.lookup(functions_library(), "fill_pattern");
     std::vector<uint64_t> in(tasks), out(tasks, 0);
@@ -269,7 +275,7 @@ TEST_P(DataPath, TwoClientsInTwoThreadsAtOnce) {
   auto body = [&](int which) {
     ++ready;
     while (ready < 2) std::this_thread::yield();  // start both workloads together
-    failures[which] = run_client_workload(executor_->card(), token_, 0xC1 + which, 3000);
+    failures[which] = run_client_workload(executor_->card(), token_, 0xC1 + which, 3000, options());
   };
   std::thread first(body, 0), second(body, 1);
   first.join();
@@ -284,7 +290,7 @@ TEST_P(DataPath, TwoClientsInTwoProcessesAtOnce) {
   auto other = spawn({env_client_binary(), functions_library(), "5000"},
                             {"SIDECORE_EXECUTOR=" + executor_->card(), "SIDECORE_TOKEN=" + token_},
                             dir.path() / "stdout", dir.path() / "stderr");
-  const std::string mine = run_client_workload(executor_->card(), token_, 0xAB, 5000);
+  const std::string mine = run_client_workload(executor_->card(), token_, 0xAB, 5000, options());
   auto status = wait_until(other, Clock::now() + 60s);
   if (!status) other.stop(0ms);
   EXPECT_EQ(mine, "");
@@ -304,7 +310,7 @@ TEST_P(DataPath, ACallerLeavingMidTaskDoesNotBlockOtherCallers) {
   };
   ASSERT_TRUE(echo_works(client(), echo, 1));
   {
-    auto leaving = sidecore::Client::connect(executor_->card(), token_);
+    auto leaving = sidecore::Client::connect(executor_->card(), token_, options());
     const auto sleep = leaving.lookup(functions_library(), "sleep_us");
     const auto fill = leaving.lookup(functions_library(), "fill_pattern");
     const uint32_t sleep_us = 100'000;  // the fill runs after this caller is gone
@@ -317,14 +323,52 @@ TEST_P(DataPath, ACallerLeavingMidTaskDoesNotBlockOtherCallers) {
   std::this_thread::sleep_for(300ms);
   EXPECT_TRUE(echo_works(client(), echo, 2)) << "a caller that stayed connected gets no more results";
   try {
-    auto late =
-        sidecore::Client::connect(executor_->card(), token_, sidecore::ClientOptions{.connect_timeout = 3000ms});
+    auto late_options = options();
+    late_options.connect_timeout = 3000ms;
+    auto late = sidecore::Client::connect(executor_->card(), token_, late_options);
     EXPECT_TRUE(echo_works(late, late.lookup(functions_library(), "echo"), 3)) << "a new caller gets no results";
   } catch (const sidecore::Error& e) {
     ADD_FAILURE() << "a new caller cannot connect: " << to_string(e.kind()) << ": " << e.what()
                   << "\nexecutor stderr:\n"
                   << executor_->stderr_text();
   }
+}
+
+// The worker maps the segment of each caller on rings; one killed in the middle of its tasks
+// (likely in the middle of writing a cell) must leave nothing wedged: the worker notices through
+// its pidfd, unmaps the segment, and serves everyone else.
+TEST_P(DataPath, ACallerKilledMidStreamLeavesNoRingBehind) {
+  const auto card = sidecore::parse_card(executor_->card());
+  ASSERT_EQ(card.worker_pids.size(), 1u);
+  const std::string maps = "/proc/" + std::to_string(card.worker_pids[0]) + "/maps";
+  auto segments_mapped = [&] {
+    const std::string text = read_file(maps);
+    size_t count = 0;
+    for (size_t at = 0; (at = text.find("sidecore-rings", at)) != std::string::npos; ++at) ++count;
+    return count;
+  };
+  const size_t mine = GetParam() == "shm" ? 1 : 0;                // the fixture's client's segment
+  const size_t theirs = provider_of(GetParam()) == "shm" ? 1 : 0;  // the other's (transport automatic)
+  EXPECT_EQ(segments_mapped(), mine);
+  TempDir dir;
+  auto other = spawn({env_client_binary(), functions_library(), "2000000"},
+                     {"SIDECORE_EXECUTOR=" + executor_->card(), "SIDECORE_TOKEN=" + token_}, dir.path() / "stdout",
+                     dir.path() / "stderr");
+  // Until it streams tasks: then its segment is mapped too.
+  const auto streaming = Clock::now() + 10s;
+  while (segments_mapped() < mine + theirs && Clock::now() < streaming) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(segments_mapped(), mine + theirs) << "the other caller's segment is not mapped";
+  std::this_thread::sleep_for(200ms);
+  other.stop(0ms);  // SIGKILL in the middle of its tasks
+  const auto freed = Clock::now() + 5s;
+  while (segments_mapped() > mine && Clock::now() < freed) std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(segments_mapped(), mine) << "the killed caller's rings are still mapped by the worker";
+  const auto echo = lookup("echo");
+  uint64_t in = 77, out = 0;
+  auto done = wait_for(client(), client().submit(echo, &in, sizeof in, &out, sizeof out), 5s);
+  ASSERT_TRUE(done) << "the caller that stayed gets no result";
+  EXPECT_EQ(done->error, ErrorKind::none);
+  EXPECT_EQ(out, in);
 }
 
 INSTANTIATE_TEST_SUITE_P(Providers, DataPath, ::testing::ValuesIn(providers()), provider_name);
@@ -339,9 +383,9 @@ TEST_P(PollModes, EveryModeAnswersAfterIdleGaps) {
   for (const auto& mode : modes) {
     SCOPED_TRACE(testing::Message() << "mode " << mode[1] << (mode.size() > 2 ? " spin 0" : ""));
     const std::string token = fresh_token();
-    ExecutorProcess executor(ExecutorOptions{.provider = GetParam(), .token = token, .extra_args = mode});
+    ExecutorProcess executor(ExecutorOptions{.provider = provider_of(GetParam()), .token = token, .extra_args = mode});
     {
-      auto client = sidecore::Client::connect(executor.card(), token);
+      auto client = sidecore::Client::connect(executor.card(), token, {.transport = transport_of(GetParam())});
       const auto echo = client.lookup(functions_library(), "echo");
       for (uint64_t i = 0; i < 20; ++i) {
         std::this_thread::sleep_for(i % 2 ? 3ms : 0ms);  // past the 1 ms spin window, so workers sleep

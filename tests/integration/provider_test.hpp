@@ -16,7 +16,13 @@
 
 namespace sidecore_test {
 
-inline std::vector<std::string> providers() { return {"shm", "tcp;ofi_rxm", "net"}; }
+// The libfabric providers, and shm with the client's transport set to fabric ("shm:fabric"): plain
+// "shm" runs the client over the executor's node-local rings, which its card offers.
+inline std::vector<std::string> providers() { return {"shm", "shm:fabric", "tcp;ofi_rxm", "net"}; }
+inline std::string provider_of(const std::string& param) { return param.substr(0, param.find(':')); }
+inline sidecore::Transport transport_of(const std::string& param) {
+  return param.ends_with(":fabric") ? sidecore::Transport::fabric : sidecore::Transport::automatic;
+}
 
 // "tcp;ofi_rxm" -> "tcp_ofi_rxm": GoogleTest names allow only letters, digits and '_'.
 inline std::string provider_name(const ::testing::TestParamInfo<std::string>& info) {
@@ -31,8 +37,8 @@ class ProviderTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     token_ = fresh_token();
-    executor_ = std::make_unique<ExecutorProcess>(ExecutorOptions{.provider = GetParam(), .token = token_});
-    client_.emplace(sidecore::Client::connect(executor_->card(), token_));
+    executor_ = std::make_unique<ExecutorProcess>(ExecutorOptions{.provider = provider_of(GetParam()), .token = token_});
+    client_.emplace(sidecore::Client::connect(executor_->card(), token_, options()));
   }
 
   void TearDown() override {
@@ -46,6 +52,7 @@ class ProviderTest : public ::testing::TestWithParam<std::string> {
   }
 
   sidecore::Client& client() { return *client_; }
+  sidecore::ClientOptions options() const { return {.transport = transport_of(GetParam())}; }
   sidecore::Function lookup(const char* symbol) { return client_->lookup(functions_library(), symbol); }
 
   std::string token_;

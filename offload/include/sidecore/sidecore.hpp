@@ -137,6 +137,9 @@ class SIDECORE_API Client {
   size_t in_flight() const noexcept;  // submitted and not yet completed
   size_t workers() const noexcept;    // workers across all connected executors
   const std::string& provider() const noexcept;
+  // Whether tasks reach the executor's workers over node-local rings (its card offers them, this
+  // client's transport is automatic, and its workers took them) rather than over provider().
+  bool on_rings() const noexcept;
   const std::string& executor_host() const noexcept;  // the host name in the executor's card
   bool executor_lost() const noexcept;  // its executor died: every task completes with EXECUTOR_LOST
   // Makes progress on what a lost worker needs: noticing the loss, greeting the worker its executor

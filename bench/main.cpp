@@ -13,7 +13,7 @@
 #include "mpi_launch.hpp"
 #include "options.hpp"
 #include "server.hpp"
-#include "soak.hpp"
+#include "soak/soak.hpp"
 
 namespace {
 

@@ -24,8 +24,9 @@ struct HarvestOptions {
 int run_harvest(const HarvestOptions& options);
 int run_peer_harvest(const HarvestOptions& options);
 
-// throughput.cpp: `mpi-throughput` (MPIX tasks/s next to the MPI-only pattern's, in one job) and
-// `peer-throughput`... see there for the names.
+// throughput.cpp: `throughput` (MPIX tasks/s next to the MPI-only pattern's, in one job; what
+// `sidecore-bench mpi-throughput` runs) and `mpi-throughput` (the MPI-only pattern alone, for
+// bench/compare.sh).
 struct ThroughputOptions {
   std::vector<uint64_t> bytes{64};
   unsigned window = 64;

@@ -158,7 +158,11 @@ pingpong_sizes=$(tr , '\n' <<<"$all_sizes,$bw_sizes,$((4096 + task_header))" | s
 window=64
 
 mkdir -p "$results/logs"
-rm -f "$results"/*.jsonl "$results"/logs/*.log
+# Only the files this script writes: cross-node.jsonl, first-task.jsonl and scaling.jsonl come from
+# other scripts and stay. mpi.jsonl is what older runs wrote for the MPI-only peer.
+for system in sidecore fi_pingpong mpi omp soak dask; do
+  rm -f "$results/$system.jsonl" "$results/logs/$system.log"
+done
 started=$(date +%s)
 
 # Runs a command that prints JSON lines on stdout; appends them to $results/$1.jsonl with the pass

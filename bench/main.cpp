@@ -54,16 +54,17 @@ std::string failure_line(const CLI::App*, const CLI::Error& e) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"sidecore-bench: Sidecore next to a baseline measured in the same run.\n\n"
-               "latency, throughput, bandwidth: start a server child pinned to --server-cpu that hosts both the\n"
-               "executor (one worker) and a raw libfabric endpoint, pin this process to --client-cpu, alternate\n"
-               "rounds of the two sides and print one JSON object per size on stdout.\n"
-               "harvest, mpi-latency, mpi-throughput: run one MPI job under `sidecore-run --cores EXECUTOR_CORES --\n"
-               "mpirun ...` (program sidecore-bench-mpi), Sidecore next to the MPI-only pattern in alternating rounds,\n"
-               "and print one JSON object per task length or size on stdout.\n"
-               "soak: one executor, caller processes and a million checked tasks of random sizes; one JSON object.\n"
-               "Progress, warnings and errors go to stderr.",
-               "sidecore-bench"};
+  CLI::App app{
+      "sidecore-bench: Sidecore next to a baseline measured in the same run.\n\n"
+      "latency, throughput, bandwidth: start a server child pinned to --server-cpu that hosts both the\n"
+      "executor (one worker) and a raw libfabric endpoint, pin this process to --client-cpu, alternate\n"
+      "rounds of the two sides and print one JSON object per size on stdout.\n"
+      "harvest, mpi-latency, mpi-throughput: run one MPI job under `sidecore-run --cores EXECUTOR_CORES --\n"
+      "mpirun ...` (program sidecore-bench-mpi), Sidecore next to the MPI-only pattern in alternating rounds,\n"
+      "and print one JSON object per task length or size on stdout.\n"
+      "soak: one executor, caller processes and a million checked tasks of random sizes; one JSON object.\n"
+      "Progress, warnings and errors go to stderr.",
+      "sidecore-bench"};
   // --help lists every subcommand with all its options and defaults.
   app.set_help_flag();
   app.set_help_all_flag("-h,--help", "Print this help (every subcommand and option) and exit");
@@ -90,8 +91,10 @@ int main(int argc, char** argv) {
           ->check(CLI::Range(1u, 1024u))
           ->capture_default_str();
     }
-    command->add_option("--poll", poll_text, "executor worker poll mode: adaptive or warm (hot would spin through "
-                                             "the raw rounds)")
+    command
+        ->add_option("--poll", poll_text,
+                     "executor worker poll mode: adaptive or warm (hot would spin through "
+                     "the raw rounds)")
         ->check(CLI::IsMember({"adaptive", "warm"}))
         ->capture_default_str();
     command->add_option("--spin-us", options.spin_us, "adaptive: microseconds the worker spins after its last task")

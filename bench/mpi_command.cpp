@@ -26,19 +26,27 @@ void MpiCommands::add_to(CLI::App& app) {
       ->delimiter(',')
       ->check(CLI::Range(uint64_t{1}, uint64_t{10000000}))
       ->default_str("10,50,1000");
-  harvest_->add_option("--tasks", mpi.tasks, "tasks per run, split over the ranks (0: --seconds of work per rank alone)")
+  harvest_
+      ->add_option("--tasks", mpi.tasks, "tasks per run, split over the ranks (0: --seconds of work per rank alone)")
       ->capture_default_str();
-  harvest_->add_option("--seconds", mpi.seconds, "with --tasks 0: seconds each rank computes alone (the run with "
-                                                 "executors takes about (ranks / (ranks + workers)) of it)")
+  harvest_
+      ->add_option("--seconds", mpi.seconds,
+                   "with --tasks 0: seconds each rank computes alone (the run with "
+                   "executors takes about (ranks / (ranks + workers)) of it)")
       ->check(CLI::Range(0.001, 3600.0))
       ->capture_default_str();
-  harvest_->add_option("--rounds", mpi.rounds, "runs of each kind per task length, alternated; the speedup is the "
-                                               "median of the per-round ones")
+  harvest_
+      ->add_option("--rounds", mpi.rounds,
+                   "runs of each kind per task length, alternated; the speedup is the "
+                   "median of the per-round ones")
       ->check(CLI::Range(1u, 1000u))
       ->capture_default_str();
-  harvest_->add_option("--ranks", mpi.ranks, "MPI ranks of each farm")->check(CLI::Range(1u, 1024u))->capture_default_str();
-  harvest_->add_option("--window-per-worker", mpi.window_per_worker,
-                       "offloaded tasks each rank keeps in flight, per worker of its share of the pool")
+  harvest_->add_option("--ranks", mpi.ranks, "MPI ranks of each farm")
+      ->check(CLI::Range(1u, 1024u))
+      ->capture_default_str();
+  harvest_
+      ->add_option("--window-per-worker", mpi.window_per_worker,
+                   "offloaded tasks each rank keeps in flight, per worker of its share of the pool")
       ->check(CLI::Range(1u, 64u))
       ->capture_default_str();
   harvest_->add_option("--rank-cpus", mpi.rank_cpus,
@@ -81,9 +89,10 @@ void MpiCommands::add_to(CLI::App& app) {
                         "first idle CPU)");
   }
   for (CLI::App* command : {harvest_, latency_, throughput_}) {
-    command->add_option("--quiesce-us", mpi.quiesce_us,
-                        "pause after each run with the executor, so the worker's adaptive spin window (1000 us) runs "
-                        "out before an MPI-only rank shares its CPU")
+    command
+        ->add_option("--quiesce-us", mpi.quiesce_us,
+                     "pause after each run with the executor, so the worker's adaptive spin window (1000 us) runs "
+                     "out before an MPI-only rank shares its CPU")
         ->check(CLI::Range(0L, 1000000L))
         ->capture_default_str();
     command->add_option("--executor-cores", mpi.executor_cores, "CPUs of the executor's workers (sidecore-run --cores)")

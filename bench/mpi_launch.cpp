@@ -94,9 +94,9 @@ int run_mpi_bench(const MpiBenchOptions& options, const char* program) {
   try {
     const bool harvest = options.kind == MpiBenchKind::harvest;
     const std::string library = find_library(options.library, program);
-    const std::string run = find_program(options.sidecore_run,
-                                         {"sidecore-run", "../runtime/sidecore-run", SIDECORE_BENCH_RUN_BUILD_PATH},
-                                         "sidecore-run");
+    const std::string run =
+        find_program(options.sidecore_run, {"sidecore-run", "../runtime/sidecore-run", SIDECORE_BENCH_RUN_BUILD_PATH},
+                     "sidecore-run");
     const std::string mpi_program =
         find_program("",
                      {"sidecore-bench-mpi", "../" SIDECORE_BENCH_RELATIVE_LIBEXECDIR "/sidecore-bench-mpi",
@@ -134,8 +134,10 @@ int run_mpi_bench(const MpiBenchOptions& options, const char* program) {
       for (unsigned r = 0; r < options.ranks; ++r) rank_cpus.push_back(farm_cpus[r % farm_cpus.size()]);
       for (size_t r = 0; r < std::min<size_t>(options.ranks, farm_cpus.size()); ++r) {
         if (executor.contains(farm_cpus[r])) {
-          std::fprintf(stderr, "sidecore-bench: warning: a rank shares CPU %d with the executor; the harvest figure "
-                       "assumes the executor runs on idle cores\n", farm_cpus[r]);
+          std::fprintf(stderr,
+                       "sidecore-bench: warning: a rank shares CPU %d with the executor; the harvest figure "
+                       "assumes the executor runs on idle cores\n",
+                       farm_cpus[r]);
         }
       }
       if (options.ranks > farm_cpus.size()) {
@@ -152,14 +154,16 @@ int run_mpi_bench(const MpiBenchOptions& options, const char* program) {
     }
     for (int cpu : rank_cpus) {
       if (!allowed.contains(cpu)) {
-        throw std::runtime_error(fmt::format("CPU {} is not available to this process (allowed: {})", cpu,
-                                             allowed.to_string()));
+        throw std::runtime_error(
+            fmt::format("CPU {} is not available to this process (allowed: {})", cpu, allowed.to_string()));
       }
     }
     const unsigned ranks = static_cast<unsigned>(harvest ? rank_cpus.size() : kTurnRanks);
     if (const double others = other_runnable_threads(); others >= 0.5) {
-      std::fprintf(stderr, "sidecore-bench: warning: other programs are using the CPUs (%.1f threads runnable on "
-                   "average besides this one): the figures will be noisy\n", others);
+      std::fprintf(stderr,
+                   "sidecore-bench: warning: other programs are using the CPUs (%.1f threads runnable on "
+                   "average besides this one): the figures will be noisy\n",
+                   others);
     }
 
     // mpirun refuses root unless told; the bench often runs in containers as root.
@@ -180,21 +184,21 @@ int run_mpi_bench(const MpiBenchOptions& options, const char* program) {
     command.insert(command.end(), {"--", options.mpirun, "-n", std::to_string(ranks), "--oversubscribe", "--bind-to",
                                    "none", mpi_program});
     if (harvest) {
-      command.insert(command.end(), {"harvest", "--task-us", join(options.task_us), "--tasks",
-                                     std::to_string(options.tasks), "--seconds", fmt::format("{}", options.seconds),
-                                     "--window-per-worker", std::to_string(options.window_per_worker),
-                                     "--worker-ranks", std::to_string(worker_ranks)});
+      command.insert(command.end(),
+                     {"harvest", "--task-us", join(options.task_us), "--tasks", std::to_string(options.tasks),
+                      "--seconds", fmt::format("{}", options.seconds), "--window-per-worker",
+                      std::to_string(options.window_per_worker), "--worker-ranks", std::to_string(worker_ranks)});
     } else if (options.kind == MpiBenchKind::mpi_latency) {
       command.insert(command.end(), {"mpi-latency", "--bytes", join(options.bytes), "--iterations",
                                      std::to_string(options.iterations ? options.iterations : 2000)});
     } else {
-      command.insert(command.end(), {"throughput", "--bytes", join(options.bytes), "--window",
-                                     std::to_string(options.window), "--iterations",
-                                     std::to_string(options.iterations ? options.iterations : 20000)});
+      command.insert(command.end(),
+                     {"throughput", "--bytes", join(options.bytes), "--window", std::to_string(options.window),
+                      "--iterations", std::to_string(options.iterations ? options.iterations : 20000)});
     }
-    command.insert(command.end(), {"--quiesce-us", std::to_string(options.quiesce_us), "--rounds",
-                                   std::to_string(options.rounds), "--library", library, "--rank-cpus",
-                                   join(rank_cpus)});
+    command.insert(command.end(),
+                   {"--quiesce-us", std::to_string(options.quiesce_us), "--rounds", std::to_string(options.rounds),
+                    "--library", library, "--rank-cpus", join(rank_cpus)});
     if (options.verbose) {
       command.push_back("-v");
       std::string shown;

@@ -19,23 +19,23 @@ enum class MpiBenchKind { harvest, mpi_latency, mpi_throughput };
 struct MpiBenchOptions {
   MpiBenchKind kind = MpiBenchKind::harvest;
   // harvest
-  std::vector<uint64_t> task_us;      // task lengths, one JSON line each
-  uint64_t tasks = 0;                 // tasks per run; 0: about `seconds` of work per rank alone
-  double seconds = 2.0;               // with tasks == 0
-  unsigned ranks = 1;                 // MPI ranks of the task farm
-  unsigned window_per_worker = 4;     // offloaded tasks in flight per worker (of a rank's share)
+  std::vector<uint64_t> task_us;   // task lengths, one JSON line each
+  uint64_t tasks = 0;              // tasks per run; 0: about `seconds` of work per rank alone
+  double seconds = 2.0;            // with tasks == 0
+  unsigned ranks = 1;              // MPI ranks of the task farm
+  unsigned window_per_worker = 4;  // offloaded tasks in flight per worker (of a rank's share)
   // mpi-latency, mpi-throughput
-  std::vector<size_t> bytes;          // message, echo and task sizes, one JSON line each
-  uint64_t iterations = 0;            // round trips (tasks) per round and side; 0: 2000 (20000)
-  unsigned window = 64;               // mpi-throughput: tasks in flight
+  std::vector<size_t> bytes;  // message, echo and task sizes, one JSON line each
+  uint64_t iterations = 0;    // round trips (tasks) per round and side; 0: 2000 (20000)
+  unsigned window = 64;       // mpi-throughput: tasks in flight
   // all
-  long quiesce_us = 3000;             // pause after each MPIX round (the worker's spin window + margin)
-  unsigned rounds = 3;                // harvest: runs of each kind; the others: rounds of each side
-  std::string rank_cpus;              // CPU of each rank, cycled; empty: the subcommand's default
-  std::string executor_cores = "1";   // sidecore-run --cores
-  std::string library;                // bench function library; empty: found next to the binary
+  long quiesce_us = 3000;            // pause after each MPIX round (the worker's spin window + margin)
+  unsigned rounds = 3;               // harvest: runs of each kind; the others: rounds of each side
+  std::string rank_cpus;             // CPU of each rank, cycled; empty: the subcommand's default
+  std::string executor_cores = "1";  // sidecore-run --cores
+  std::string library;               // bench function library; empty: found next to the binary
   std::string mpirun = "mpirun";
-  std::string sidecore_run;           // empty: next to the binary or in the build tree, else PATH
+  std::string sidecore_run;  // empty: next to the binary or in the build tree, else PATH
   bool verbose = false;
 };
 

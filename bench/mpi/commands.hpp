@@ -12,7 +12,7 @@ namespace sidecore::bench::mpi {
 // `mpi-harvest` (the MPI-only one alone, for bench/compare.sh).
 struct HarvestOptions {
   std::vector<uint64_t> task_us{10, 50, 1000};
-  uint64_t tasks = 0;              // 0: about `seconds` of work per rank alone
+  uint64_t tasks = 0;  // 0: about `seconds` of work per rank alone
   double seconds = 2.0;
   unsigned rounds = 3;
   unsigned window_per_worker = 4;  // tasks offloaded and not completed, per worker of the rank's share
@@ -32,7 +32,7 @@ struct ThroughputOptions {
   unsigned window = 64;
   uint64_t iterations = 20000;  // tasks per round
   unsigned rounds = 20;
-  long quiesce_us = 3000;       // after an MPIX round: the worker's spin window (1000 us) and a margin
+  long quiesce_us = 3000;  // after an MPIX round: the worker's spin window (1000 us) and a margin
   std::string library;
   bool verbose = false;
 };

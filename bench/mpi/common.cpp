@@ -114,8 +114,10 @@ void describe_threads(const char* what, const std::map<int, ThreadUsage>& before
     const double cpu = now.cpu_seconds - old.cpu_seconds;
     const long voluntary = now.voluntary - old.voluntary, involuntary = now.involuntary - old.involuntary;
     if (cpu < 0.005 && voluntary + involuntary < 100) continue;
-    std::fprintf(stderr, "sidecore-bench:   %s: thread %d (%s): %.3f s CPU, %ld voluntary and %ld involuntary context switches\n",
-                 what, tid, now.name.c_str(), cpu, voluntary, involuntary);
+    std::fprintf(
+        stderr,
+        "sidecore-bench:   %s: thread %d (%s): %.3f s CPU, %ld voluntary and %ld involuntary context switches\n", what,
+        tid, now.name.c_str(), cpu, voluntary, involuntary);
   }
 }
 
@@ -184,8 +186,9 @@ Wakeups::Wakeups(int ranks) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   char base[64] = {};
-  if (rank == 0) std::snprintf(base, sizeof base, "/sidecore-bench-%d-%lld", static_cast<int>(getpid()),
-                               static_cast<long long>(Clock::now().time_since_epoch().count() % 1000000007));
+  if (rank == 0)
+    std::snprintf(base, sizeof base, "/sidecore-bench-%d-%lld", static_cast<int>(getpid()),
+                  static_cast<long long>(Clock::now().time_since_epoch().count() % 1000000007));
   check(MPI_Bcast(base, sizeof base, MPI_CHAR, 0, MPI_COMM_WORLD), "MPI_Bcast");
   for (int r = 0; r < ranks; ++r) {
     const std::string name = fmt::format("{}-{}", base, r);

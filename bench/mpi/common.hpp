@@ -49,7 +49,6 @@ struct ThreadUsage {
   long voluntary = 0, involuntary = 0;
 };
 
-
 std::map<int, ThreadUsage> thread_usage();
 // One line per thread that used CPU or switched between `before` and now.
 void describe_threads(const char* what, const std::map<int, ThreadUsage>& before);
@@ -138,8 +137,7 @@ void send_command(int to, const Command& command) {
 template <typename Command>
 Command receive_command(int from) {
   Command command;
-  check(MPI_Recv(&command, sizeof command, MPI_BYTE, from, kTagCommand, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
-        "MPI_Recv");
+  check(MPI_Recv(&command, sizeof command, MPI_BYTE, from, kTagCommand, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "MPI_Recv");
   return command;
 }
 

@@ -77,7 +77,8 @@ void warn_cpu_share(const char* bench, uint64_t us, double lowest_share) {
 MpiDispatch mpi_dispatch(int rank, int farm_ranks, int workers, int first_worker) {
   MpiDispatch dispatch;
   for (int w = 0; w < workers; ++w) {
-    if (workers >= farm_ranks ? w % farm_ranks == rank : w == rank % workers) dispatch.workers.push_back(first_worker + w);
+    if (workers >= farm_ranks ? w % farm_ranks == rank : w == rank % workers)
+      dispatch.workers.push_back(first_worker + w);
   }
   return dispatch;
 }
@@ -268,8 +269,8 @@ struct SideRounds {
   }
 };
 
-void drive(HarvestDriver& driver, const Layout& layout, int executor_workers, unsigned mpix_window,
-           unsigned mpi_window, const HarvestOptions& options) {
+void drive(HarvestDriver& driver, const Layout& layout, int executor_workers, unsigned mpix_window, unsigned mpi_window,
+           const HarvestOptions& options) {
   const int ranks = layout.farm_ranks;
   for (const uint64_t us : options.task_us) {
     const uint64_t tasks = run_tasks(options, ranks, us);
@@ -347,12 +348,12 @@ int run_harvest(const HarvestOptions& options) {
       serve_farm(wakeups, rank, farm, false, 0);
     } else {
       int executor_workers = 0;
-      check(MPI_Recv(&executor_workers, 1, MPI_INT, layout.first_mpix(), kTagWorkers, MPI_COMM_WORLD,
-                     MPI_STATUS_IGNORE),
-            "MPI_Recv");
-      const unsigned mpix_window = std::max(
-          1u, static_cast<unsigned>(std::lround(options.window_per_worker * static_cast<double>(executor_workers) /
-                                                layout.farm_ranks)));
+      check(
+          MPI_Recv(&executor_workers, 1, MPI_INT, layout.first_mpix(), kTagWorkers, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
+          "MPI_Recv");
+      const unsigned mpix_window =
+          std::max(1u, static_cast<unsigned>(std::lround(options.window_per_worker *
+                                                         static_cast<double>(executor_workers) / layout.farm_ranks)));
       HarvestDriver driver(wakeups, layout, farm, options);
       drive(driver, layout, executor_workers, mpix_window, farm.window(), options);
       driver.quit();
@@ -369,7 +370,8 @@ int run_peer_harvest(const HarvestOptions& options) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   const int workers = static_cast<int>(options.worker_ranks);
   const int farm_ranks = size - workers;
-  if (farm_ranks < 1) die(fmt::format("mpi-harvest: {} ranks leave none for the farm beside {} worker ranks", size, workers));
+  if (farm_ranks < 1)
+    die(fmt::format("mpi-harvest: {} ranks leave none for the farm beside {} worker ranks", size, workers));
   const bool worker = rank >= farm_ranks;
   MPI_Comm farm_comm = MPI_COMM_NULL;
   check(MPI_Comm_split(MPI_COMM_WORLD, worker ? 1 : 0, rank, &farm_comm), "MPI_Comm_split");

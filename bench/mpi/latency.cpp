@@ -38,7 +38,7 @@ struct Command {
   uint64_t count = 0;  // round trips, warm-up included
   uint64_t warmup = 0;
   uint64_t bytes = 0;
-  uint64_t peer = 0;   // kEchoFor: the rank to echo for
+  uint64_t peer = 0;     // kEchoFor: the rank to echo for
   uint64_t verbose = 0;  // kMpixRound: print the process's threads' CPU use and switches on stderr
 };
 

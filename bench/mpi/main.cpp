@@ -13,8 +13,8 @@
 // plain JSON and everything else to stderr.
 //
 // One file per subcommand: harvest.cpp, throughput.cpp, latency.cpp; common.hpp holds what they share.
-#include <CLI/CLI.hpp>
 #include <mpi.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdint>
 #include <cstdio>
@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
 
   ThroughputOptions peer_throughput;
   CLI::App* peer_throughput_command = app.add_subcommand(
-      "mpi-throughput", "echo tasks per second the MPI-only way, a window in flight from rank 0 to worker rank 1 (2 ranks)");
+      "mpi-throughput",
+      "echo tasks per second the MPI-only way, a window in flight from rank 0 to worker rank 1 (2 ranks)");
   add_throughput_options(peer_throughput_command, peer_throughput);
 
   LatencyOptions latency;

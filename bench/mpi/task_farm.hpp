@@ -123,11 +123,10 @@ class TaskFarm {
       int completed = 0;
       const auto before = now();
       // Nothing left to compute: block (MPI_Waitsome) for the offloaded rest.
-      const int rc = unassigned > 0
-                         ? MPI_Testsome(static_cast<int>(window_), requests.data(), &completed, indices.data(),
-                                        statuses.data())
-                         : MPI_Waitsome(static_cast<int>(window_), requests.data(), &completed, indices.data(),
-                                        statuses.data());
+      const int rc =
+          unassigned > 0
+              ? MPI_Testsome(static_cast<int>(window_), requests.data(), &completed, indices.data(), statuses.data())
+              : MPI_Waitsome(static_cast<int>(window_), requests.data(), &completed, indices.data(), statuses.data());
       (unassigned > 0 ? complete_ns : drain_ns) += ns_between(before, now());
       if (rc == MPI_ERR_IN_STATUS) {
         for (int k = 0; k < completed; ++k) check(statuses[static_cast<size_t>(k)].MPI_ERROR, "an offloaded task");

@@ -120,8 +120,8 @@ Samples mpix_round(const Offload& offload, uint64_t bytes, unsigned window, uint
 
 void describe(const char* side, uint64_t bytes, const Samples& rates) {
   std::fprintf(stderr, "sidecore-bench: mpi-throughput %llu B %s: %zu samples, p10 %.0f p50 %.0f p90 %.0f tasks/s\n",
-               static_cast<unsigned long long>(bytes), side, rates.size(), quantile(rates, 0.1),
-               quantile(rates, 0.5), quantile(rates, 0.9));
+               static_cast<unsigned long long>(bytes), side, rates.size(), quantile(rates, 0.1), quantile(rates, 0.5),
+               quantile(rates, 0.9));
 }
 
 // --- throughput: both in one job ---------------------------------------------------------------------

@@ -184,7 +184,8 @@ static void parse_task_us(struct options *options, char *text) {
     char *end = NULL;
     errno = 0;
     unsigned long long us = strtoull(word, &end, 10);
-    if (errno || *end || us == 0 || us > 10000000 || options->task_lengths == 32) die("--task-us: 1 to 10000000, at most 32");
+    if (errno || *end || us == 0 || us > 10000000 || options->task_lengths == 32)
+      die("--task-us: 1 to 10000000, at most 32");
     options->task_us[options->task_lengths++] = us;
   }
 }
@@ -214,14 +215,22 @@ int main(int argc, char **argv) {
       return 2;
     }
     ++i;
-    if (!strcmp(arg, "--library")) options.library = value;
-    else if (!strcmp(arg, "--task-us")) parse_task_us(&options, argv[i]);
-    else if (!strcmp(arg, "--seconds")) options.seconds = atof(value);
-    else if (!strcmp(arg, "--rounds")) options.rounds = atoi(value);
-    else if (!strcmp(arg, "--window-per-worker")) options.window_per_worker = atoi(value);
-    else if (!strcmp(arg, "--producer-cpu")) options.producer_cpu = atoi(value);
-    else if (!strcmp(arg, "--worker-cpu")) options.worker_cpu = atoi(value);
-    else if (!strcmp(arg, "--echo-bytes")) options.echo_bytes = (size_t)strtoull(value, NULL, 10);
+    if (!strcmp(arg, "--library"))
+      options.library = value;
+    else if (!strcmp(arg, "--task-us"))
+      parse_task_us(&options, argv[i]);
+    else if (!strcmp(arg, "--seconds"))
+      options.seconds = atof(value);
+    else if (!strcmp(arg, "--rounds"))
+      options.rounds = atoi(value);
+    else if (!strcmp(arg, "--window-per-worker"))
+      options.window_per_worker = atoi(value);
+    else if (!strcmp(arg, "--producer-cpu"))
+      options.producer_cpu = atoi(value);
+    else if (!strcmp(arg, "--worker-cpu"))
+      options.worker_cpu = atoi(value);
+    else if (!strcmp(arg, "--echo-bytes"))
+      options.echo_bytes = (size_t)strtoull(value, NULL, 10);
     else {
       fprintf(stderr, "sidecore-bench-omp: unknown option %s\n", arg);
       usage(stderr);

@@ -82,9 +82,11 @@ class Caller {
           check(index);
         }
       } else if (in_flight > 0 && now - last_completion > kStallTimeout) {
-        std::fprintf(stderr, "sidecore-bench soak caller %u: %s: no task completed for %lld s with %llu in flight; "
-                     "giving up on them\n", options_.index, what,
-                     static_cast<long long>(kStallTimeout.count()), static_cast<unsigned long long>(in_flight));
+        std::fprintf(stderr,
+                     "sidecore-bench soak caller %u: %s: no task completed for %lld s with %llu in flight; "
+                     "giving up on them\n",
+                     options_.index, what, static_cast<long long>(kStallTimeout.count()),
+                     static_cast<unsigned long long>(in_flight));
         break;
       }
       if (options_.verbose && now > next_report) {
@@ -94,8 +96,8 @@ class Caller {
       }
     }
     tally_.lost = count - tally_.completed;
-    tally_.milliseconds = static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
+    tally_.milliseconds =
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
     return tally_;
   }
 
@@ -107,7 +109,7 @@ class Caller {
   struct Slot {
     std::unique_ptr<std::byte[]> in, out;
     SlotRef ref{};
-    uint64_t task = 0;      // global task id in flight here
+    uint64_t task = 0;  // global task id in flight here
     TaskSizes sizes{};
     TaskId id = kNoTask;    // the client's id for it
     bool busy = false;      // a task is in flight
@@ -191,8 +193,8 @@ class Caller {
     } else if (done.out_bytes != sizes.out_bytes) {
       ++tally_.corrupted_outputs;
       problem = fmt::format("returned {} output bytes", done.out_bytes);
-    } else if (const size_t bad = first_difference(slot.out.get(), sizes.out_bytes,
-                                                   soak_key(options_.seed, slot.task, kOutputStream));
+    } else if (const size_t bad =
+                   first_difference(slot.out.get(), sizes.out_bytes, soak_key(options_.seed, slot.task, kOutputStream));
                bad != sizes.out_bytes) {
       ++tally_.corrupted_outputs;
       problem = fmt::format("output byte {} differs", bad);

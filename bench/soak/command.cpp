@@ -32,8 +32,9 @@ void SoakCommand::add_to(CLI::App& app) {
       ->capture_default_str();
   soak_->add_option("--seed", options_.seed, "seed of the sizes and byte patterns; 0: a random one (printed)")
       ->capture_default_str();
-  soak_->add_option("--executor-cores", options_.executor_cores,
-                    "CPUs of the executor's workers (sidecore-executor --cores); the callers run on the others")
+  soak_
+      ->add_option("--executor-cores", options_.executor_cores,
+                   "CPUs of the executor's workers (sidecore-executor --cores); the callers run on the others")
       ->capture_default_str();
   soak_->add_option("--window", options_.window, "tasks each caller keeps in flight")
       ->check(CLI::Range(1u, 1024u))

@@ -61,11 +61,21 @@ ExecutorChild::ExecutorChild(const std::string& program, const SoakOptions& opti
   directory_ = directory;
   const std::string card_file = directory_ + "/card";
   SpawnOptions spawn;
-  spawn.argv = {program, "--cores", options.executor_cores, "--provider", options.provider,
-                "--poll", "adaptive", "--preload", library, "--credits",
-                std::to_string(std::max(64u, options.window)), "--card-file", card_file};
+  spawn.argv = {program,
+                "--cores",
+                options.executor_cores,
+                "--provider",
+                options.provider,
+                "--poll",
+                "adaptive",
+                "--preload",
+                library,
+                "--credits",
+                std::to_string(std::max(64u, options.window)),
+                "--card-file",
+                card_file};
   if (options.verbose) spawn.argv.push_back("--stats");
-  spawn.out = Stdio::null();  // it prints its card there too; the bench's stdout carries only the JSON
+  spawn.out = Stdio::null();            // it prints its card there too; the bench's stdout carries only the JSON
   spawn.parent_death_signal = SIGTERM;  // should the bench be killed outright
   try {
     child_ = ChildProcess::spawn(spawn);

@@ -77,7 +77,8 @@ int run_soak(const SoakOptions& options, const char* program) {
     const double buffers = 2.0 * options.callers * options.window * static_cast<double>(options.max_bytes);
     if (buffers > 8.0 * (1 << 30)) {
       throw std::runtime_error(fmt::format("--callers x --window x --max-bytes x 2 needs {:.1f} GiB of caller buffers "
-                                           "(at most 8 GiB)", buffers / (1 << 30)));
+                                           "(at most 8 GiB)",
+                                           buffers / (1 << 30)));
     }
     if (options.tasks < options.callers) throw std::runtime_error("--tasks must be at least --callers");
 
@@ -106,13 +107,17 @@ int run_soak(const SoakOptions& options, const char* program) {
     const uint64_t seed = options.seed != 0 ? options.seed : (random_u64() | 1);
 
     if (const double others = other_runnable_threads(); others >= 0.5) {
-      std::fprintf(stderr, "sidecore-bench: warning: other programs are using the CPUs (%.1f threads runnable on "
-                   "average besides this one): the rate will be low and noisy\n", others);
+      std::fprintf(stderr,
+                   "sidecore-bench: warning: other programs are using the CPUs (%.1f threads runnable on "
+                   "average besides this one): the rate will be low and noisy\n",
+                   others);
     }
-    std::fprintf(stderr, "sidecore-bench soak: %llu tasks from %u caller%s (%u in flight each, CPUs %s), executor "
-                 "on CPUs %s over %s, seed %llu\n", static_cast<unsigned long long>(options.tasks), options.callers,
-                 options.callers == 1 ? "" : "s", options.window, caller_cpus.to_string().c_str(),
-                 executor_cores.to_string().c_str(), options.provider.c_str(), static_cast<unsigned long long>(seed));
+    std::fprintf(stderr,
+                 "sidecore-bench soak: %llu tasks from %u caller%s (%u in flight each, CPUs %s), executor "
+                 "on CPUs %s over %s, seed %llu\n",
+                 static_cast<unsigned long long>(options.tasks), options.callers, options.callers == 1 ? "" : "s",
+                 options.window, caller_cpus.to_string().c_str(), executor_cores.to_string().c_str(),
+                 options.provider.c_str(), static_cast<unsigned long long>(seed));
     std::fprintf(stderr, "sidecore-bench soak: input and output sizes, each drawn on its own: %s\n",
                  describe_sizes(options.max_bytes).c_str());
 
@@ -127,10 +132,22 @@ int run_soak(const SoakOptions& options, const char* program) {
     for (unsigned i = 0; i < options.callers; ++i) {
       const uint64_t first = options.tasks * i / options.callers;
       const uint64_t end = options.tasks * (i + 1) / options.callers;
-      std::vector<std::string> arguments{"soak-caller", "--index", std::to_string(i), "--first", std::to_string(first),
-                                         "--count", std::to_string(end - first), "--max-bytes",
-                                         std::to_string(options.max_bytes), "--seed", std::to_string(seed), "--window",
-                                         std::to_string(options.window), "--library", library, "--cpus",
+      std::vector<std::string> arguments{"soak-caller",
+                                         "--index",
+                                         std::to_string(i),
+                                         "--first",
+                                         std::to_string(first),
+                                         "--count",
+                                         std::to_string(end - first),
+                                         "--max-bytes",
+                                         std::to_string(options.max_bytes),
+                                         "--seed",
+                                         std::to_string(seed),
+                                         "--window",
+                                         std::to_string(options.window),
+                                         "--library",
+                                         library,
+                                         "--cpus",
                                          caller_cpus.to_string()};
       if (options.verbose) arguments.push_back("-v");
       callers.push_back({i, std::make_unique<ServerProcess>(arguments), {}});
@@ -194,10 +211,11 @@ int run_soak(const SoakOptions& options, const char* program) {
                     .c_str());
     std::fflush(stdout);
     if (!total.clean()) {
-      std::fprintf(stderr, "sidecore-bench soak: error: %llu lost, %llu duplicated, %llu corrupted (%llu inputs, %llu "
-                   "outputs), %llu failed\n", static_cast<unsigned long long>(total.lost),
-                   static_cast<unsigned long long>(total.duplicated), static_cast<unsigned long long>(corrupted),
-                   static_cast<unsigned long long>(total.corrupted_inputs),
+      std::fprintf(stderr,
+                   "sidecore-bench soak: error: %llu lost, %llu duplicated, %llu corrupted (%llu inputs, %llu "
+                   "outputs), %llu failed\n",
+                   static_cast<unsigned long long>(total.lost), static_cast<unsigned long long>(total.duplicated),
+                   static_cast<unsigned long long>(corrupted), static_cast<unsigned long long>(total.corrupted_inputs),
                    static_cast<unsigned long long>(total.corrupted_outputs),
                    static_cast<unsigned long long>(total.failed));
       return 1;

@@ -28,7 +28,6 @@ size_t draw_size(uint64_t pick, uint64_t value, size_t max_bytes) {
   return low + static_cast<size_t>(value % (high - low + 1));
 }
 
-
 }  // namespace
 
 void fill_pattern(std::byte* data, size_t bytes, uint64_t key) {
@@ -113,8 +112,8 @@ std::string describe_sizes(size_t max_bytes) {
     text += fmt::format("{}{:g} % in {}{}, {}]", text.empty() ? "" : ", ", percent[i], i == 0 ? "[" : "(",
                         format_bytes(i == 0 ? low : low - 1), format_bytes(high));
   }
-  return fmt::format("{} (uniform within each; mean about {} per direction; inputs at least {} B, the header)",
-                     text, format_bytes(mean), kHeaderBytes);
+  return fmt::format("{} (uniform within each; mean about {} per direction; inputs at least {} B, the header)", text,
+                     format_bytes(mean), kHeaderBytes);
 }
 
 }  // namespace sidecore::bench::soak

@@ -46,7 +46,6 @@ constexpr uint64_t soak_key(uint64_t seed, uint64_t task, uint64_t stream) {
 }
 constexpr uint64_t soak_word(uint64_t key, uint64_t index) { return soak_mix(key + (index + 1) * 0x9e3779b97f4a7c15); }
 
-
 // Writes `bytes` of the stream `key` to `data`.
 void fill_pattern(std::byte* data, size_t bytes, uint64_t key);
 

@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
   serve->add_option("--credits", server.credits)->check(CLI::Range(1u, 4096u));
   serve->add_option("--netns", server.netns);
 
-  // soak and its hidden caller child: options and running live in soak.cpp.
+  // soak and its hidden caller child: options and running live in soak/.
   sidecore::bench::SoakCommand soak;
   soak.add_to(app);
 

@@ -14,7 +14,10 @@
  *
  * Before the harvest figures, one `echo` task of --echo-bytes (the bench library's, in and out) is
  * run as an OpenMP task 1000 times and waited for with taskwait, as a check that the library's
- * functions run in the worker thread (and its median round trip goes to stderr with -v).
+ * functions run as tasks and return the right bytes; with -v its median round trip goes to stderr
+ * (either thread may run such a task: taskwait is a scheduling point, so it is no latency figure).
+ * In the harvest runs the producer reaches no scheduling point with tasks queued (it creates at most
+ * the window and waits for the last ones by polling a counter), so the second thread runs them all.
  *
  * One JSON line per task length on stdout, harvest's fields:
  *   {"bench":"omp-harvest","task_us":T,"ranks":1,"workers":1,"speedup":s,"efficiency":e}
@@ -143,7 +146,7 @@ static double median(double *values, int count) {
   return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
 }
 
-/* The echo check: `echo` run as an OpenMP task by the other thread, waited for with taskwait. */
+/* The echo check: `echo` run as an OpenMP task, waited for with taskwait. */
 static void echo_check(const struct options *options) {
   enum { kIterations = 1000 };
   const size_t bytes = options->echo_bytes;

@@ -19,6 +19,10 @@
  * In the harvest runs the producer reaches no scheduling point with tasks queued (it creates at most
  * the window and waits for the last ones by polling a counter), so the second thread runs them all.
  *
+ * libgomp runs with its defaults, as a user's program would: OMP_WAIT_POLICY unset, so the second
+ * thread spins a while for tasks, then sleeps. OMP_WAIT_POLICY=active in the environment keeps it
+ * spinning (a little higher efficiency at 10 us tasks in trials here).
+ *
  * One JSON line per task length on stdout, harvest's fields:
  *   {"bench":"omp-harvest","task_us":T,"ranks":1,"workers":1,"speedup":s,"efficiency":e}
  * Warnings (a thread that did not get its CPU) go to stderr. */

@@ -227,7 +227,7 @@ def logged_commands(folder):
     """The distinct commands compare.sh recorded in logs/<system>.log ("$ command" lines), with the
     build folder and the checkout shortened, in the order they ran."""
     seen, commands = set(), []
-    for system in SYSTEM_FILES:
+    for system in SYSTEM_FILES + ("soak",):
         path = os.path.join(folder, "logs", f"{system}.log")
         if not os.path.exists(path):
             continue

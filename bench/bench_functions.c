@@ -10,7 +10,11 @@
 
 /* Does nothing: the round-trip floor. */
 SIDECORE_FUNCTION int noop(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
-  (void)in; (void)in_bytes; (void)out; (void)out_capacity; (void)out_bytes;
+  (void)in;
+  (void)in_bytes;
+  (void)out;
+  (void)out_capacity;
+  (void)out_bytes;
   return 0;
 }
 
@@ -44,7 +48,8 @@ static int64_t elapsed_ns(const struct timespec *from, const struct timespec *to
  * a spin on the wall clock alone would hide. Cost beyond the spin: two reads of the thread's CPU
  * clock (a system call, about 0.3 us each on the development VM) per task. No output. */
 SIDECORE_FUNCTION int spin_us(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
-  (void)out; (void)out_capacity;
+  (void)out;
+  (void)out_capacity;
   uint64_t us = 0;
   if (in_bytes != sizeof us) return 1;
   memcpy(&us, in, sizeof us);
@@ -76,7 +81,7 @@ SIDECORE_FUNCTION int spin_us(const void *in, size_t in_bytes, void *out, size_t
  *
  * Byte p of the payload and byte p of the output are byte (p mod 8), little-endian, of word p / 8
  * of a stream that depends only on (seed, task id, which of the two): soak_word() below.
- * bench/soak.cpp generates and checks the same streams; any difference between the two copies
+ * bench/soak/tasks.hpp generates and checks the same streams; any difference between the two copies
  * fails every task at once, so they cannot drift apart unnoticed. Each word is computed on its own
  * (no running state), so the loops vectorize. Returns 1 for a malformed header, 2 for a corrupted
  * payload. */

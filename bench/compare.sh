@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # bench/compare.sh: Sidecore side by side with what users would pick instead, measured in one go on
-# this machine, and docs/benchmarks.md regenerated from the results, with its plots.
+# this machine, and docs/benchmarks.md and docs/performance.md regenerated from the results.
 #
-#   bench/compare.sh            the full run (about 8 minutes on 2 CPUs): results in bench/results/,
-#                               the page in docs/benchmarks.md, plots in docs/benchmarks/
+#   bench/compare.sh            the full run (12 to 15 minutes on 2 CPUs): results in bench/results/,
+#                               the pages docs/benchmarks.md (plots in docs/benchmarks/) and
+#                               docs/performance.md
 #   bench/compare.sh --quick    each system once, small sizes and short runs (under a minute);
 #                               writes into <build>/compare-quick/ unless --results/--page say otherwise
-#   bench/compare.sh --report   only regenerate the page and plots from existing results
+#   bench/compare.sh --report   only regenerate the pages and plots from existing results
 #
-# Systems: sidecore-bench (latency, throughput, bandwidth, harvest, mpi-latency); fi_pingpong from
-# libfabric-bin with the same provider (the floor); Open MPI the MPI-only way (sidecore-bench-mpi
-# mpi-throughput and mpi-harvest; the MPI-only round trip is mpi-latency's baseline); Dask
-# distributed (bench/peers/dask_bench.py). bench/README.md says what each figure measures.
+# Systems: sidecore-bench (latency, throughput, bandwidth, harvest, mpi-latency, mpi-throughput,
+# soak); fi_pingpong from libfabric-bin with the same provider (the floor); Open MPI the MPI-only
+# way, measured inside sidecore-bench's MPI jobs next to Sidecore (harvest's mpi_only_efficiency,
+# mpi-throughput's mpi_tasks_per_s, mpi-latency's mpi_rtt_us); OpenMP tasks in one process
+# (sidecore-bench-omp, bench/peers/omp_harvest.c), harvest runs alternating with sidecore-bench
+# harvest's; Dask distributed (bench/peers/dask_bench.py). bench/README.md says what each figure
+# measures.
 #
 # Needs a build (cmake --build <build>) and the packages of scripts/install-deps.sh. Not a test:
 # tests/bench runs `--quick` once as a smoke test.
@@ -25,10 +29,11 @@ passes=""
 provider=shm
 results=""
 page=""
+performance_page=""
 python=/usr/bin/python3  # Debian's, which has python3-distributed (a python3 earlier on PATH may not)
 
 usage() {
-  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   cat <<'EOF'
 Options:
   --quick           each system once on small sizes (the smoke test's mode)
@@ -37,6 +42,9 @@ Options:
   --results DIR     where the JSON lines go (default: bench/results, or <build>/compare-quick/results)
   --page FILE       the page to write; plots go to <its folder>/benchmarks/ (default: docs/benchmarks.md,
                     or <build>/compare-quick/benchmarks.md)
+  --performance-page FILE
+                    the runtime's figures against its targets (default: docs/performance.md, or
+                    <build>/compare-quick/performance.md)
   --passes N        passes over the round-trip, throughput and bandwidth figures of all systems,
                     interleaved; the page takes the median over passes (default 3, quick 1)
   --provider NAME   libfabric provider for sidecore-bench and fi_pingpong (default shm; the MPI
@@ -52,6 +60,7 @@ while (($#)); do
     --build) build=$2; shift ;;
     --results) results=$2; shift ;;
     --page) page=$2; shift ;;
+    --performance-page) performance_page=$2; shift ;;
     --passes) passes=$2; shift ;;
     --provider) provider=$2; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -63,16 +72,19 @@ done
 if ((quick)); then
   results=${results:-$build/compare-quick/results}
   page=${page:-$build/compare-quick/benchmarks.md}
+  performance_page=${performance_page:-$(dirname "$page")/performance.md}
   passes=${passes:-1}
 else
   results=${results:-$root/bench/results}
   page=${page:-$root/docs/benchmarks.md}
+  performance_page=${performance_page:-$root/docs/performance.md}
   passes=${passes:-3}
 fi
 [[ $passes =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: --passes wants a positive number" >&2; exit 2; }
 
 report() {
   "$python" "$root/bench/peers/report.py" --results "$results" --page "$page"
+  "$python" "$root/bench/peers/performance.py" --results "$results" --page "$performance_page"
 }
 if ((report_only)); then
   report
@@ -86,8 +98,9 @@ die() { echo "compare.sh: error: $*" >&2; exit 1; }
 # --- what runs --------------------------------------------------------------------------------------
 bench=$build/bench/sidecore-bench
 bench_mpi=$build/bench/sidecore-bench-mpi
+bench_omp=$build/bench/sidecore-bench-omp
 library=$build/bench/libsidecore_bench_functions.so
-for file in "$bench" "$bench_mpi" "$library"; do
+for file in "$bench" "$bench_mpi" "$bench_omp" "$library"; do
   [[ -e $file ]] || die "$file is missing: build the project first (make -C $build sidecore-bench)"
 done
 for program in fi_pingpong mpirun gnuplot "$python"; do
@@ -116,19 +129,23 @@ if ((quick)); then
   bw_opts=(--rounds 2 --iterations 4)
   harvest_opts=(--seconds 0.05 --rounds 1)
   mpi_lat_opts=(--rounds 2 --iterations 200); mpi_lat_large_opts=()
-  mpi_tput_opts=(--rounds 2 --iterations 2000)
+  mpi_tput_sizes=64; mpi_tput_opts=(--rounds 2 --iterations 2000)
+  soak_opts=(--tasks 2000)
+  harvest_runs=1
   dask_opts=(--iterations 20 --latency-rounds 1 --tasks 200 --throughput-rounds 1 --seconds 0.05 --rounds 1)
   pingpong_runs=1
 else
   small_sizes=64,1024,4096; large_sizes=65536,1048576
-  bw_sizes=1048576,4194304
+  bw_sizes=1048576,4194304,67108864  # 64 MiB: the runtime's bandwidth target (docs/performance.md)
   task_us=10,50,1000,10000
   lat_opts=(--rounds 10); lat_large_opts=(--rounds 10 --iterations 200)
   tput_opts=(--rounds 10)
   bw_opts=(--rounds 10)
   harvest_opts=(--seconds 2 --rounds 3)
   mpi_lat_opts=(--rounds 10); mpi_lat_large_opts=(--rounds 10 --iterations 200)
-  mpi_tput_opts=(--rounds 10)
+  mpi_tput_sizes=64,4096; mpi_tput_opts=(--rounds 10)
+  soak_opts=()  # the default million tasks: 15 s on a quiet machine, 45 s on a busy one
+  harvest_runs=$passes
   dask_opts=(--iterations 200 --latency-rounds 3 --tasks 2000 --throughput-rounds 3 --seconds 2 --rounds 3)
   pingpong_runs=5
 fi
@@ -141,7 +158,11 @@ pingpong_sizes=$(tr , '\n' <<<"$all_sizes,$bw_sizes,$((4096 + task_header))" | s
 window=64
 
 mkdir -p "$results/logs"
-rm -f "$results"/*.jsonl "$results"/logs/*.log
+# Only the files this script writes: cross-node.jsonl, first-task.jsonl and scaling.jsonl come from
+# other scripts and stay. mpi.jsonl is what older runs wrote for the MPI-only peer.
+for system in sidecore fi_pingpong mpi omp soak dask; do
+  rm -f "$results/$system.jsonl" "$results/logs/$system.log"
+done
 started=$(date +%s)
 
 # Runs a command that prints JSON lines on stdout; appends them to $results/$1.jsonl with the pass
@@ -154,13 +175,6 @@ record() {
   lines=$(grep '^{' <<<"$lines" || true)
   [[ -n $lines ]] || { tail -20 "$results/logs/$system.log" >&2; die "$system: '$*' printed no result"; }
   sed "s/^{/{\"pass\":$pass,/" <<<"$lines" >>"$results/$system.jsonl"
-}
-
-# sidecore-bench-mpi's results come as "sidecore-bench-result {json}" lines from rank 0.
-mpi_only() {
-  local subcommand=$1; shift
-  mpirun -n 2 --oversubscribe --bind-to none "$bench_mpi" "$subcommand" --library "$library" \
-    --rank-cpus "$client_cpu,$server_cpu" "$@" | sed -n 's/^sidecore-bench-result //p'
 }
 
 # fi_pingpong: a server on the server CPU, the client on the client CPU, one size per run. It prints
@@ -195,7 +209,8 @@ pingpong_once() {
 pingpong() {
   local size iterations run line rtts mbs
   for size in ${pingpong_sizes//,/ }; do
-    if ((quick)); then iterations=1000; elif ((size >= 1048576)); then iterations=200;
+    if ((quick)); then iterations=1000; elif ((size >= 67108864)); then iterations=20;
+    elif ((size >= 1048576)); then iterations=200;
     elif ((size >= 65536)); then iterations=2000; else iterations=20000; fi
     rtts=(); mbs=()
     for run in $(seq "$pingpong_runs"); do
@@ -233,17 +248,24 @@ for pass in $(seq "$passes"); do
   step "pass $pass/$passes: sidecore-bench mpi-latency (MPIX and MPI-only round trips)"
   record sidecore "$pass" "$bench" mpi-latency --bytes "$small_sizes" "${mpi_lat_opts[@]}"
   [[ -z $large_sizes ]] || record sidecore "$pass" "$bench" mpi-latency --bytes "$large_sizes" "${mpi_lat_large_opts[@]}"
-  step "pass $pass/$passes: Open MPI mpi-throughput"
-  record mpi "$pass" mpi_only mpi-throughput --bytes 64 --window "$window" "${mpi_tput_opts[@]}"
+  step "pass $pass/$passes: sidecore-bench mpi-throughput (MPIX and MPI-only tasks/s) at $mpi_tput_sizes B"
+  record sidecore "$pass" "$bench" mpi-throughput --bytes "$mpi_tput_sizes" --window "$window" "${mpi_tput_opts[@]}"
   step "pass $pass/$passes: Dask latency and throughput"
   record dask "$pass" "$python" "$root/bench/peers/dask_bench.py" --library "$library" --only latency,throughput \
     --bytes "$all_sizes" --window "$window" --client-cpu "$client_cpu" --worker-cpu "$server_cpu" "${dask_opts[@]}"
 done
 
-step "harvest: Sidecore at $task_us us"
-record sidecore 1 "$bench" harvest --task-us "$task_us" "${harvest_opts[@]}"
-step "harvest: Open MPI, the MPI-only way"
-record mpi 1 mpi_only mpi-harvest --task-us "$task_us" "${harvest_opts[@]}"
+# Harvest: sidecore-bench harvest (Sidecore and the MPI-only farm, in alternating rounds of one job)
+# and the OpenMP peer, in alternating runs, so that both sample the machine alike.
+for run in $(seq "$harvest_runs"); do
+  step "harvest $run/$harvest_runs: Sidecore and the MPI-only pattern at $task_us us"
+  record sidecore "$run" "$bench" harvest --task-us "$task_us" "${harvest_opts[@]}"
+  step "harvest $run/$harvest_runs: OpenMP tasks"
+  record omp "$run" "$bench_omp" --library "$library" --task-us "$task_us" --producer-cpu "$client_cpu" \
+    --worker-cpu "$server_cpu" "${harvest_opts[@]}"
+done
+step "soak: sidecore-bench soak ${soak_opts[*]}"
+record soak 1 "$bench" soak "${soak_opts[@]}"
 step "harvest: Dask"
 record dask 1 "$python" "$root/bench/peers/dask_bench.py" --library "$library" --only harvest --task-us "$task_us" \
   --client-cpu "$client_cpu" --worker-cpu "$server_cpu" "${dask_opts[@]}"
@@ -272,6 +294,8 @@ info = {
     "libfabric": run("fi_info", "--version").splitlines()[0].split()[-1],
     "openmpi": run("mpirun", "--version").splitlines()[0].split()[-1],
     "dask_distributed": distributed.__version__,
+    "gcc": run("gcc", "-dumpfullversion"),  # its libgomp runs the OpenMP peer
+    "harvest_runs": $harvest_runs,
     "python": platform.python_version(),
     "load_before": float("$load_before"), "load_after": float(open("/proc/loadavg").read().split()[0]),
     "seconds": $(date +%s) - $started,

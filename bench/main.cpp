@@ -1,6 +1,7 @@
 // sidecore-bench: Sidecore's latency, throughput and bandwidth next to a raw libfabric baseline
 // measured in the same run, between the same two processes, so every ratio comes from one run; and
-// the MPI extension's figures (harvest, mpi-latency) next to plain MPI, in one MPI job each.
+// the MPI extension's figures (harvest, mpi-latency, mpi-throughput) next to plain MPI, in one MPI
+// job each (mpi_command.cpp); soak (soak/).
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -13,7 +14,7 @@
 #include "mpi_launch.hpp"
 #include "options.hpp"
 #include "server.hpp"
-#include "soak.hpp"
+#include "soak/soak.hpp"
 
 namespace {
 
@@ -53,15 +54,17 @@ std::string failure_line(const CLI::App*, const CLI::Error& e) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"sidecore-bench: Sidecore next to a baseline measured in the same run.\n\n"
-               "latency, throughput, bandwidth: start a server child pinned to --server-cpu that hosts both the\n"
-               "executor (one worker) and a raw libfabric endpoint, pin this process to --client-cpu, alternate\n"
-               "rounds of the two sides and print one JSON object per size on stdout.\n"
-               "harvest, mpi-latency: run one MPI job under `sidecore-run --cores EXECUTOR_CORES -- mpirun ...`\n"
-               "(program sidecore-bench-mpi) and print one JSON object per task length or size on stdout.\n"
-               "soak: one executor, caller processes and a million checked tasks of random sizes; one JSON object.\n"
-               "Progress, warnings and errors go to stderr.",
-               "sidecore-bench"};
+  CLI::App app{
+      "sidecore-bench: Sidecore next to a baseline measured in the same run.\n\n"
+      "latency, throughput, bandwidth: start a server child pinned to --server-cpu that hosts both the\n"
+      "executor (one worker) and a raw libfabric endpoint, pin this process to --client-cpu, alternate\n"
+      "rounds of the two sides and print one JSON object per size on stdout.\n"
+      "harvest, mpi-latency, mpi-throughput: run one MPI job under `sidecore-run --cores EXECUTOR_CORES --\n"
+      "mpirun ...` (program sidecore-bench-mpi), Sidecore next to the MPI-only pattern in alternating rounds,\n"
+      "and print one JSON object per task length or size on stdout.\n"
+      "soak: one executor, caller processes and a million checked tasks of random sizes; one JSON object.\n"
+      "Progress, warnings and errors go to stderr.",
+      "sidecore-bench"};
   // --help lists every subcommand with all its options and defaults.
   app.set_help_flag();
   app.set_help_all_flag("-h,--help", "Print this help (every subcommand and option) and exit");
@@ -88,8 +91,10 @@ int main(int argc, char** argv) {
           ->check(CLI::Range(1u, 1024u))
           ->capture_default_str();
     }
-    command->add_option("--poll", poll_text, "executor worker poll mode: adaptive or warm (hot would spin through "
-                                             "the raw rounds)")
+    command
+        ->add_option("--poll", poll_text,
+                     "executor worker poll mode: adaptive or warm (hot would spin through "
+                     "the raw rounds)")
         ->check(CLI::IsMember({"adaptive", "warm"}))
         ->capture_default_str();
     command->add_option("--spin-us", options.spin_us, "adaptive: microseconds the worker spins after its last task")
@@ -110,71 +115,10 @@ int main(int argc, char** argv) {
     command->add_flag("-v,--verbose", options.verbose, "per-size sample counts and quantiles on stderr");
   }
 
-  // The MPI subcommands: one MPI job each, started under sidecore-run.
-  sidecore::bench::MpiBenchOptions mpi;
-  std::vector<std::string> latency_bytes_text;
-  CLI::App* harvest = app.add_subcommand(
-      "harvest",
-      "Task farm of busy-spin tasks (function 'spin_us', T us of wall-clock and CPU time each), run twice in one MPI "
-      "job: the ranks alone, then the ranks keeping a window of tasks offloaded with MPIX_Offload_submit to the "
-      "executor on the idle cores while computing tasks themselves. speedup = time alone / time with executors; "
-      "efficiency = speedup / ((ranks + workers) / ranks).");
-  harvest->add_option("--task-us", mpi.task_us, "task lengths in microseconds, repeatable or comma-separated")
-      ->delimiter(',')
-      ->check(CLI::Range(uint64_t{1}, uint64_t{10000000}))
-      ->default_str("10,50,1000");
-  harvest->add_option("--tasks", mpi.tasks, "tasks per run, split over the ranks (0: --seconds of work per rank alone)")
-      ->capture_default_str();
-  harvest->add_option("--seconds", mpi.seconds, "with --tasks 0: seconds each rank computes alone (the run with "
-                                                "executors takes about (ranks / (ranks + workers)) of it)")
-      ->check(CLI::Range(0.001, 3600.0))
-      ->capture_default_str();
-  harvest->add_option("--rounds", mpi.rounds, "runs of each kind per task length, alternated; the speedup is the "
-                                              "median of the per-round ones")
-      ->check(CLI::Range(1u, 1000u))
-      ->capture_default_str();
-  harvest->add_option("--ranks", mpi.ranks, "MPI ranks")->check(CLI::Range(1u, 1024u))->capture_default_str();
-  harvest->add_option("--window-per-worker", mpi.window_per_worker,
-                      "offloaded tasks each rank keeps in flight, per worker of its share of the pool")
-      ->check(CLI::Range(1u, 64u))
-      ->capture_default_str();
-  harvest->add_option("--rank-cpus", mpi.rank_cpus,
-                      "CPU of each rank, comma-separated, cycled (default: the CPUs the executor leaves idle)");
-
-  CLI::App* mpi_latency = app.add_subcommand(
-      "mpi-latency",
-      "Median round trip of MPIX_Offload_submit of function 'echo' (N bytes in and out) plus MPI_Wait, next to the "
-      "MPI-only round trip: MPI_Send of N bytes to an echo rank on the executor's CPU, which MPI_Recv's and MPI_Send's "
-      "them back, and MPI_Recv. Three ranks: 0 (MPI-only caller) and 2 (MPIX caller, the only one with a pool) on the "
-      "first idle CPU, 1 (echo) on the executor's; whoever is not measuring sleeps in sem_wait.");
-  mpi_latency->add_option("--bytes", latency_bytes_text, "sizes in bytes, repeatable or comma-separated; K, M, G suffixes")
-      ->delimiter(',')
-      ->default_str("64");
-  mpi_latency->add_option("--rounds", mpi.rounds, "rounds of each side, alternated")
-      ->check(CLI::Range(1u, 100000u))
-      ->default_str("20");
-  mpi_latency->add_option("--iterations", mpi.iterations, "round trips per round and side (plus 10 % warm-up)")
-      ->check(CLI::Range(uint64_t{1}, uint64_t{10000000}))
-      ->capture_default_str();
-  mpi_latency->add_option("--quiesce-us", mpi.quiesce_us,
-                          "pause after each MPIX round, so the worker's adaptive spin window (1000 us) runs out "
-                          "before the echo rank shares its CPU")
-      ->check(CLI::Range(0L, 1000000L))
-      ->capture_default_str();
-  mpi_latency->add_option("--rank-cpus", mpi.rank_cpus,
-                          "CPUs of ranks 0, 1, 2, comma-separated (default: first idle CPU, first executor core, "
-                          "first idle CPU)");
-  for (CLI::App* command : {harvest, mpi_latency}) {
-    command->add_option("--executor-cores", mpi.executor_cores, "CPUs of the executor's workers (sidecore-run --cores)")
-        ->capture_default_str();
-    command->add_option("--library", mpi.library,
-                        "bench function library (default: libsidecore_bench_functions.so next to the binary)");
-    command->add_option("--mpirun", mpi.mpirun, "mpirun to start the job with")->capture_default_str();
-    command->add_option("--sidecore-run", mpi.sidecore_run,
-                        "sidecore-run to start the executor with (default: next to the binary or in the build tree)");
-    command->add_flag("-v,--verbose", mpi.verbose,
-                      "per-round details, the command line and the executor's summary on stderr");
-  }
+  // The MPI subcommands (harvest, mpi-latency, mpi-throughput): one MPI job each, started under
+  // sidecore-run; options and running live in mpi_command.cpp.
+  sidecore::bench::MpiCommands mpi;
+  mpi.add_to(app);
 
   // The server child: re-executed by the bench itself, hidden from --help.
   sidecore::bench::ServerOptions server;
@@ -188,7 +132,7 @@ int main(int argc, char** argv) {
   serve->add_option("--credits", server.credits)->check(CLI::Range(1u, 4096u));
   serve->add_option("--netns", server.netns);
 
-  // soak and its hidden caller child: options and running live in soak.cpp.
+  // soak and its hidden caller child: options and running live in soak/.
   sidecore::bench::SoakCommand soak;
   soak.add_to(app);
 
@@ -206,27 +150,7 @@ int main(int argc, char** argv) {
     return sidecore::bench::run_server(server);
   }
 
-  if (harvest->parsed() || mpi_latency->parsed()) {
-    if (harvest->parsed()) {
-      mpi.kind = sidecore::bench::MpiBenchKind::harvest;
-      if (mpi.task_us.empty()) mpi.task_us = {10, 50, 1000};
-    } else {
-      mpi.kind = sidecore::bench::MpiBenchKind::mpi_latency;
-      if (mpi_latency->get_option("--rounds")->count() == 0) mpi.rounds = 20;
-      if (latency_bytes_text.empty()) latency_bytes_text.push_back("64");
-      for (const auto& text : latency_bytes_text) {
-        std::string error;
-        const auto bytes = sidecore::bench::parse_byte_count(text, error);
-        if (!bytes) {
-          std::fprintf(stderr, "sidecore-bench: error: --bytes %s\n", error.c_str());
-          return 2;
-        }
-        mpi.bytes.push_back(*bytes);
-      }
-    }
-    setenv("SIDECORE_LOG_LEVEL", mpi.verbose ? "info" : "warn", 0);
-    return sidecore::bench::run_mpi_bench(mpi, argv[0]);
-  }
+  if (mpi.selected()) return mpi.run(argv[0]);
 
   options.poll = *sidecore::parse_poll_mode(poll_text);
   for (const auto& sub : kSubcommands) {

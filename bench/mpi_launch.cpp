@@ -21,7 +21,8 @@ namespace {
 
 // What sidecore-bench-mpi's rank 0 puts before each result.
 constexpr std::string_view kResultPrefix = "sidecore-bench-result ";
-constexpr unsigned kLatencyRanks = 3;
+// mpi-latency and mpi-throughput: MPI-only caller, echo or worker rank, MPIX caller, taking turns.
+constexpr size_t kTurnRanks = 3;
 
 // "0,1,0": a CPU per rank, in rank order (repeats allowed, unlike a cpulist).
 std::vector<int> parse_cpu_sequence(const std::string& text) {
@@ -93,9 +94,9 @@ int run_mpi_bench(const MpiBenchOptions& options, const char* program) {
   try {
     const bool harvest = options.kind == MpiBenchKind::harvest;
     const std::string library = find_library(options.library, program);
-    const std::string run = find_program(options.sidecore_run,
-                                         {"sidecore-run", "../runtime/sidecore-run", SIDECORE_BENCH_RUN_BUILD_PATH},
-                                         "sidecore-run");
+    const std::string run =
+        find_program(options.sidecore_run, {"sidecore-run", "../runtime/sidecore-run", SIDECORE_BENCH_RUN_BUILD_PATH},
+                     "sidecore-run");
     const std::string mpi_program =
         find_program("",
                      {"sidecore-bench-mpi", "../" SIDECORE_BENCH_RELATIVE_LIBEXECDIR "/sidecore-bench-mpi",
@@ -113,46 +114,56 @@ int run_mpi_bench(const MpiBenchOptions& options, const char* program) {
       throw std::runtime_error("--executor-cores: " + std::string(e.what()));
     }
     const CoreSet allowed = CoreSet::allowed();
-    const unsigned ranks = harvest ? options.ranks : kLatencyRanks;
-    std::vector<int> rank_cpus;
-    if (!options.rank_cpus.empty()) {
-      rank_cpus = parse_cpu_sequence(options.rank_cpus);
-    } else if (harvest) {
-      // The CPUs the executor leaves idle, as Slurm's --exact would give the ranks.
-      const CoreSet idle = allowed.minus(executor);
-      rank_cpus = idle.cores();
-      if (rank_cpus.empty()) throw std::runtime_error("the executor takes every CPU: no CPU is left for the ranks");
-    } else {
-      // 0: the MPI-only caller, 1: its echo rank (next to the executor's worker), 2: the MPIX caller.
-      const CoreSet idle = allowed.minus(executor);
-      const int caller = idle.empty() ? allowed.cores().front() : idle.cores().front();
-      rank_cpus = {caller, executor.cores().front(), caller};
-    }
-    for (int cpu : rank_cpus) {
-      if (!allowed.contains(cpu)) {
-        throw std::runtime_error(fmt::format("CPU {} is not available to this process (allowed: {})", cpu,
-                                             allowed.to_string()));
-      }
-    }
     if (auto missing = executor.minus(allowed); !missing.empty()) {
       throw std::runtime_error("--executor-cores " + missing.to_string() + " are not available to this process");
     }
+    const std::vector<int> executor_cpus = executor.cores();
+    const CoreSet idle = allowed.minus(executor);
+    // The CPU of each rank of the job, in rank order.
+    std::vector<int> rank_cpus;
+    unsigned worker_ranks = 0;
     if (harvest) {
-      std::vector<int> used(rank_cpus.begin(), rank_cpus.begin() + std::min<size_t>(ranks, rank_cpus.size()));
-      for (int cpu : used) {
-        if (executor.contains(cpu)) {
-          std::fprintf(stderr, "sidecore-bench: warning: a rank shares CPU %d with the executor; the harvest figure "
-                       "assumes the executor runs on idle cores\n", cpu);
+      // The farm ranks' CPUs: --rank-cpus, or those the executor leaves idle, as Slurm's --exact would
+      // give the ranks. The job has both farms (the MPI-only one first, Sidecore's last), each with
+      // --ranks ranks on those CPUs, and one MPI-only worker rank per executor worker on its CPU.
+      std::vector<int> farm_cpus = options.rank_cpus.empty() ? idle.cores() : parse_cpu_sequence(options.rank_cpus);
+      if (farm_cpus.empty()) throw std::runtime_error("the executor takes every CPU: no CPU is left for the ranks");
+      worker_ranks = static_cast<unsigned>(executor_cpus.size());
+      for (unsigned r = 0; r < options.ranks; ++r) rank_cpus.push_back(farm_cpus[r % farm_cpus.size()]);
+      rank_cpus.insert(rank_cpus.end(), executor_cpus.begin(), executor_cpus.end());
+      for (unsigned r = 0; r < options.ranks; ++r) rank_cpus.push_back(farm_cpus[r % farm_cpus.size()]);
+      for (size_t r = 0; r < std::min<size_t>(options.ranks, farm_cpus.size()); ++r) {
+        if (executor.contains(farm_cpus[r])) {
+          std::fprintf(stderr,
+                       "sidecore-bench: warning: a rank shares CPU %d with the executor; the harvest figure "
+                       "assumes the executor runs on idle cores\n",
+                       farm_cpus[r]);
         }
       }
-      if (ranks > rank_cpus.size()) {
-        std::fprintf(stderr, "sidecore-bench: warning: %u ranks on %zu CPUs: ranks share CPUs\n", ranks,
-                     rank_cpus.size());
+      if (options.ranks > farm_cpus.size()) {
+        std::fprintf(stderr, "sidecore-bench: warning: %u ranks on %zu CPUs: ranks share CPUs\n", options.ranks,
+                     farm_cpus.size());
+      }
+    } else if (!options.rank_cpus.empty()) {
+      rank_cpus = parse_cpu_sequence(options.rank_cpus);
+    } else {
+      // 0: the MPI-only caller, 1: its echo or worker rank (next to the executor's worker), 2: the
+      // MPIX caller.
+      const int caller = idle.empty() ? allowed.cores().front() : idle.cores().front();
+      rank_cpus = {caller, executor_cpus.front(), caller};
+    }
+    for (int cpu : rank_cpus) {
+      if (!allowed.contains(cpu)) {
+        throw std::runtime_error(
+            fmt::format("CPU {} is not available to this process (allowed: {})", cpu, allowed.to_string()));
       }
     }
+    const unsigned ranks = static_cast<unsigned>(harvest ? rank_cpus.size() : kTurnRanks);
     if (const double others = other_runnable_threads(); others >= 0.5) {
-      std::fprintf(stderr, "sidecore-bench: warning: other programs are using the CPUs (%.1f threads runnable on "
-                   "average besides this one): the figures will be noisy\n", others);
+      std::fprintf(stderr,
+                   "sidecore-bench: warning: other programs are using the CPUs (%.1f threads runnable on "
+                   "average besides this one): the figures will be noisy\n",
+                   others);
     }
 
     // mpirun refuses root unless told; the bench often runs in containers as root.
@@ -161,13 +172,11 @@ int run_mpi_bench(const MpiBenchOptions& options, const char* program) {
       setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
     }
 
-    if (!harvest) {
-      // mpirun counts 3 ranks on 2 slots as oversubscribed and then has every MPI wait loop call
-      // sched_yield() after each empty poll (mpi_yield_when_idle). Only one pair of ranks is ever
-      // runnable here (the others sleep in sem_wait), so the oversubscription is nominal: keep
-      // Open MPI's hot polling, the peer pattern's, unless the user chose otherwise.
-      setenv("OMPI_MCA_mpi_yield_when_idle", "0", 0);
-    }
+    // mpirun counts more ranks than slots as oversubscribed and then has every MPI wait loop call
+    // sched_yield() after each empty poll (mpi_yield_when_idle). Only one group of ranks is ever
+    // runnable here (the others sleep in sem_wait), so the oversubscription is nominal: keep Open
+    // MPI's hot polling, the peer pattern's, unless the user chose otherwise.
+    setenv("OMPI_MCA_mpi_yield_when_idle", "0", 0);
 
     std::vector<std::string> command{run, "--cores", executor.to_string(), "--poll", "adaptive"};
     if (!options.verbose) command.push_back("--quiet");
@@ -175,16 +184,21 @@ int run_mpi_bench(const MpiBenchOptions& options, const char* program) {
     command.insert(command.end(), {"--", options.mpirun, "-n", std::to_string(ranks), "--oversubscribe", "--bind-to",
                                    "none", mpi_program});
     if (harvest) {
-      command.insert(command.end(), {"harvest", "--task-us", join(options.task_us), "--tasks",
-                                     std::to_string(options.tasks), "--seconds", fmt::format("{}", options.seconds),
-                                     "--window-per-worker", std::to_string(options.window_per_worker)});
-    } else {
+      command.insert(command.end(),
+                     {"harvest", "--task-us", join(options.task_us), "--tasks", std::to_string(options.tasks),
+                      "--seconds", fmt::format("{}", options.seconds), "--window-per-worker",
+                      std::to_string(options.window_per_worker), "--worker-ranks", std::to_string(worker_ranks)});
+    } else if (options.kind == MpiBenchKind::mpi_latency) {
       command.insert(command.end(), {"mpi-latency", "--bytes", join(options.bytes), "--iterations",
-                                     std::to_string(options.iterations), "--quiesce-us",
-                                     std::to_string(options.quiesce_us)});
+                                     std::to_string(options.iterations ? options.iterations : 2000)});
+    } else {
+      command.insert(command.end(),
+                     {"throughput", "--bytes", join(options.bytes), "--window", std::to_string(options.window),
+                      "--iterations", std::to_string(options.iterations ? options.iterations : 20000)});
     }
-    command.insert(command.end(), {"--rounds", std::to_string(options.rounds), "--library", library, "--rank-cpus",
-                                   join(rank_cpus)});
+    command.insert(command.end(),
+                   {"--quiesce-us", std::to_string(options.quiesce_us), "--rounds", std::to_string(options.rounds),
+                    "--library", library, "--rank-cpus", join(rank_cpus)});
     if (options.verbose) {
       command.push_back("-v");
       std::string shown;

@@ -15,6 +15,7 @@ packages=(
   libpmix-dev                                    # Debian's Slurm mpi/pmix loads libpmix.so (srun --mpi=pmix)
   iproute2 util-linux procps debootstrap         # ip, nsenter, unshare, taskset; ps and pgrep in the tests
   clang libclang-rt-14-dev                       # tests/fuzz (libFuzzer)
+  clang-format-14                                # scripts/check-format.sh (the version .clang-format is tuned for)
 )
 
 missing=()

@@ -6,6 +6,8 @@
 #   scripts/test.sh -L unit              only some tests of the main build (ctest arguments);
 #                                        the sanitizer builds are skipped when arguments are given
 #   SIDECORE_SANITIZERS=0 scripts/test.sh  skip the sanitizer builds
+#   SIDECORE_FORMAT_CHECK=0 scripts/test.sh  skip the format check (scripts/check-format.sh) that runs
+#                                        first with no arguments
 #   scripts/test.sh --distro trixie [ARGS]  only the main tier (unit, integration, mpi, slurm,
 #                                        multinode), built and run inside a cached Debian 13 root:
 #                                        Slurm 24.11, Open MPI 5.0, libfabric 2.1, g++ 14 (ARGS go
@@ -33,6 +35,12 @@ fi
 export FI_TCP_IFACE=${FI_TCP_IFACE:-lo}
 
 section() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
+
+if [[ $# -eq 0 && ${SIDECORE_FORMAT_CHECK:-1} != 0 ]]; then
+  section "format"
+  # The C/C++ files changed since .ci/format-base must be formatted as .clang-format says.
+  "$root/scripts/check-format.sh"
+fi
 
 section "build"
 # Every part is asked for by name: a missing slurm/spank.h, or OFF cached in a reused build folder,

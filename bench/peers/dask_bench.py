@@ -157,7 +157,7 @@ def farm_alone(tasks, us, count):
 
 
 def farm_harvest(client, tasks, us, count, window):
-    """TaskFarm::harvest of bench/mpi_bench.cpp with Dask futures: keep up to `window` tasks
+    """TaskFarm::harvest of bench/mpi/task_farm.hpp with Dask futures: keep up to `window` tasks
     submitted, compute one task between refills, collect finished ones with Future.done() (the
     client's event loop thread receives them); near the end offload only the worker's share
     (1/2) of what is left, so that both sides finish together."""

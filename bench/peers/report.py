@@ -3,7 +3,8 @@
 
     bench/peers/report.py --results bench/results --page docs/benchmarks.md
 
-Reads <results>/{sidecore,fi_pingpong,mpi,dask}.jsonl and run.json, and first-task.jsonl (the lines
+Reads <results>/{sidecore,fi_pingpong,omp,dask}.jsonl (and mpi.jsonl of runs before the MPI-only figures
+moved into sidecore-bench's own jobs) and run.json, and first-task.jsonl (the lines
 of bench/first-task.sh, which needs a Slurm and is run apart from compare.sh); every figure on the page comes
 from them (a figure measured in several passes: the median over the passes). Plots are drawn with
 gnuplot (Debian's gnuplot-nox) into <page folder>/benchmarks/. Standard library only.
@@ -17,7 +18,11 @@ import subprocess
 import sys
 import tempfile
 
-SYSTEM_FILES = ("sidecore", "fi_pingpong", "mpi", "dask")
+SYSTEM_FILES = ("sidecore", "fi_pingpong", "mpi", "omp", "dask")
+
+
+# The harvest figures' systems: (name in the figures, bench of its JSON lines).
+HARVEST_SYSTEMS = (("sidecore", "harvest"), ("mpi", "mpi-harvest"), ("omp", "omp-harvest"), ("dask", "dask-harvest"))
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -28,6 +33,10 @@ class Results:
     def __init__(self, folder):
         self.values = collections.defaultdict(list)
         self.lines = 0
+        # True when the MPI-only figures come from sidecore-bench's own jobs, measured in rounds
+        # alternating with Sidecore's (harvest's mpi_only_*, mpi-throughput's mpi_tasks_per_s), not
+        # from sidecore-bench-mpi's separate peer runs (mpi.jsonl of older runs).
+        self.mpi_in_job = False
         for system in SYSTEM_FILES:
             path = os.path.join(folder, f"{system}.jsonl")
             if not os.path.exists(path):
@@ -43,11 +52,27 @@ class Results:
                         sys.exit(f"report: {path}:{number}: not JSON: {error}")
                     self.lines += 1
                     key = record.get("bytes", record.get("task_us"))
+                    self.add_in_job(record, key)
                     for field, value in record.items():
                         if isinstance(value, (int, float)) and field not in ("pass", "bytes", "task_us"):
                             self.values[(record["bench"], key, field)].append(value)
         run_path = os.path.join(folder, "run.json")
         self.run = json.load(open(run_path)) if os.path.exists(run_path) else {}
+
+    def add_in_job(self, record, key):
+        """The MPI-only side of sidecore-bench's paired figures, filed as the peer's own figures
+        (mpi-harvest, mpi-throughput), and the MPIX tasks/s as mpix-throughput."""
+        bench = record.get("bench")
+        if bench == "harvest" and "mpi_only_efficiency" in record:
+            self.mpi_in_job = True
+            for field, value in (("efficiency", record["mpi_only_efficiency"]), ("speedup", record.get("mpi_only_speedup"))):
+                if isinstance(value, (int, float)):
+                    self.values[("mpi-harvest", key, field)].append(value)
+        if bench == "mpi-throughput" and "mpi_tasks_per_s" in record:
+            self.mpi_in_job = True
+            for name, field in (("mpi-throughput", "mpi_tasks_per_s"), ("mpix-throughput", "mpix_tasks_per_s")):
+                if isinstance(record.get(field), (int, float)):
+                    self.values[(name, key, "tasks_per_s")].append(record[field])
 
     def get(self, bench, key, field):
         """The median over passes, or None when not measured."""
@@ -130,6 +155,7 @@ def plot(results, folder, sizes, tasks, throughput_rows):
     harvest_series = [
         ("Sidecore (MPIX)", "harvest"),
         ("Open MPI, MPI-only worker rank", "mpi-harvest"),
+        ("OpenMP tasks, one process", "omp-harvest"),
         ("Dask distributed", "dask-harvest"),
     ]
     with tempfile.TemporaryDirectory(prefix="sidecore-plots-") as data:
@@ -201,7 +227,7 @@ def logged_commands(folder):
     """The distinct commands compare.sh recorded in logs/<system>.log ("$ command" lines), with the
     build folder and the checkout shortened, in the order they ran."""
     seen, commands = set(), []
-    for system in SYSTEM_FILES:
+    for system in SYSTEM_FILES + ("soak",):
         path = os.path.join(folder, "logs", f"{system}.log")
         if not os.path.exists(path):
             continue
@@ -305,6 +331,7 @@ def main():
     sizes = sorted(set(results.keys("latency", "sidecore_rtt_us"))
                    | set(results.keys("mpi-latency", "mpi_rtt_us")) | set(results.keys("dask-latency", "rtt_us")))
     tasks = sorted(set(results.keys("harvest", "efficiency")) | set(results.keys("mpi-harvest", "efficiency"))
+                   | set(results.keys("omp-harvest", "efficiency"))
                    | set(results.keys("dask-harvest", "efficiency")))
     bw_sizes = sorted(set(results.keys("bandwidth", "sidecore_gbps")))
     tput_size = 64
@@ -320,15 +347,18 @@ def main():
     tput = {
         "raw": r("throughput", tput_size, "raw_msgs_per_s"),
         "sidecore": r("throughput", tput_size, "tasks_per_s"),
+        "mpix": r("mpix-throughput", tput_size, "tasks_per_s"),
         "mpi": r("mpi-throughput", tput_size, "tasks_per_s"),
         "dask": r("dask-throughput", tput_size, "tasks_per_s"),
     }
     pingpong_rate = 1e6 / floor[tput_size] if floor.get(tput_size) else None
     efficiency = {system: {t: r(bench, t, "efficiency") for t in tasks}
-                  for system, bench in (("sidecore", "harvest"), ("mpi", "mpi-harvest"), ("dask", "dask-harvest"))}
+                  for system, bench in HARVEST_SYSTEMS}
 
-    throughput_rows = [("raw libfabric", tput["raw"]), ("Sidecore (C++ client)", tput["sidecore"]),
-                       ("Open MPI, MPI-only", tput["mpi"]), ("Dask", tput["dask"])]
+    throughput_rows = [("raw libfabric", tput["raw"]), ("Sidecore (C++ client)", tput["sidecore"])]
+    if tput["mpix"]:
+        throughput_rows.append(("Sidecore (MPIX)", tput["mpix"]))
+    throughput_rows += [("Open MPI, MPI-only", tput["mpi"]), ("Dask", tput["dask"])]
     drawn = plot(results, plot_folder, sizes, tasks, throughput_rows)
 
     out = []
@@ -338,10 +368,12 @@ def main():
     w("<!-- Generated by bench/compare.sh (bench/peers/report.py) from the JSON lines in bench/results/; "
       "do not edit by hand: change the generator and run `bench/compare.sh --report`. -->")
     w("")
-    w("One run of `bench/compare.sh` on one machine measured Sidecore and the three things a user could "
+    w("One run of `bench/compare.sh` on one machine measured Sidecore and the things a user could "
       "use instead to put an idle core to work: raw libfabric (`fi_pingpong`, the floor: no runtime at all), "
-      "Open MPI the MPI-only way (a worker rank that `MPI_Recv`s a task, runs it and `MPI_Send`s the result) "
-      "and Dask distributed (a local scheduler and one worker process). Every system does the same work: "
+      "Open MPI the MPI-only way (a worker rank that `MPI_Recv`s a task, runs it and `MPI_Send`s the result), "
+      + ("OpenMP tasks in one process (a second thread that runs the tasks a producer thread creates; harvest "
+         "only) " if results.keys("omp-harvest", "efficiency") else "")
+      + "and Dask distributed (a local scheduler and one worker process). Every system does the same work: "
       "the same payload sizes, the same task function (`echo`, and `spin_us` from the bench's function "
       "library, the same machine code everywhere; Dask calls it through ctypes), the caller on CPU 0 and "
       "whatever serves it on CPU 1.")
@@ -389,8 +421,12 @@ def main():
     ok, pairs = compare_all(client, mpi, sizes, True)
     target_rows.append(["round trip below the MPI-only one (C++ client)",
                         ", ".join(f"{size_name(k)}: {ratio(a, b)}x" for k, a, b in pairs), verdict(len(ok), len(pairs))])
+    if tput["mpix"] and tput["mpi"]:
+        target_rows.append(["tasks/s above the MPI-only pattern (MPIX, 64 B, 64 in flight, one job)",
+                            f"{ratio(tput['mpix'], tput['mpi'])}x",
+                            verdict(int(tput["mpix"] > tput["mpi"]), 1)])
     if tput["sidecore"] and tput["mpi"]:
-        target_rows.append(["tasks/s above the MPI-only pattern (64 B, 64 in flight)",
+        target_rows.append(["tasks/s above the MPI-only pattern (C++ client, 64 B, 64 in flight)",
                             f"{ratio(tput['sidecore'], tput['mpi'])}x",
                             verdict(int(tput["sidecore"] > tput["mpi"]), 1)])
     ok, pairs = compare_all(efficiency["sidecore"], efficiency["mpi"], tasks, False)
@@ -404,6 +440,12 @@ def main():
     if tput["sidecore"] and tput["dask"]:
         target_rows.append(["tasks/s above Dask's (C++ client)", f"{ratio(tput['sidecore'], tput['dask'], 0)}x",
                             verdict(int(tput["sidecore"] > tput["dask"]), 1)])
+    pairs = [(k, efficiency["sidecore"][k], efficiency["omp"][k]) for k in tasks
+             if efficiency["sidecore"].get(k) is not None and efficiency["omp"].get(k) is not None]
+    if pairs:
+        target_rows.append(["harvest efficiency: the gap to OpenMP tasks in one process (reported; closing it is "
+                            "the next goal)", ", ".join(f"{task_name(k)}: {a:.3f} vs {b:.3f} ({a - b:+.3f})"
+                                                         for k, a, b in pairs), "reported"])
     ok, pairs = compare_all(efficiency["sidecore"], efficiency["dask"], tasks, False)
     target_rows.append(["harvest efficiency above Dask's",
                         ", ".join(f"{task_name(k)}: {a:.3f} vs {b:.3f}" for k, a, b in pairs),
@@ -535,12 +577,22 @@ def main():
     rows = []
     for t in tasks:
         row = [task_name(t)]
-        for system, bench in (("sidecore", "harvest"), ("mpi", "mpi-harvest"), ("dask", "dask-harvest")):
+        for system, bench in HARVEST_SYSTEMS:
             e = efficiency[system][t]
             s = r(bench, t, "speedup")
-            row.append(f"{e:.3f} ({s:.2f}x)" if e is not None else "n/a")
+            row.append(f"{e:.3f} ({s:.2f}x)" if e is not None and s is not None else "n/a")
         rows.append(row)
-    w(table(["task", "Sidecore (MPIX)", "Open MPI, MPI-only", "Dask"], rows))
+    w(table(["task", "Sidecore (MPIX)", "Open MPI, MPI-only", "OpenMP tasks", "Dask"], rows))
+    w("")
+    passes = [(t, results.values.get(("harvest", t, "efficiency"), []), results.values.get(("mpi-harvest", t, "efficiency"), []),
+               results.values.get(("omp-harvest", t, "efficiency"), [])) for t in tasks]
+    if any(len(s) > 1 or len(o) > 1 for _, s, _, o in passes):
+        w("Every run (the table shows the median over runs; Sidecore's and the MPI-only figures of a run come "
+          "from one job, in alternating rounds, and the OpenMP run followed it):")
+        w("")
+        w(table(["task", "Sidecore (MPIX)", "Open MPI, MPI-only", "OpenMP tasks"],
+                [[task_name(t)] + [", ".join(f"{v:.3f}" for v in values) or "n/a" for values in (s, m, o)]
+                 for t, s, m, o in passes]))
     w("")
     if "harvest.png" in drawn:
         w("![Harvest efficiency against task duration](benchmarks/harvest.png)")
@@ -574,17 +626,33 @@ def main():
       "`sidecore-run`; rank 2 times `MPIX_Offload_submit` + `MPI_Wait` of `echo`, rank 0 times `MPI_Send` to an "
       "echo rank on CPU 1 that `MPI_Recv`s and `MPI_Send`s back, and `MPI_Recv`: the MPI-only round trip. Rounds "
       "alternate, medians over all samples.")
-    w("- **Open MPI tasks per second** (`sidecore-bench-mpi mpi-throughput`, 2 ranks): rank 0 keeps the window "
-      "in flight, each task an `MPI_Irecv` of the result and an `MPI_Isend` of the input; rank 1 `MPI_Recv`s, "
-      "runs `echo` from the bench library and `MPI_Send`s the result. Rates sampled every 1/20 of a round "
-      "(the first sample of each round left out), median: the sampling of `sidecore-bench throughput`.")
-    w("- **Harvest** (`sidecore-bench harvest`, `sidecore-bench-mpi mpi-harvest`, `dask_bench.py --only "
-      "harvest`): the same farm loop in all three (`TaskFarm` in bench/mpi_bench.cpp, which `harvest` and "
-      "`mpi-harvest` share, and its Python copy): 4 tasks in flight per worker, one task computed by the "
-      "caller between refills, completions collected without blocking (`MPI_Testsome`, `Future.done()`), the "
+    if results.mpi_in_job:
+        w("- **MPIX and Open MPI tasks per second** (`sidecore-bench mpi-throughput`): one MPI job under "
+          "`sidecore-run`, mpi-latency's three ranks; rank 2 keeps the window of `MPIX_Offload_submit` echo tasks "
+          "in flight to the executor, rank 0 the same window the MPI-only way to a worker rank on CPU 1 (each task "
+          "an `MPI_Irecv` of the result and an `MPI_Isend` of the input; the worker rank `MPI_Recv`s, runs `echo` "
+          "from the bench library and `MPI_Send`s the result). Rounds alternate; rates sampled every 1/20 of a "
+          "round (the first sample of each round left out), median: the sampling of `sidecore-bench throughput`.")
+    else:
+        w("- **Open MPI tasks per second** (`sidecore-bench-mpi mpi-throughput`, 2 ranks): rank 0 keeps the window "
+          "in flight, each task an `MPI_Irecv` of the result and an `MPI_Isend` of the input; rank 1 `MPI_Recv`s, "
+          "runs `echo` from the bench library and `MPI_Send`s the result. Rates sampled every 1/20 of a round "
+          "(the first sample of each round left out), median: the sampling of `sidecore-bench throughput`.")
+    w("- **Harvest** (`sidecore-bench harvest`, "
+      + ("whose job also runs the MPI-only farm in alternating rounds, " if results.mpi_in_job
+         else "`sidecore-bench-mpi mpi-harvest`, ")
+      + "`sidecore-bench-omp`, `dask_bench.py --only harvest`): the same farm loop everywhere (`TaskFarm` in "
+      "bench/mpi/task_farm.hpp, which Sidecore's and the MPI-only farm share, its C copy for OpenMP and its "
+      "Python copy): 4 tasks in flight per worker, one task computed by the caller between refills, "
+      "completions collected without blocking (`MPI_Testsome`, an atomic counter, `Future.done()`), the "
       "offloaded share balanced near the end. Runs alone and with the worker alternate for `--rounds` "
       "rounds; the speedup is the median of the per-round ones. Each process measures its CPU share and "
       "warns in the logs when something else took its CPU.")
+    w("- **OpenMP tasks** (`sidecore-bench-omp`, bench/peers/omp_harvest.c, GCC's libgomp): one process, "
+      "a producer thread pinned to CPU 0 creates `#pragma omp task`s of `spin_us` (the bench library's, "
+      "through `dlopen`) and a second thread pinned to CPU 1 runs them from the parallel region's closing "
+      "barrier; what a user whose code can take threads would pick, and the floor an out-of-process offload "
+      "aims at. Its runs alternate with `sidecore-bench harvest`'s.")
     w("- **Dask** (`bench/peers/dask_bench.py`, Debian's python3-distributed): `dask-scheduler` and one "
       "`dask-worker --nthreads 1 --no-nanny`, both pinned to CPU 1 (the idle core, as Sidecore's executor), "
       "the client on CPU 0, Dask's default configuration. Round trip: "

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test of bench/compare.sh: runs `--quick` (each system once, small sizes) into a scratch
 # folder and checks what a user would look at: every system's JSON lines are there with positive,
-# finite numbers, and the page and its three plots were written.
+# finite numbers, and the two pages (benchmarks.md with its three plots, performance.md) were written.
 #
 #   tests/bench/compare_quick.sh SOURCE_DIR BUILD_DIR SCRATCH_DIR
 set -euo pipefail
@@ -9,7 +9,8 @@ source_dir=$1 build_dir=$2 scratch=$3
 rm -rf "$scratch"
 mkdir -p "$scratch"
 
-"$source_dir/bench/compare.sh" --quick --build "$build_dir" --results "$scratch/results" --page "$scratch/benchmarks.md"
+"$source_dir/bench/compare.sh" --quick --build "$build_dir" --results "$scratch/results" --page "$scratch/benchmarks.md" \
+  --performance-page "$scratch/performance.md"
 
 /usr/bin/python3 - "$scratch" <<'PY'
 import json, math, os, sys
@@ -24,15 +25,18 @@ def fail(message):
 expected = {
     "fi_pingpong": {"fi_pingpong": ["rtt_us", "mb_per_s"]},
     "sidecore": {"latency": ["sidecore_rtt_us", "raw_rtt_us"], "throughput": ["tasks_per_s", "raw_msgs_per_s"],
-                 "bandwidth": ["sidecore_gbps", "raw_gbps"], "harvest": ["speedup", "efficiency"],
-                 "mpi-latency": ["mpix_rtt_us", "mpi_rtt_us"]},
-    "mpi": {"mpi-throughput": ["tasks_per_s"], "mpi-harvest": ["speedup", "efficiency"]},
+                 "bandwidth": ["sidecore_gbps", "raw_gbps"],
+                 "harvest": ["speedup", "efficiency", "mpi_only_speedup", "mpi_only_efficiency"],
+                 "mpi-latency": ["mpix_rtt_us", "mpi_rtt_us", "ratio"],
+                 "mpi-throughput": ["mpix_tasks_per_s", "mpi_tasks_per_s", "ratio"]},
+    "omp": {"omp-harvest": ["speedup", "efficiency"]},
+    "soak": {"soak": ["tasks_per_s", "bytes_verified"]},
     "dask": {"dask-latency": ["rtt_us"], "dask-throughput": ["tasks_per_s"], "dask-harvest": ["speedup", "efficiency"]},
 }
 # Loose upper bounds that catch a unit mix-up, not a slow machine: a round trip under 10 s, an
 # efficiency under 50 (1 is ideal, but in a quick run on a loaded machine the short run alone can be
 # starved of its CPU several times over, which pushes the ratio well above 1).
-limits = {"rtt_us": 1e7, "efficiency": 50.0}
+limits = {"rtt_us": 1e7, "efficiency": 50.0, "mpi_only_efficiency": 50.0}
 task_lengths = {10, 50, 1000, 10000}
 
 for system, benches in expected.items():
@@ -60,6 +64,13 @@ for system, benches in expected.items():
                     fail(f"{system} {bench}: {field} = {value!r} is not a positive number: {record}")
                 elif value > limits.get(field, math.inf):
                     fail(f"{system} {bench}: {field} = {value} is beyond any sane figure: {record}")
+        if bench == "soak":
+            for record in records:
+                problems = {k: record.get(k) for k in ("lost", "duplicated", "corrupted", "failed") if record.get(k) != 0}
+                if problems:
+                    fail(f"soak: {problems}: {record}")
+        if bench == "mpi-throughput" and not any(r.get("bytes") == 64 and r.get("window") == 64 for r in records):
+            fail(f"sidecore mpi-throughput: no line at 64 B with 64 in flight: {records}")
         if bench.endswith("harvest"):
             lengths = {record.get("task_us") for record in records}
             if lengths != task_lengths:
@@ -74,11 +85,23 @@ else:
                     "## How each figure was measured", "## Where Sidecore falls short, and why"):
         if heading not in text:
             fail(f"the page has no '{heading}' section")
-    for name in ("fi_pingpong", "Open MPI", "Dask", "Sidecore"):
+    for name in ("fi_pingpong", "Open MPI", "OpenMP", "Dask", "Sidecore"):
         if name not in text:
             fail(f"the page never names {name}")
     if "n/a" in text.split("## Tasks per second")[0].split("## Round trip of one task")[-1]:
         fail("the round-trip table has a missing figure (n/a)")
+performance = os.path.join(scratch, "performance.md")
+if not os.path.exists(performance):
+    fail(f"no page {performance}")
+else:
+    text = open(performance).read()
+    for heading in ("## The run", "## Targets of the node-local path", "## The runtime against raw libfabric",
+                    "## The MPI extension next to the MPI-only pattern", "## Soak"):
+        if heading not in text:
+            fail(f"performance.md has no '{heading}' section")
+    for name in ("mpi-throughput 64 B", "harvest 10 µs", "OpenMP"):
+        if name not in text:
+            fail(f"performance.md never shows {name}")
 for plot in ("latency.png", "throughput.png", "harvest.png"):
     path = os.path.join(scratch, "benchmarks", plot)
     if not os.path.exists(path):
@@ -94,5 +117,5 @@ for plot in ("latency.png", "throughput.png", "harvest.png"):
 if failures:
     print("compare_quick: FAILED:\n  " + "\n  ".join(failures))
     sys.exit(1)
-print("compare_quick: every system's JSON lines, the page and its 3 plots are there")
+print("compare_quick: every system's JSON lines, both pages and the 3 plots are there")
 PY

@@ -17,15 +17,15 @@ class App;
 namespace sidecore::bench {
 
 struct SoakOptions {
-  uint64_t tasks = 1000000;           // tasks in all, split over the callers
-  unsigned callers = 4;               // caller processes, each with its own sidecore::Client
-  size_t max_bytes = size_t{1} << 20; // largest input and output of a task
+  uint64_t tasks = 1000000;            // tasks in all, split over the callers
+  unsigned callers = 4;                // caller processes, each with its own sidecore::Client
+  size_t max_bytes = size_t{1} << 20;  // largest input and output of a task
   std::string provider = "shm";
-  uint64_t seed = 0;                  // sizes and byte patterns; 0: a random one (printed)
-  std::string executor_cores = "1";   // sidecore-executor --cores
-  unsigned window = 16;               // tasks each caller keeps in flight
-  std::string library;                // bench function library; empty: found next to the binary
-  std::string executor;               // sidecore-executor; empty: next to the binary or in the build tree
+  uint64_t seed = 0;                 // sizes and byte patterns; 0: a random one (printed)
+  std::string executor_cores = "1";  // sidecore-executor --cores
+  unsigned window = 16;              // tasks each caller keeps in flight
+  std::string library;               // bench function library; empty: found next to the binary
+  std::string executor;              // sidecore-executor; empty: next to the binary or in the build tree
   bool verbose = false;
 };
 
@@ -38,7 +38,7 @@ struct SoakCallerOptions {
   uint64_t seed = 0;
   unsigned window = 16;
   std::string library;
-  std::string cpus;                   // affinity of the caller (a cpulist); empty: unchanged
+  std::string cpus;  // affinity of the caller (a cpulist); empty: unchanged
   bool verbose = false;
 };
 

@@ -347,8 +347,12 @@ struct Client::Impl {
         control->head.store(0, std::memory_order_relaxed);
       }
       transport::reopen_for_writes(pair.guard);
-      offer = {rings.key(), reinterpret_cast<uint64_t>(rings.key_address()), static_cast<uint32_t>(getpid()),
-               rings.fd(), w, 0};
+      offer = {rings.key(),
+               reinterpret_cast<uint64_t>(rings.key_address()),
+               static_cast<uint32_t>(getpid()),
+               rings.fd(),
+               w,
+               0};
     }
     const uint32_t buffer = buffers->acquire();
     const size_t bytes = protocol::encode_hello(buffers->span(buffer), nonce, with_token, endpoint->name(),
@@ -809,8 +813,8 @@ struct Client::Impl {
     WorkerLink& worker = executors[e].workers[w];
     if (!worker.replies.ready()) return 0;
     std::string error;
-    const size_t handled = worker.replies.consume([&](std::span<const std::byte> message) { handle_message(message); },
-                                                  kBatch, &error);
+    const size_t handled =
+        worker.replies.consume([&](std::span<const std::byte> message) { handle_message(message); }, kBatch, &error);
     if (!error.empty()) {
       // Only its worker writes there: count the worker as lost rather than read on.
       logger("sidecore.client")->error("worker {} of executor {}: {}", w, executors[e].card.executor_id, error);
@@ -1156,8 +1160,8 @@ struct Client::Impl {
   // whose registration is revoked at the deadline.
   static bool fits_ring(const TaskSlot& slot, const WorkerLink& worker) noexcept {
     const bool input_ok = slot.in_bytes <= transport::kRingInlineLimit || worker.cma;
-    const bool output_ok = slot.out_capacity <= transport::kRingInlineLimit ||
-                           (worker.cma && slot.deadline == Clock::time_point{});
+    const bool output_ok =
+        slot.out_capacity <= transport::kRingInlineLimit || (worker.cma && slot.deadline == Clock::time_point{});
     return input_ok && output_ok;
   }
 

@@ -67,18 +67,17 @@ std::string format_card(const ExecutorCard& card) {
   };
   std::string pids;
   for (long pid : card.worker_pids) pids += (pids.empty() ? "" : ",") + std::to_string(pid);
-  return fmt::format("{}{} id={} host={}{}{} provider={} workers={} doorbell={} addrs={}{}{}{}{}", kPrefix,
-                     ExecutorCard::kVersion, card.executor_id, card.host,
-                     card.pid > 0 ? fmt::format(" pid={}", card.pid) : std::string(),
-                     card.watch > 0 ? fmt::format(" watch={}", card.watch) : std::string(), card.provider,
-                     card.worker_addresses.size(), card.doorbell.empty() ? "-" : card.doorbell,
-                     hex_list(card.worker_addresses),
-                     card.remote_provider.empty()
-                         ? std::string()
-                         : fmt::format(" remote={} raddrs={}", card.remote_provider, hex_list(card.remote_addresses)),
-                     pids.empty() ? std::string() : " wpids=" + pids,
-                     card.max_task_s > 0 ? fmt::format(" max_task_s={}", card.max_task_s) : std::string(),
-                     card.rings ? " paths=rings,fabric" : "");
+  return fmt::format(
+      "{}{} id={} host={}{}{} provider={} workers={} doorbell={} addrs={}{}{}{}{}", kPrefix, ExecutorCard::kVersion,
+      card.executor_id, card.host, card.pid > 0 ? fmt::format(" pid={}", card.pid) : std::string(),
+      card.watch > 0 ? fmt::format(" watch={}", card.watch) : std::string(), card.provider,
+      card.worker_addresses.size(), card.doorbell.empty() ? "-" : card.doorbell, hex_list(card.worker_addresses),
+      card.remote_provider.empty()
+          ? std::string()
+          : fmt::format(" remote={} raddrs={}", card.remote_provider, hex_list(card.remote_addresses)),
+      pids.empty() ? std::string() : " wpids=" + pids,
+      card.max_task_s > 0 ? fmt::format(" max_task_s={}", card.max_task_s) : std::string(),
+      card.rings ? " paths=rings,fabric" : "");
 }
 
 ExecutorCard route_for_caller(ExecutorCard card, std::string_view caller_host) {
@@ -219,8 +218,8 @@ ExecutorCard parse_card(std::string_view text) {
       } else if (path == "fabric") {
         fabric = true;
       } else {
-        throw CardError(fmt::format("executor card paths '{}' names an unknown path (known: rings, fabric)",
-                                    paths->second));
+        throw CardError(
+            fmt::format("executor card paths '{}' names an unknown path (known: rings, fabric)", paths->second));
       }
     }
     if (!fabric) throw CardError("executor card paths must include fabric (lookups and hellos travel there)");

@@ -247,9 +247,9 @@ size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_vie
       (!doorbell.empty() && !valid_doorbell_name(doorbell)) || total > buffer.size()) {
     return 0;
   }
-  HelloMessage hello{make_header(MessageType::hello), nonce, static_cast<uint16_t>(token.size()),
-                     static_cast<uint16_t>(address.size()), static_cast<uint16_t>(doorbell.size()),
-                     rings != nullptr ? kHelloRingOffer : uint16_t{0}};
+  HelloMessage hello{make_header(MessageType::hello),        nonce,
+                     static_cast<uint16_t>(token.size()),    static_cast<uint16_t>(address.size()),
+                     static_cast<uint16_t>(doorbell.size()), rings != nullptr ? kHelloRingOffer : uint16_t{0}};
   std::byte* out = buffer.data();
   std::memcpy(out, &hello, sizeof hello);
   std::memcpy(out + sizeof hello, token.data(), token.size());

@@ -90,7 +90,7 @@ struct WelcomeMessage {
   uint64_t nonce;
   uint32_t credits;      // tasks and lookups the caller may have outstanding at this worker
   uint32_t worker_index;
-  uint32_t flags;        // kWelcomeRings, kWelcomeCma
+  uint32_t flags;  // kWelcomeRings, kWelcomeCma
   uint32_t reserved;
 };
 static_assert(sizeof(WelcomeMessage) == 48);
@@ -161,8 +161,8 @@ struct ResultMessage {
 static_assert(sizeof(ResultMessage) == 48);
 
 inline constexpr size_t kMaxMessageBytes = sizeof(TaskMessage) + 2 * sizeof(RemoteBuffer) + kInlineLimit;
-static_assert(kMaxMessageBytes >= sizeof(HelloMessage) + kMaxTokenBytes + kMaxAddressBytes + kMaxDoorbellBytes +
-                                      sizeof(RingOffer));
+static_assert(kMaxMessageBytes >=
+              sizeof(HelloMessage) + kMaxTokenBytes + kMaxAddressBytes + kMaxDoorbellBytes + sizeof(RingOffer));
 static_assert(kMaxMessageBytes >= sizeof(LookupMessage) + kMaxLibraryBytes + kMaxSymbolBytes);
 
 constexpr MessageHeader make_header(MessageType type, uint32_t peer_id = 0, uint64_t session = 0) {

@@ -340,8 +340,9 @@ void Worker::on_hello(std::span<const std::byte> message) {
                                    hello->fixed.nonce, options_.credits_per_peer, index_};
   if (hello->rings) welcome.flags = attach_rings(peer_id, *hello->rings);
   send_copy(address, &welcome, sizeof welcome);
-  logger("sidecore.exec")->debug("worker {}: caller {} connected{}", index_, peer_id,
-                                 (welcome.flags & protocol::kWelcomeRings) ? " on rings" : "");
+  logger("sidecore.exec")
+      ->debug("worker {}: caller {} connected{}", index_, peer_id,
+              (welcome.flags & protocol::kWelcomeRings) ? " on rings" : "");
 }
 
 void Worker::refuse(fi_addr_t address, uint64_t nonce, ErrorKind error) {

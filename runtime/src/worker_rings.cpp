@@ -68,8 +68,8 @@ size_t Worker::serve_rings() {
     if (!link.backlog.empty()) flush_ring_backlog(peer_id, link);
     if (!link.requests.ready()) continue;
     std::string error;
-    handled += link.requests.consume(
-        [&](std::span<const std::byte> message) { on_ring_message(peer_id, message); }, kRingBatch, &error);
+    handled += link.requests.consume([&](std::span<const std::byte> message) { on_ring_message(peer_id, message); },
+                                     kRingBatch, &error);
     if (!error.empty()) {
       ++dropped_;
       warn_limited(fmt::format("worker {}: dropped caller {}'s rings: {}", index_, peer_id, error));
@@ -90,8 +90,8 @@ void Worker::on_ring_message(uint32_t peer_id, std::span<const std::byte> messag
   const auto header = protocol::peek_header<protocol::TaskMessage>(message, protocol::MessageType::task);
   if (!header || header->peer_id != peer_id || header->session != peer.session) {
     ++dropped_;
-    warn_limited(fmt::format("worker {}: dropped a ring message from caller {} that is not one of its tasks", index_,
-                             peer_id));
+    warn_limited(
+        fmt::format("worker {}: dropped a ring message from caller {} that is not one of its tasks", index_, peer_id));
     return;
   }
   std::string error;
@@ -114,8 +114,8 @@ void Worker::serve_ring_task(uint32_t peer_id, const protocol::MessageHeader& he
   int rc = 0;
   size_t out_bytes = 0;
   if ((task.input || task.output) && !link.cma && error == ErrorKind::none) {
-    warn_limited(fmt::format("worker {}: caller {} sent remote buffers on its ring without cross-memory attach",
-                             index_, peer_id));
+    warn_limited(fmt::format("worker {}: caller {} sent remote buffers on its ring without cross-memory attach", index_,
+                             peer_id));
     error = ErrorKind::bad_arg;
   }
 
@@ -168,8 +168,8 @@ void Worker::serve_ring_task(uint32_t peer_id, const protocol::MessageHeader& he
         const int write_errno = errno;
         transport::end_output_write(*link.guard);
         if (!written) {
-          warn_limited(fmt::format("worker {}: cannot write caller {}'s {}-byte output: {}", index_, peer_id,
-                                   out_bytes, std::strerror(write_errno)));
+          warn_limited(fmt::format("worker {}: cannot write caller {}'s {}-byte output: {}", index_, peer_id, out_bytes,
+                                   std::strerror(write_errno)));
           error = ErrorKind::bad_arg;
           out_bytes = 0;
         }
@@ -221,7 +221,8 @@ void Worker::check_ring_callers() {
     if (fds[i].revents != 0) ended.push_back(ring_peers_[i]);
   }
   for (const uint32_t peer_id : ended) {
-    logger("sidecore.exec")->debug("worker {}: caller {} ended without a goodbye: its rings are freed", index_, peer_id);
+    logger("sidecore.exec")
+        ->debug("worker {}: caller {} ended without a goodbye: its rings are freed", index_, peer_id);
     release_peer(peer_id);
   }
 }

@@ -347,7 +347,7 @@ TEST_P(DataPath, ACallerKilledMidStreamLeavesNoRingBehind) {
     for (size_t at = 0; (at = text.find("sidecore-rings", at)) != std::string::npos; ++at) ++count;
     return count;
   };
-  const size_t mine = GetParam() == "shm" ? 1 : 0;                // the fixture's client's segment
+  const size_t mine = GetParam() == "shm" ? 1 : 0;                 // the fixture's client's segment
   const size_t theirs = provider_of(GetParam()) == "shm" ? 1 : 0;  // the other's (transport automatic)
   EXPECT_EQ(segments_mapped(), mine);
   TempDir dir;

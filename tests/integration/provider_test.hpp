@@ -37,7 +37,8 @@ class ProviderTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     token_ = fresh_token();
-    executor_ = std::make_unique<ExecutorProcess>(ExecutorOptions{.provider = provider_of(GetParam()), .token = token_});
+    executor_ =
+        std::make_unique<ExecutorProcess>(ExecutorOptions{.provider = provider_of(GetParam()), .token = token_});
     client_.emplace(sidecore::Client::connect(executor_->card(), token_, options()));
   }
 

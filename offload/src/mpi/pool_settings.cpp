@@ -18,7 +18,8 @@ std::string info_value(MPI_Info info, const char* key) {
 }  // namespace
 
 std::variant<PoolSettings, std::string> parse_pool_settings(const std::string& scope, const std::string& fallback,
-                                                            const std::string& timeout_ms, const std::string& transport) {
+                                                            const std::string& timeout_ms,
+                                                            const std::string& transport) {
   PoolSettings settings;
   if (scope == "node") {
     settings.scope = Scope::node;

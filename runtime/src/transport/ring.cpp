@@ -33,7 +33,9 @@ RecordHeader load_header(const std::byte* at) noexcept {
 // --- producer ------------------------------------------------------------------------------------
 
 RingProducer::RingProducer(RingControl* control, std::byte* data) noexcept
-    : control_(control), data_(data), tail_(control->tail.load(std::memory_order_relaxed)),
+    : control_(control),
+      data_(data),
+      tail_(control->tail.load(std::memory_order_relaxed)),
       head_seen_(control->head.load(std::memory_order_acquire)) {}
 
 bool RingProducer::fits(size_t message_bytes) noexcept {
@@ -125,8 +127,8 @@ RingSegment RingSegment::create(uint32_t pairs) {
   segment.header_ = static_cast<SegmentHeader*>(memory);
   segment.pairs_ = pairs;
   // A new memfd reads as zeros: every index starts at 0.
-  *segment.header_ = SegmentHeader{kSegmentMagic, kSegmentVersion, pairs, random_u64() | 1, segment.bytes_,
-                                   static_cast<uint32_t>(kRingBytes), 0};
+  *segment.header_ = SegmentHeader{
+      kSegmentMagic, kSegmentVersion, pairs, random_u64() | 1, segment.bytes_, static_cast<uint32_t>(kRingBytes), 0};
   return segment;
 }
 
@@ -157,9 +159,10 @@ RingSegment RingSegment::attach(pid_t pid, int fd, uint64_t key, uint32_t pair) 
   // Copy the header once: the caller could change it while it is checked.
   const SegmentHeader header = *segment.header_;
   if (header.magic != kSegmentMagic || header.version != kSegmentVersion || header.key != key ||
-      header.ring_bytes != kRingBytes || header.pairs == 0 || header.pairs > kMaxPairs ||
-      header.bytes != bytes || segment_bytes(header.pairs) != bytes || pair >= header.pairs) {
-    throw std::runtime_error(fmt::format("{} is not the segment the hello named (or pair {} is not in it)", path, pair));
+      header.ring_bytes != kRingBytes || header.pairs == 0 || header.pairs > kMaxPairs || header.bytes != bytes ||
+      segment_bytes(header.pairs) != bytes || pair >= header.pairs) {
+    throw std::runtime_error(
+        fmt::format("{} is not the segment the hello named (or pair {} is not in it)", path, pair));
   }
   segment.pairs_ = header.pairs;
   return segment;

@@ -32,8 +32,8 @@
 namespace sidecore::transport {
 
 inline constexpr size_t kCellBytes = 64;
-inline constexpr size_t kRingBytes = size_t{64} << 10;        // per direction and worker
-inline constexpr size_t kRingInlineLimit = size_t{16} << 10;  // payload bytes a ring record carries inline
+inline constexpr size_t kRingBytes = size_t{64} << 10;         // per direction and worker
+inline constexpr size_t kRingInlineLimit = size_t{16} << 10;   // payload bytes a ring record carries inline
 inline constexpr uint64_t kSegmentMagic = 0x53474e4952524453;  // "SDRRINGS"
 inline constexpr uint32_t kSegmentVersion = 1;
 inline constexpr uint32_t kMaxPairs = 4096;
@@ -88,7 +88,9 @@ struct alignas(64) SegmentHeader {
   uint32_t reserved;
 };
 
-constexpr size_t segment_bytes(uint32_t pairs) noexcept { return sizeof(SegmentHeader) + size_t{pairs} * sizeof(RingPair); }
+constexpr size_t segment_bytes(uint32_t pairs) noexcept {
+  return sizeof(SegmentHeader) + size_t{pairs} * sizeof(RingPair);
+}
 
 // The producer's side of a ring. Not thread-safe: one producer.
 class RingProducer {
@@ -112,8 +114,8 @@ class RingProducer {
   std::byte* data_ = nullptr;
   uint64_t tail_ = 0;
   uint64_t head_seen_ = 0;
-  uint64_t reserved_at_ = 0;    // index of the reserved record's header
-  size_t reserved_bytes_ = 0;   // message bytes reserved
+  uint64_t reserved_at_ = 0;   // index of the reserved record's header
+  size_t reserved_bytes_ = 0;  // message bytes reserved
 };
 
 // The consumer's side of a ring: checks every index and length it reads. Not thread-safe.

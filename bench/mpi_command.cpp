@@ -102,6 +102,12 @@ void MpiCommands::add_to(CLI::App& app) {
     command->add_option("--mpirun", mpi.mpirun, "mpirun to start the job with")->capture_default_str();
     command->add_option("--sidecore-run", mpi.sidecore_run,
                         "sidecore-run to start the executor with (default: next to the binary or in the build tree)");
+    command
+        ->add_option("--transport", mpi.transport,
+                     "how the pool reaches the executor on this node: auto (its node-local rings) or fabric "
+                     "(libfabric shm); the pool's sidecore_transport")
+        ->check(CLI::IsMember({"auto", "fabric"}))
+        ->capture_default_str();
     command->add_flag("-v,--verbose", mpi.verbose,
                       "per-round details, the command line and the executor's summary on stderr");
   }

@@ -198,7 +198,7 @@ int run_mpi_bench(const MpiBenchOptions& options, const char* program) {
     }
     command.insert(command.end(),
                    {"--quiesce-us", std::to_string(options.quiesce_us), "--rounds", std::to_string(options.rounds),
-                    "--library", library, "--rank-cpus", join(rank_cpus)});
+                    "--library", library, "--rank-cpus", join(rank_cpus), "--transport", options.transport});
     if (options.verbose) {
       command.push_back("-v");
       std::string shown;

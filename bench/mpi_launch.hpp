@@ -35,7 +35,8 @@ struct MpiBenchOptions {
   std::string executor_cores = "1";  // sidecore-run --cores
   std::string library;               // bench function library; empty: found next to the binary
   std::string mpirun = "mpirun";
-  std::string sidecore_run;  // empty: next to the binary or in the build tree, else PATH
+  std::string sidecore_run;        // empty: next to the binary or in the build tree, else PATH
+  std::string transport = "auto";  // the pool's sidecore_transport: auto (node-local rings) or fabric
   bool verbose = false;
 };
 

@@ -149,8 +149,22 @@ LocalFunction::~LocalFunction() {
   if (handle_ != nullptr) dlclose(handle_);
 }
 
+namespace {
+std::string& offload_transport() {
+  static std::string transport = "auto";
+  return transport;
+}
+}  // namespace
+
+void set_offload_transport(std::string transport) { offload_transport() = std::move(transport); }
+
 Offload::Offload(MPI_Comm comm, const std::string& library, const char* symbol) : local_(library, symbol) {
-  check(MPIX_Offload_pool_create(comm, MPI_INFO_NULL, &pool_), "MPIX_Offload_pool_create");
+  MPI_Info info;
+  MPI_Info_create(&info);
+  MPI_Info_set(info, "sidecore_transport", offload_transport().c_str());
+  const int created = MPIX_Offload_pool_create(comm, info, &pool_);
+  MPI_Info_free(&info);
+  check(created, "MPIX_Offload_pool_create");
   check(MPIX_Offload_pool_size(pool_, &local_workers_, &total_workers_), "MPIX_Offload_pool_size");
   if (total_workers_ == 0) {
     die("the pool has no executor worker (is SIDECORE_EXECUTOR set? run under sidecore-run); without one "

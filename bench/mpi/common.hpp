@@ -75,6 +75,10 @@ class LocalFunction {
   sidecore_function_t function_ = nullptr;
 };
 
+// The value of the pools' sidecore_transport info key (--transport): "auto" (node-local rings where
+// the executor offers them) or "fabric" (libfabric shm on the node too).
+void set_offload_transport(std::string transport);
+
 // A pool over `comm` and one function of the bench library, resolved both on the executors and in
 // this process (the same code, for the tasks a rank runs itself).
 class Offload {

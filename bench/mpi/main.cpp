@@ -93,6 +93,13 @@ int main(int argc, char** argv) {
       "echo tasks per second the MPI-only way, a window in flight from rank 0 to worker rank 1 (2 ranks)");
   add_throughput_options(peer_throughput_command, peer_throughput);
 
+  // How the Sidecore side reaches the executor on this node (pool info key sidecore_transport).
+  std::string transport = "auto";
+  for (CLI::App* command : {harvest_command, throughput_command}) {
+    command->add_option("--transport", transport, "node-local transport of the pool: auto (rings) or fabric")
+        ->check(CLI::IsMember({"auto", "fabric"}));
+  }
+
   LatencyOptions latency;
   CLI::App* latency_command = app.add_subcommand("mpi-latency", "MPIX round trip next to the MPI-only one (3 ranks)");
   latency_command->add_option("--bytes", latency.bytes, "sizes in bytes")->delimiter(',');
@@ -103,7 +110,10 @@ int main(int argc, char** argv) {
   latency_command->add_option("--library", latency.library, "the bench function library")->required();
   latency_command->add_option("--rank-cpus", rank_cpus, "CPU of each rank (cycled)")->delimiter(',');
   latency_command->add_flag("-v,--verbose", latency.verbose, "per-side details on stderr");
+  latency_command->add_option("--transport", transport, "node-local transport of the pool: auto (rings) or fabric")
+      ->check(CLI::IsMember({"auto", "fabric"}));
   CLI11_PARSE(app, argc, argv);
+  set_offload_transport(transport);
 
   // Pinned before MPI_Init, so that the threads MPI and the offload library start stay here too.
   if (!rank_cpus.empty()) {

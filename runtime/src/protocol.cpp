@@ -244,7 +244,8 @@ size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_vie
   const size_t offer_bytes = rings != nullptr ? sizeof *rings : 0;
   const size_t total = sizeof(HelloMessage) + token.size() + address.size() + doorbell.size() + offer_bytes;
   if (token.empty() || token.size() > kMaxTokenBytes || address.empty() || address.size() > kMaxAddressBytes ||
-      (!doorbell.empty() && !valid_doorbell_name(doorbell)) || total > buffer.size()) {
+      (!doorbell.empty() && !valid_doorbell_name(doorbell)) || total > buffer.size() ||
+      (rings != nullptr && (rings->pid == 0 || rings->fd < 0 || rings->key == 0))) {
     return 0;
   }
   HelloMessage hello{make_header(MessageType::hello), nonce, static_cast<uint16_t>(token.size()),

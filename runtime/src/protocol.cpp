@@ -97,7 +97,8 @@ std::optional<HelloView> decode_hello(std::span<const std::byte> message, std::s
   auto rest = message.subspan(sizeof(HelloMessage));
   HelloView view{*fixed, as_chars(rest.first(fixed->token_bytes)),
                  as_chars(rest.subspan(fixed->token_bytes, fixed->address_bytes)),
-                 as_chars(rest.subspan(fixed->token_bytes + fixed->address_bytes, fixed->doorbell_bytes))};
+                 as_chars(rest.subspan(fixed->token_bytes + fixed->address_bytes, fixed->doorbell_bytes)),
+                 std::nullopt};
   if (!view.doorbell.empty() && !valid_doorbell_name(view.doorbell)) {
     fail(error, "hello names a doorbell that is not /sidecore-<name>");
     return std::nullopt;

@@ -97,7 +97,8 @@ std::optional<HelloView> decode_hello(std::span<const std::byte> message, std::s
   auto rest = message.subspan(sizeof(HelloMessage));
   HelloView view{*fixed, as_chars(rest.first(fixed->token_bytes)),
                  as_chars(rest.subspan(fixed->token_bytes, fixed->address_bytes)),
-                 as_chars(rest.subspan(fixed->token_bytes + fixed->address_bytes, fixed->doorbell_bytes))};
+                 as_chars(rest.subspan(fixed->token_bytes + fixed->address_bytes, fixed->doorbell_bytes)),
+                 std::nullopt};
   if (!view.doorbell.empty() && !valid_doorbell_name(view.doorbell)) {
     fail(error, "hello names a doorbell that is not /sidecore-<name>");
     return std::nullopt;
@@ -244,7 +245,8 @@ size_t encode_hello(std::span<std::byte> buffer, uint64_t nonce, std::string_vie
   const size_t offer_bytes = rings != nullptr ? sizeof *rings : 0;
   const size_t total = sizeof(HelloMessage) + token.size() + address.size() + doorbell.size() + offer_bytes;
   if (token.empty() || token.size() > kMaxTokenBytes || address.empty() || address.size() > kMaxAddressBytes ||
-      (!doorbell.empty() && !valid_doorbell_name(doorbell)) || total > buffer.size()) {
+      (!doorbell.empty() && !valid_doorbell_name(doorbell)) || total > buffer.size() ||
+      (rings != nullptr && (rings->pid == 0 || rings->fd < 0 || rings->key == 0))) {
     return 0;
   }
   HelloMessage hello{make_header(MessageType::hello),        nonce,

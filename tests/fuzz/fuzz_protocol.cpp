@@ -3,10 +3,15 @@
 //   - a refusal always says why, and asking without an error string gives the same answer;
 //   - only the decoder of the header's type accepts a message, and never one larger than
 //     kMaxMessageBytes or with views reaching outside it;
-//   - whatever is accepted survives re-encoding (hello, lookup, task) and decodes to the same fields;
+//   - whatever is accepted survives re-encoding (hello with its ring offer, lookup, task) and decodes
+//     to the same fields;
+//   - tasks and results are also decoded with the rings' inline limit (kRingInlineLimit): what the
+//     fabric limit accepts, that limit accepts too, and the same fields come out;
 //   - valid_doorbell_name and decode_hello/encode_hello agree on which doorbell names are valid.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
@@ -15,11 +20,16 @@
 
 #include "fuzz_check.hpp"
 #include "protocol.hpp"
+#include "transport/ring.hpp"
 
 namespace sidecore::protocol {
 namespace {
 
 using Message = std::span<const std::byte>;
+using transport::kRingInlineLimit;
+
+// The largest task a ring carries: descriptors for both buffers and kRingInlineLimit inline.
+constexpr size_t kMaxRingMessageBytes = sizeof(TaskMessage) + 2 * sizeof(RemoteBuffer) + kRingInlineLimit;
 
 bool within(Message message, const void* data, size_t size) {
   const auto* first = static_cast<const std::byte*>(data);
@@ -64,11 +74,11 @@ void check_header(Message message) {
 }
 
 // Every accepted message: a valid header of the decoder's type, and no larger than any buffer the
-// data path posts.
-void check_accepted(Message message, MessageType type) {
+// data path posts (over libfabric: kMaxMessageBytes; on a ring: `max_bytes`).
+void check_accepted(Message message, MessageType type, size_t max_bytes = kMaxMessageBytes) {
   auto header = decode_header(message);
   SIDECORE_FUZZ_CHECK(header.has_value() && header->type == type);
-  SIDECORE_FUZZ_CHECK(message.size() <= kMaxMessageBytes);
+  SIDECORE_FUZZ_CHECK(message.size() <= max_bytes);
 }
 
 bool check_hello(Message message) {
@@ -84,18 +94,33 @@ bool check_hello(Message message) {
   SIDECORE_FUZZ_CHECK(hello->doorbell.empty() || valid_doorbell_name(hello->doorbell));
   SIDECORE_FUZZ_CHECK(within(message, hello->token) && within(message, hello->address) &&
                       within(message, hello->doorbell));
-  SIDECORE_FUZZ_CHECK(message.size() ==
-                      sizeof(HelloMessage) + hello->token.size() + hello->address.size() + hello->doorbell.size());
+  SIDECORE_FUZZ_CHECK((fixed.flags & ~kHelloRingOffer) == 0);
+  SIDECORE_FUZZ_CHECK(hello->rings.has_value() == ((fixed.flags & kHelloRingOffer) != 0));
+  const size_t offer_bytes = hello->rings ? sizeof(RingOffer) : 0;
+  SIDECORE_FUZZ_CHECK(message.size() == sizeof(HelloMessage) + hello->token.size() + hello->address.size() +
+                                            hello->doorbell.size() + offer_bytes);
+  if (hello->rings) {
+    SIDECORE_FUZZ_CHECK(hello->rings->pid != 0 && hello->rings->fd >= 0 && hello->rings->key != 0);
+    // The offer is the message's last 32 bytes, as they came.
+    SIDECORE_FUZZ_CHECK(std::memcmp(&*hello->rings, message.data() + message.size() - offer_bytes, offer_bytes) == 0);
+  }
 
   std::vector<std::byte> buffer(kMaxMessageBytes);
-  const size_t size = encode_hello(buffer, fixed.nonce, hello->token, hello->address, hello->doorbell);
+  const size_t size = encode_hello(buffer, fixed.nonce, hello->token, hello->address, hello->doorbell,
+                                   hello->rings ? &*hello->rings : nullptr);
   SIDECORE_FUZZ_CHECK(size == message.size());
   auto again = decode_hello(std::span<const std::byte>(buffer).first(size));
   SIDECORE_FUZZ_CHECK(again.has_value());
-  SIDECORE_FUZZ_CHECK(again->fixed.nonce == fixed.nonce && again->token == hello->token &&
-                      again->address == hello->address && again->doorbell == hello->doorbell);
+  SIDECORE_FUZZ_CHECK(again->fixed.nonce == fixed.nonce && again->fixed.flags == fixed.flags &&
+                      again->token == hello->token && again->address == hello->address &&
+                      again->doorbell == hello->doorbell);
+  SIDECORE_FUZZ_CHECK(again->rings.has_value() == hello->rings.has_value());
+  if (hello->rings) {
+    // The offer re-encodes byte for byte (its reserved field included).
+    SIDECORE_FUZZ_CHECK(std::memcmp(&*again->rings, &*hello->rings, sizeof(RingOffer)) == 0);
+  }
   // encode_hello writes zeros where the sender may have put anything; otherwise the bytes agree.
-  if (same_header(fixed.header, make_header(MessageType::hello)) && fixed.reserved == 0) {
+  if (same_header(fixed.header, make_header(MessageType::hello))) {
     SIDECORE_FUZZ_CHECK(same_bytes(message, std::span<const std::byte>(buffer).first(size)));
   }
   return true;
@@ -130,22 +155,23 @@ bool check_lookup(Message message) {
   return true;
 }
 
-bool check_task(Message message) {
-  auto task = decode_both_ways([](Message m, std::string* e) { return decode_task(m, e); }, message);
+// `limit`: kInlineLimit (libfabric, the decoder's default) or kRingInlineLimit (a ring task).
+bool check_task(Message message, size_t limit) {
+  auto task = decode_both_ways([limit](Message m, std::string* e) { return decode_task(m, e, limit); }, message);
   if (!task) return false;
-  check_accepted(message, MessageType::task);
+  check_accepted(message, MessageType::task, limit == kInlineLimit ? kMaxMessageBytes : kMaxRingMessageBytes);
   const auto& fixed = task->fixed;
   const bool input_remote = fixed.flags & kInputRemote;
   const bool output_remote = fixed.flags & kOutputRemote;
   SIDECORE_FUZZ_CHECK((fixed.flags & ~kKnownTaskFlags) == 0);
   SIDECORE_FUZZ_CHECK(task->input.has_value() == input_remote && task->output.has_value() == output_remote);
-  SIDECORE_FUZZ_CHECK(fixed.in_bytes <= (input_remote ? kMaxTransferBytes : kInlineLimit));
-  SIDECORE_FUZZ_CHECK(fixed.out_capacity <= (output_remote ? kMaxTransferBytes : kInlineLimit));
+  SIDECORE_FUZZ_CHECK(fixed.in_bytes <= (input_remote ? kMaxTransferBytes : limit));
+  SIDECORE_FUZZ_CHECK(fixed.out_capacity <= (output_remote ? kMaxTransferBytes : limit));
   SIDECORE_FUZZ_CHECK(task->inline_input.size() == (input_remote ? 0 : fixed.in_bytes));
   SIDECORE_FUZZ_CHECK(within(message, task->inline_input));
 
   // The data path's own encoder followed by the inline input gives back the very same bytes.
-  std::vector<std::byte> buffer(kMaxMessageBytes);
+  std::vector<std::byte> buffer(std::max(kMaxMessageBytes, message.size()));
   const size_t header_size = encode_task_header(buffer, fixed, task->input ? &*task->input : nullptr,
                                                 task->output ? &*task->output : nullptr);
   SIDECORE_FUZZ_CHECK(header_size != 0 && header_size + task->inline_input.size() == message.size());
@@ -156,13 +182,14 @@ bool check_task(Message message) {
   return true;
 }
 
-bool check_result(Message message, bool output_remote) {
+bool check_result(Message message, bool output_remote, size_t limit) {
   auto result = decode_both_ways(
-      [output_remote](Message m, std::string* e) { return decode_result(m, output_remote, e); }, message);
+      [output_remote, limit](Message m, std::string* e) { return decode_result(m, output_remote, e, limit); },
+      message);
   if (!result) return false;
-  check_accepted(message, MessageType::result);
+  check_accepted(message, MessageType::result, limit == kInlineLimit ? kMaxMessageBytes : kMaxRingMessageBytes);
   SIDECORE_FUZZ_CHECK(static_cast<uint32_t>(result->fixed.error) < kErrorKindCount);
-  SIDECORE_FUZZ_CHECK(result->fixed.out_bytes <= (output_remote ? kMaxTransferBytes : kInlineLimit));
+  SIDECORE_FUZZ_CHECK(result->fixed.out_bytes <= (output_remote ? kMaxTransferBytes : limit));
   SIDECORE_FUZZ_CHECK(result->inline_output.size() == (output_remote ? 0 : result->fixed.out_bytes));
   SIDECORE_FUZZ_CHECK(message.size() == sizeof(ResultMessage) + result->inline_output.size());
   SIDECORE_FUZZ_CHECK(within(message, result->inline_output));
@@ -226,10 +253,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   int accepted = 0;
   accepted += check_hello(message);
   accepted += check_lookup(message);
-  accepted += check_task(message);
-  const bool result_inline = check_result(message, false);
-  const bool result_remote = check_result(message, true);
-  accepted += result_inline || result_remote;
+  const bool task_fabric = check_task(message, kInlineLimit);
+  const bool task_ring = check_task(message, kRingInlineLimit);
+  // The rings' limit is the larger one: it refuses nothing the fabric's accepts.
+  if (task_fabric) SIDECORE_FUZZ_CHECK(task_ring);
+  accepted += task_ring;
+  const bool result_inline = check_result(message, false, kInlineLimit);
+  const bool result_remote = check_result(message, true, kInlineLimit);
+  const bool result_ring = check_result(message, false, kRingInlineLimit);
+  if (result_inline) SIDECORE_FUZZ_CHECK(result_ring);
+  // Over the fabric's limit only by its inline bytes: a ring result the fabric refuses.
+  if (result_ring && !result_inline) SIDECORE_FUZZ_CHECK(message.size() > sizeof(ResultMessage) + kInlineLimit);
+  accepted += result_inline || result_remote || result_ring;
   accepted += check_fixed_size_messages(message);
   // A type field names one message; no two decoders may claim the same bytes.
   SIDECORE_FUZZ_CHECK(accepted <= 1);

@@ -20,9 +20,23 @@ def header(kind, peer_id=0, session=0):
     return struct.pack("<IHHIIQ", MAGIC, VERSION, kind, peer_id, 0, session)
 
 
-def hello(nonce, token, address, doorbell=b""):
-    return header(HELLO) + struct.pack("<QHHHH", nonce, len(token), len(address), len(doorbell), 0) + token + \
-        address + doorbell
+HELLO_RING_OFFER = 1
+WELCOME_RINGS, WELCOME_CMA = 1, 2
+RING_INLINE_LIMIT = 16 << 10  # transport/ring.hpp: kRingInlineLimit
+
+
+def ring_offer(key, key_address, pid, fd, pair):
+    return struct.pack("<QQIiII", key, key_address, pid, fd, pair, 0)
+
+
+def hello(nonce, token, address, doorbell=b"", offer=None):
+    flags = HELLO_RING_OFFER if offer is not None else 0
+    return header(HELLO) + struct.pack("<QHHHH", nonce, len(token), len(address), len(doorbell), flags) + token + \
+        address + doorbell + (offer or b"")
+
+
+def welcome(credits, worker_index, flags):
+    return header(WELCOME, 3, 0x1234) + struct.pack("<QIIII", 1, credits, worker_index, flags, 0)
 
 
 def lookup(library, symbol):
@@ -44,7 +58,9 @@ def result(error, function_return, out_bytes, inline=b""):
 PROTOCOL = {
     "hello": hello(1, TOKEN, ADDRESS),
     "hello-doorbell": hello(2, TOKEN, ADDRESS, DOORBELL),
-    "welcome": header(WELCOME, 3, 0x1234) + struct.pack("<QII", 1, 16, 0),
+    "hello-rings": hello(3, TOKEN, ADDRESS, DOORBELL, ring_offer(0x9E3779B97F4A7C15, 0x7F0000003000, 4321, 17, 1)),
+    "welcome": welcome(16, 0, 0),
+    "welcome-rings": welcome(16, 1, WELCOME_RINGS | WELCOME_CMA),
     "refused": header(REFUSED) + struct.pack("<QII", 1, 6, 0),
     "lookup": lookup(b"/usr/lib/libsidecore_test_functions.so", b"sidecore_test_add"),
     "lookup-reply": header(LOOKUP_REPLY, 3, 0x1234) + struct.pack("<QII", 11, 0, 0),
@@ -55,7 +71,9 @@ PROTOCOL = {
     "task-output-remote": task(OUTPUT_REMOTE, 4, 1 << 20, b"abcd", remote_out=(0x7F0000002000, 0xBEEF)),
     "task-both-remote": task(INPUT_REMOTE | OUTPUT_REMOTE, 1 << 30, 1 << 30, remote_in=(0x1000, 1),
                              remote_out=(0x2000, 2)),
+    "task-ring-inline": task(0, RING_INLINE_LIMIT, RING_INLINE_LIMIT, bytes(range(256)) * (RING_INLINE_LIMIT // 256)),
     "result-inline": result(0, 0, 4, b"\x03\x00\x00\x00"),
+    "result-ring-inline": result(0, 0, 8192, b"\xab" * 8192),
     "result-function-error": result(3, -5, 0),
     "result-remote": result(0, 0, 1 << 20),  # valid only when the task's output was remote
     "goodbye": header(GOODBYE, 3, 0x1234),
@@ -78,13 +96,47 @@ CORE_SET = {
     "wide": "0,65535",
 }
 
-# FuzzedDataProvider strings: scope and fallback each end with a backslash and another character.
+# FuzzedDataProvider strings: scope, fallback and transport each end with a backslash and another
+# character; the rest is the timeout.
 POOL_SETTINGS = {
-    "node-error": "node\\;error\\;250",
-    "job-inline": "job\\;inline\\;0",
-    "defaults": "\\;\\;",
-    "max-timeout": "\\;error\\;86400000",
-    "bad-scope": "rack\\;inline\\;1",
+    "node-error": "node\\;error\\;fabric\\;250",
+    "job-inline": "job\\;inline\\;auto\\;0",
+    "defaults": "\\;\\;\\;",
+    "max-timeout": "\\;error\\;\\;86400000",
+    "bad-scope": "rack\\;inline\\;auto\\;1",
+    "bad-transport": "node\\;inline\\;rings\\;10",
+}
+
+
+# Rings as a worker finds them: head, tail minus head, the per-call limit, then the data from the
+# head on (fuzz_ring.cpp). Records are an 8-byte header (bytes, kind: 1 message, 2 pad) padded to
+# 64-byte cells.
+RING_BYTES, CELL = 64 << 10, 64
+MESSAGE, PAD = 1, 2
+
+
+def record(payload, kind=MESSAGE):
+    raw = struct.pack("<II", len(payload) if kind == MESSAGE else 0, kind) + payload
+    return raw + bytes(-len(raw) % CELL)
+
+
+def ring(head, records, limit=0, tail_delta=None):
+    data = b"".join(records)
+    delta = len(data) if tail_delta is None else tail_delta
+    return struct.pack("<QQB", head, delta % (1 << 64), limit) + data
+
+
+RING = {
+    "empty": ring(0, []),
+    "three-messages": ring(0, [record(b"one"), record(b""), record(bytes(100))]),
+    "limit-two": ring(5 * CELL, [record(b"a"), record(b"b"), record(b"c")], limit=2),
+    # A pad from the last cells to the end, then a message at the start (after two wraps).
+    "wrap-with-pad": ring(3 * RING_BYTES - 2 * CELL, [record(b"", PAD) + bytes(CELL), record(b"after the pad")]),
+    "full": ring(0, [record(bytes(1000 - 8))] * (RING_BYTES // 1024)),
+    "unknown-kind": ring(0, [record(b"x"), struct.pack("<II", 1, 7) + bytes(CELL - 8)]),
+    "past-tail": ring(0, [record(bytes(200))], tail_delta=CELL),
+    "tail-behind-head": ring(10 * CELL, [record(b"x")], tail_delta=-CELL),
+    "tail-off-cell": ring(0, [record(b"x")], tail_delta=CELL + 8),
 }
 
 # One input is both a plugstack.conf line (split at spaces, tabs, newlines and NULs) and, up to its
@@ -131,4 +183,5 @@ write("card", CARD)
 write("card_reference", CARD_REFERENCE)
 write("core_set", CORE_SET)
 write("pool_settings", POOL_SETTINGS)
+write("ring", RING)
 write("spank_options", SPANK_OPTIONS)

@@ -4,7 +4,7 @@
 # Usage: tests/fuzz/run-fuzzers.sh BUILD_DIR SECONDS [TARGET...]
 #   BUILD_DIR  where binaries, the growing corpus and crash artifacts go (one folder per target)
 #   SECONDS    how long each target fuzzes (libFuzzer's -max_total_time)
-#   TARGET     protocol, card, card_reference, core_set, pool_settings or spank_options; all of them when
+#   TARGET     protocol, card, card_reference, core_set, pool_settings, ring or spank_options; all of them when
 #              none is named
 # Environment:
 #   SIDECORE_FUZZ_CXX    the clang++ to use (default: clang++)
@@ -19,7 +19,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-all_targets=(protocol card card_reference core_set pool_settings spank_options)
+all_targets=(protocol card card_reference core_set pool_settings ring spank_options)
 
 die() {
   echo "run-fuzzers: $*" >&2
@@ -42,6 +42,7 @@ sources_of() {
     card_reference) echo "$root/runtime/src/card_reference.cpp $root/runtime/src/card.cpp $root/runtime/src/hex.cpp $root/runtime/src/process/card_wait.cpp $root/runtime/src/process/child_process.cpp" ;;
     core_set) echo "$root/runtime/src/core_set.cpp" ;;
     pool_settings) echo "$root/offload/src/mpi/pool_settings.cpp" ;;
+    ring) echo "$root/runtime/src/transport/ring.cpp $root/runtime/src/token.cpp" ;;
     spank_options) echo "$root/spank-plugin/src/options.cpp" ;;
   esac
 }
@@ -49,10 +50,13 @@ for target in "${targets[@]}"; do
   [[ " ${all_targets[*]} " == *" $target "* ]] || die "unknown target '$target' (known: ${all_targets[*]})"
 done
 
-# Longest input each target tries: a protocol message can be up to kMaxMessageBytes (4184 bytes).
+# Longest input each target tries: a protocol message can be up to kMaxMessageBytes (4184 bytes)
+# over libfabric and 16472 bytes on a ring (kRingInlineLimit inline); a ring input is 17 bytes of
+# indices and limit before up to kRingBytes (65536) of ring data.
 max_len_of() {
   case $1 in
-    protocol) echo 4400 ;;
+    protocol) echo 16600 ;;
+    ring) echo 65553 ;;
     *) echo 4096 ;;
   esac
 }
@@ -64,7 +68,7 @@ command -v "$cxx" >/dev/null ||
 
 sanitizers=("-fsanitize=fuzzer,address,undefined" -fno-sanitize-recover=all)
 cxxflags=(-std=c++20 -g -O1 "${sanitizers[@]}" -Wall -Wextra
-          -I"$root/runtime/src" -I"$root/runtime/include" -I"$root/offload/src")
+          -I"$root/runtime/src" -I"$root/runtime/include" -I"$root/offload/src" -I"$root/offload/include")
 
 read -r -a fmt_libs <<<"$(pkg-config --libs fmt 2>/dev/null || echo -lfmt)"
 

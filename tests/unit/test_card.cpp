@@ -293,5 +293,51 @@ TEST(CardRemote, WithoutARemotePartEveryCallerUsesTheOneProvider) {
   EXPECT_EQ(routed.doorbell, card.doorbell);
 }
 
+
+// --- paths (optional): node-local rings besides libfabric ---------------------------------------------
+
+TEST(CardPaths, RingsAreWrittenLastAndReadBack) {
+  ExecutorCard card = sample_card();
+  card.max_task_s = 30;
+  card.rings = true;
+  const std::string text = format_card(card);
+  EXPECT_THAT(text, HasSubstr(" max_task_s=30 paths=rings,fabric"));
+  EXPECT_EQ(text.substr(text.size() - 19), " paths=rings,fabric");
+  const ExecutorCard parsed = parse_card(text);
+  expect_same(parsed, card);
+  EXPECT_TRUE(parsed.rings);
+  EXPECT_EQ(format_card(parsed), text);
+  EXPECT_TRUE(parse_card(kSampleText + " paths=fabric,rings").rings) << "the order of the paths does not matter";
+}
+
+TEST(CardPaths, FabricAloneOrNoPathsMeansNoRings) {
+  EXPECT_FALSE(parse_card(kSampleText + " paths=fabric").rings);
+  EXPECT_FALSE(parse_card(kSampleText).rings);
+  EXPECT_EQ(format_card(sample_card()).find("paths="), std::string::npos);
+}
+
+TEST(CardPaths, MalformedPathsAreNamed) {
+  EXPECT_THAT(parse_error(kSampleText + " paths=rings,fabric,carrier-pigeon"),
+              HasSubstr("paths 'rings,fabric,carrier-pigeon' names an unknown path (known: rings, fabric)"));
+  EXPECT_THAT(parse_error(kSampleText + " paths="), HasSubstr("executor card paths"));
+  EXPECT_THAT(parse_error(kSampleText + " paths=rings"), HasSubstr("paths must include fabric"));
+  EXPECT_THAT(parse_error(with_field("doorbell", "doorbell=-") + " paths=rings,fabric"),
+              HasSubstr("offers rings without a doorbell"));
+  EXPECT_FALSE(parse_card(with_field("doorbell", "doorbell=-") + " paths=fabric").rings);
+  EXPECT_THAT(parse_error(kSampleText + " paths=fabric paths=fabric"), HasSubstr("repeats field 'paths'"));
+}
+
+TEST(CardPaths, CallersOnOtherHostsGetNoRings) {
+  ExecutorCard card = two_provider_card();
+  card.rings = true;
+  EXPECT_FALSE(route_for_caller(card, "node02").rings);
+  EXPECT_TRUE(route_for_caller(card, "node01").rings);
+  // Without a remote part the card goes unchanged (card.hpp): the client compares hosts itself
+  // before it offers rings.
+  ExecutorCard single = sample_card();
+  single.rings = true;
+  EXPECT_TRUE(route_for_caller(single, "elsewhere").rings);
+}
+
 }  // namespace
 }  // namespace sidecore

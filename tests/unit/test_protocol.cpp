@@ -3,17 +3,20 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "protocol.hpp"
+#include "transport/ring.hpp"
 
 namespace sidecore::protocol {
 namespace {
 
 using ::testing::HasSubstr;
 using Bytes = std::vector<std::byte>;
+using transport::kRingInlineLimit;
 
 // A message made of a fixed part followed by raw bytes, the way a peer would put it on the wire.
 template <typename Fixed>
@@ -128,7 +131,7 @@ TEST(ProtocolHeader, ErrorArgumentIsOptional) {
 
 TEST(ProtocolHeader, EveryDecoderChecksTheHeader) {
   // A message whose body would be fine but whose magic is wrong.
-  WelcomeMessage welcome{make_header(MessageType::welcome), 1, 4, 0};
+  WelcomeMessage welcome{make_header(MessageType::welcome), 1, 4, 0, 0, 0};
   welcome.header.magic = 0;
   std::string error;
   EXPECT_FALSE(decode_welcome(message_of(welcome), &error));
@@ -243,7 +246,7 @@ TEST(ProtocolHello, EncodeRefusesOversizedFieldsAndSmallBuffers) {
 }
 
 HelloMessage hello_fixed(uint16_t token_bytes, uint16_t address_bytes) {
-  return HelloMessage{make_header(MessageType::hello), 1, token_bytes, address_bytes, 0};
+  return HelloMessage{make_header(MessageType::hello), 1, token_bytes, address_bytes, 0, 0};
 }
 
 TEST(ProtocolHello, RejectsTokenAboveLimit) {
@@ -274,6 +277,114 @@ TEST(ProtocolHello, RejectsLengthsThatDisagreeWithSize) {
   EXPECT_THAT(error, HasSubstr(lengths_say(size - 1, size)));
   EXPECT_FALSE(decode_hello(std::span(buffer).first(size + 1), &error));
   EXPECT_THAT(error, HasSubstr(lengths_say(size + 1, size)));
+}
+
+// --- hello with node-local rings ------------------------------------------------------------------------
+
+const RingOffer kOffer{0x1122334455667788, 0x00007f0012345678, 4321, 17, 3, 0};
+
+// A hello with kOffer as the encoder writes it.
+Bytes ring_hello() {
+  Bytes buffer(kMaxMessageBytes);
+  const size_t size = encode_hello(buffer, 5, "token", kAddress, "/sidecore-abc", &kOffer);
+  EXPECT_EQ(size, sizeof(HelloMessage) + 5 + kAddress.size() + 13 + sizeof(RingOffer));
+  buffer.resize(size);
+  return buffer;
+}
+
+void set_hello_flags(Bytes& bytes, uint16_t flags) {
+  std::memcpy(bytes.data() + offsetof(HelloMessage, flags), &flags, sizeof flags);
+}
+
+TEST(ProtocolHelloRings, OfferRoundTrips) {
+  const Bytes bytes = ring_hello();
+  std::string error;
+  auto hello = decode_hello(bytes, &error);
+  ASSERT_TRUE(hello) << error;
+  EXPECT_EQ(hello->fixed.flags, kHelloRingOffer);
+  EXPECT_EQ(hello->token, "token");
+  EXPECT_EQ(hello->address, kAddress);
+  EXPECT_EQ(hello->doorbell, "/sidecore-abc");
+  ASSERT_TRUE(hello->rings);
+  EXPECT_EQ(hello->rings->key, kOffer.key);
+  EXPECT_EQ(hello->rings->key_address, kOffer.key_address);
+  EXPECT_EQ(hello->rings->pid, kOffer.pid);
+  EXPECT_EQ(hello->rings->fd, kOffer.fd);
+  EXPECT_EQ(hello->rings->pair, kOffer.pair);
+}
+
+TEST(ProtocolHelloRings, AHelloWithoutAnOfferHasNoRings) {
+  Bytes buffer(kMaxMessageBytes);
+  const size_t size = encode_hello(buffer, 5, "token", kAddress);
+  auto hello = decode_hello(std::span(buffer).first(size));
+  ASSERT_TRUE(hello);
+  EXPECT_EQ(hello->fixed.flags, 0u);
+  EXPECT_FALSE(hello->rings);
+}
+
+TEST(ProtocolHelloRings, RejectsUnknownFlags) {
+  for (uint16_t flags : {uint16_t{2}, uint16_t{kHelloRingOffer | 4}, uint16_t{0x8000}}) {
+    Bytes bytes = ring_hello();
+    set_hello_flags(bytes, flags);
+    std::string error;
+    EXPECT_FALSE(decode_hello(bytes, &error)) << flags;
+    EXPECT_THAT(error, HasSubstr("unknown flags")) << flags;
+  }
+}
+
+TEST(ProtocolHelloRings, RejectsAFlagWithoutTheOfferOrWithBytesAfterIt) {
+  Bytes buffer(kMaxMessageBytes);
+  const size_t size = encode_hello(buffer, 5, "token", kAddress);
+  buffer.resize(size);
+  set_hello_flags(buffer, kHelloRingOffer);
+  std::string error;
+  EXPECT_FALSE(decode_hello(buffer, &error));
+  EXPECT_THAT(error, HasSubstr(lengths_say(size, size + sizeof(RingOffer))));
+
+  Bytes longer = ring_hello();
+  longer.push_back(std::byte{0});
+  EXPECT_FALSE(decode_hello(longer, &error));
+  EXPECT_THAT(error, HasSubstr(lengths_say(longer.size(), longer.size() - 1)));
+
+  Bytes shorter = ring_hello();
+  shorter.pop_back();
+  EXPECT_FALSE(decode_hello(shorter, &error));
+  EXPECT_THAT(error, HasSubstr(lengths_say(shorter.size(), shorter.size() + 1)));
+
+  // An offer without the flag is bytes the lengths do not account for.
+  Bytes unflagged = ring_hello();
+  set_hello_flags(unflagged, 0);
+  EXPECT_FALSE(decode_hello(unflagged, &error));
+  EXPECT_THAT(error, HasSubstr(lengths_say(unflagged.size(), unflagged.size() - sizeof(RingOffer))));
+}
+
+TEST(ProtocolHelloRings, RejectsAnOfferWithoutProcessDescriptorOrKey) {
+  const size_t at = ring_hello().size() - sizeof(RingOffer);
+  auto with = [&](auto change) {
+    RingOffer offer = kOffer;
+    change(offer);
+    Bytes bytes = ring_hello();
+    std::memcpy(bytes.data() + at, &offer, sizeof offer);
+    // The encoder refuses what the decoder would refuse.
+    Bytes buffer(kMaxMessageBytes);
+    EXPECT_EQ(encode_hello(buffer, 5, "token", kAddress, "/sidecore-abc", &offer), 0u);
+    return bytes;
+  };
+  for (const Bytes& bytes : {with([](RingOffer& o) { o.pid = 0; }), with([](RingOffer& o) { o.fd = -1; }),
+                             with([](RingOffer& o) { o.key = 0; })}) {
+    std::string error;
+    EXPECT_FALSE(decode_hello(bytes, &error));
+    EXPECT_THAT(error, HasSubstr("offers rings without a process, a descriptor or a key"));
+  }
+  // Descriptor 0 is a descriptor.
+  RingOffer offer = kOffer;
+  offer.fd = 0;
+  Bytes buffer(kMaxMessageBytes);
+  const size_t size = encode_hello(buffer, 5, "token", kAddress, {}, &offer);
+  ASSERT_GT(size, 0u);
+  auto hello = decode_hello(std::span(buffer).first(size));
+  ASSERT_TRUE(hello);
+  EXPECT_EQ(hello->rings->fd, 0);
 }
 
 // --- lookup ------------------------------------------------------------------------------------------
@@ -611,10 +722,61 @@ TEST(ProtocolResult, AcceptsEveryKnownErrorKind) {
   }
 }
 
+// --- inline limits on rings ------------------------------------------------------------------------
+
+TEST(ProtocolRingLimit, TaskInlineInputUpToTheRingLimit) {
+  const std::string input(kRingInlineLimit, 'r');
+  const auto bytes = task_message(task_fixed(0, input.size(), kRingInlineLimit), nullptr, nullptr, input);
+  std::string error;
+  auto task = decode_task(bytes, &error, transport::kRingInlineLimit);
+  ASSERT_TRUE(task) << error;
+  EXPECT_EQ(chars(task->inline_input), input);
+  EXPECT_EQ(task->fixed.out_capacity, kRingInlineLimit);
+  // Over libfabric the same task is too large.
+  EXPECT_FALSE(decode_task(bytes, &error));
+  EXPECT_THAT(error, HasSubstr("input of " + std::to_string(kRingInlineLimit) + " bytes exceeds the 4096-byte"));
+}
+
+TEST(ProtocolRingLimit, TaskInlineInputAboveTheRingLimitIsRefused) {
+  const std::string input(kRingInlineLimit + 1, 'r');
+  const auto bytes = task_message(task_fixed(0, input.size(), 0), nullptr, nullptr, input);
+  std::string error;
+  EXPECT_FALSE(decode_task(bytes, &error, kRingInlineLimit));
+  EXPECT_THAT(error, HasSubstr("input of " + std::to_string(kRingInlineLimit + 1) + " bytes exceeds the " +
+                               std::to_string(kRingInlineLimit) + "-byte limit"));
+  const auto capacity = task_message(task_fixed(0, 0, kRingInlineLimit + 1), nullptr, nullptr);
+  EXPECT_FALSE(decode_task(capacity, &error, kRingInlineLimit));
+  EXPECT_THAT(error, HasSubstr("output capacity of " + std::to_string(kRingInlineLimit + 1) + " bytes exceeds"));
+}
+
+TEST(ProtocolRingLimit, TheDefaultLimitIsTheFabricOne) {
+  const std::string input(kInlineLimit + 1, 'x');
+  const auto bytes = task_message(task_fixed(0, input.size(), 0), nullptr, nullptr, input);
+  std::string error;
+  EXPECT_FALSE(decode_task(bytes, &error));
+  EXPECT_THAT(error, HasSubstr("input of 4097 bytes exceeds the 4096-byte limit"));
+  EXPECT_TRUE(decode_task(bytes, &error, kRingInlineLimit)) << error;
+}
+
+TEST(ProtocolRingLimit, ResultInlineOutputUpToTheRingLimit) {
+  const std::string output(kRingInlineLimit, 'o');
+  const auto bytes = message_of(result_fixed(ErrorKind::none, 0, output.size()), output);
+  std::string error;
+  auto result = decode_result(bytes, false, &error, kRingInlineLimit);
+  ASSERT_TRUE(result) << error;
+  EXPECT_EQ(chars(result->inline_output), output);
+  EXPECT_FALSE(decode_result(bytes, false, &error));
+  EXPECT_THAT(error, HasSubstr("exceeds the limit"));
+  const std::string more(kRingInlineLimit + 1, 'o');
+  EXPECT_FALSE(decode_result(message_of(result_fixed(ErrorKind::none, 0, more.size()), more), false, &error,
+                             kRingInlineLimit));
+  EXPECT_THAT(error, HasSubstr("result of " + std::to_string(kRingInlineLimit + 1) + " bytes exceeds the limit"));
+}
+
 // --- welcome, refused, lookup reply --------------------------------------------------------------------
 
 TEST(ProtocolWelcome, RoundTrip) {
-  const WelcomeMessage sent{make_header(MessageType::welcome, 12, 0x5e55101), 0xabc, 64, 3};
+  const WelcomeMessage sent{make_header(MessageType::welcome, 12, 0x5e55101), 0xabc, 64, 3, 0, 0};
   std::string error;
   auto welcome = decode_welcome(message_of(sent), &error);
   ASSERT_TRUE(welcome) << error;
@@ -626,10 +788,32 @@ TEST(ProtocolWelcome, RoundTrip) {
 }
 
 TEST(ProtocolWelcome, RejectsZeroCredits) {
-  const WelcomeMessage sent{make_header(MessageType::welcome, 12, 1), 0xabc, 0, 3};
+  const WelcomeMessage sent{make_header(MessageType::welcome, 12, 1), 0xabc, 0, 3, 0, 0};
   std::string error;
   EXPECT_FALSE(decode_welcome(message_of(sent), &error));
   EXPECT_THAT(error, HasSubstr("credits"));
+}
+
+TEST(ProtocolWelcome, CarriesTheRingFlagsIn48Bytes) {
+  static_assert(sizeof(WelcomeMessage) == 48);
+  const WelcomeMessage sent{make_header(MessageType::welcome, 12, 1), 0xabc, 8, 1, kWelcomeRings | kWelcomeCma, 0};
+  std::string error;
+  auto welcome = decode_welcome(message_of(sent), &error);
+  ASSERT_TRUE(welcome) << error;
+  EXPECT_EQ(welcome->flags, kWelcomeRings | kWelcomeCma);
+  const WelcomeMessage plain{make_header(MessageType::welcome, 12, 1), 0xabc, 8, 1, 0, 0};
+  welcome = decode_welcome(message_of(plain), &error);
+  ASSERT_TRUE(welcome) << error;
+  EXPECT_EQ(welcome->flags, 0u);
+}
+
+TEST(ProtocolWelcome, RejectsTheOld40ByteWelcome) {
+  const WelcomeMessage sent{make_header(MessageType::welcome, 12, 1), 0xabc, 8, 1, 0, 0};
+  Bytes bytes = message_of(sent);
+  bytes.resize(40);
+  std::string error;
+  EXPECT_FALSE(decode_welcome(bytes, &error));
+  EXPECT_THAT(error, HasSubstr("is 40 bytes, shorter than its 48-byte header"));
 }
 
 TEST(ProtocolRefused, RoundTrip) {

@@ -89,13 +89,13 @@ bool RingConsumer::next(uint64_t tail, std::span<const std::byte>& message, std:
     if (error != nullptr) *error = fmt::format("ring corrupt at {} (tail {}): {}", head_, tail, what);
     return false;
   };
-  if (tail - head_ > kRingBytes || (tail - head_) % kCellBytes != 0 || head_ % kCellBytes != 0) {
-    return corrupt("the tail is not within one ring of the head");
-  }
+  if (tail - head_ > kRingBytes) return corrupt("the tail is not within one ring of the head");
+  if ((tail - head_) % kCellBytes != 0 || head_ % kCellBytes != 0) return corrupt("an index not on a cell boundary");
   const uint64_t offset = head_ & kMask;
   const RecordHeader header = load_header(data_ + offset);
   if (header.kind == RecordKind::pad) {
-    if (offset == 0 || tail - head_ < kRingBytes - offset) return corrupt("a pad record past the tail");
+    if (offset == 0) return corrupt("a pad record at the start of the ring");
+    if (tail - head_ < kRingBytes - offset) return corrupt("a pad record past the tail");
     head_ += kRingBytes - offset;
     message = {};
     return true;

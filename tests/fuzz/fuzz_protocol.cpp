@@ -184,8 +184,7 @@ bool check_task(Message message, size_t limit) {
 
 bool check_result(Message message, bool output_remote, size_t limit) {
   auto result = decode_both_ways(
-      [output_remote, limit](Message m, std::string* e) { return decode_result(m, output_remote, e, limit); },
-      message);
+      [output_remote, limit](Message m, std::string* e) { return decode_result(m, output_remote, e, limit); }, message);
   if (!result) return false;
   check_accepted(message, MessageType::result, limit == kInlineLimit ? kMaxMessageBytes : kMaxRingMessageBytes);
   SIDECORE_FUZZ_CHECK(static_cast<uint32_t>(result->fixed.error) < kErrorKindCount);

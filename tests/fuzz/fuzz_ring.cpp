@@ -93,8 +93,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       SIDECORE_FUZZ_CHECK(error.find("ring corrupt at ") == 0);
       // Refused again, and nothing more handed out: a corrupt ring stays refused.
       std::string again;
-      SIDECORE_FUZZ_CHECK(consumer.consume([](std::span<const std::byte>) { SIDECORE_FUZZ_CHECK(false); }, limit,
-                                           &again) == 0);
+      SIDECORE_FUZZ_CHECK(
+          consumer.consume([](std::span<const std::byte>) { SIDECORE_FUZZ_CHECK(false); }, limit, &again) == 0);
       SIDECORE_FUZZ_CHECK(!again.empty());
       break;
     }

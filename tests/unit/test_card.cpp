@@ -293,7 +293,6 @@ TEST(CardRemote, WithoutARemotePartEveryCallerUsesTheOneProvider) {
   EXPECT_EQ(routed.doorbell, card.doorbell);
 }
 
-
 // --- paths (optional): node-local rings besides libfabric ---------------------------------------------
 
 TEST(CardPaths, RingsAreWrittenLastAndReadBack) {

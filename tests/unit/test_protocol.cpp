@@ -768,8 +768,8 @@ TEST(ProtocolRingLimit, ResultInlineOutputUpToTheRingLimit) {
   EXPECT_FALSE(decode_result(bytes, false, &error));
   EXPECT_THAT(error, HasSubstr("exceeds the limit"));
   const std::string more(kRingInlineLimit + 1, 'o');
-  EXPECT_FALSE(decode_result(message_of(result_fixed(ErrorKind::none, 0, more.size()), more), false, &error,
-                             kRingInlineLimit));
+  EXPECT_FALSE(
+      decode_result(message_of(result_fixed(ErrorKind::none, 0, more.size()), more), false, &error, kRingInlineLimit));
   EXPECT_THAT(error, HasSubstr("result of " + std::to_string(kRingInlineLimit + 1) + " bytes exceeds the limit"));
 }
 

@@ -142,8 +142,7 @@ TEST(Ring, RecordsAreWholeCells) {
 }
 
 TEST(Ring, EachSizeRoundTripsAcrossManyWraps) {
-  for (size_t bytes : {size_t{0}, size_t{1}, size_t{56}, size_t{57}, size_t{4096}, kRingInlineLimit,
-                       kRingBytes / 2}) {
+  for (size_t bytes : {size_t{0}, size_t{1}, size_t{56}, size_t{57}, size_t{4096}, kRingInlineLimit, kRingBytes / 2}) {
     GuardedRing ring;
     // At least ten trips round the ring.
     const uint64_t count = std::max<uint64_t>(64, 10 * kRingBytes / record_bytes(bytes) + 3);
@@ -329,9 +328,7 @@ std::string consume_error(GuardedRing& ring, size_t* handled = nullptr) {
   RingConsumer consumer(&ring.control(), ring.data());
   std::string error;
   size_t count = consumer.consume(
-      [&](std::span<const std::byte> message) {
-        EXPECT_TRUE(inside(ring, message)) << "a message outside the ring";
-      },
+      [&](std::span<const std::byte> message) { EXPECT_TRUE(inside(ring, message)) << "a message outside the ring"; },
       SIZE_MAX, &error);
   if (handled != nullptr) *handled = count;
   return error;
@@ -364,7 +361,7 @@ TEST(RingCorrupt, UnknownRecordKind) {
 
 TEST(RingCorrupt, RecordLengthCrossingTheRingEnd) {
   GuardedRing ring;
-  const uint64_t head = 3 * kRingBytes - kCellBytes;  // the last cell, after a few wraps
+  const uint64_t head = 3 * kRingBytes - kCellBytes;       // the last cell, after a few wraps
   ring.put_header(head, kCellBytes, RecordKind::message);  // 8 bytes more than the cell holds
   ring.set(head, head + kRingBytes);
   EXPECT_THAT(consume_error(ring), HasSubstr("crosses the end"));
@@ -446,8 +443,8 @@ TEST(RingSegments, AttachFromTheSameProcessSeesTheSameMemory) {
   fill(producer.reserve(300), 9);
   producer.commit(300);
   std::string error;
-  EXPECT_EQ(consumer.consume([](std::span<const std::byte> m) { EXPECT_EQ(first_difference(m, 9, 300), -1); },
-                             SIZE_MAX, &error),
+  EXPECT_EQ(consumer.consume([](std::span<const std::byte> m) { EXPECT_EQ(first_difference(m, 9, 300), -1); }, SIZE_MAX,
+                             &error),
             1u);
   EXPECT_EQ(error, "");
 }

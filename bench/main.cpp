@@ -79,6 +79,12 @@ int main(int argc, char** argv) {
     command->callback([&options, kind = sub.kind] { options.kind = kind; });
     command->add_option("--provider", options.provider, "libfabric provider: shm, tcp;ofi_rxm or net")
         ->capture_default_str();
+    command
+        ->add_option("--transport", options.transport,
+                     "how the client reaches the executor on this host: auto (its node-local rings, where the "
+                     "provider is shm) or fabric (the provider)")
+        ->check(CLI::IsMember({"auto", "fabric"}))
+        ->capture_default_str();
     command->add_option("--bytes", bytes_text, "sizes in bytes, repeatable or comma-separated; K, M, G suffixes")
         ->delimiter(',')
         ->default_str(sub.default_bytes);

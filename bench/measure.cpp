@@ -139,12 +139,17 @@ class Session {
     server_.expect("ok");
 
     try {
-      client_ = std::make_unique<Client>(Client::connect(card, token));
+      ClientOptions client_options;
+      client_options.transport = options.transport == "fabric" ? Transport::fabric : Transport::automatic;
+      client_ = std::make_unique<Client>(Client::connect(card, token, client_options));
+      transport_ = client_->on_rings() ? "rings" : "fabric";
       function_ = client_->lookup(library, function);
     } catch (const Error& e) {
       throw std::runtime_error(std::string("sidecore client: ") + e.what());
     }
   }
+
+  const std::string& transport() const noexcept { return transport_; }
 
   ~Session() {
     client_.reset();  // says goodbye to the worker before it stops
@@ -395,6 +400,7 @@ class Session {
   ServerProcess server_;
   std::unique_ptr<RawEndpoint> raw_;
   std::unique_ptr<Client> client_;
+  std::string transport_;  // what the client uses: "rings" or "fabric"
   Function function_;
   std::unique_ptr<RegisteredBuffer> raw_out_, raw_in_, source_;
   std::vector<std::byte> task_in_, task_out_;
@@ -480,8 +486,9 @@ void print_line(const std::string& line) {
 void measure(Session& session, const BenchOptions& options, size_t bytes) {
   const uint64_t iterations = options.iterations ? options.iterations : default_iterations(options.kind, bytes);
   const uint64_t warmup = std::max<uint64_t>(1, iterations / 10);
-  const std::string head = fmt::format("{{\"bench\":\"{}\",\"provider\":{},\"bytes\":{}", to_string(options.kind),
-                                       json_string(options.provider), bytes);
+  const std::string head =
+      fmt::format("{{\"bench\":\"{}\",\"provider\":{},\"transport\":\"{}\",\"bytes\":{}", to_string(options.kind),
+                  json_string(options.provider), session.transport(), bytes);
   switch (options.kind) {
     case BenchKind::latency: {
       const auto measured = interleave(

@@ -38,6 +38,7 @@ struct BenchOptions {
   int server_cpu = 1;                  // the server child: executor worker and raw echo
   std::string library;                 // bench function library; empty: found next to the binary
   std::string server_netns;            // network namespace (ip netns name) of the server child; empty: ours
+  std::string transport = "auto";      // the client's on the server's host: auto (node-local rings) or fabric
   bool verbose = false;                // per-size details on stderr
 };
 

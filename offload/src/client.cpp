@@ -192,7 +192,7 @@ struct Client::Impl {
       // A destructor must not throw: an executor not told copes (its credits go with the session).
     }
     // Tasks still in flight are abandoned: no output of theirs may land in memory the user frees next.
-    if (rings) {
+    if (rings && !executors.empty()) {
       for (uint32_t w = 0; w < executors[0].workers.size(); ++w) close_rings(0, w);
     }
     if (interrupt_fd >= 0) close(interrupt_fd);
@@ -330,6 +330,7 @@ struct Client::Impl {
   void abandon_last_executor() {
     drop_backlog_of(static_cast<uint32_t>(executors.size() - 1));
     executors.pop_back();
+    if (executors.empty()) rings = {};  // they were made for that executor
   }
 
   // Greets worker `w` of executor `e`: a hello with the token, offering the worker its ring pair
@@ -800,7 +801,7 @@ struct Client::Impl {
 
   size_t poll_queue() {
     size_t events = 0;
-    if (rings) {
+    if (rings && !executors.empty()) {
       for (uint32_t w = 0; w < executors[0].workers.size(); ++w) {
         if (executors[0].workers[w].on_rings) events += poll_ring(0, w);
       }

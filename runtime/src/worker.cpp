@@ -133,7 +133,7 @@ void Worker::run() {
 
 bool Worker::sleep() {
   if (shared_.doorbell != nullptr) {
-    if (!ring_peers_.empty()) check_ring_callers();
+    if (!ring_peers_.empty() && Clock::now() >= next_ring_check_) check_ring_callers();
     shared_.doorbell->prepare_sleep(index_);
     const size_t events = poll_once();
     if (events > 0 || shared_.stop.load(std::memory_order_relaxed)) {

@@ -228,6 +228,8 @@ class Worker {
   std::vector<uint32_t> broken_rings_;  // found corrupt while serving: detached after the pass
   size_t ring_backlog_ = 0;             // results waiting in RingLink backlogs, over all callers
   uint32_t passes_ = 0;                 // poll passes, for the occasional check of ring callers
+  // Before sleeping, ended ring callers are looked for at most every 100 ms.
+  std::chrono::steady_clock::time_point next_ring_check_{};
   std::vector<uint32_t> rings_due_;  // callers to ring once the current batch is handled
   size_t posted_receives_ = 0;
   size_t wanted_receives_ = 0;

@@ -16,6 +16,9 @@ namespace sidecore {
 namespace {
 
 constexpr size_t kRingBatch = 64;  // tasks taken from one caller's ring before the next caller's
+// How often a worker about to sleep looks for ring callers that ended (a poll() on their pidfds):
+// a worker that sleeps after every task (warm) should not pay a system call per task for it.
+constexpr auto kRingCallerCheck = std::chrono::milliseconds(100);
 
 int open_pidfd(pid_t pid) noexcept { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
 
@@ -212,6 +215,7 @@ void Worker::flush_ring_backlog(uint32_t peer_id, RingLink& link) {
 }
 
 void Worker::check_ring_callers() {
+  next_ring_check_ = std::chrono::steady_clock::now() + kRingCallerCheck;
   std::vector<pollfd> fds;
   fds.reserve(ring_peers_.size());
   for (const uint32_t peer_id : ring_peers_) fds.push_back({peers_[peer_id].ring->pidfd, POLLIN, 0});

@@ -11,13 +11,13 @@
 #   bench/compare.sh --report   only regenerate the pages and plots from existing results
 #
 # Systems: sidecore-bench (latency, throughput, bandwidth, harvest, mpi-latency, mpi-throughput,
-# soak), over both node-local transports in turn: the executor's rings (the default, --transport auto)
-# and libfabric shm (--transport fabric); fi_pingpong from libfabric-bin with the same provider (the floor); Open MPI the MPI-only
-# way, measured inside sidecore-bench's MPI jobs next to Sidecore (harvest's mpi_only_efficiency,
-# mpi-throughput's mpi_tasks_per_s, mpi-latency's mpi_rtt_us); OpenMP tasks in one process
-# (sidecore-bench-omp, bench/peers/omp_harvest.c), harvest runs alternating with sidecore-bench
-# harvest's; Dask distributed (bench/peers/dask_bench.py). bench/README.md says what each figure
-# measures.
+# soak), over both node-local transports in turn: the executor's rings (the default, --transport
+# auto) and libfabric shm (--transport fabric); fi_pingpong from libfabric-bin with the same provider
+# (the floor); Open MPI the MPI-only way, measured inside sidecore-bench's MPI jobs next to Sidecore
+# (harvest's mpi_only_efficiency, mpi-throughput's mpi_tasks_per_s, mpi-latency's mpi_rtt_us);
+# OpenMP tasks in one process (sidecore-bench-omp, bench/peers/omp_harvest.c), harvest runs
+# alternating with sidecore-bench harvest's; Dask distributed (bench/peers/dask_bench.py).
+# bench/README.md says what each figure measures.
 #
 # Needs a build (cmake --build <build>) and the packages of scripts/install-deps.sh. Not a test:
 # tests/bench runs `--quick` once as a smoke test.
@@ -35,7 +35,7 @@ performance_page=""
 python=/usr/bin/python3  # Debian's, which has python3-distributed (a python3 earlier on PATH may not)
 
 usage() {
-  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   cat <<'EOF'
 Options:
   --quick           each system once on small sizes (the smoke test's mode)

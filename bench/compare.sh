@@ -35,7 +35,7 @@ performance_page=""
 python=/usr/bin/python3  # Debian's, which has python3-distributed (a python3 earlier on PATH may not)
 
 usage() {
-  sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   cat <<'EOF'
 Options:
   --quick           each system once on small sizes (the smoke test's mode)

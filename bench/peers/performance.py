@@ -87,7 +87,14 @@ class Passes:
                 runs[number] = record
 
     def keys(self):
-        return sorted(self.by_key, key=lambda k: (str(type(k)), k))
+        """Sorted by provider and size, the transports of one size next to each other, the default first."""
+        def order(key):
+            if not isinstance(key, tuple):
+                return (str(type(key)), key)
+            rest = tuple(part for part in key if part not in TRANSPORTS)
+            transport = next((TRANSPORTS.index(part) for part in key if part in TRANSPORTS), -1)
+            return (str(type(key)), rest, transport)
+        return sorted(self.by_key, key=order)
 
     def passes(self):
         return sorted({p for runs in self.by_key.values() for p in runs})

@@ -2,7 +2,8 @@
 # bench/compare.sh: Sidecore side by side with what users would pick instead, measured in one go on
 # this machine, and docs/benchmarks.md and docs/performance.md regenerated from the results.
 #
-#   bench/compare.sh            the full run (12 to 15 minutes on 2 CPUs): results in bench/results/,
+#   bench/compare.sh            the full run (about 25 minutes on 2 CPUs, an estimate: each Sidecore
+#                               figure runs over both transports): results in bench/results/,
 #                               the pages docs/benchmarks.md (plots in docs/benchmarks/) and
 #                               docs/performance.md
 #   bench/compare.sh --quick    each system once, small sizes and short runs (under a minute);
@@ -10,12 +11,13 @@
 #   bench/compare.sh --report   only regenerate the pages and plots from existing results
 #
 # Systems: sidecore-bench (latency, throughput, bandwidth, harvest, mpi-latency, mpi-throughput,
-# soak); fi_pingpong from libfabric-bin with the same provider (the floor); Open MPI the MPI-only
-# way, measured inside sidecore-bench's MPI jobs next to Sidecore (harvest's mpi_only_efficiency,
-# mpi-throughput's mpi_tasks_per_s, mpi-latency's mpi_rtt_us); OpenMP tasks in one process
-# (sidecore-bench-omp, bench/peers/omp_harvest.c), harvest runs alternating with sidecore-bench
-# harvest's; Dask distributed (bench/peers/dask_bench.py). bench/README.md says what each figure
-# measures.
+# soak), over both node-local transports in turn: the executor's rings (the default, --transport
+# auto) and libfabric shm (--transport fabric); fi_pingpong from libfabric-bin with the same provider
+# (the floor); Open MPI the MPI-only way, measured inside sidecore-bench's MPI jobs next to Sidecore
+# (harvest's mpi_only_efficiency, mpi-throughput's mpi_tasks_per_s, mpi-latency's mpi_rtt_us);
+# OpenMP tasks in one process (sidecore-bench-omp, bench/peers/omp_harvest.c), harvest runs
+# alternating with sidecore-bench harvest's; Dask distributed (bench/peers/dask_bench.py).
+# bench/README.md says what each figure measures.
 #
 # Needs a build (cmake --build <build>) and the packages of scripts/install-deps.sh. Not a test:
 # tests/bench runs `--quick` once as a smoke test.
@@ -33,7 +35,7 @@ performance_page=""
 python=/usr/bin/python3  # Debian's, which has python3-distributed (a python3 earlier on PATH may not)
 
 usage() {
-  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   cat <<'EOF'
 Options:
   --quick           each system once on small sizes (the smoke test's mode)
@@ -48,7 +50,9 @@ Options:
   --passes N        passes over the round-trip, throughput and bandwidth figures of all systems,
                     interleaved; the page takes the median over passes (default 3, quick 1)
   --provider NAME   libfabric provider for sidecore-bench and fi_pingpong (default shm; the MPI
-                    figures always use shm, Open MPI its vader BTL)
+                    figures always use shm, Open MPI its vader BTL). With shm, Sidecore runs over
+                    both node-local transports (rings, the default, and fabric); with another
+                    provider, over that provider only
   -h, --help        this text
 EOF
 }
@@ -157,6 +161,18 @@ task_header=56
 pingpong_sizes=$(tr , '\n' <<<"$all_sizes,$bw_sizes,$((4096 + task_header))" | sort -nu | paste -sd,)
 window=64
 
+# Sidecore's node-local transports, each measured in every pass: the executor's rings (auto, the
+# default) and libfabric (fabric). The C++ client takes rings only with shm; other providers are
+# measured over the provider alone. The MPI figures always run on one node with shm, so over both.
+# --quick measures fabric only where the two differ most, the round trips at 64 B.
+if [[ $provider == shm ]]; then client_transports=(auto fabric); else client_transports=(fabric); fi
+mpi_transports=(auto fabric)
+# The transports of one pass, the order swapped every other pass so that neither always runs first.
+in_turn() {
+  local pass=$1; shift
+  if ((pass % 2)); then echo "$@"; else printf '%s\n' "$@" | tac | paste -sd' '; fi
+}
+
 mkdir -p "$results/logs"
 # Only the files this script writes: cross-node.jsonl, first-task.jsonl and scaling.jsonl come from
 # other scripts and stay. mpi.jsonl is what older runs wrote for the MPI-only peer.
@@ -240,26 +256,45 @@ load_before=$(others_busy)
 for pass in $(seq "$passes"); do
   step "pass $pass/$passes: fi_pingpong ($provider) at $pingpong_sizes B"
   record fi_pingpong "$pass" pingpong
-  step "pass $pass/$passes: sidecore-bench latency, throughput, bandwidth ($provider)"
-  record sidecore "$pass" "$bench" latency --provider "$provider" --bytes "$small_sizes" "${lat_opts[@]}"
-  [[ -z $large_sizes ]] || record sidecore "$pass" "$bench" latency --provider "$provider" --bytes "$large_sizes" "${lat_large_opts[@]}"
-  record sidecore "$pass" "$bench" throughput --provider "$provider" --bytes 64 --window "$window" "${tput_opts[@]}"
-  record sidecore "$pass" "$bench" bandwidth --provider "$provider" --bytes "$bw_sizes" "${bw_opts[@]}"
-  step "pass $pass/$passes: sidecore-bench mpi-latency (MPIX and MPI-only round trips)"
-  record sidecore "$pass" "$bench" mpi-latency --bytes "$small_sizes" "${mpi_lat_opts[@]}"
-  [[ -z $large_sizes ]] || record sidecore "$pass" "$bench" mpi-latency --bytes "$large_sizes" "${mpi_lat_large_opts[@]}"
-  step "pass $pass/$passes: sidecore-bench mpi-throughput (MPIX and MPI-only tasks/s) at $mpi_tput_sizes B"
-  record sidecore "$pass" "$bench" mpi-throughput --bytes "$mpi_tput_sizes" --window "$window" "${mpi_tput_opts[@]}"
+  for transport in $(in_turn "$pass" "${client_transports[@]}"); do
+    step "pass $pass/$passes: sidecore-bench latency, throughput, bandwidth ($provider, --transport $transport)"
+    if ((quick)) && [[ $transport == fabric && $provider == shm ]]; then
+      record sidecore "$pass" "$bench" latency --provider "$provider" --transport "$transport" --bytes 64 "${lat_opts[@]}"
+      continue
+    fi
+    record sidecore "$pass" "$bench" latency --provider "$provider" --transport "$transport" --bytes "$small_sizes" "${lat_opts[@]}"
+    [[ -z $large_sizes ]] || record sidecore "$pass" "$bench" latency --provider "$provider" --transport "$transport" \
+      --bytes "$large_sizes" "${lat_large_opts[@]}"
+    record sidecore "$pass" "$bench" throughput --provider "$provider" --transport "$transport" --bytes 64 \
+      --window "$window" "${tput_opts[@]}"
+    record sidecore "$pass" "$bench" bandwidth --provider "$provider" --transport "$transport" --bytes "$bw_sizes" "${bw_opts[@]}"
+  done
+  for transport in $(in_turn "$pass" "${mpi_transports[@]}"); do
+    step "pass $pass/$passes: sidecore-bench mpi-latency (MPIX and MPI-only round trips, --transport $transport)"
+    if ((quick)) && [[ $transport == fabric ]]; then
+      record sidecore "$pass" "$bench" mpi-latency --transport "$transport" --bytes 64 "${mpi_lat_opts[@]}"
+      continue
+    fi
+    record sidecore "$pass" "$bench" mpi-latency --transport "$transport" --bytes "$small_sizes" "${mpi_lat_opts[@]}"
+    [[ -z $large_sizes ]] || record sidecore "$pass" "$bench" mpi-latency --transport "$transport" --bytes "$large_sizes" \
+      "${mpi_lat_large_opts[@]}"
+    step "pass $pass/$passes: sidecore-bench mpi-throughput (MPIX and MPI-only tasks/s) at $mpi_tput_sizes B, --transport $transport"
+    record sidecore "$pass" "$bench" mpi-throughput --transport "$transport" --bytes "$mpi_tput_sizes" --window "$window" \
+      "${mpi_tput_opts[@]}"
+  done
   step "pass $pass/$passes: Dask latency and throughput"
   record dask "$pass" "$python" "$root/bench/peers/dask_bench.py" --library "$library" --only latency,throughput \
     --bytes "$all_sizes" --window "$window" --client-cpu "$client_cpu" --worker-cpu "$server_cpu" "${dask_opts[@]}"
 done
 
-# Harvest: sidecore-bench harvest (Sidecore and the MPI-only farm, in alternating rounds of one job)
-# and the OpenMP peer, in alternating runs, so that both sample the machine alike.
+# Harvest: sidecore-bench harvest (Sidecore and the MPI-only farm, in alternating rounds of one job),
+# over each transport, and the OpenMP peer, in alternating runs, so that all sample the machine alike.
 for run in $(seq "$harvest_runs"); do
-  step "harvest $run/$harvest_runs: Sidecore and the MPI-only pattern at $task_us us"
-  record sidecore "$run" "$bench" harvest --task-us "$task_us" "${harvest_opts[@]}"
+  for transport in $(in_turn "$run" "${mpi_transports[@]}"); do
+    ((quick)) && [[ $transport == fabric ]] && continue
+    step "harvest $run/$harvest_runs: Sidecore (--transport $transport) and the MPI-only pattern at $task_us us"
+    record sidecore "$run" "$bench" harvest --transport "$transport" --task-us "$task_us" "${harvest_opts[@]}"
+  done
   step "harvest $run/$harvest_runs: OpenMP tasks"
   record omp "$run" "$bench_omp" --library "$library" --task-us "$task_us" --producer-cpu "$client_cpu" \
     --worker-cpu "$server_cpu" "${harvest_opts[@]}"
@@ -288,6 +323,10 @@ info = {
     "mode": "quick" if $quick else "full",
     "passes": $passes,
     "provider": "$provider",
+    # Sidecore's node-local transports in this run (--transport values); auto, the default, takes
+    # the executor's rings. Runs without this key measured libfabric only.
+    "transports": {"client": "${client_transports[*]}".split(), "mpi": "${mpi_transports[*]}".split(),
+                   "default": "auto"},
     "command": "bench/compare.sh" + (" --quick" if $quick else ""),
     "cpu": cpu, "cpus": os.cpu_count(), "memory_gib": round(memory / 2**20),
     "kernel": platform.release(), "debian": open("/etc/debian_version").read().strip(),

@@ -150,13 +150,15 @@ LocalFunction::~LocalFunction() {
 }
 
 namespace {
-std::string& offload_transport() {
+std::string& transport_setting() {
   static std::string transport = "auto";
   return transport;
 }
 }  // namespace
 
-void set_offload_transport(std::string transport) { offload_transport() = std::move(transport); }
+void set_offload_transport(std::string transport) { transport_setting() = std::move(transport); }
+
+const std::string& offload_transport() { return transport_setting(); }
 
 Offload::Offload(MPI_Comm comm, const std::string& library, const char* symbol) : local_(library, symbol) {
   MPI_Info info;

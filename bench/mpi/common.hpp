@@ -78,6 +78,8 @@ class LocalFunction {
 // The value of the pools' sidecore_transport info key (--transport): "auto" (node-local rings where
 // the executor offers them) or "fabric" (libfabric shm on the node too).
 void set_offload_transport(std::string transport);
+// That value, as the result lines report it: what was asked for, not what a pool ended up using.
+const std::string& offload_transport();
 
 // A pool over `comm` and one function of the bench library, resolved both on the executors and in
 // this process (the same code, for the tasks a rank runs itself).

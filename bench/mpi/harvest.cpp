@@ -306,9 +306,10 @@ void drive(HarvestDriver& driver, const Layout& layout, int executor_workers, un
     const double mpi_ideal = static_cast<double>(ranks + layout.workers) / ranks;
     print_result(fmt::format("{{\"bench\":\"harvest\",\"task_us\":{},\"ranks\":{},\"workers\":{},\"speedup\":{},"
                              "\"efficiency\":{},\"mpi_only_speedup\":{},\"mpi_only_efficiency\":{},"
-                             "\"mpi_only_workers\":{}}}",
+                             "\"mpi_only_workers\":{},\"transport\":\"{}\"}}",
                              us, ranks, executor_workers, json_number(speedup, 3), json_number(speedup / ideal, 3),
-                             json_number(mpi_speedup, 3), json_number(mpi_speedup / mpi_ideal, 3), layout.workers));
+                             json_number(mpi_speedup, 3), json_number(mpi_speedup / mpi_ideal, 3), layout.workers,
+                             offload_transport()));
   }
 }
 

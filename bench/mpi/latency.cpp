@@ -306,8 +306,9 @@ int run_latency(const LatencyOptions& options) {
                      median(mpi.echo_shares) * 100);
       }
       print_result(fmt::format("{{\"bench\":\"mpi-latency\",\"bytes\":{},\"mpix_rtt_us\":{},\"mpi_rtt_us\":{},"
-                               "\"ratio\":{}}}",
-                               bytes, json_number(a, 3), json_number(b, 3), json_number(a / b, 3)));
+                               "\"ratio\":{},\"transport\":\"{}\"}}",
+                               bytes, json_number(a, 3), json_number(b, 3), json_number(a / b, 3),
+                               offload_transport()));
     }
     driver.quit();
   }

@@ -236,8 +236,9 @@ int run_throughput(const ThroughputOptions& options) {
       }
       const double a = median(mpix), b = median(mpi);
       print_result(fmt::format("{{\"bench\":\"mpi-throughput\",\"bytes\":{},\"window\":{},\"mpix_tasks_per_s\":{},"
-                               "\"mpi_tasks_per_s\":{},\"ratio\":{}}}",
-                               bytes, options.window, json_number(a, 0), json_number(b, 0), json_number(a / b, 3)));
+                               "\"mpi_tasks_per_s\":{},\"ratio\":{},\"transport\":\"{}\"}}",
+                               bytes, options.window, json_number(a, 0), json_number(b, 0), json_number(a / b, 3),
+                               offload_transport()));
     }
     driver.quit();
   }

@@ -17,6 +17,10 @@ import json
 import os
 import sys
 
+# One rule for which transport a line measured, shared with benchmarks.md's generator.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import TRANSPORT_NAMES, TRANSPORTS, transport_of  # noqa: E402
+
 # Everything from this line to the end of the page is written by hand and kept on regeneration.
 KEPT_MARKER = "<!-- Not generated: written by hand, kept by bench/peers/performance.py from here on. -->"
 
@@ -66,16 +70,31 @@ def table(header, rows):
 
 
 class Passes:
-    """Records of one bench, by (key, pass): key is a size, a task length or (provider, size)."""
+    """Records of one bench, by (key, pass): key is (transport, size or task length), or (provider,
+    transport, size); transport is "rings" or "fabric" (transport_of)."""
 
-    def __init__(self, records, bench, key=lambda r: r.get("bytes", r.get("task_us"))):
+    def __init__(self, records, bench, key=lambda r: (transport_of(r), r.get("bytes", r.get("task_us")))):
         self.by_key = collections.defaultdict(dict)
         for record in records:
             if record.get("bench") == bench:
-                self.by_key[key(record)][record.get("pass", 1)] = record
+                runs = self.by_key[key(record)]
+                number = record.get("pass", 1)
+                if number in runs:
+                    # The C++ client fell back to fabric in a run that asked for rings: keep the first.
+                    print(f"performance: two {bench} lines for {key(record)} in pass {number}; showing the first",
+                          file=sys.stderr)
+                    continue
+                runs[number] = record
 
     def keys(self):
-        return sorted(self.by_key, key=lambda k: (str(type(k)), k))
+        """Sorted by provider and size, the transports of one size next to each other, the default first."""
+        def order(key):
+            if not isinstance(key, tuple):
+                return (str(type(key)), key)
+            rest = tuple(part for part in key if part not in TRANSPORTS)
+            transport = next((TRANSPORTS.index(part) for part in key if part in TRANSPORTS), -1)
+            return (str(type(key)), rest, transport)
+        return sorted(self.by_key, key=order)
 
     def passes(self):
         return sorted({p for runs in self.by_key.values() for p in runs})
@@ -153,64 +172,87 @@ def main():
       "same processes, in alternating rounds; absolute times are for orientation only.")
     w("")
 
-    latency = Passes(sidecore, "latency", key=lambda r: (r.get("provider"), r.get("bytes")))
-    throughput = Passes(sidecore, "throughput", key=lambda r: (r.get("provider"), r.get("bytes")))
-    bandwidth = Passes(sidecore, "bandwidth", key=lambda r: (r.get("provider"), r.get("bytes")))
+    by_provider = lambda r: (r.get("provider"), transport_of(r), r.get("bytes"))
+    latency = Passes(sidecore, "latency", key=by_provider)
+    throughput = Passes(sidecore, "throughput", key=by_provider)
+    bandwidth = Passes(sidecore, "bandwidth", key=by_provider)
     mpi_latency = Passes(sidecore, "mpi-latency")
     mpi_throughput = Passes(sidecore, "mpi-throughput")
     harvest = Passes(sidecore, "harvest")
-    omp_harvest = Passes(omp, "omp-harvest")
+    omp_harvest = Passes(omp, "omp-harvest", key=lambda r: r.get("task_us"))
     floor = Passes(pingpong, "fi_pingpong", key=lambda r: (r.get("provider"), r.get("bytes")))
+    transports = [t for t in TRANSPORTS if any(key[-2] == t for passes in (latency, throughput, bandwidth,
+                                                                           mpi_latency, mpi_throughput, harvest)
+                                               for key in passes.keys())]
+
+    w("## Sidecore's two node-local transports")
+    w("")
+    w("Every Sidecore figure below is shown per transport: **rings**, the executor's shared-memory rings, which "
+      "a caller on the executor's host uses by default (`sidecore-bench --transport auto`, the pool's "
+      "`sidecore_transport=auto`), and **fabric**, libfabric's shm provider (`--transport fabric`). "
+      "`bench/compare.sh` measures both in every pass, in turn. The C++ client's lines say which transport it "
+      "used; the MPI lines say which the pool asked for (`auto` is the rings).")
+    if "transports" not in run:
+        w("")
+        w("This run predates the `transport` field: its C++ client lines count as fabric and its MPI lines as the "
+          "default (`auto`).")
+    w("")
+    w(f"This run measured: {', '.join(TRANSPORT_NAMES[t] for t in transports) or 'neither'}.")
+    w("")
 
     # --- targets -------------------------------------------------------------------------------------
     w("## Targets of the node-local path (issue 14)")
     w("")
     w(f"Ratios from {run_name}, {source('sidecore.jsonl', 'fi_pingpong.jsonl', 'omp.jsonl')}; one value per "
-      "pass (harvest: per run), in order.")
+      "pass (harvest: per run), in order, for each transport.")
     w("")
     rows = []
-    for size in mpi_latency.keys():
-        values = mpi_latency.values(size, "ratio")
+    for transport, size in mpi_latency.keys():
+        values = mpi_latency.values((transport, size), "ratio")
         goal = size in (64, 4096)
         rows.append([f"MPIX round trip at most 1.0x the MPI-only one, {size_name(size)}"
-                     + ("" if goal else " (reported)"), per_pass(values),
+                     + ("" if goal else " (reported)"), TRANSPORT_NAMES[transport], per_pass(values),
                      verdict(values, lambda v: v <= 1.0) if goal else "reported"])
-    for size in mpi_throughput.keys():
-        values = mpi_throughput.values(size, "ratio")
-        window = next((r.get("window") for r in mpi_throughput.by_key[size].values()), "?")
+    for transport, size in mpi_throughput.keys():
+        values = mpi_throughput.values((transport, size), "ratio")
+        window = next((r.get("window") for r in mpi_throughput.by_key[(transport, size)].values()), "?")
         goal = size == 64
         rows.append([f"MPIX tasks/s at least 1.0x the MPI-only pattern's, {size_name(size)}, {window} in flight"
-                     + ("" if goal else " (reported)"), per_pass(values),
+                     + ("" if goal else " (reported)"), TRANSPORT_NAMES[transport], per_pass(values),
                      verdict(values, lambda v: v >= 1.0) if goal else "reported"])
-    for task in harvest.keys():
-        pairs = [(p, r["efficiency"] - r["mpi_only_efficiency"]) for p, r in sorted(harvest.by_key[task].items())
+    for transport, task in harvest.keys():
+        runs = sorted(harvest.by_key[(transport, task)].items())
+        pairs = [(p, r["efficiency"] - r["mpi_only_efficiency"]) for p, r in runs
                  if r.get("efficiency") is not None and r.get("mpi_only_efficiency") is not None]
         goal = task in (10, 50)
         text = ", ".join(f"{r['efficiency']:.3f} vs {r['mpi_only_efficiency']:.3f}"
-                         for _, r in sorted(harvest.by_key[task].items()) if r.get("mpi_only_efficiency") is not None)
+                         for _, r in runs if r.get("mpi_only_efficiency") is not None)
         rows.append([f"harvest efficiency at least the MPI-only pattern's (within 0.005), {task_name(task)} tasks"
-                     + ("" if goal else " (reported; the goal: no lower than before)"), text or "n/a",
-                     verdict(pairs, lambda v: v >= -0.005) if goal else "reported"])
-    for task in harvest.keys():
-        mine = [r.get("efficiency") for _, r in sorted(harvest.by_key[task].items())]
-        theirs = [r.get("efficiency") for _, r in sorted(omp_harvest.by_key.get(task, {}).items())]
-        if theirs:
+                     + ("" if goal else " (reported; the goal: no lower than before)"), TRANSPORT_NAMES[transport],
+                     text or "n/a", verdict(pairs, lambda v: v >= -0.005) if goal else "reported"])
+    for transport, task in harvest.keys():
+        runs = sorted(harvest.by_key[(transport, task)].items())
+        theirs = omp_harvest.by_key.get(task, {})
+        # Each harvest run is followed by an OpenMP run of the same number.
+        text = ", ".join(f"{r['efficiency']:.3f} vs {theirs[p]['efficiency']:.3f}" for p, r in runs
+                         if p in theirs and r.get("efficiency") is not None and theirs[p].get("efficiency") is not None)
+        if text:
             rows.append([f"harvest efficiency: gap to OpenMP tasks, {task_name(task)} (reported)",
-                         ", ".join(f"{a:.3f} vs {b:.3f}" for a, b in zip(mine, theirs)), "reported"])
-    for provider, size in latency.keys():
+                         TRANSPORT_NAMES[transport], text, "reported"])
+    for provider, transport, size in latency.keys():
         pairs = []
-        for p, record in sorted(latency.by_key[(provider, size)].items()):
+        for p, record in sorted(latency.by_key[(provider, transport, size)].items()):
             base = floor.by_key.get((provider, size), {}).get(p)
             if base and base.get("rtt_us"):
                 pairs.append((p, record["sidecore_rtt_us"] / base["rtt_us"]))
         if pairs:
             rows.append([f"C++ client round trip within 1.3x of `fi_pingpong` ({provider}), {size_name(size)}",
-                         per_pass(pairs, 2), verdict(pairs, lambda v: v <= 1.3)])
-    rows.append(["an idle adaptive executor under 1% of a core", "no committed line (sidecore-bench prints "
+                         TRANSPORT_NAMES[transport], per_pass(pairs, 2), verdict(pairs, lambda v: v <= 1.3)])
+    rows.append(["an idle adaptive executor under 1% of a core", "", "no committed line (sidecore-bench prints "
                  "the idle check on stderr only)", "not measured in this run"])
-    rows.append(["the first task after a long idle period starts within 50 µs", "no committed line",
+    rows.append(["the first task after a long idle period starts within 50 µs", "", "no committed line",
                  "not measured in this run"])
-    w(table(["target", "measured", "status"], rows))
+    w(table(["target", "transport", "measured", "status"], rows))
     w("")
 
     # --- the runtime's own targets --------------------------------------------------------------------
@@ -219,28 +261,29 @@ def main():
     w(f"From {run_name} ({source('sidecore.jsonl')}), one value per pass.")
     w("")
     rows = []
-    for provider, size in latency.keys():
+    for provider, transport, size in latency.keys():
         if size == 64:
-            values = latency.values((provider, size), "ratio")
-            rows.append([f"64 B round trip within 1.3x of raw libfabric ({provider})", per_pass(values),
-                         verdict(values, lambda v: v <= 1.3)])
-    for provider, size in throughput.keys():
+            values = latency.values((provider, transport, size), "ratio")
+            rows.append([f"64 B round trip within 1.3x of raw libfabric ({provider})", TRANSPORT_NAMES[transport],
+                         per_pass(values), verdict(values, lambda v: v <= 1.3)])
+    for provider, transport, size in throughput.keys():
         if size == 64:
-            values = throughput.values((provider, size), "tasks_per_s")
+            key = (provider, transport, size)
+            values = throughput.values(key, "tasks_per_s")
             rows.append([f">= 1 000 000 tasks/s of 64 B, one caller to one worker ({provider}); the raw baseline's "
-                         "messages/s in brackets",
+                         "messages/s in brackets", TRANSPORT_NAMES[transport],
                          ", ".join(f"{num(v)} ({num(r.get('raw_msgs_per_s'))})" for (_, v), r in
-                                   zip(values, [r for _, r in sorted(throughput.by_key[(provider, size)].items())])),
+                                   zip(values, [r for _, r in sorted(throughput.by_key[key].items())])),
                          verdict(values, lambda v: v >= 1e6)])
-    for provider, size in bandwidth.keys():
+    for provider, transport, size in bandwidth.keys():
         if size == 64 << 20:
-            values = bandwidth.values((provider, size), "ratio")
-            rows.append([f"64 MiB input at >= 80% of raw RMA bandwidth ({provider})", per_pass(values),
-                         verdict(values, lambda v: v >= 0.8)])
-    if not any(size == 64 << 20 for _, size in bandwidth.keys()):
-        rows.append(["64 MiB input at >= 80% of raw RMA bandwidth", "no committed line at 64 MiB",
+            values = bandwidth.values((provider, transport, size), "ratio")
+            rows.append([f"64 MiB input at >= 80% of raw RMA bandwidth ({provider})", TRANSPORT_NAMES[transport],
+                         per_pass(values), verdict(values, lambda v: v >= 0.8)])
+    if not any(size == 64 << 20 for _, _, size in bandwidth.keys()):
+        rows.append(["64 MiB input at >= 80% of raw RMA bandwidth", "", "no committed line at 64 MiB",
                      "not measured in this run"])
-    w(table(["target", "measured", "status"], rows))
+    w(table(["target", "transport", "measured", "status"], rows))
     w("")
 
     # --- the runtime against raw libfabric -------------------------------------------------------------
@@ -249,54 +292,57 @@ def main():
     w(f"`sidecore-bench latency`, `throughput` and `bandwidth`, from {run_name} ({source('sidecore.jsonl')}): "
       "Sidecore's C++ client and executor next to a raw libfabric endpoint built from the same fabric "
       "classes, between the same two processes, rounds alternated. Each cell: Sidecore / raw (ratio), one per "
-      "pass.")
+      "pass. Over rings the raw side is still libfabric: the ratio then says what the rings save over the "
+      "provider, not a runtime's overhead.")
     w("")
     rows = []
     for name, passes, mine, theirs, unit in (("latency", latency, "sidecore_rtt_us", "raw_rtt_us", "µs"),
                                              ("throughput", throughput, "tasks_per_s", "raw_msgs_per_s", "/s"),
                                              ("bandwidth", bandwidth, "sidecore_gbps", "raw_gbps", "GB/s")):
-        for provider, size in passes.keys():
+        for provider, transport, size in passes.keys():
             cells = [f"{num(r.get(mine))} / {num(r.get(theirs))} {unit} ({num(r.get('ratio'))})"
-                     for _, r in sorted(passes.by_key[(provider, size)].items())]
-            rows.append([f"{name} {size_name(size)}", provider] + cells)
+                     for _, r in sorted(passes.by_key[(provider, transport, size)].items())]
+            rows.append([f"{name} {size_name(size)}", provider, TRANSPORT_NAMES[transport]] + cells)
     if rows:
         width = max(len(row) for row in rows)
         rows = [row + [""] * (width - len(row)) for row in rows]
-        w(table(["figure", "provider"] + [f"pass {p}" for p in range(1, width - 1)], rows))
+        w(table(["figure", "provider", "transport"] + [f"pass {p}" for p in range(1, width - 2)], rows))
     w("")
-    providers = sorted({p for p, _ in latency.keys()})
+    providers = sorted({p for p, _, _ in latency.keys()})
     w(f"This run measured the provider{'s' if len(providers) > 1 else ''} {', '.join(providers) or 'none'}. "
       "Other providers (`tcp;ofi_rxm`, `net`) have no committed line here: `bench/compare.sh --provider "
-      "'tcp;ofi_rxm'` (or `net`) measures them, in a run of its own.")
+      "'tcp;ofi_rxm'` (or `net`) measures them, in a run of its own (over fabric only: the rings need shm).")
     w("")
 
     # --- the MPI extension -------------------------------------------------------------------------------
     w("## The MPI extension next to the MPI-only pattern")
     w("")
     w(f"From {run_name} ({source('sidecore.jsonl', 'omp.jsonl')}). Each MPI figure comes from one MPI job "
-      "under `sidecore-run` in which Sidecore's side and the MPI-only side alternate rounds.")
+      "under `sidecore-run` in which Sidecore's side and the MPI-only side alternate rounds; each transport has "
+      "jobs of its own, so the MPI-only figures appear once per transport.")
     w("")
     rows = []
-    for size in mpi_latency.keys():
-        rows.append([f"mpi-latency {size_name(size)}: MPIX / MPI-only µs (ratio)"] + [
+    for transport, size in mpi_latency.keys():
+        rows.append([f"mpi-latency {size_name(size)}: MPIX / MPI-only µs (ratio)", TRANSPORT_NAMES[transport]] + [
             f"{num(r['mpix_rtt_us'])} / {num(r['mpi_rtt_us'])} ({num(r['ratio'])})"
-            for _, r in sorted(mpi_latency.by_key[size].items())])
-    for size in mpi_throughput.keys():
-        rows.append([f"mpi-throughput {size_name(size)}: MPIX / MPI-only tasks/s (ratio)"] + [
+            for _, r in sorted(mpi_latency.by_key[(transport, size)].items())])
+    for transport, size in mpi_throughput.keys():
+        rows.append([f"mpi-throughput {size_name(size)}: MPIX / MPI-only tasks/s (ratio)", TRANSPORT_NAMES[transport]] + [
             f"{num(r.get('mpix_tasks_per_s'))} / {num(r.get('mpi_tasks_per_s'))} ({num(r.get('ratio'))})"
-            for _, r in sorted(mpi_throughput.by_key[size].items())])
-    for task in harvest.keys():
-        rows.append([f"harvest {task_name(task)}: efficiency Sidecore / MPI-only / OpenMP"] + [
+            for _, r in sorted(mpi_throughput.by_key[(transport, size)].items())])
+    for transport, task in harvest.keys():
+        rows.append([f"harvest {task_name(task)}: efficiency Sidecore / MPI-only / OpenMP", TRANSPORT_NAMES[transport]] + [
             f"{num(r.get('efficiency'))} / {num(r.get('mpi_only_efficiency'))} / "
             f"{num(omp_harvest.by_key.get(task, {}).get(p, {}).get('efficiency'))}"
-            for p, r in sorted(harvest.by_key[task].items())])
+            for p, r in sorted(harvest.by_key[(transport, task)].items())])
     if rows:
         width = max(len(row) for row in rows)
         rows = [row + [""] * (width - len(row)) for row in rows]
-        w(table(["figure"] + [f"pass {p}" for p in range(1, width)], rows))
+        w(table(["figure", "transport"] + [f"pass {p}" for p in range(1, width - 1)], rows))
         w("")
-        w("Harvest passes are runs: each `sidecore-bench harvest` run was followed by a `sidecore-bench-omp` run, "
-          "and the OpenMP figure in a cell is that following run's.")
+        w("Harvest passes are runs: in each run `sidecore-bench harvest` ran once per transport and a "
+          "`sidecore-bench-omp` run followed, and the OpenMP figure in a cell is that run's (the same in both "
+          "transports' rows).")
     else:
         w("No MPI figure in this run.")
     w("")

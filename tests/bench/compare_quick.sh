@@ -76,6 +76,22 @@ for system, benches in expected.items():
             if lengths != task_lengths:
                 fail(f"{system} {bench}: task lengths {sorted(lengths)} instead of {sorted(task_lengths)}")
 
+# Sidecore over both node-local transports: the C++ client's lines say what it used (rings, the
+# default, or fabric), the MPI lines what the pool asked for (auto or fabric); --quick measures fabric
+# for the 64 B round trips only.
+sidecore_path = os.path.join(scratch, "results", "sidecore.jsonl")
+if os.path.exists(sidecore_path):
+    lines = [json.loads(line) for line in open(sidecore_path) if line.strip()]
+    wanted = {("latency", "rings"), ("latency", "fabric"), ("throughput", "rings"), ("bandwidth", "rings"),
+              ("mpi-latency", "auto"), ("mpi-latency", "fabric"), ("mpi-throughput", "auto"), ("harvest", "auto")}
+    seen = {(r.get("bench"), r.get("transport")) for r in lines}
+    for bench, transport in sorted(wanted - seen):
+        fail(f"sidecore: no {bench} line with \"transport\":\"{transport}\" in {sidecore_path}")
+    for r in lines:
+        if r.get("bench") in ("latency", "throughput", "bandwidth", "mpi-latency", "mpi-throughput", "harvest") \
+                and r.get("transport") not in ("rings", "fabric", "auto"):
+            fail(f"sidecore: a line without a known transport: {r}")
+
 page = os.path.join(scratch, "benchmarks.md")
 if not os.path.exists(page):
     fail(f"no page {page}")
@@ -85,7 +101,8 @@ else:
                     "## How each figure was measured", "## Where Sidecore falls short, and why"):
         if heading not in text:
             fail(f"the page has no '{heading}' section")
-    for name in ("fi_pingpong", "Open MPI", "OpenMP", "Dask", "Sidecore"):
+    for name in ("fi_pingpong", "Open MPI", "OpenMP", "Dask", "Sidecore", "Sidecore C++ client, rings (default)",
+                 "Sidecore MPIX, fabric (libfabric shm)"):
         if name not in text:
             fail(f"the page never names {name}")
     if "n/a" in text.split("## Tasks per second")[0].split("## Round trip of one task")[-1]:
@@ -99,7 +116,7 @@ else:
                     "## The MPI extension next to the MPI-only pattern", "## Soak"):
         if heading not in text:
             fail(f"performance.md has no '{heading}' section")
-    for name in ("mpi-throughput 64 B", "harvest 10 µs", "OpenMP"):
+    for name in ("mpi-throughput 64 B", "harvest 10 µs", "OpenMP", "| rings (default) |", "| fabric (libfabric shm) |"):
         if name not in text:
             fail(f"performance.md never shows {name}")
 for plot in ("latency.png", "throughput.png", "harvest.png"):

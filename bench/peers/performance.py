@@ -194,8 +194,7 @@ def main():
       "used; the MPI lines say which the pool asked for (`auto` is the rings).")
     if "transports" not in run:
         w("")
-        w("This run predates the `transport` field: its C++ client lines count as fabric and its MPI lines as the "
-          "default (`auto`).")
+        w("This run predates the `transport` field and the rings: all its lines count as fabric (libfabric shm).")
     w("")
     w(f"This run measured: {', '.join(TRANSPORT_NAMES[t] for t in transports) or 'neither'}.")
     w("")

@@ -31,14 +31,14 @@ MPI_BENCHES = ("harvest", "mpi-latency", "mpi-throughput")
 
 def transport_of(record):
     """The transport of one of Sidecore's lines, or None for a line that has none. The C++ client's
-    lines say what it used ("rings" or "fabric"); a line without the field is from a run before the
-    rings, over libfabric. The MPI lines say what the pool asked for (sidecore_transport): "auto",
-    the default, takes the executor's rings, and a line without the field counts as the default."""
+    lines say what it used ("rings" or "fabric"); the MPI lines say what the pool asked for
+    (sidecore_transport): "auto", the default, takes the executor's rings. A line without the field is
+    from a run before the rings existed, so over libfabric."""
     bench, value = record.get("bench"), record.get("transport")
     if bench in CLIENT_BENCHES:
         return "rings" if value == "rings" else "fabric"
     if bench in MPI_BENCHES:
-        return "fabric" if value == "fabric" else "rings"
+        return "rings" if value == "auto" else "fabric"
     return None
 
 
@@ -432,8 +432,7 @@ def main():
         w(f"Sidecore's figures in this run are over one node-local transport only: {TRANSPORT_NAMES[transports[0]]}.")
     if transports and "transports" not in run:
         w("")
-        w("This run predates the `transport` field: its C++ client lines count as fabric (libfabric shm) and its "
-          "MPI lines as the default, the pool's `sidecore_transport=auto`.")
+        w("This run predates the `transport` field and the rings: all its lines count as fabric (libfabric shm).")
     w("")
 
     # --- the run ------------------------------------------------------------------------------------

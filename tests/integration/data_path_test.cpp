@@ -202,6 +202,32 @@ TEST_P(DataPath, HundredsOfRmaTasksInFlight) {
   EXPECT_EQ(wrong, 0u);
 }
 
+TEST_P(DataPath, TasksBeyondWhatTheRingsHoldWaitInTheClient) {
+  // 16 KiB in and out is the largest inline task on rings: a 64 KiB request ring holds three, so
+  // most of these wait in the client (back-pressure, like a missing credit) and go as results return.
+  constexpr size_t kTasks = 400, kBytes = 16 * KiB;
+  const auto echo = lookup("echo");
+  std::vector<std::vector<uint8_t>> in(kTasks), out(kTasks);
+  std::vector<sidecore::TaskId> ids(kTasks);
+  for (size_t i = 0; i < kTasks; ++i) {
+    in[i] = pattern_bytes(kBytes, i + 1);
+    out[i].assign(kBytes, 0);
+    ids[i] = client().submit(echo, in[i].data(), kBytes, out[i].data(), kBytes);
+    ASSERT_NE(ids[i], sidecore::kNoTask);
+  }
+  EXPECT_EQ(client().in_flight(), kTasks) << "submit waited for the executor";
+  size_t wrong = 0;
+  for (size_t i = 0; i < kTasks; ++i) {
+    auto done = wait_for(client(), ids[i]);
+    ASSERT_TRUE(done) << "task " << i << " did not complete";
+    if (done->error != ErrorKind::none || done->out_bytes != kBytes || out[i] != in[i]) {
+      if (++wrong <= 5) ADD_FAILURE() << "task " << i << ": " << to_string(done->error) << ", " << done->out_bytes;
+    }
+  }
+  EXPECT_EQ(wrong, 0u);
+  EXPECT_EQ(client().in_flight(), 0u);
+}
+
 struct CallbackTally {
   std::atomic<size_t> calls{0};
   std::atomic<size_t> good{0};

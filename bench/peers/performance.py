@@ -19,7 +19,7 @@ import sys
 
 # One rule for which transport a line measured, shared with benchmarks.md's generator.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import TRANSPORT_NAMES, TRANSPORTS, transport_of  # noqa: E402
+from report import TRANSPORT_NAMES, TRANSPORTS, run_table, transport_of  # noqa: E402
 
 # Everything from this line to the end of the page is written by hand and kept on regeneration.
 KEPT_MARKER = "<!-- Not generated: written by hand, kept by bench/peers/performance.py from here on. -->"
@@ -153,16 +153,7 @@ def main():
     w("## The run")
     w("")
     if run:
-        w(table(["", ""], [
-            ["command", f"`{run.get('command', '')}`, {run.get('passes')} pass(es), {run.get('seconds')} s"],
-            ["date, commit", f"{run.get('date')}, {run.get('commit')}"
-             + (" (with uncommitted changes)" if run.get("uncommitted_changes") else "")],
-            ["machine", f"{run.get('cpus')} vCPUs ({run.get('cpu')}), {run.get('memory_gib')} GiB, Debian "
-             f"{run.get('debian')}, Linux {run.get('kernel')}"],
-            ["software", f"libfabric {run.get('libfabric')} (provider `{run.get('provider')}`), Open MPI "
-             f"{run.get('openmpi')}, GCC {run.get('gcc', '?')} (libgomp)"],
-            ["load average (1 min) before, after", f"{run.get('load_before')}, {run.get('load_after')}"],
-        ]))
+        w(run_table(run, f"GCC {run.get('gcc', '?')} (libgomp)"))
     else:
         w(f"`{run_path}` is missing: the lines below belong to no named run.")
     w("")

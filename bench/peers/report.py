@@ -29,6 +29,21 @@ CLIENT_BENCHES = ("latency", "throughput", "bandwidth")
 MPI_BENCHES = ("harvest", "mpi-latency", "mpi-throughput")
 
 
+def run_table(run, other_software):
+    """The table that describes a run of compare.sh (its run.json): command, commit, machine,
+    software (libfabric, Open MPI, then `other_software`), load."""
+    return table(["", ""], [
+        ["command", f"`{run.get('command', '')}`, {run.get('passes')} pass(es), {run.get('seconds')} s"],
+        ["date, commit", f"{run.get('date')}, {run.get('commit')}"
+         + (" (with uncommitted changes)" if run.get("uncommitted_changes") else "")],
+        ["machine", f"{run.get('cpus')} vCPUs ({run.get('cpu')}), {run.get('memory_gib')} GiB, Debian "
+         f"{run.get('debian')}, Linux {run.get('kernel')}"],
+        ["software", f"libfabric {run.get('libfabric')} (provider `{run.get('provider')}`), Open MPI "
+         f"{run.get('openmpi')}, {other_software}"],
+        ["load average (1 min) before, after", f"{run.get('load_before')}, {run.get('load_after')}"],
+    ])
+
+
 def transport_of(record):
     """The transport of one of Sidecore's lines, or None for a line that has none. The C++ client's
     lines say what it used ("rings" or "fabric"); the MPI lines say what the pool asked for
@@ -439,16 +454,7 @@ def main():
     w("## The run")
     w("")
     if run:
-        w(table(["", ""], [
-            ["command", f"`{run.get('command', '')}`, {run.get('passes')} pass(es), {run.get('seconds')} s"],
-            ["date, commit", f"{run.get('date')}, {run.get('commit')}"
-             + (" (with uncommitted changes)" if run.get("uncommitted_changes") else "")],
-            ["machine", f"{run.get('cpus')} vCPUs ({run.get('cpu')}), {run.get('memory_gib')} GiB, Debian "
-             f"{run.get('debian')}, Linux {run.get('kernel')}"],
-            ["software", f"libfabric {run.get('libfabric')} (provider `{run.get('provider')}`), Open MPI "
-             f"{run.get('openmpi')}, Dask distributed {run.get('dask_distributed')} (Python {run.get('python')})"],
-            ["load average (1 min) before, after", f"{run.get('load_before')}, {run.get('load_after')}"],
-        ]))
+        w(run_table(run, f"Dask distributed {run.get('dask_distributed')} (Python {run.get('python')})"))
         w("")
     w("The machine is a 2-vCPU VM shared with other engineers' builds and tests, and its vCPUs move between "
       "a fast and a slow placement every few seconds (docs/performance.md). Absolute microseconds mean "

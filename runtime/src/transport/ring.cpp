@@ -217,42 +217,37 @@ void reopen_for_writes(OutputGuard& guard) noexcept {
   guard.closed.store(0, std::memory_order_relaxed);
 }
 
-bool cma_read(pid_t pid, void* local, const void* remote, size_t bytes) noexcept {
-  auto* to = static_cast<std::byte*>(local);
-  auto from = reinterpret_cast<uintptr_t>(remote);
+namespace {
+
+// Moves `bytes` between `local` here and `remote` in `pid`, in as many calls as the kernel needs
+// (it may move less than asked at page boundaries).
+template <typename Call>
+bool cma_move(pid_t pid, std::byte* local, uintptr_t remote, size_t bytes, Call call) noexcept {
   while (bytes > 0) {
-    iovec mine{to, bytes};
-    iovec theirs{reinterpret_cast<void*>(from), bytes};
-    const ssize_t moved = process_vm_readv(pid, &mine, 1, &theirs, 1, 0);
+    iovec mine{local, bytes};
+    iovec theirs{reinterpret_cast<void*>(remote), bytes};
+    const ssize_t moved = call(pid, &mine, 1, &theirs, 1, 0);
     if (moved < 0 && errno == EINTR) continue;
     if (moved <= 0) {
       if (moved == 0) errno = EFAULT;
       return false;
     }
-    to += moved;
-    from += static_cast<uintptr_t>(moved);
+    local += moved;
+    remote += static_cast<uintptr_t>(moved);
     bytes -= static_cast<size_t>(moved);
   }
   return true;
 }
 
+}  // namespace
+
+bool cma_read(pid_t pid, void* local, const void* remote, size_t bytes) noexcept {
+  return cma_move(pid, static_cast<std::byte*>(local), reinterpret_cast<uintptr_t>(remote), bytes, process_vm_readv);
+}
+
 bool cma_write(pid_t pid, const void* local, void* remote, size_t bytes) noexcept {
-  const auto* from = static_cast<const std::byte*>(local);
-  auto to = reinterpret_cast<uintptr_t>(remote);
-  while (bytes > 0) {
-    iovec mine{const_cast<std::byte*>(from), bytes};
-    iovec theirs{reinterpret_cast<void*>(to), bytes};
-    const ssize_t moved = process_vm_writev(pid, &mine, 1, &theirs, 1, 0);
-    if (moved < 0 && errno == EINTR) continue;
-    if (moved <= 0) {
-      if (moved == 0) errno = EFAULT;
-      return false;
-    }
-    from += moved;
-    to += static_cast<uintptr_t>(moved);
-    bytes -= static_cast<size_t>(moved);
-  }
-  return true;
+  return cma_move(pid, const_cast<std::byte*>(static_cast<const std::byte*>(local)),
+                  reinterpret_cast<uintptr_t>(remote), bytes, process_vm_writev);
 }
 
 bool cma_works(pid_t pid, const void* address, uint64_t expected) noexcept {

@@ -55,7 +55,7 @@ Worker::Worker(unsigned index, int core, std::shared_ptr<fabric::Fabric> fabric,
   endpoint_ = std::make_shared<fabric::Endpoint>(domain_, std::move(cq), std::move(av));
   buffers_ = std::make_unique<MessageBuffers>(domain_, endpoint_.get(), protocol::kMaxMessageBytes);
   inject_limit_ = domain_->inject_size();
-  rings_due_.reserve(options_.max_peers);
+  wakes_due_.reserve(options_.max_peers);
   TaskClock::calibrate();
   wanted_receives_ = kReceiveReserve;
   for (size_t i = 0; i < wanted_receives_; ++i) post_receive(buffers_->acquire());
@@ -153,12 +153,12 @@ bool Worker::sleep() {
   const ssize_t count = endpoint_->cq().sread(entries, kBatch, static_cast<int>(kSleepTimeout.count()));
   if (count == -FI_EAVAIL) {
     handle_error();
-    ring_callers();
+    wake_callers();
     return true;
   }
   if (count <= 0) return false;
   for (ssize_t i = 0; i < count; ++i) handle_completion(entries[i]);
-  ring_callers();
+  wake_callers();
   return true;
 }
 
@@ -176,17 +176,17 @@ size_t Worker::poll_once() {
   } else if (count != -FI_EAGAIN) {
     warn_limited(fmt::format("worker {}: fi_cq_read: {}", index_, fi_strerror(static_cast<int>(-count))));
   }
-  if (!rings_due_.empty()) ring_callers();
+  if (!wakes_due_.empty()) wake_callers();
   return events;
 }
 
-void Worker::ring_callers() noexcept {
-  for (const uint32_t peer_id : rings_due_) {
+void Worker::wake_callers() noexcept {
+  for (const uint32_t peer_id : wakes_due_) {
     Peer& peer = peers_[peer_id];
-    peer.ring_due = false;
+    peer.wake_due = false;
     peer.doorbell.ring(0);
   }
-  rings_due_.clear();
+  wakes_due_.clear();
 }
 
 void Worker::handle_completion(const fi_cq_data_entry& entry) {
@@ -404,15 +404,15 @@ void Worker::on_task(const protocol::MessageHeader& header, std::span<const std:
     // so the caller's request does not wait forever.
     warn_limited(fmt::format("worker {}: rejected a malformed task: {}", index_, error));
     if (message.size() >= sizeof(protocol::MessageHeader) + sizeof(uint64_t)) {
-      protocol::ResultMessage result{protocol::make_header(protocol::MessageType::result, header.peer_id, header.session),
-                                     protocol::load<uint64_t>(message.subspan(sizeof(protocol::MessageHeader))),
-                                     ErrorKind::bad_arg, 0, 0};
-      send_copy(peer->address, &result, sizeof result);
+      FabricReply reply(*this, peer->address, header.peer_id);
+      answer(reply, header, protocol::load<uint64_t>(message.subspan(sizeof(protocol::MessageHeader))),
+             ErrorKind::bad_arg);
     }
     return;
   }
   if (!task->input && !task->output) {
-    run_inline(*peer, header, *task);
+    FabricReply reply(*this, peer->address, header.peer_id);
+    run_inline(reply, header, *task);
     return;
   }
   const uint32_t index = acquire_pending();
@@ -471,15 +471,15 @@ ErrorKind Worker::call_function(const protocol::MessageHeader& header, const pro
   return ErrorKind::function;
 }
 
-void Worker::run_inline(const Peer& peer, const protocol::MessageHeader& header, const protocol::TaskView& task) {
+void Worker::run_inline(transport::MessagePort& reply, const protocol::MessageHeader& header,
+                        const protocol::TaskView& task) {
   const uint64_t received = TaskClock::now();
   const auto& fixed = task.fixed;
-  const uint32_t buffer = buffers_->acquire();
-  std::byte* output = buffers_->data(buffer) + sizeof(protocol::ResultMessage);
+  const std::span<std::byte> room = reply.reserve(sizeof(protocol::ResultMessage) + fixed.out_capacity);
   size_t out_bytes = 0;
   int rc = 0;
-  // The input is read straight from the receive buffer, the output written into the result.
-  const ErrorKind error = call_function(header, fixed, task.inline_input.data(), output, out_bytes, rc, 0);
+  const ErrorKind error = call_function(header, fixed, task.inline_input.data(),
+                                        room.data() + sizeof(protocol::ResultMessage), out_bytes, rc, 0);
   last_tick_ = TaskClock::now();
   tick_fresh_ = true;
   const uint64_t service_ns = TaskClock::to_ns(last_tick_ > received ? last_tick_ - received : 0);
@@ -488,9 +488,24 @@ void Worker::run_inline(const Peer& peer, const protocol::MessageHeader& header,
   const protocol::ResultMessage result{
       protocol::make_header(protocol::MessageType::result, header.peer_id, header.session), fixed.request_id, error, rc,
       out_bytes};
-  std::memcpy(buffers_->data(buffer), &result, sizeof result);
-  send_buffer(peer.address, buffer, sizeof result + out_bytes, header.peer_id);
+  std::memcpy(room.data(), &result, sizeof result);
+  reply.commit(sizeof result + out_bytes);
 }
+
+void Worker::answer(transport::MessagePort& reply, const protocol::MessageHeader& header, uint64_t request_id,
+                    ErrorKind error) {
+  const protocol::ResultMessage result{
+      protocol::make_header(protocol::MessageType::result, header.peer_id, header.session), request_id, error, 0, 0};
+  std::memcpy(reply.reserve(sizeof result).data(), &result, sizeof result);
+  reply.commit(sizeof result);
+}
+
+std::span<std::byte> Worker::FabricReply::reserve(size_t bytes) {
+  buffer_ = worker_.buffers_->acquire();
+  return worker_.buffers_->span(buffer_).first(std::min(bytes, worker_.buffers_->buffer_bytes()));
+}
+
+void Worker::FabricReply::commit(size_t bytes) { worker_.send_buffer(address_, buffer_, bytes, peer_id_); }
 
 void Worker::on_read_done(uint32_t index) {
   if (index < pending_.size() && pending_[index].in_use) run_task(index);
@@ -676,22 +691,22 @@ bool Worker::try_send(fi_addr_t address, uint32_t buffer, size_t bytes) {
   return true;
 }
 
-void Worker::send_buffer(fi_addr_t address, uint32_t buffer, size_t bytes, uint32_t ring_peer) {
+void Worker::send_buffer(fi_addr_t address, uint32_t buffer, size_t bytes, uint32_t wake_peer) {
   // Replies to one caller stay in order: once one waits, later ones to that caller queue behind it.
   // Replies to other callers go out at once.
   const bool caller_waits =
       std::any_of(backlog_.begin(), backlog_.end(), [&](const Backlog& b) { return b.address == address; });
   if (caller_waits || !try_send(address, buffer, bytes)) {
-    backlog_.push_back({address, buffer, bytes, Clock::now(), ring_peer});
-  } else if (ring_peer != kNoRing) {
-    ring_caller(ring_peer);
+    backlog_.push_back({address, buffer, bytes, Clock::now(), wake_peer});
+  } else if (wake_peer != kNoWake) {
+    wake_caller(wake_peer);
   }
 }
 
-void Worker::send_copy(fi_addr_t address, const void* message, size_t bytes, uint32_t ring_peer) {
+void Worker::send_copy(fi_addr_t address, const void* message, size_t bytes, uint32_t wake_peer) {
   const uint32_t buffer = buffers_->acquire();
   std::memcpy(buffers_->data(buffer), message, bytes);
-  send_buffer(address, buffer, bytes, ring_peer);
+  send_buffer(address, buffer, bytes, wake_peer);
 }
 
 void Worker::flush_backlog() {
@@ -702,7 +717,7 @@ void Worker::flush_backlog() {
     if (!skip && try_send(it->address, it->buffer, it->bytes)) {
       // A result rings its caller only now that it is out: rung before, a sleeping caller would
       // find nothing, sleep again and wait for its timeout.
-      if (it->ring_peer != kNoRing) ring_caller(it->ring_peer);
+      if (it->wake_peer != kNoWake) wake_caller(it->wake_peer);
       it = backlog_.erase(it);
       continue;
     }
@@ -712,7 +727,7 @@ void Worker::flush_backlog() {
     }
     ++it;
   }
-  ring_callers();  // poll_once may return before it rings
+  wake_callers();  // poll_once may return before it rings
   if (expired.empty()) return;
   const size_t before = backlog_.size();
   std::erase_if(backlog_, [&](const Backlog& b) {

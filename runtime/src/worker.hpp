@@ -30,6 +30,7 @@
 #include "poll_mode.hpp"
 #include "protocol.hpp"
 #include "service_stats.hpp"
+#include "transport/message_port.hpp"
 #include "transport/ring.hpp"
 
 namespace sidecore {
@@ -94,7 +95,7 @@ class Worker {
     fi_addr_t address = FI_ADDR_NOTAVAIL;
     uint64_t session = 0;
     bool active = false;
-    bool ring_due = false;  // listed in rings_due_
+    bool wake_due = false;  // listed in wakes_due_
     Doorbell doorbell;      // the caller's, rung after results when it has one
     std::unique_ptr<RingLink> ring;  // set when the caller's tasks come on node-local rings
   };
@@ -128,9 +129,38 @@ class Worker {
     uint32_t buffer;
     size_t bytes;
     std::chrono::steady_clock::time_point since;
-    uint32_t ring_peer;  // caller to ring once it is sent (a result), or kNoRing
+    uint32_t wake_peer;  // caller to ring once it is sent (a result), or kNoWake
   };
-  static constexpr uint32_t kNoRing = UINT32_MAX;
+  static constexpr uint32_t kNoWake = UINT32_MAX;
+
+  // Results to one caller over libfabric: a message buffer, sent (or queued) on commit.
+  class FabricReply final : public transport::MessagePort {
+   public:
+    FabricReply(Worker& worker, fi_addr_t address, uint32_t peer_id) noexcept
+        : worker_(worker), address_(address), peer_id_(peer_id) {}
+    std::span<std::byte> reserve(size_t bytes) override;
+    void commit(size_t bytes) override;
+
+   private:
+    Worker& worker_;
+    fi_addr_t address_;
+    uint32_t peer_id_;
+    uint32_t buffer_ = UINT32_MAX;
+  };
+  // Results to one caller over its reply ring. A result the ring cannot take now waits in the
+  // caller's backlog, so reserve() always gives room.
+  class RingReply final : public transport::MessagePort {
+   public:
+    RingReply(Worker& worker, uint32_t peer_id) noexcept;
+    std::span<std::byte> reserve(size_t bytes) override;
+    void commit(size_t bytes) override;
+
+   private:
+    Worker& worker_;
+    uint32_t peer_id_;
+    RingLink& link_;
+    std::vector<std::byte> spill_;
+  };
 
   static void* context(OpKind kind, uint32_t index) noexcept {
     return reinterpret_cast<void*>((static_cast<uintptr_t>(kind) << 32) | index);
@@ -154,10 +184,10 @@ class Worker {
   // Takes tasks from every ring caller; returns the messages handled.
   size_t serve_rings();
   void on_ring_message(uint32_t peer_id, std::span<const std::byte> message);
-  // `error`: none, or what to answer without running anything (a malformed task).
-  void serve_ring_task(uint32_t peer_id, const protocol::MessageHeader& header, const protocol::TaskView& task,
-                       ErrorKind error);
-  // A result for a ring caller: into its reply ring, or its backlog while the ring is full.
+  // A ring task with a remote input or output: each moved with one cross-memory-attach copy.
+  void run_ring_cma(transport::MessagePort& reply, uint32_t peer_id, const protocol::MessageHeader& header,
+                    const protocol::TaskView& task);
+  // Results the reply ring could not take yet, in order, as far as it has room now.
   void flush_ring_backlog(uint32_t peer_id, RingLink& link);
   // Frees the rings (and the peer) of callers whose process has ended.
   void check_ring_callers();
@@ -165,8 +195,12 @@ class Worker {
   // (out_bytes and rc are reset where the function failed).
   ErrorKind call_function(const protocol::MessageHeader& header, const protocol::TaskMessage& fixed,
                           const std::byte* input, std::byte* output, size_t& out_bytes, int& rc, int64_t arrived_ns);
-  // Fast path: input and output both inline; no pending-task bookkeeping.
-  void run_inline(const Peer& peer, const protocol::MessageHeader& header, const protocol::TaskView& task);
+  // Fast path: input and output both inline; no pending-task bookkeeping. The input is read where
+  // it arrived (receive buffer, request ring) and the output written straight into the result.
+  void run_inline(transport::MessagePort& reply, const protocol::MessageHeader& header, const protocol::TaskView& task);
+  // A result that carries only an error (and the request id), for tasks that never ran.
+  void answer(transport::MessagePort& reply, const protocol::MessageHeader& header, uint64_t request_id,
+              ErrorKind error);
   void on_read_done(uint32_t pending);
   void on_write_done(uint32_t pending);
   void run_task(uint32_t pending_index);
@@ -181,19 +215,19 @@ class Worker {
   void post_receive(uint32_t buffer);
   // Returns false when the provider said "try again" (the buffer is still ours).
   bool try_send(fi_addr_t address, uint32_t buffer, size_t bytes);
-  // `ring_peer`: for results, the caller to ring once the message has really gone out.
-  void send_buffer(fi_addr_t address, uint32_t buffer, size_t bytes, uint32_t ring_peer = kNoRing);
-  void send_copy(fi_addr_t address, const void* message, size_t bytes, uint32_t ring_peer = kNoRing);
+  // `wake_peer`: for results, the caller to ring once the message has really gone out.
+  void send_buffer(fi_addr_t address, uint32_t buffer, size_t bytes, uint32_t wake_peer = kNoWake);
+  void send_copy(fi_addr_t address, const void* message, size_t bytes, uint32_t wake_peer = kNoWake);
   // Wakes the caller if it sleeps on its doorbell waiting for results: marks it, and the rings
-  // go out together (ring_callers) once the current batch of completions is handled, so a batch
+  // go out together (wake_callers) once the current batch of completions is handled, so a batch
   // of results costs one fence per caller rather than one per result.
-  void ring_caller(uint32_t peer_id) noexcept {
-    if (peer_id < peers_.size() && peers_[peer_id].doorbell && !peers_[peer_id].ring_due) {
-      peers_[peer_id].ring_due = true;
-      rings_due_.push_back(peer_id);  // never reallocates: reserved for max_peers, each peer once
+  void wake_caller(uint32_t peer_id) noexcept {
+    if (peer_id < peers_.size() && peers_[peer_id].doorbell && !peers_[peer_id].wake_due) {
+      peers_[peer_id].wake_due = true;
+      wakes_due_.push_back(peer_id);  // never reallocates: reserved for max_peers, each peer once
     }
   }
-  void ring_callers() noexcept;
+  void wake_callers() noexcept;
   void flush_backlog();
   void refuse(fi_addr_t address, uint64_t nonce, ErrorKind error);
   uint32_t acquire_pending();
@@ -230,7 +264,7 @@ class Worker {
   uint32_t passes_ = 0;                 // poll passes, for the occasional check of ring callers
   // Before sleeping, ended ring callers are looked for at most every 100 ms.
   std::chrono::steady_clock::time_point next_ring_check_{};
-  std::vector<uint32_t> rings_due_;  // callers to ring once the current batch is handled
+  std::vector<uint32_t> wakes_due_;  // callers to ring once the current batch is handled
   size_t posted_receives_ = 0;
   size_t wanted_receives_ = 0;
   std::vector<PendingTask> pending_;

@@ -97,66 +97,60 @@ void Worker::on_ring_message(uint32_t peer_id, std::span<const std::byte> messag
         fmt::format("worker {}: dropped a ring message from caller {} that is not one of its tasks", index_, peer_id));
     return;
   }
+  RingReply reply(*this, peer_id);
   std::string error;
-  if (auto task = protocol::decode_task(message, &error, transport::kRingInlineLimit)) {
-    serve_ring_task(peer_id, *header, *task, ErrorKind::none);
+  auto task = protocol::decode_task(message, &error, transport::kRingInlineLimit);
+  if (!task) {
+    // Answered all the same, so that the caller's request does not wait for ever.
+    warn_limited(fmt::format("worker {}: rejected a malformed task on caller {}'s ring: {}", index_, peer_id, error));
+    answer(reply, *header, protocol::load<protocol::TaskMessage>(message).request_id, ErrorKind::bad_arg);
     return;
   }
-  // Answered all the same, so that the caller's request does not wait for ever.
-  warn_limited(fmt::format("worker {}: rejected a malformed task on caller {}'s ring: {}", index_, peer_id, error));
-  protocol::TaskView rejected{};
-  rejected.fixed.request_id = protocol::load<protocol::TaskMessage>(message).request_id;
-  serve_ring_task(peer_id, *header, rejected, ErrorKind::bad_arg);
+  if (!task->input && !task->output) {
+    run_inline(reply, *header, *task);
+    return;
+  }
+  if (!peer.ring->cma) {
+    warn_limited(fmt::format("worker {}: caller {} sent remote buffers on its ring without cross-memory attach", index_,
+                             peer_id));
+    answer(reply, *header, task->fixed.request_id, ErrorKind::bad_arg);
+    return;
+  }
+  run_ring_cma(reply, peer_id, *header, *task);
 }
 
-void Worker::serve_ring_task(uint32_t peer_id, const protocol::MessageHeader& header, const protocol::TaskView& task,
-                             ErrorKind error) {
+void Worker::run_ring_cma(transport::MessagePort& reply, uint32_t peer_id, const protocol::MessageHeader& header,
+                          const protocol::TaskView& task) {
   const uint64_t received = TaskClock::now();
   RingLink& link = *peers_[peer_id].ring;
   const auto& fixed = task.fixed;
+  ErrorKind error = ErrorKind::none;
   int rc = 0;
   size_t out_bytes = 0;
-  if ((task.input || task.output) && !link.cma && error == ErrorKind::none) {
-    warn_limited(fmt::format("worker {}: caller {} sent remote buffers on its ring without cross-memory attach", index_,
-                             peer_id));
-    error = ErrorKind::bad_arg;
-  }
-
-  // The result goes straight into the reply ring when there is room (the backlog keeps the order
-  // of nothing: results carry their request ids), else into a buffer of its own.
+  // An inline output goes straight into the result; a remote one into a scratch buffer first.
   const size_t inline_out = task.output ? 0 : static_cast<size_t>(fixed.out_capacity);
-  const size_t reply_bytes = sizeof(protocol::ResultMessage) + inline_out;
-  std::span<std::byte> reply = link.replies.reserve(reply_bytes);
-  std::vector<std::byte> spill;
-  if (reply.empty()) {
-    spill.resize(reply_bytes);
-    reply = spill;
-  }
-
-  // Large inputs and outputs: one copy each, between the caller's buffer and a scratch buffer.
+  const std::span<std::byte> room = reply.reserve(sizeof(protocol::ResultMessage) + inline_out);
   uint32_t input_scratch = UINT32_MAX, output_scratch = UINT32_MAX;
   const std::byte* input = task.inline_input.data();
-  std::byte* output = reply.data() + sizeof(protocol::ResultMessage);
-  if (error == ErrorKind::none && (task.input || task.output)) {
-    try {
-      if (task.input) {
-        input_scratch = acquire_scratch(fixed.in_bytes);
-        std::byte* into = scratch_[input_scratch].memory.get();
-        input = into;
-        if (!transport::cma_read(link.pid, into, reinterpret_cast<const void*>(task.input->address), fixed.in_bytes)) {
-          warn_limited(fmt::format("worker {}: cannot read caller {}'s {}-byte input: {}", index_, peer_id,
-                                   fixed.in_bytes, std::strerror(errno)));
-          error = ErrorKind::bad_arg;
-        }
+  std::byte* output = room.data() + sizeof(protocol::ResultMessage);
+  try {
+    if (task.input) {
+      input_scratch = acquire_scratch(fixed.in_bytes);
+      std::byte* into = scratch_[input_scratch].memory.get();
+      input = into;
+      if (!transport::cma_read(link.pid, into, reinterpret_cast<const void*>(task.input->address), fixed.in_bytes)) {
+        warn_limited(fmt::format("worker {}: cannot read caller {}'s {}-byte input: {}", index_, peer_id,
+                                 fixed.in_bytes, std::strerror(errno)));
+        error = ErrorKind::bad_arg;
       }
-      if (task.output) {
-        output_scratch = acquire_scratch(fixed.out_capacity);
-        output = scratch_[output_scratch].memory.get();
-      }
-    } catch (const std::exception& e) {
-      warn_limited(fmt::format("worker {}: cannot hold a task's data: {}", index_, e.what()));
-      error = ErrorKind::bad_arg;
     }
+    if (task.output) {
+      output_scratch = acquire_scratch(fixed.out_capacity);
+      output = scratch_[output_scratch].memory.get();
+    }
+  } catch (const std::exception& e) {
+    warn_limited(fmt::format("worker {}: cannot hold a task's data: {}", index_, e.what()));
+    error = ErrorKind::bad_arg;
   }
   if (error == ErrorKind::none) {
     error = call_function(header, fixed, input, output, out_bytes, rc, 0);
@@ -189,16 +183,32 @@ void Worker::serve_ring_task(uint32_t peer_id, const protocol::MessageHeader& he
   stats_.record_task(service_ns, fixed.in_bytes, out_bytes);
   const protocol::ResultMessage result{protocol::make_header(protocol::MessageType::result, peer_id, header.session),
                                        fixed.request_id, error, rc, out_bytes};
-  std::memcpy(reply.data(), &result, sizeof result);
-  const size_t result_bytes = sizeof result + (task.output ? 0 : out_bytes);
-  if (spill.empty()) {
-    link.replies.commit(result_bytes);
-  } else {
-    spill.resize(result_bytes);
-    link.backlog.push_back(std::move(spill));
-    ++ring_backlog_;
+  std::memcpy(room.data(), &result, sizeof result);
+  reply.commit(sizeof result + (task.output ? 0 : out_bytes));
+}
+
+Worker::RingReply::RingReply(Worker& worker, uint32_t peer_id) noexcept
+    : worker_(worker), peer_id_(peer_id), link_(*worker.peers_[peer_id].ring) {}
+
+std::span<std::byte> Worker::RingReply::reserve(size_t bytes) {
+  // Behind results already waiting, or where the ring is full: a buffer of its own.
+  if (link_.backlog.empty()) {
+    if (std::span<std::byte> room = link_.replies.reserve(bytes); !room.empty()) return room;
   }
-  ring_caller(peer_id);
+  spill_.resize(bytes);
+  return spill_;
+}
+
+void Worker::RingReply::commit(size_t bytes) {
+  if (spill_.empty()) {
+    link_.replies.commit(bytes);
+  } else {
+    spill_.resize(bytes);
+    link_.backlog.push_back(std::move(spill_));
+    spill_ = {};
+    ++worker_.ring_backlog_;
+  }
+  worker_.wake_caller(peer_id_);
 }
 
 void Worker::flush_ring_backlog(uint32_t peer_id, RingLink& link) {
@@ -210,7 +220,7 @@ void Worker::flush_ring_backlog(uint32_t peer_id, RingLink& link) {
     link.replies.commit(message.size());
     link.backlog.pop_front();
     --ring_backlog_;
-    ring_caller(peer_id);
+    wake_caller(peer_id);
   }
 }
 

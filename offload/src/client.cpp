@@ -29,6 +29,7 @@
 #include "message_buffers.hpp"
 #include "protocol.hpp"
 #include "token.hpp"
+#include "transport/message_port.hpp"
 #include "transport/ring.hpp"
 
 namespace sidecore {
@@ -1091,6 +1092,42 @@ struct Client::Impl {
   }
 
   // Sends the task in `index` to the least loaded worker with a free credit; false when none has one.
+  // Tasks to one worker over its request ring; the worker is woken (if it sleeps) on commit.
+  class RingRequests final : public transport::MessagePort {
+   public:
+    RingRequests(WorkerLink& worker, Doorbell& doorbell, uint32_t w) noexcept
+        : worker_(worker), doorbell_(doorbell), w_(w) {}
+    std::span<std::byte> reserve(size_t bytes) override { return worker_.requests.reserve(bytes); }
+    void commit(size_t bytes) override {
+      worker_.requests.commit(bytes);
+      doorbell_.ring(w_);
+    }
+
+   private:
+    WorkerLink& worker_;
+    Doorbell& doorbell_;
+    uint32_t w_;
+  };
+  // Tasks to one worker over libfabric: a message buffer, sent (or queued in the backlog) on commit.
+  class FabricRequests final : public transport::MessagePort {
+   public:
+    FabricRequests(Impl& client, uint32_t e, uint32_t w) noexcept : client_(client), e_(e), w_(w) {}
+    std::span<std::byte> reserve(size_t bytes) override {
+      buffer_ = client_.buffers->acquire();
+      return client_.buffers->span(buffer_).first(std::min(bytes, client_.buffers->buffer_bytes()));
+    }
+    void commit(size_t bytes) override {
+      client_.send(client_.executors[e_].workers[w_].address, buffer_, bytes, e_, w_);
+    }
+
+   private:
+    Impl& client_;
+    uint32_t e_, w_;
+    uint32_t buffer_ = UINT32_MAX;
+  };
+
+  // Sends the task in `index` to the least loaded worker with a free credit; false when none has one
+  // (or its request ring is full): the task then waits in the client.
   bool dispatch(uint32_t index) {
     TaskSlot& slot = slots[index];
     ExecutorLink& executor = executors[slot.executor];
@@ -1112,46 +1149,38 @@ struct Client::Impl {
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(slot.deadline - Clock::now()).count();
       task.header.deadline_ms = static_cast<uint32_t>(std::clamp<int64_t>(left, 1, UINT32_MAX));
     }
+    std::optional<protocol::RemoteBuffer> input, output;
     if (worker.on_rings && fits_ring(slot, worker)) {
-      if (!dispatch_on_ring(slot, best, task)) return false;  // full: the task waits for a result
-      slot.worker = best;
-      slot.waiting = false;
-      ++worker.outstanding;
-      slot.on_wire = true;
-      return true;
+      // Past the rings' inline limit, buffers are named by their address here (cross-memory attach).
+      if (slot.in_bytes > transport::kRingInlineLimit) input = {reinterpret_cast<uint64_t>(slot.in), 0};
+      if (slot.out_capacity > transport::kRingInlineLimit) output = {reinterpret_cast<uint64_t>(slot.out), 0};
+      RingRequests port(worker, executor.doorbell, best);
+      if (!send_task(port, slot, task, input, output)) return false;  // the ring is full
+    } else {
+      // Past libfabric's inline limit, buffers are registered for the worker's RMA.
+      try {
+        if (slot.in_bytes > protocol::kInlineLimit) {
+          slot.in_region =
+              fabric::MemoryRegion(domain, endpoint.get(), const_cast<void*>(slot.in), slot.in_bytes, FI_REMOTE_READ);
+          input = {slot.in_region.remote_address(), slot.in_region.key()};
+        }
+        if (slot.out_capacity > protocol::kInlineLimit) {
+          slot.out_region = fabric::MemoryRegion(domain, endpoint.get(), slot.out, slot.out_capacity, FI_REMOTE_WRITE);
+          output = {slot.out_region.remote_address(), slot.out_region.key()};
+        }
+      } catch (const fabric::FabricError& e) {
+        logger("sidecore.client")->warn("cannot register task {}'s buffers: {}", slot.id, e.what());
+        deliver(index, Completion{ErrorKind::bad_arg, 0, 0, false});
+        return true;
+      }
+      FabricRequests port(*this, slot.executor, best);
+      send_task(port, slot, task, input, output);  // a message buffer is always there
     }
     slot.worker = best;
     slot.waiting = false;
-    protocol::RemoteBuffer input{}, output{};
-    try {
-      if (slot.in_bytes > protocol::kInlineLimit) {
-        task.flags |= protocol::kInputRemote;
-        slot.in_region = fabric::MemoryRegion(domain, endpoint.get(), const_cast<void*>(slot.in), slot.in_bytes,
-                                              FI_REMOTE_READ);
-        input = {slot.in_region.remote_address(), slot.in_region.key()};
-      }
-      if (slot.out_capacity > protocol::kInlineLimit) {
-        task.flags |= protocol::kOutputRemote;
-        slot.out_remote = true;
-        slot.out_region = fabric::MemoryRegion(domain, endpoint.get(), slot.out, slot.out_capacity, FI_REMOTE_WRITE);
-        output = {slot.out_region.remote_address(), slot.out_region.key()};
-      }
-    } catch (const fabric::FabricError& e) {
-      logger("sidecore.client")->warn("cannot register task {}'s buffers: {}", slot.id, e.what());
-      deliver(index, Completion{ErrorKind::bad_arg, 0, 0, false});
-      return true;
-    }
-    const uint32_t buffer = buffers->acquire();
-    std::span<std::byte> message = buffers->span(buffer);
-    size_t bytes = protocol::encode_task_header(message, task, (task.flags & protocol::kInputRemote) ? &input : nullptr,
-                                                (task.flags & protocol::kOutputRemote) ? &output : nullptr);
-    if (!(task.flags & protocol::kInputRemote) && slot.in_bytes > 0) {
-      std::memcpy(message.data() + bytes, slot.in, slot.in_bytes);
-      bytes += slot.in_bytes;
-    }
+    slot.out_remote = output.has_value();
     ++worker.outstanding;
     slot.on_wire = true;
-    send(worker.address, buffer, bytes, slot.executor, best);
     return true;
   }
 
@@ -1166,26 +1195,21 @@ struct Client::Impl {
     return input_ok && output_ok;
   }
 
-  // Writes the task into worker `w`'s request ring and rings the worker; false when the ring has
-  // no room now.
-  bool dispatch_on_ring(TaskSlot& slot, uint32_t w, protocol::TaskMessage& task) {
-    WorkerLink& worker = executors[slot.executor].workers[w];
-    const bool input_remote = slot.in_bytes > transport::kRingInlineLimit;
-    const bool output_remote = slot.out_capacity > transport::kRingInlineLimit;
-    const protocol::RemoteBuffer input{reinterpret_cast<uint64_t>(slot.in), 0};
-    const protocol::RemoteBuffer output{reinterpret_cast<uint64_t>(slot.out), 0};
-    if (input_remote) task.flags |= protocol::kInputRemote;
-    if (output_remote) task.flags |= protocol::kOutputRemote;
-    const size_t bytes = sizeof task + (input_remote ? sizeof input : 0) + (output_remote ? sizeof output : 0) +
-                         (input_remote ? 0 : slot.in_bytes);
-    std::span<std::byte> room = worker.requests.reserve(bytes);
+  // Writes the task message (its remote-buffer descriptors, then its input unless that is remote)
+  // through `port`; false when the port has no room now.
+  static bool send_task(transport::MessagePort& port, const TaskSlot& slot, protocol::TaskMessage task,
+                        const std::optional<protocol::RemoteBuffer>& input,
+                        const std::optional<protocol::RemoteBuffer>& output) {
+    if (input) task.flags |= protocol::kInputRemote;
+    if (output) task.flags |= protocol::kOutputRemote;
+    const size_t inline_in = input ? 0 : slot.in_bytes;
+    const size_t bytes = sizeof task + (input ? sizeof *input : 0) + (output ? sizeof *output : 0) + inline_in;
+    const std::span<std::byte> room = port.reserve(bytes);
     if (room.empty()) return false;
     const size_t header =
-        protocol::encode_task_header(room, task, input_remote ? &input : nullptr, output_remote ? &output : nullptr);
-    if (!input_remote && slot.in_bytes > 0) std::memcpy(room.data() + header, slot.in, slot.in_bytes);
-    worker.requests.commit(bytes);
-    slot.out_remote = output_remote;
-    executors[slot.executor].doorbell.ring(w);
+        protocol::encode_task_header(room, task, input ? &*input : nullptr, output ? &*output : nullptr);
+    if (inline_in > 0) std::memcpy(room.data() + header, slot.in, inline_in);
+    port.commit(bytes);
     return true;
   }
 

@@ -107,6 +107,7 @@ struct Client::Impl {
     Completion completion;
     CompletionCallback callback = nullptr;
     void* user = nullptr;
+    bool hand_back = false;  // submit_handed_back(): the completion goes to `handed_back`
     // (reset() below clears every field: keep it in step when adding one)
   };
   struct Backlog {
@@ -141,6 +142,9 @@ struct Client::Impl {
   uint64_t next_sequence = 1;
   uint64_t next_lookup = 1;
   size_t in_flight = 0;
+  // Completions of submit_handed_back() tasks not yet handed back; submit_handed_back() reserves
+  // room, so deliver() never allocates.
+  std::vector<TaskCompletion> handed_back;
   size_t total_workers = 0;
   std::deque<Backlog> backlog;
   std::vector<Reply*> expected_replies;
@@ -908,6 +912,7 @@ struct Client::Impl {
     slot.completion = Completion{};
     slot.callback = nullptr;
     slot.user = nullptr;
+    slot.hand_back = false;
   }
 
   void release_if_finished(uint32_t index) {
@@ -917,7 +922,8 @@ struct Client::Impl {
     free_slots.push_back(index);
   }
 
-  // Hands `completion` to the user: to the callback, or for test()/wait() to collect.
+  // Hands `completion` to the user: to the callback, to the handed-back list, or for
+  // test()/wait() to collect.
   void deliver(uint32_t index, const Completion& completion) {
     TaskSlot& slot = slots[index];
     if (slot.in_region) slot.in_region = {};
@@ -925,7 +931,12 @@ struct Client::Impl {
     slot.waiting = false;
     slot.completion = completion;
     --in_flight;
-    if (slot.callback != nullptr) {
+    if (slot.hand_back) {
+      handed_back.push_back(TaskCompletion{slot.id, completion, slot.user});  // room reserved at submit
+      slot.hand_back = false;
+      slot.delivered = true;
+      release_if_finished(index);
+    } else if (slot.callback != nullptr) {
       const auto callback = slot.callback;
       void* user = slot.user;
       const TaskId id = slot.id;
@@ -939,7 +950,9 @@ struct Client::Impl {
   }
 
   TaskId submit(const Function& function, const void* in, size_t in_bytes, void* out, size_t out_capacity,
-                CompletionCallback callback, void* user) {
+                CompletionCallback callback, void* user, bool hand_back = false) {
+    // Every task in flight may complete before the next take_completions(): room for all of them.
+    if (hand_back) handed_back.reserve(handed_back.size() + in_flight + 1);
     const uint32_t index = acquire_slot();
     if (index == UINT32_MAX) return kNoTask;
     TaskSlot& slot = slots[index];
@@ -947,6 +960,7 @@ struct Client::Impl {
     slot.used = true;
     slot.callback = callback;
     slot.user = user;
+    slot.hand_back = hand_back;
     slot.in = in;
     slot.in_bytes = in_bytes;
     slot.out = out;
@@ -1083,7 +1097,7 @@ struct Client::Impl {
   std::optional<Completion> test(TaskId id) {
     const uint64_t index = id & kSlotMask;
     if (id == kNoTask || index >= slots.size() || slots[index].id != id || slots[index].delivered ||
-        (slots[index].callback != nullptr && !slots[index].collectable)) {
+        slots[index].hand_back || (slots[index].callback != nullptr && !slots[index].collectable)) {
       return Completion{ErrorKind::bad_arg, 0, 0, false};
     }
     if (auto done = collect(index)) return done;
@@ -1091,7 +1105,18 @@ struct Client::Impl {
     return collect(index);
   }
 
+  void take_completions(std::vector<TaskCompletion>& completed) {
+    if (handed_back.empty()) return;
+    if (completed.empty()) {
+      completed.swap(handed_back);  // the two buffers take turns: no allocation
+      return;
+    }
+    completed.insert(completed.end(), handed_back.begin(), handed_back.end());
+    handed_back.clear();
+  }
+
   bool prepare_sleep() {
+    if (!handed_back.empty()) return false;
     if (own_doorbell) {
       own_doorbell.prepare_sleep(0);
       if (progress() > 0 || !backlog.empty()) {
@@ -1253,6 +1278,11 @@ TaskId Client::submit(const Function& function, const void* in, size_t in_bytes,
   return impl_->submit(function, in, in_bytes, out, out_capacity, callback, user);
 }
 
+TaskId Client::submit_handed_back(const Function& function, const void* in, size_t in_bytes, void* out,
+                                  size_t out_capacity, void* user) {
+  return impl_->submit(function, in, in_bytes, out, out_capacity, nullptr, user, true);
+}
+
 // The calls a progress loop makes never throw: an internal failure fails the client's tasks instead.
 std::optional<Completion> Client::test(TaskId id) {
   try {
@@ -1308,6 +1338,12 @@ size_t Client::progress() {
     return impl_->fail_everything("unknown exception");
   }
 }
+size_t Client::progress(std::vector<TaskCompletion>& completed) {
+  const size_t events = progress();
+  impl_->take_completions(completed);
+  return events;
+}
+void Client::take_completions(std::vector<TaskCompletion>& completed) { impl_->take_completions(completed); }
 size_t Client::in_flight() const noexcept { return impl_->in_flight; }
 size_t Client::workers() const noexcept { return impl_->total_workers; }
 const std::string& Client::provider() const noexcept { return impl_->provider; }

@@ -149,6 +149,7 @@ struct Client::Impl {
   std::deque<Backlog> backlog;
   std::vector<Reply*> expected_replies;
   std::deque<std::pair<Clock::time_point, TaskId>> deadlines;  // in submit order, so in deadline order
+  Clock::time_point next_deadline = Clock::time_point::max();  // the first of them at prepare_sleep()
   // Replaced workers (their executor's supervisor publishes a new card: in the file a reference
   // points to, and on the liveness connection): the reference and the token to greet them with.
   // Function ids belong to the executor and stay valid across its workers' replacements.
@@ -1117,6 +1118,10 @@ struct Client::Impl {
 
   bool prepare_sleep() {
     if (!handed_back.empty()) return false;
+    // sleep() runs while other threads may use the client (under their own lock, as the MPI
+    // extension's hook and submit do): it must not read the task table, so it gets the next
+    // deadline from here.
+    next_deadline = deadlines.empty() ? Clock::time_point::max() : deadlines.front().first;
     if (own_doorbell) {
       own_doorbell.prepare_sleep(0);
       if (progress() > 0 || !backlog.empty()) {
@@ -1130,9 +1135,9 @@ struct Client::Impl {
   }
 
   void sleep(std::chrono::microseconds timeout) {
-    if (!deadlines.empty()) {  // wake up for the next task deadline
+    if (next_deadline != Clock::time_point::max()) {  // wake up for the next task deadline
       const auto until_deadline =
-          std::chrono::duration_cast<std::chrono::microseconds>(deadlines.front().first - Clock::now());
+          std::chrono::duration_cast<std::chrono::microseconds>(next_deadline - Clock::now());
       timeout = std::max(std::chrono::microseconds(0), std::min(timeout, until_deadline));
     }
     if (own_doorbell) {

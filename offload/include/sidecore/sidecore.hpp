@@ -141,7 +141,9 @@ class SIDECORE_API Client {
   // caller can hold its own lock around the first and not around the second):
   // prepare_sleep() makes progress once and returns true when nothing happened and sleeping is
   // safe (and no completion waits to be handed back); sleep() then waits until a worker sends
-  // something, interrupt_sleep() is called, or the timeout passes. Only interrupt_sleep() may be called from another thread concurrently.
+  // something, interrupt_sleep() is called, or the timeout passes (or the first task deadline
+  // prepare_sleep() saw). sleep() touches no task state: while one thread sleeps in it, another
+  // may use the client as usual (one at a time), and interrupt_sleep() may come from any thread.
   bool prepare_sleep();
   void sleep(std::chrono::microseconds timeout);
   void interrupt_sleep() noexcept;

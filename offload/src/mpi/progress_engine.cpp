@@ -22,9 +22,6 @@ constexpr auto kSleepTimeout = std::chrono::milliseconds(100);
 // After the progress thread failed outside any client: not a busy loop if it keeps failing.
 constexpr auto kRetryPause = std::chrono::milliseconds(10);
 
-// Set while the current thread is the application's, running the hook or a blocking MPIX call.
-thread_local bool on_application_thread_ = false;
-
 // Open MPI's progress-callback registration (libopen-pal), looked up at run time so the library
 // also loads under other MPIs. Open MPI 4.1 (libopen-pal.so.40) and 5.0 (libopen-pal.so.80, still a
 // library of its own in Debian's build) export both with the same signature, int (*)(void).
@@ -51,7 +48,11 @@ ProgressEngine& ProgressEngine::instance() {
   return *engine;
 }
 
-bool ProgressEngine::on_application_thread() noexcept { return on_application_thread_; }
+bool ProgressEngine::on_progress_thread() const noexcept {
+  // No thread_local: in a shared library each access to one is a call (__tls_get_addr), and this
+  // runs on every completion.
+  return thread_id_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+}
 
 void ProgressEngine::add(Pool* pool) {
   std::lock_guard lock(mutex_);
@@ -125,7 +126,10 @@ void ProgressEngine::remove(Pool* pool) {
     }
   }
   idle_.notify_all();
-  if (finished.joinable()) finished.join();
+  if (finished.joinable()) {
+    finished.join();
+    thread_id_.store(std::thread::id{}, std::memory_order_relaxed);  // a new thread may get its id
+  }
 }
 
 void ProgressEngine::started(std::atomic<size_t>& pool_in_flight) noexcept {
@@ -153,7 +157,7 @@ bool ProgressEngine::application_polled_since(uint64_t& seen) const noexcept {
 }
 
 size_t ProgressEngine::progress_connections(bool try_only) noexcept {
-  const auto point = on_application_thread_ ? fault::Point::progress_hook : fault::Point::progress_thread;
+  const auto point = try_only ? fault::Point::progress_hook : fault::Point::progress_thread;
   size_t events = 0;
   const size_t end = table_end_.load(std::memory_order_acquire);
   for (size_t i = 0; i < end; ++i) {
@@ -190,20 +194,17 @@ size_t ProgressEngine::complete_deferred() noexcept {
 
 size_t ProgressEngine::progress_on_application_thread(bool poll_clients) noexcept {
   note_application_poll();
-  const bool nested = on_application_thread_;
-  on_application_thread_ = true;
   size_t events = complete_deferred();
   if (poll_clients) {
     events += progress_connections(true);
     events += complete_deferred();  // deferred by the thread meanwhile
   }
-  on_application_thread_ = nested;
   return events;
 }
 
 void ProgressEngine::complete(OffloadRequest* request) noexcept {
   request->done.store(true, std::memory_order_release);
-  if (defer_off_thread_ && !on_application_thread_) {
+  if (defer_off_thread_ && on_progress_thread()) {
     OffloadRequest* head = deferred_.load(std::memory_order_relaxed);
     do {
       request->next = head;
@@ -244,6 +245,7 @@ void ProgressEngine::run() noexcept {
 }
 
 void ProgressEngine::run_loop() {
+  thread_id_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   std::unique_lock lock(mutex_);
   uint64_t polls_seen = 0;
   auto sleep_unlocked = [&](Sleep kind, std::chrono::nanoseconds timeout) {

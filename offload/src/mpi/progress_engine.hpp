@@ -66,11 +66,10 @@ class ProgressEngine {
   // thread below MPI_THREAD_MULTIPLE, queues it for the application's thread. After this the
   // request may be freed at any time.
   void complete(OffloadRequest* request) noexcept;
-  // On the application's thread: completes the requests the thread deferred and, with
-  // `poll_clients`, makes progress on every connection whose lock is free. Returns events.
+  // On the application's thread (any thread but the progress thread): completes the requests the
+  // thread deferred and, with `poll_clients`, makes progress on every connection whose lock is
+  // free. Returns events.
   size_t progress_on_application_thread(bool poll_clients = true) noexcept;
-  // Whether the current thread is the application's, inside the hook or a blocking MPIX call.
-  static bool on_application_thread() noexcept;
 
  private:
   ProgressEngine() = default;
@@ -78,6 +77,8 @@ class ProgressEngine {
   void run() noexcept;
   void run_loop();
   static int opal_hook() noexcept;
+  // Whether the caller is the progress thread (everyone else is the application).
+  bool on_progress_thread() const noexcept;
   // Progress on every connection: blocking on their locks (the thread) or not (the hook).
   size_t progress_connections(bool try_only) noexcept;
   size_t complete_deferred() noexcept;
@@ -97,6 +98,7 @@ class ProgressEngine {
   std::condition_variable idle_;
   std::condition_variable thread_back_;  // sleeping_on_ went back to null
   std::thread thread_;
+  std::atomic<std::thread::id> thread_id_{};  // the running progress thread's
   bool stop_ = false;
   Connection* sleeping_on_ = nullptr;  // the connection the thread sleeps on, outside every lock
   bool defer_off_thread_ = false;      // below MPI_THREAD_MULTIPLE with the hook available

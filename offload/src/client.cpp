@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <new>
 #include <thread>
 
 #include <poll.h>
@@ -142,8 +143,8 @@ struct Client::Impl {
   uint64_t next_sequence = 1;
   uint64_t next_lookup = 1;
   size_t in_flight = 0;
-  // Completions of submit_handed_back() tasks not yet handed back; submit_handed_back() reserves
-  // room, so deliver() never allocates.
+  // Completions of submit_handed_back() tasks not yet handed back; submit_handed_back() and
+  // take_completions() reserve room for every task in flight, so deliver() does not allocate.
   std::vector<TaskCompletion> handed_back;
   size_t total_workers = 0;
   std::deque<Backlog> backlog;
@@ -1109,7 +1110,12 @@ struct Client::Impl {
   void take_completions(std::vector<TaskCompletion>& completed) {
     if (handed_back.empty()) return;
     if (completed.empty()) {
-      completed.swap(handed_back);  // the two buffers take turns: no allocation
+      completed.swap(handed_back);  // the two buffers take turns: no allocation once both are grown
+      try {
+        handed_back.reserve(in_flight);  // the tasks still in flight: deliver() must not allocate
+      } catch (const std::bad_alloc&) {
+        // deliver() then tries again, and a failure there fails the client like any other
+      }
       return;
     }
     completed.insert(completed.end(), handed_back.begin(), handed_back.end());

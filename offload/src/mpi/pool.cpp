@@ -124,6 +124,10 @@ int query_request(void* extra, MPI_Status* status) noexcept {
     return state->error;
   });
   if (rc != state->error) fill_status(status, 0, false, 0, rc);  // the callback failed
+  // Open MPI may run free_request on another thread (the one that called MPI_Grequest_complete
+  // drops the last reference), ordered after this one by its own atomics: release the reads above
+  // to free_request's acquire, where TSan can see it, before the state is recycled.
+  state->done.store(true, std::memory_order_release);
   return rc;
 }
 
@@ -394,8 +398,12 @@ void RequestCache::give_back(OffloadRequest* request) noexcept {
 }
 
 void Connection::deliver_completions() noexcept {
-  // Nothing here allocates: `completed` swaps its storage with the client's.
-  if (client) client->take_completions(completed);
+  // `completed` is empty here, so it swaps its storage with the client's: nothing to copy.
+  try {
+    if (client) client->take_completions(completed);
+  } catch (...) {
+    return;  // they stay in the client for the next time
+  }
   for (const TaskCompletion& done : completed) {
     auto* state = static_cast<OffloadRequest*>(done.user);
     if (state->connection.load(std::memory_order_relaxed) != this) continue;  // completed already, when the client failed

@@ -44,8 +44,9 @@ struct OffloadRequest {
   TaskId task = kNoTask;
   Completion completion;
   int error = MPI_SUCCESS;
-  // Set (release) after completion and error are written, read (acquire) by query_request: MPI's
-  // own hand-over between MPI_Grequest_complete and the waiting thread is invisible to TSan.
+  // Set (release) after completion and error are written, read (acquire) by query_request; set
+  // again by query_request and read by free_request. MPI's own hand-overs between the completing,
+  // the waiting and the freeing thread happen inside uninstrumented libraries, invisible to TSan.
   std::atomic<bool> done{false};
 };
 

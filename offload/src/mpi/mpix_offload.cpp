@@ -290,12 +290,13 @@ SIDECORE_C_API int PMPIX_Offload_submit(MPIX_Offload_function fn, const void* in
                                         MPI_Count out_bytes, MPI_Request* request) {
   MPI_Comm comm = MPI_COMM_WORLD;
   return guarded("submit", Point::submit, comm, [&] {
+    // First: whatever fails below, the caller's MPI_Wait on it then returns at once.
+    if (request != nullptr) *request = MPI_REQUEST_NULL;
     OffloadFunction* function = live_function(fn);
     if (function == nullptr) return raise(comm, ErrorKind::bad_arg, "submit: not a live function");
     Pool* pool = function->pool;
     comm = pool->user_comm();
     if (request == nullptr) return raise(comm, ErrorKind::bad_arg, "submit: request is NULL");
-    *request = MPI_REQUEST_NULL;
     if (in_bytes < 0 || out_bytes < 0) {
       return raise(comm, ErrorKind::bad_arg, fmt::format("submit: negative size (in {}, out {})", in_bytes, out_bytes));
     }

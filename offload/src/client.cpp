@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <new>
 #include <thread>
 
 #include <poll.h>
@@ -115,6 +116,7 @@ struct Client::Impl {
     Completion completion;
     CompletionCallback callback = nullptr;
     void* user = nullptr;
+    bool hand_back = false;  // submit_handed_back(): the completion goes to `handed_back`
     // (reset() below clears every field: keep it in step when adding one)
   };
   struct Backlog {
@@ -149,10 +151,14 @@ struct Client::Impl {
   uint64_t next_sequence = 1;
   uint64_t next_lookup = 1;
   size_t in_flight = 0;
+  // Completions of submit_handed_back() tasks not yet handed back; submit_handed_back() and
+  // take_completions() reserve room for every task in flight, so deliver() does not allocate.
+  std::vector<TaskCompletion> handed_back;
   size_t total_workers = 0;
   std::deque<Backlog> backlog;
   std::vector<Reply*> expected_replies;
   std::deque<std::pair<Clock::time_point, TaskId>> deadlines;  // in submit order, so in deadline order
+  Clock::time_point next_deadline = Clock::time_point::max();  // the first of them at prepare_sleep()
   // Replaced workers (their executor's supervisor publishes a new card: in the file a reference
   // points to, and on the liveness connection): the reference and the token to greet them with.
   // Function ids belong to the executor and stay valid across its workers' replacements.
@@ -1016,6 +1022,7 @@ struct Client::Impl {
     slot.completion = Completion{};
     slot.callback = nullptr;
     slot.user = nullptr;
+    slot.hand_back = false;
   }
 
   void release_if_finished(uint32_t index) {
@@ -1025,7 +1032,8 @@ struct Client::Impl {
     free_slots.push_back(index);
   }
 
-  // Hands `completion` to the user: to the callback, or for test()/wait() to collect.
+  // Hands `completion` to the user: to the callback, to the handed-back list, or for
+  // test()/wait() to collect.
   void deliver(uint32_t index, const Completion& completion) {
     TaskSlot& slot = slots[index];
     if (slot.in_region) slot.in_region = {};
@@ -1033,7 +1041,12 @@ struct Client::Impl {
     slot.waiting = false;
     slot.completion = completion;
     --in_flight;
-    if (slot.callback != nullptr) {
+    if (slot.hand_back) {
+      handed_back.push_back(TaskCompletion{slot.id, completion, slot.user});  // room reserved at submit
+      slot.hand_back = false;
+      slot.delivered = true;
+      release_if_finished(index);
+    } else if (slot.callback != nullptr) {
       const auto callback = slot.callback;
       void* user = slot.user;
       const TaskId id = slot.id;
@@ -1047,7 +1060,9 @@ struct Client::Impl {
   }
 
   TaskId submit(const Function& function, const void* in, size_t in_bytes, void* out, size_t out_capacity,
-                CompletionCallback callback, void* user) {
+                CompletionCallback callback, void* user, bool hand_back = false) {
+    // Every task in flight may complete before the next take_completions(): room for all of them.
+    if (hand_back) handed_back.reserve(handed_back.size() + in_flight + 1);
     const uint32_t index = acquire_slot();
     if (index == UINT32_MAX) return kNoTask;
     TaskSlot& slot = slots[index];
@@ -1055,6 +1070,7 @@ struct Client::Impl {
     slot.used = true;
     slot.callback = callback;
     slot.user = user;
+    slot.hand_back = hand_back;
     slot.in = in;
     slot.in_bytes = in_bytes;
     slot.out = out;
@@ -1257,7 +1273,7 @@ struct Client::Impl {
   std::optional<Completion> test(TaskId id) {
     const uint64_t index = id & kSlotMask;
     if (id == kNoTask || index >= slots.size() || slots[index].id != id || slots[index].delivered ||
-        (slots[index].callback != nullptr && !slots[index].collectable)) {
+        slots[index].hand_back || (slots[index].callback != nullptr && !slots[index].collectable)) {
       return Completion{ErrorKind::bad_arg, 0, 0, false};
     }
     if (auto done = collect(index)) return done;
@@ -1265,7 +1281,27 @@ struct Client::Impl {
     return collect(index);
   }
 
+  void take_completions(std::vector<TaskCompletion>& completed) {
+    if (handed_back.empty()) return;
+    if (completed.empty()) {
+      completed.swap(handed_back);  // the two buffers take turns: no allocation once both are grown
+      try {
+        handed_back.reserve(in_flight);  // the tasks still in flight: deliver() must not allocate
+      } catch (const std::bad_alloc&) {
+        // deliver() then tries again, and a failure there fails the client like any other
+      }
+      return;
+    }
+    completed.insert(completed.end(), handed_back.begin(), handed_back.end());
+    handed_back.clear();
+  }
+
   bool prepare_sleep() {
+    if (!handed_back.empty()) return false;
+    // sleep() runs while other threads may use the client (under their own lock, as the MPI
+    // extension's hook and submit do): it must not read the task table, so it gets the next
+    // deadline from here.
+    next_deadline = deadlines.empty() ? Clock::time_point::max() : deadlines.front().first;
     if (own_doorbell) {
       own_doorbell.prepare_sleep(0);
       if (progress() > 0 || !backlog.empty()) {
@@ -1279,9 +1315,9 @@ struct Client::Impl {
   }
 
   void sleep(std::chrono::microseconds timeout) {
-    if (!deadlines.empty()) {  // wake up for the next task deadline
+    if (next_deadline != Clock::time_point::max()) {  // wake up for the next task deadline
       const auto until_deadline =
-          std::chrono::duration_cast<std::chrono::microseconds>(deadlines.front().first - Clock::now());
+          std::chrono::duration_cast<std::chrono::microseconds>(next_deadline - Clock::now());
       timeout = std::max(std::chrono::microseconds(0), std::min(timeout, until_deadline));
     }
     if (own_doorbell) {
@@ -1427,6 +1463,11 @@ TaskId Client::submit(const Function& function, const void* in, size_t in_bytes,
   return impl_->submit(function, in, in_bytes, out, out_capacity, callback, user);
 }
 
+TaskId Client::submit_handed_back(const Function& function, const void* in, size_t in_bytes, void* out,
+                                  size_t out_capacity, void* user) {
+  return impl_->submit(function, in, in_bytes, out, out_capacity, nullptr, user, true);
+}
+
 // The calls a progress loop makes never throw: an internal failure fails the client's tasks instead.
 std::optional<Completion> Client::test(TaskId id) {
   try {
@@ -1482,6 +1523,12 @@ size_t Client::progress() {
     return impl_->fail_everything("unknown exception");
   }
 }
+size_t Client::progress(std::vector<TaskCompletion>& completed) {
+  const size_t events = progress();
+  impl_->take_completions(completed);
+  return events;
+}
+void Client::take_completions(std::vector<TaskCompletion>& completed) { impl_->take_completions(completed); }
 size_t Client::in_flight() const noexcept { return impl_->in_flight; }
 size_t Client::workers() const noexcept { return impl_->total_workers; }
 const std::string& Client::provider() const noexcept { return impl_->provider; }

@@ -2,6 +2,7 @@
 // the 4096-byte inline limit, 10 000 tasks in flight, and several clients at once.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -255,6 +256,50 @@ TEST_P(DataPath, CallbacksDeliverEveryCompletion) {
   EXPECT_EQ(tally.good.load(), kTasks);
   EXPECT_EQ(out, in);
   EXPECT_EQ(client().in_flight(), 0u);
+}
+
+// submit_handed_back: progress(completed) hands every completion back once, with its user pointer
+// and id, whether it completed on the wire or inside submit (a bad argument); test() refuses them.
+TEST_P(DataPath, ProgressHandsBackEveryCompletion) {
+  constexpr size_t kTasks = 500;
+  const auto echo = lookup("echo");
+  std::vector<uint64_t> in(kTasks), out(kTasks, 0);
+  std::vector<sidecore::TaskId> ids(kTasks);
+  for (size_t i = 0; i < kTasks; ++i) {
+    in[i] = i * 977 + 1;
+    ids[i] = client().submit_handed_back(echo, &in[i], sizeof in[i], &out[i], sizeof out[i], &in[i]);
+    ASSERT_NE(ids[i], sidecore::kNoTask);
+  }
+  const auto bad = client().submit_handed_back(echo, nullptr, 8, nullptr, 0, &ids);
+  EXPECT_EQ(client().test(ids[0])->error, ErrorKind::bad_arg);  // not test()'s to collect
+  std::vector<sidecore::TaskCompletion> completed;
+  std::vector<int> seen(kTasks, 0);
+  size_t good = 0, bad_args = 0;
+  const auto deadline = Clock::now() + 30s;
+  while (good + bad_args < kTasks + 1 && Clock::now() < deadline) {
+    client().progress(completed);
+    for (const auto& done : completed) {
+      if (done.user == &ids) {
+        EXPECT_EQ(done.id, bad);
+        EXPECT_EQ(done.completion.error, ErrorKind::bad_arg);
+        ++bad_args;
+        continue;
+      }
+      const auto i = static_cast<size_t>(static_cast<uint64_t*>(done.user) - in.data());
+      ASSERT_LT(i, kTasks);
+      EXPECT_EQ(done.id, ids[i]);
+      ++seen[i];
+      if (done.completion.error == ErrorKind::none && done.completion.out_bytes == sizeof(uint64_t)) ++good;
+    }
+    completed.clear();
+  }
+  EXPECT_EQ(good, kTasks);
+  EXPECT_EQ(bad_args, 1u);
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), static_cast<long>(kTasks));
+  EXPECT_EQ(out, in);
+  EXPECT_EQ(client().in_flight(), 0u);
+  client().progress(completed);
+  EXPECT_TRUE(completed.empty());
 }
 
 // Each client echoes `tasks` values tagged with `tag` and one 1 MiB fill_pattern; returns failures.

@@ -56,6 +56,13 @@ inline constexpr TaskId kNoTask = 0;
 // Called from progress(), test() or wait() when a task submitted with a callback completes.
 using CompletionCallback = void (*)(void* user, TaskId id, const Completion& completion);
 
+// A completion that progress(completed) hands back, for a task started with submit_handed_back().
+struct TaskCompletion {
+  TaskId id = kNoTask;
+  Completion completion;
+  void* user = nullptr;  // what submit_handed_back() was given
+};
+
 // A function resolved on the client's executors; cheap to copy.
 class SIDECORE_API Function {
  public:
@@ -114,6 +121,11 @@ class SIDECORE_API Client {
   // Starts a task whose completion is delivered to `callback` instead (test/wait do not apply).
   TaskId submit(const Function& function, const void* in, size_t in_bytes, void* out, size_t out_capacity,
                 CompletionCallback callback, void* user);
+  // Starts a task whose completion progress(completed) hands back, with `user` (test/wait do not
+  // apply). Nothing calls back into the caller: a progress engine that drives several clients
+  // gets each one's completions as data and decides what to do with them.
+  TaskId submit_handed_back(const Function& function, const void* in, size_t in_bytes, void* out,
+                            size_t out_capacity, void* user);
 
   // Makes progress; returns the completion and forgets the task once it is done. A TaskId that
   // is unknown (already collected) yields a BAD_ARG completion.
@@ -121,6 +133,13 @@ class SIDECORE_API Client {
   Completion wait(TaskId id);
   // Makes progress without collecting anything; returns the number of events handled.
   size_t progress();
+  // progress(), then appends to `completed` every completion of a submit_handed_back() task that
+  // happened since the last call (also those that completed inside submit, cancel or a failure of
+  // the client). Allocates nothing in a steady state when `completed` is handed in empty: its
+  // storage is swapped with the client's.
+  size_t progress(std::vector<TaskCompletion>& completed);
+  // The same without making progress: only what completed since the last call.
+  void take_completions(std::vector<TaskCompletion>& completed);
   // Takes back a task that has not been sent to a worker yet (it waits for a credit); it then
   // completes with `cancelled` set. False when the task is already on its way or done.
   bool cancel(TaskId id);
@@ -128,8 +147,10 @@ class SIDECORE_API Client {
   // Sleeping until something happens, for a progress thread that must not spin (two steps, so a
   // caller can hold its own lock around the first and not around the second):
   // prepare_sleep() makes progress once and returns true when nothing happened and sleeping is
-  // safe; sleep() then waits until a worker sends something, interrupt_sleep() is called, or the
-  // timeout passes. Only interrupt_sleep() may be called from another thread concurrently.
+  // safe (and no completion waits to be handed back); sleep() then waits until a worker sends
+  // something, interrupt_sleep() is called, or the timeout passes (or the first task deadline
+  // prepare_sleep() saw). sleep() touches no task state: while one thread sleeps in it, another
+  // may use the client as usual (one at a time), and interrupt_sleep() may come from any thread.
   bool prepare_sleep();
   void sleep(std::chrono::microseconds timeout);
   void interrupt_sleep() noexcept;

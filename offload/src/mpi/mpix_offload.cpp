@@ -5,10 +5,13 @@
 
 #include <fmt/format.h>
 
+#include <array>
+#include <atomic>
+#include <cstdint>
 #include <limits>
+#include <vector>
 #include <mutex>
 #include <string_view>
-#include <unordered_map>
 #include <unordered_set>
 
 #include "fault_injection.hpp"
@@ -26,11 +29,81 @@ using sidecore::mpi::PoolSettings;
 
 namespace {
 
+// Function handles are slots of a table whose chunks are never freed, so the check on every
+// submit takes no lock: a handle is live when it points at a slot of one of the chunks and the
+// slot holds a function. Creating and freeing them (rare) takes the registry's lock.
+class FunctionTable {
+ public:
+  struct Slot {
+    std::atomic<OffloadFunction*> function{nullptr};
+  };
+
+  // The live function behind `handle`, or null (a freed or forged handle). Lock-free.
+  OffloadFunction* find(const void* handle) const noexcept {
+    const auto address = reinterpret_cast<uintptr_t>(handle);
+    const size_t chunks = chunk_count_.load(std::memory_order_acquire);
+    for (size_t c = 0; c < chunks; ++c) {
+      const auto base = reinterpret_cast<uintptr_t>(chunks_[c].load(std::memory_order_acquire));
+      if (address < base || address >= base + sizeof(Slot) * kChunkSlots) continue;
+      if ((address - base) % sizeof(Slot) != 0) return nullptr;
+      return reinterpret_cast<const Slot*>(address)->function.load(std::memory_order_acquire);
+    }
+    return nullptr;
+  }
+  // A slot for `function`; the registry's lock is held. Throws std::bad_alloc, or PoolError when
+  // the table is full.
+  Slot* insert(OffloadFunction* function) {
+    if (free_.empty()) {
+      const size_t chunks = chunk_count_.load(std::memory_order_relaxed);
+      if (chunks == kChunks) throw PoolError(ErrorKind::bad_arg, "function_lookup: too many live functions");
+      free_.reserve(kChunkSlots);
+      auto* chunk = new Slot[kChunkSlots];  // never freed: stale handles stay safe to check
+      for (size_t i = kChunkSlots; i-- > 0;) free_.push_back(&chunk[i]);
+      chunks_[chunks].store(chunk, std::memory_order_release);
+      chunk_count_.store(chunks + 1, std::memory_order_release);
+    }
+    Slot* slot = free_.back();
+    free_.pop_back();
+    slot->function.store(function, std::memory_order_release);
+    return slot;
+  }
+  // Takes the function out of the slot of `handle` (null when not live); the lock is held.
+  OffloadFunction* erase(const void* handle) noexcept {
+    OffloadFunction* function = find(handle);
+    if (function == nullptr) return nullptr;
+    auto* slot = const_cast<Slot*>(static_cast<const Slot*>(handle));
+    slot->function.store(nullptr, std::memory_order_release);
+    free_.push_back(slot);  // reserved when its chunk was made
+    return function;
+  }
+  // Takes out every function of `pool`; the lock is held.
+  template <class Each>
+  void erase_pool(const Pool* pool, Each&& each) noexcept {
+    const size_t chunks = chunk_count_.load(std::memory_order_relaxed);
+    for (size_t c = 0; c < chunks; ++c) {
+      Slot* chunk = chunks_[c].load(std::memory_order_relaxed);
+      for (size_t i = 0; i < kChunkSlots; ++i) {
+        OffloadFunction* function = chunk[i].function.load(std::memory_order_relaxed);
+        if (function == nullptr || function->pool != pool) continue;
+        erase(&chunk[i]);
+        each(function);
+      }
+    }
+  }
+
+ private:
+  static constexpr size_t kChunkSlots = 64;
+  static constexpr size_t kChunks = 1024;
+  std::array<std::atomic<Slot*>, kChunks> chunks_{};
+  std::atomic<size_t> chunk_count_{0};
+  std::vector<Slot*> free_;
+};
+
 // Live handles, so a freed or forged one is an error instead of a crash.
 struct Registry {
   std::mutex mutex;
   std::unordered_set<Pool*> pools;
-  std::unordered_map<OffloadFunction*, Pool*> functions;
+  FunctionTable functions;
 };
 Registry& registry() {
   static Registry* instance = new Registry();
@@ -43,10 +116,9 @@ Pool* live_pool(MPIX_Offload_pool handle) {
   return registry().pools.count(pool) ? pool : nullptr;
 }
 
-OffloadFunction* live_function(MPIX_Offload_function handle) {
-  auto* function = reinterpret_cast<OffloadFunction*>(handle);
-  std::lock_guard lock(registry().mutex);
-  return registry().functions.count(function) ? function : nullptr;
+// On every submit: no lock.
+OffloadFunction* live_function(MPIX_Offload_function handle) noexcept {
+  return registry().functions.find(reinterpret_cast<const void*>(handle));
 }
 
 // Logs what failed, calls the error handler of `comm` (MPI_COMM_WORLD when there is none) with
@@ -146,11 +218,7 @@ SIDECORE_C_API int PMPIX_Offload_pool_free(MPIX_Offload_pool* pool) {
     {
       std::lock_guard lock(registry().mutex);
       registry().pools.erase(live);
-      std::erase_if(registry().functions, [&](const auto& entry) {
-        if (entry.second != live) return false;
-        delete entry.first;  // functions die with their pool
-        return true;
-      });
+      registry().functions.erase_pool(live, [](OffloadFunction* function) { delete function; });  // they die with it
     }
     MPI_Barrier(live->comm());
     delete live;
@@ -190,11 +258,13 @@ SIDECORE_C_API int PMPIX_Offload_function_lookup(MPIX_Offload_pool pool, const c
       return raise(comm, ErrorKind::bad_arg, "function_lookup: symbol is NULL or empty");
     }
     auto function = live->lookup(library, symbol);
+    FunctionTable::Slot* slot = nullptr;
     {
       std::lock_guard lock(registry().mutex);
-      registry().functions.emplace(function.get(), live);
+      slot = registry().functions.insert(function.get());
     }
-    *fn = reinterpret_cast<MPIX_Offload_function>(function.release());
+    function.release();  // owned by its slot now
+    *fn = reinterpret_cast<MPIX_Offload_function>(slot);
     return MPI_SUCCESS;
   });
 }
@@ -203,13 +273,12 @@ SIDECORE_C_API int PMPIX_Offload_function_free(MPIX_Offload_function* fn) {
   MPI_Comm comm = MPI_COMM_WORLD;
   return guarded("function_free", Point::function_free, comm, [&] {
     if (fn == nullptr) return raise(comm, ErrorKind::bad_arg, "function_free: fn is NULL");
-    auto* function = reinterpret_cast<OffloadFunction*>(*fn);
+    OffloadFunction* function = nullptr;
     {
       std::lock_guard lock(registry().mutex);
-      if (registry().functions.erase(function) == 0) {
-        return raise(comm, ErrorKind::bad_arg, "function_free: not a live function (freed already?)");
-      }
+      function = registry().functions.erase(reinterpret_cast<const void*>(*fn));
     }
+    if (function == nullptr) return raise(comm, ErrorKind::bad_arg, "function_free: not a live function (freed already?)");
     // Tasks already submitted hold the function's ids, not the handle: freeing it now is safe.
     delete function;
     *fn = MPIX_OFFLOAD_FUNCTION_NULL;
@@ -221,12 +290,13 @@ SIDECORE_C_API int PMPIX_Offload_submit(MPIX_Offload_function fn, const void* in
                                         MPI_Count out_bytes, MPI_Request* request) {
   MPI_Comm comm = MPI_COMM_WORLD;
   return guarded("submit", Point::submit, comm, [&] {
+    // First: whatever fails below, the caller's MPI_Wait on it then returns at once.
+    if (request != nullptr) *request = MPI_REQUEST_NULL;
     OffloadFunction* function = live_function(fn);
     if (function == nullptr) return raise(comm, ErrorKind::bad_arg, "submit: not a live function");
     Pool* pool = function->pool;
     comm = pool->user_comm();
     if (request == nullptr) return raise(comm, ErrorKind::bad_arg, "submit: request is NULL");
-    *request = MPI_REQUEST_NULL;
     if (in_bytes < 0 || out_bytes < 0) {
       return raise(comm, ErrorKind::bad_arg, fmt::format("submit: negative size (in {}, out {})", in_bytes, out_bytes));
     }

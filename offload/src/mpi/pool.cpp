@@ -54,20 +54,33 @@ std::vector<std::string> gather_cards(MPI_Comm comm) {
   return cards;
 }
 
-// Fills a request's status and has the engine complete it. The engine's lock must be held.
+// Fills a request's status and has the engine complete it.
 void finish(OffloadRequest* state, const Completion& completion) noexcept {
   state->completion = completion;
   state->error = error_code(completion.error);
-  ProgressEngine::instance().complete(state->request, &state->pool->in_flight());
+  ProgressEngine::instance().complete(state);
 }
 
-// Completion callback of every task (called from inside its client, with the engine's lock held).
-void complete_request(void* user, TaskId, const Completion& completion) noexcept {
-  auto* ticket = static_cast<Ticket*>(user);
-  OffloadRequest* state = ticket->request;
-  if (state == nullptr) return;  // completed already, when its client failed
-  state->client = nullptr;
-  state->pool->executors()[ticket->executor].tickets.erase(state->ticket);  // `ticket` is gone now
+void unlink(OffloadRequest*& list, OffloadRequest* state) noexcept {
+  if (state->prev != nullptr) state->prev->next = state->next;
+  if (state->next != nullptr) state->next->prev = state->prev;
+  if (list == state) list = state->next;
+  state->prev = state->next = nullptr;
+}
+
+void link(OffloadRequest*& list, OffloadRequest* state) noexcept {
+  state->prev = nullptr;
+  state->next = list;
+  if (list != nullptr) list->prev = state;
+  list = state;
+}
+
+// A request's task is done with its connection (whose lock is held): off the pending list, then
+// completed. `tasks` counts it out first, since the request may be reused once it completes.
+void finish_pending(Connection& connection, OffloadRequest* state, const Completion& completion) noexcept {
+  unlink(connection.pending, state);
+  state->connection.store(nullptr, std::memory_order_relaxed);
+  connection.tasks.fetch_sub(1, std::memory_order_relaxed);
   finish(state, completion);
 }
 
@@ -104,32 +117,44 @@ void fill_status(MPI_Status* status, MPI_Count bytes, bool cancelled, int tag, i
 
 int query_request(void* extra, MPI_Status* status) noexcept {
   auto* state = static_cast<OffloadRequest*>(extra);
+  (void)state->done.load(std::memory_order_acquire);  // pairs with complete(): see OffloadRequest::done
   const int rc = guarded_callback("query", fault::Point::grequest_query, [&] {
     fill_status(status, static_cast<MPI_Count>(state->completion.out_bytes), state->completion.cancelled,
                 state->completion.function_return, state->error);
     return state->error;
   });
   if (rc != state->error) fill_status(status, 0, false, 0, rc);  // the callback failed
+  // Open MPI may run free_request on another thread (the one that called MPI_Grequest_complete
+  // drops the last reference), ordered after this one by its own atomics: release the reads above
+  // to free_request's acquire, where TSan can see it, before the state is recycled.
+  state->done.store(true, std::memory_order_release);
   return rc;
 }
 
 int free_request(void* extra) noexcept {
-  const std::unique_ptr<OffloadRequest> state(static_cast<OffloadRequest*>(extra));  // freed whatever happens
-  return guarded_callback("free", fault::Point::grequest_free, [] { return MPI_SUCCESS; });
+  auto* state = static_cast<OffloadRequest*>(extra);
+  (void)state->done.load(std::memory_order_acquire);  // a request freed unqueried: see OffloadRequest::done
+  const int rc = guarded_callback("free", fault::Point::grequest_free, [] { return MPI_SUCCESS; });
+  RequestCache::instance().give_back(state);  // recycled whatever happens
+  return rc;
 }
 
 int cancel_request(void* extra, int complete) noexcept {
   return guarded_callback("cancel", fault::Point::grequest_cancel, [&] {
     auto* state = static_cast<OffloadRequest*>(extra);
-    if (complete || state->client == nullptr) return MPI_SUCCESS;
+    if (complete) return MPI_SUCCESS;
+    // The request is not complete, so it is not recycled either: its connection, when it has
+    // one, stays valid while this (the application's) thread waits for its lock.
+    Connection* connection = state->connection.load(std::memory_order_relaxed);
+    if (connection == nullptr) return MPI_SUCCESS;
     ProgressEngine& engine = ProgressEngine::instance();
-    std::lock_guard lock(engine.mutex());
-    // Succeeds only for a task still waiting in the client; it then completes (cancelled) at once,
-    // on this (the application's) thread.
-    engine.progress_on_application_thread_locked();
-    if (state->client == nullptr) return MPI_SUCCESS;  // it completed meanwhile
-    state->pool->use_client(state->ticket->executor, [&](Client& client) { client.cancel(state->task); });
-    engine.progress_on_application_thread_locked();
+    {
+      std::lock_guard lock(connection->mutex);
+      if (state->connection.load(std::memory_order_relaxed) != connection) return MPI_SUCCESS;  // completed meanwhile
+      // Succeeds only for a task still waiting in the client; it then completes (cancelled).
+      connection->use([&](Client& client) { client.cancel(state->task); });
+    }
+    engine.progress_on_application_thread(false);  // this is the application's thread: complete it now
     return MPI_SUCCESS;
   });
 }
@@ -169,14 +194,15 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
     if (settings_.scope == Scope::node && !local) continue;
     const bool mine = own_card && *own_card == text;
     try {
-      Executor executor;
-      executor.client = std::make_unique<Client>(Client::connect(mine ? own_reference : text, token, options));
-      executor.local = local;
-      executors_.push_back(std::move(executor));
-      const int workers = static_cast<int>(executors_.back().client->workers());
+      auto connection = std::make_unique<Connection>();
+      connection->client = std::make_unique<Client>(Client::connect(mine ? own_reference : text, token, options));
+      connection->local = local;
+      connection->host = card.host;
+      connection->workers = connection->client->workers();
+      const int workers = static_cast<int>(connection->workers);
       logger("sidecore.mpi")->debug("pool: executor {} on {} ({}), {} worker(s) over {}", id, card.host,
-                                    local ? "this node" : "another node", workers,
-                                    executors_.back().client->provider());
+                                    local ? "this node" : "another node", workers, connection->client->provider());
+      owned_.push_back(std::move(connection));
       total_workers_ += workers;
       if (local) local_workers_ += workers;
     } catch (const Error& e) {
@@ -194,16 +220,20 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
   // A refused token is a broken job setup, not a missing executor: every rank fails alike.
   MPI_Allreduce(MPI_IN_PLACE, &refused, 1, MPI_INT, MPI_MAX, comm_);
   if (refused) {
-    executors_.clear();
+    owned_.clear();
     MPI_Comm_free(&comm_);
     throw PoolError(ErrorKind::auth, refusal.empty() ? "an executor refused another rank's token" : refusal);
   }
   // Node-local executors first: they are tried first when picking one.
-  std::stable_partition(executors_.begin(), executors_.end(), [](const Executor& e) { return e.local; });
+  std::stable_partition(owned_.begin(), owned_.end(), [](const auto& c) { return c->local; });
+  for (size_t i = 0; i < owned_.size(); ++i) {
+    owned_[i]->index = i;
+    connections_.push_back(owned_[i].get());
+  }
 }
 
 Pool::~Pool() noexcept {
-  executors_.clear();
+  owned_.clear();  // only when the engine never took them
   if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
@@ -212,7 +242,7 @@ std::unique_ptr<OffloadFunction> Pool::lookup(const std::string& library, const 
   function->pool = this;
   function->library = library;
   function->symbol = symbol;
-  if (executors_.empty()) {
+  if (connections_.empty()) {
     if (settings_.fallback == Fallback::error) return function;  // submit reports NO_EXECUTOR
     function->local_library = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (function->local_library == nullptr) {
@@ -225,40 +255,43 @@ std::unique_ptr<OffloadFunction> Pool::lookup(const std::string& library, const 
     }
     return function;
   }
-  std::lock_guard lock(ProgressEngine::instance().mutex());
-  function->remote.resize(executors_.size());  // a failed executor keeps an invalid Function: never picked
-  for (size_t i = 0; i < executors_.size(); ++i) {
-    if (executors_[i].failed) continue;
+  function->remote.resize(connections_.size());  // a failed connection keeps an invalid Function: never picked
+  for (size_t i = 0; i < connections_.size(); ++i) {
+    Connection& connection = *connections_[i];
+    std::lock_guard lock(connection.mutex);
+    if (connection.failed.load(std::memory_order_relaxed)) continue;
     try {
-      function->remote[i] = executors_[i].client->lookup(library, symbol);
+      function->remote[i] = connection.client->lookup(library, symbol);
     } catch (const Error& e) {
       throw PoolError(e.kind(), e.what());  // the executor answered: it is fine
     } catch (const std::exception& e) {
-      fail_executor(i, e.what());
+      connection.fail(e.what());
       throw;
     }
   }
   return function;
 }
 
-std::optional<size_t> Pool::pick_executor() noexcept {
-  // The first (node-local) executor with room on its workers; otherwise the least loaded per worker.
-  // Executors that died are skipped while any other is left (their tasks fail with EXECUTOR_LOST);
-  // a crashed worker does not make its executor lost (its supervisor replaces it, and the client
-  // greets the new one). Executors whose client failed are never picked.
+std::optional<size_t> Pool::pick_connection() const noexcept {
+  // The first (node-local) connection with room on its workers; otherwise the least loaded per
+  // worker. Lost executors are skipped while any other is left (their tasks fail with
+  // EXECUTOR_LOST); a crashed worker does not make its executor lost (its supervisor replaces
+  // it, and the client greets the new one from its progress). Failed connections are never
+  // picked.
+  if (connections_.size() == 1) {  // the common case: one executor on the node
+    if (connections_[0]->failed.load(std::memory_order_relaxed)) return std::nullopt;
+    return 0;
+  }
   std::optional<size_t> best, usable;
   double best_load = 1e300;
-  for (size_t i = 0; i < executors_.size(); ++i) {
-    bool alive = false;
-    double load = 0;
-    const bool ok = use_client(i, [&](Client& client) {
-      alive = !client.executor_lost() || client.reconnect();
-      load = static_cast<double>(client.in_flight()) / static_cast<double>(std::max<size_t>(client.workers(), 1));
-    });
-    if (!ok) continue;
+  for (size_t i = 0; i < connections_.size(); ++i) {
+    const Connection& connection = *connections_[i];
+    if (connection.failed.load(std::memory_order_relaxed)) continue;
     if (!usable) usable = i;
-    if (!alive) continue;
-    if (executors_[i].local && load < 2.0) return i;
+    if (connection.executor_lost.load(std::memory_order_relaxed)) continue;
+    const double load = static_cast<double>(connection.tasks.load(std::memory_order_relaxed)) /
+                        static_cast<double>(std::max<size_t>(connection.workers, 1));
+    if (connection.local && load < 2.0) return i;
     if (load < best_load) {
       best_load = load;
       best = i;
@@ -267,88 +300,159 @@ std::optional<size_t> Pool::pick_executor() noexcept {
   return best ? best : usable;
 }
 
-int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, void* out, size_t out_capacity,
-                 MPI_Request* request) {
-  if (executors_.empty() && function.local == nullptr) return error_code(ErrorKind::no_executor);
-  auto state = std::make_unique<OffloadRequest>();
-  state->pool = this;
-  ProgressEngine& engine = ProgressEngine::instance();
-  std::unique_lock lock(engine.mutex());
-  // Everything that can fail happens before the request starts: a started request always completes.
-  engine.reserve_completion();
-  std::optional<size_t> index;
-  if (function.local == nullptr) {
-    index = pick_executor();
-    if (!index) return error_code(ErrorKind::executor_lost);  // every executor's client has failed
-    auto& tickets = executors_[*index].tickets;
-    state->ticket = tickets.insert(tickets.end(), Ticket{state.get(), *index});
-  }
-  int rc = MPI_Grequest_start(query_request, free_request, cancel_request, state.get(), &state->request);
-  if (rc != MPI_SUCCESS) {
-    if (index) executors_[*index].tickets.erase(state->ticket);
-    return rc;
-  }
-  *request = state->request;
-  OffloadRequest* raw = state.release();  // owned by the request now; free_request deletes it
-  engine.started(in_flight_);
+namespace {
 
-  if (function.local != nullptr) {  // the inline fallback: run here, complete at once
-    size_t out_bytes = 0;
-    const int value = function.local(in_bytes ? in : nullptr, in_bytes, out_capacity ? out : nullptr, out_capacity,
-                                     &out_bytes);
-    const bool ok = value == 0 && out_bytes <= out_capacity;
-    finish(raw, Completion{ok ? ErrorKind::none : ErrorKind::function, value, ok ? out_bytes : 0, false});
-    engine.progress_on_application_thread_locked();  // this is the application's thread: complete now
-    return MPI_SUCCESS;
-  }
-  raw->client = executors_[*index].client.get();
-  // A client that throws here fails its executor, which completes this request with EXECUTOR_LOST.
-  use_client(*index, [&](Client& client) {
-    const TaskId task =
-        client.submit(function.remote[*index], in, in_bytes, out, out_capacity, complete_request, &*raw->ticket);
-    if (raw->client != nullptr) raw->task = task;  // else it completed inside submit
-  });
-  engine.progress_on_application_thread_locked(false);  // completes anything the submit finished at once
-  lock.unlock();
-  engine.submitted();
+// A recycled request for a submit on `connection` (whose lock is held), or a new one.
+OffloadRequest* take_request(Connection& connection) {
+  if (connection.spare == nullptr) connection.spare = RequestCache::instance().take_all();
+  OffloadRequest* state = connection.spare;
+  if (state == nullptr) return new OffloadRequest();  // recycled, never freed: see RequestCache
+  connection.spare = state->next;
+  state->next = nullptr;
+  state->completion = Completion{};
+  state->error = MPI_SUCCESS;
+  state->task = kNoTask;
+  state->done.store(false, std::memory_order_relaxed);
+  return state;
+}
+
+// The inline fallback (no executor at all): runs the function here and completes at once.
+int run_inline(OffloadFunction& function, std::atomic<size_t>& pool_in_flight, const void* in, size_t in_bytes,
+               void* out, size_t out_capacity, MPI_Request* request) {
+  ProgressEngine& engine = ProgressEngine::instance();
+  auto state = std::make_unique<OffloadRequest>();
+  state->pool_in_flight = &pool_in_flight;
+  const int rc = MPI_Grequest_start(query_request, free_request, cancel_request, state.get(), &state->request);
+  if (rc != MPI_SUCCESS) return rc;
+  *request = state->request;
+  OffloadRequest* raw = state.release();  // owned by the request now; free_request recycles it
+  engine.started(pool_in_flight);
+  size_t out_bytes = 0;
+  const int value = function.local(in_bytes ? in : nullptr, in_bytes, out_capacity ? out : nullptr, out_capacity,
+                                   &out_bytes);
+  const bool ok = value == 0 && out_bytes <= out_capacity;
+  finish(raw, Completion{ok ? ErrorKind::none : ErrorKind::function, value, ok ? out_bytes : 0, false});
+  engine.progress_on_application_thread(false);  // this is the application's thread: complete now
   return MPI_SUCCESS;
 }
 
-void Pool::fail_executor(size_t index, std::string_view why) noexcept {
-  Executor& executor = executors_[index];
-  if (executor.failed) return;
-  executor.failed = true;
-  try {
-    logger("sidecore.mpi")->error("the client of executor {} on {} failed ({}): its tasks complete with "
-                                  "EXECUTOR_LOST, and this pool no longer uses it",
-                                  index, executor.client->executor_host(), why);
-  } catch (...) {
-  }
-  if (ProgressEngine::instance().release_later(this, index, *executor.client)) return;  // the thread sleeps on it
-  release_failed_client(index);
-}
+}  // namespace
 
-void Pool::release_failed_client(size_t index) noexcept {
-  Executor& executor = executors_[index];
-  // Its destructor may still complete tasks through complete_request, with their results.
-  executor.client.reset();
-  for (Ticket& ticket : executor.tickets) {
-    if (ticket.request == nullptr) continue;
-    OffloadRequest* state = std::exchange(ticket.request, nullptr);
-    state->client = nullptr;
-    finish(state, Completion{ErrorKind::executor_lost, 0, 0, false});
+int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, void* out, size_t out_capacity,
+                 MPI_Request* request) {
+  if (connections_.empty() && function.local == nullptr) return error_code(ErrorKind::no_executor);
+  ProgressEngine& engine = ProgressEngine::instance();
+  if (function.local != nullptr) return run_inline(function, in_flight_, in, in_bytes, out, out_capacity, request);
+  const std::optional<size_t> index = pick_connection();
+  if (!index) return error_code(ErrorKind::executor_lost);  // every connection's client has failed
+  Connection& connection = *connections_[*index];
+  {
+    // The one lock of a submit: this connection's. Everything that can fail happens before the
+    // request starts: a started request always completes.
+    std::lock_guard lock(connection.mutex);
+    if (connection.failed.load(std::memory_order_relaxed)) return error_code(ErrorKind::executor_lost);
+    OffloadRequest* state = take_request(connection);
+    state->pool_in_flight = &in_flight_;
+    const int rc = MPI_Grequest_start(query_request, free_request, cancel_request, state, &state->request);
+    if (rc != MPI_SUCCESS) {
+      state->next = connection.spare;
+      connection.spare = state;
+      return rc;
+    }
+    *request = state->request;
+    engine.started(in_flight_);
+    link(connection.pending, state);
+    state->connection.store(&connection, std::memory_order_relaxed);
+    connection.tasks.fetch_add(1, std::memory_order_relaxed);
+    // A client that throws here fails the connection, which completes this request with
+    // EXECUTOR_LOST; one that completes the task at once hands it back right away.
+    connection.use([&](Client& client) {
+      state->task = client.submit_handed_back(function.remote[*index], in, in_bytes, out, out_capacity, state);
+      if (state->task == kNoTask && state->connection.load(std::memory_order_relaxed) == &connection) {
+        finish_pending(connection, state, Completion{ErrorKind::executor_lost, 0, 0, false});  // no slot left
+      }
+    });
   }
-  executor.tickets.clear();  // the client is gone: no callback can come for them any more
+  engine.progress_on_application_thread(false);  // completes anything the submit finished at once
+  engine.submitted();
+  return MPI_SUCCESS;
 }
 
 void Pool::drain() {
   ProgressEngine& engine = ProgressEngine::instance();
   while (in_flight_.load(std::memory_order_acquire) > 0) {
-    {
-      std::unique_lock lock(engine.mutex(), std::try_to_lock);
-      if (lock.owns_lock()) engine.progress_on_application_thread_locked();
-    }
+    engine.progress_on_application_thread();
     std::this_thread::yield();
+  }
+}
+
+RequestCache& RequestCache::instance() {
+  static RequestCache* cache = new RequestCache();  // never destroyed: requests outlive pools and main
+  return *cache;
+}
+
+void RequestCache::give_back(OffloadRequest* request) noexcept {
+  OffloadRequest* head = returned_.load(std::memory_order_relaxed);
+  do {
+    request->next = head;
+  } while (!returned_.compare_exchange_weak(head, request, std::memory_order_release, std::memory_order_relaxed));
+}
+
+void Connection::deliver_completions() noexcept {
+  // `completed` is empty here, so it swaps its storage with the client's: nothing to copy.
+  try {
+    if (client) client->take_completions(completed);
+  } catch (...) {
+    return;  // they stay in the client for the next time
+  }
+  for (const TaskCompletion& done : completed) {
+    auto* state = static_cast<OffloadRequest*>(done.user);
+    if (state->connection.load(std::memory_order_relaxed) != this) continue;  // completed already, when the client failed
+    finish_pending(*this, state, done.completion);
+  }
+  completed.clear();
+}
+
+void Connection::fail(std::string_view why) noexcept {
+  if (failed.exchange(true, std::memory_order_relaxed)) return;
+  try {
+    logger("sidecore.mpi")->error("the client of executor {} on {} failed ({}): its tasks complete with "
+                                  "EXECUTOR_LOST, and this pool no longer uses it",
+                                  index, host, why);
+  } catch (...) {
+  }
+  if (thread_sleeping) {  // the progress thread sleeps in the client: it releases it once awake
+    release_on_waking = true;
+    client->interrupt_sleep();
+    return;
+  }
+  release_failed_client();
+}
+
+void Connection::release_failed_client() noexcept {
+  if (!client) return;
+  deliver_completions();  // what it handed back before it failed keeps its result
+  client.reset();  // no byte lands in a task's buffers after this
+  while (pending != nullptr) finish_pending(*this, pending, Completion{ErrorKind::executor_lost, 0, 0, false});
+}
+
+void Connection::retire() noexcept {
+  failed.store(true, std::memory_order_relaxed);  // quietly: nothing uses it any more
+  release_failed_client();  // nothing is pending after a drain; anything left completes all the same
+  while (spare != nullptr) {
+    OffloadRequest* next = spare->next;
+    RequestCache::instance().give_back(spare);
+    spare = next;
+  }
+  std::vector<TaskCompletion>().swap(completed);
+}
+
+Connection::~Connection() noexcept {
+  // The pool has drained: nothing is pending. Its recycled requests go back to the cache.
+  while (spare != nullptr) {
+    OffloadRequest* next = spare->next;
+    RequestCache::instance().give_back(spare);
+    spare = next;
   }
 }
 

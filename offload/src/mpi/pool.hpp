@@ -4,7 +4,7 @@
 #include <mpi.h>
 
 #include <atomic>
-#include <list>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -29,25 +29,82 @@ class PoolError : public std::runtime_error {
 };
 
 class Pool;
-struct OffloadRequest;
+struct Connection;
 
-// What a task's completion callback carries: its request, or null once the pool has completed the
-// request without the client (the client failed). The executor owns its tickets and outlives its
-// client, so the late callbacks a failed client makes from its destructor land here harmlessly.
-struct Ticket {
-  OffloadRequest* request = nullptr;
-  size_t executor = 0;  // the index of its executor in the pool
-};
-
-// What a generalized request carries: set by the completion callback, read by query_fn.
+// What a generalized request carries. Recycled, never freed: free_request() gives it back to the
+// process-wide RequestCache, and the next submit takes it again, so a submit allocates nothing.
 struct OffloadRequest {
   MPI_Request request = MPI_REQUEST_NULL;
-  Pool* pool = nullptr;
-  Client* client = nullptr;         // null once the task is done with its client
-  std::list<Ticket>::iterator ticket;  // its ticket, while client is set
+  std::atomic<size_t>* pool_in_flight = nullptr;  // its pool's count (pools outlive their tasks)
+  // While its task is with that connection's client; written under the connection's lock (and
+  // read without it only by cancel_request, to find the lock).
+  std::atomic<Connection*> connection{nullptr};
+  OffloadRequest* prev = nullptr;    // in the connection's list of pending requests
+  OffloadRequest* next = nullptr;    // ... or, once done, in the cache or the deferred list
   TaskId task = kNoTask;
   Completion completion;
   int error = MPI_SUCCESS;
+  // Set (release) after completion and error are written, read (acquire) by query_request; set
+  // again by query_request and read by free_request. MPI's own hand-overs between the completing,
+  // the waiting and the freeing thread happen inside uninstrumented libraries, invisible to TSan.
+  std::atomic<bool> done{false};
+};
+
+// The recycled OffloadRequests: any thread gives one back (a lock-free push), and a thread that
+// holds a connection's lock takes them all at once into that connection's own list (an exchange).
+// Push-only producers and take-all consumers make the stack immune to ABA.
+class RequestCache {
+ public:
+  static RequestCache& instance();
+  void give_back(OffloadRequest* request) noexcept;
+  OffloadRequest* take_all() noexcept { return returned_.exchange(nullptr, std::memory_order_acquire); }
+
+ private:
+  std::atomic<OffloadRequest*> returned_{nullptr};
+};
+
+// One executor's client and everything that goes with it. The progress engine owns the
+// connections of every registered pool (and keeps them, retired, after the pool is gone); a pool
+// points at its own.
+//
+// Locking: `mutex` guards the client and the fields up to `thread_sleeping`. It is held only for
+// a call into the client and the bookkeeping around it, never across a sleep; it is the only
+// lock a submit takes (one per connection, so one submitting thread never meets another lock).
+// The atomics below it are snapshots that submit reads without the lock to pick a connection.
+struct Connection {
+  std::mutex mutex;
+  std::unique_ptr<Client> client;      // null once it has failed and been released
+  OffloadRequest* pending = nullptr;   // requests whose task is with the client (a list)
+  OffloadRequest* spare = nullptr;     // recycled requests taken from the cache
+  std::vector<TaskCompletion> completed;  // what the client handed back, being delivered
+  bool thread_sleeping = false;   // the progress thread sleeps on the client (outside the lock)
+  bool release_on_waking = false;  // ... and releases it once awake: it failed meanwhile
+  std::atomic<bool> failed{false};         // the client threw: no longer used
+  std::atomic<bool> executor_lost{false};  // its executor died (the client's executor_lost())
+  std::atomic<size_t> tasks{0};            // tasks in flight on it
+  bool local = false;
+  size_t workers = 0;
+  size_t index = 0;   // in its pool, for the logs
+  size_t table_slot = 0;  // in the progress engine's table
+  std::string host;   // its executor's host, for the logs
+
+  // Runs `call` on the client and delivers what it handed back; whatever it throws fails the
+  // connection. The lock must be held. False when the connection has failed (now or before).
+  template <class Call>
+  bool use(Call&& call) noexcept;
+  // Takes the client's completions and completes their requests. The lock must be held.
+  void deliver_completions() noexcept;
+  // The client threw (`why`): stops using it; releases it now, or has the sleeping progress
+  // thread release it once awake. The lock must be held.
+  void fail(std::string_view why) noexcept;
+  // Destroys a failed client, then completes its pending requests with EXECUTOR_LOST: in that
+  // order, so that no result lands in a buffer after its request has completed. The lock must be
+  // held, and no thread may be inside the client.
+  void release_failed_client() noexcept;
+  // Its pool is going (drained): destroys the client and keeps nothing that costs memory. The
+  // lock must be held.
+  void retire() noexcept;
+  ~Connection() noexcept;
 };
 
 class OffloadFunction;
@@ -61,71 +118,57 @@ class Pool {
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
-  struct Executor {
-    std::list<Ticket> tickets;  // its tasks not yet completed; declared first, so destroyed last
-    std::unique_ptr<Client> client;  // null once it has failed and been released
-    bool local = false;
-    // Its client threw: the pool no longer calls it, and its tasks complete with EXECUTOR_LOST.
-    bool failed = false;
-  };
-
   // The pool's private copy of the communicator, for its own collectives.
   MPI_Comm comm() const noexcept { return comm_; }
   // The communicator the pool was created on: errors go through its current error handler.
   MPI_Comm user_comm() const noexcept { return user_comm_; }
   const PoolSettings& settings() const noexcept { return settings_; }
-  std::vector<Executor>& executors() noexcept { return executors_; }
+  // Its connections, node-local ones first; owned by the progress engine once registered.
+  const std::vector<Connection*>& connections() const noexcept { return connections_; }
+  // Hands the connections over to the progress engine (ProgressEngine::add).
+  std::vector<std::unique_ptr<Connection>> release_connections() noexcept { return std::move(owned_); }
   int local_workers() const noexcept { return local_workers_; }
   int total_workers() const noexcept { return total_workers_; }
   // Tasks submitted and not yet delivered to their request.
   std::atomic<size_t>& in_flight() noexcept { return in_flight_; }
 
   // Resolves a function on every executor (or in this process when there is none and the
-  // fallback is inline). Throws PoolError. Takes the progress lock itself.
+  // fallback is inline). Throws PoolError. Takes each connection's lock itself.
   std::unique_ptr<OffloadFunction> lookup(const std::string& library, const std::string& symbol);
   // Starts a task and its generalized request; returns an MPI error code (MPI_SUCCESS).
   int submit(OffloadFunction& function, const void* in, size_t in_bytes, void* out, size_t out_capacity,
              MPI_Request* request);
   // Makes progress until no task of this pool is in flight.
   void drain();
-  // After the client of executor `index` threw (`why`): stops using it, destroys it and completes
-  // its pending tasks with EXECUTOR_LOST; if the progress thread sleeps on it, wakes the thread,
-  // which finishes the job (release_failed_client). The engine's lock must be held.
-  void fail_executor(size_t index, std::string_view why) noexcept;
-  // Destroys a failed executor's client, then completes its pending tasks with EXECUTOR_LOST: in
-  // that order, so that no result lands in a buffer (inline, or by RMA) after its request has
-  // completed. The engine's lock must be held, and no thread may be using the client.
-  void release_failed_client(size_t index) noexcept;
-  // Runs `call` on executor `index`'s client; whatever it throws fails the executor. The engine's
-  // lock must be held. False when the executor has failed (now or before).
-  template <class Call>
-  bool use_client(size_t index, Call&& call) noexcept;
 
  private:
-  // The executor for the next task; none when every executor's client has failed.
-  std::optional<size_t> pick_executor() noexcept;
+  // The connection for the next task, from the snapshots only (no lock, no call into a client:
+  // noticing a lost executor and greeting replaced workers is the progress side's job); none
+  // when every connection has failed.
+  std::optional<size_t> pick_connection() const noexcept;
 
   MPI_Comm user_comm_ = MPI_COMM_NULL;
   MPI_Comm comm_ = MPI_COMM_NULL;
   PoolSettings settings_;
-  std::vector<Executor> executors_;
+  std::vector<std::unique_ptr<Connection>> owned_;  // until the engine takes them
+  std::vector<Connection*> connections_;
   int local_workers_ = 0;
   int total_workers_ = 0;
   std::atomic<size_t> in_flight_{0};
-  size_t next_executor_ = 0;
 };
 
 template <class Call>
-bool Pool::use_client(size_t index, Call&& call) noexcept {
-  Executor& executor = executors_[index];
-  if (executor.failed) return false;
+bool Connection::use(Call&& call) noexcept {
+  if (failed.load(std::memory_order_relaxed)) return false;
   try {
-    call(*executor.client);
+    call(*client);
+    deliver_completions();
+    executor_lost.store(client->executor_lost(), std::memory_order_relaxed);
     return true;
   } catch (const std::exception& e) {
-    fail_executor(index, e.what());
+    fail(e.what());
   } catch (...) {
-    fail_executor(index, "unknown exception");
+    fail("unknown exception");
   }
   return false;
 }
@@ -134,7 +177,7 @@ class OffloadFunction {
  public:
   Pool* pool = nullptr;
   std::string library, symbol;
-  std::vector<Function> remote;               // per executor of the pool
+  std::vector<Function> remote;               // per connection of the pool
   sidecore_function_t local = nullptr;        // the inline fallback
   void* local_library = nullptr;              // its dlopen handle
   ~OffloadFunction() noexcept;

@@ -3,7 +3,9 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "fault_injection.hpp"
@@ -19,9 +21,6 @@ constexpr auto kHookActiveWindow = std::chrono::milliseconds(1);
 constexpr auto kSleepTimeout = std::chrono::milliseconds(100);
 // After the progress thread failed outside any client: not a busy loop if it keeps failing.
 constexpr auto kRetryPause = std::chrono::milliseconds(10);
-
-// Set while the current thread is the application's, running the hook or a blocking MPIX call.
-thread_local bool on_application_thread = false;
 
 // Open MPI's progress-callback registration (libopen-pal), looked up at run time so the library
 // also loads under other MPIs. Open MPI 4.1 (libopen-pal.so.40) and 5.0 (libopen-pal.so.80, still a
@@ -49,15 +48,27 @@ ProgressEngine& ProgressEngine::instance() {
   return *engine;
 }
 
+bool ProgressEngine::on_progress_thread() const noexcept {
+  // No thread_local: in a shared library each access to one is a call (__tls_get_addr), and this
+  // runs on every completion.
+  return thread_id_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+}
+
 void ProgressEngine::add(Pool* pool) {
   std::lock_guard lock(mutex_);
+  const size_t end = table_end_.load(std::memory_order_relaxed);
+  size_t free_slots = kMaxConnections - end;
+  for (size_t i = 0; i < end; ++i) free_slots += table_[i].load(std::memory_order_relaxed) == nullptr ? 1 : 0;
+  if (free_slots < pool->connections().size()) throw std::length_error("too many executor connections in this process");
+  pools_.reserve(pools_.size() + 1);
+  connections_.reserve(connections_.size() + pool->connections().size());
   pools_.push_back(pool);
   if (pools_.size() == 1) {
     stop_ = false;
     try {
       thread_ = std::thread([this] { run(); });
     } catch (...) {
-      pools_.pop_back();  // the caller destroys the pool
+      pools_.pop_back();  // the caller destroys the pool, with its connections
       throw;
     }
     if (auto register_callback = opal_function("opal_progress_register")) {
@@ -70,28 +81,55 @@ void ProgressEngine::add(Pool* pool) {
     MPI_Query_thread(&level);
     defer_off_thread_ = hook_registered_ && level < MPI_THREAD_MULTIPLE;
   }
+  // Nothing below throws: room was checked and reserved.
+  for (auto& connection : pool->release_connections()) {
+    size_t slot = 0;
+    while (slot < table_end_.load(std::memory_order_relaxed) && table_[slot].load(std::memory_order_relaxed) != nullptr) {
+      ++slot;
+    }
+    connection->table_slot = slot;
+    table_[slot].store(connection.get(), std::memory_order_release);
+    if (slot == table_end_.load(std::memory_order_relaxed)) table_end_.store(slot + 1, std::memory_order_release);
+    connections_.push_back(std::move(connection));
+  }
 }
 
 void ProgressEngine::remove(Pool* pool) {
   std::thread finished;
   {
-    std::lock_guard lock(mutex_);
-    std::erase(pools_, pool);
-    if (!pools_.empty()) return;
-    if (hook_registered_) {
-      if (auto unregister = opal_function("opal_progress_unregister")) unregister(&ProgressEngine::opal_hook);
-      hook_registered_ = false;
+    std::unique_lock lock(mutex_);
+    const auto& mine = pool->connections();
+    const auto is_mine = [&](const Connection* c) { return std::find(mine.begin(), mine.end(), c) != mine.end(); };
+    // The thread may still sleep on one of them (its tasks completed through the hook): wake it,
+    // and wait until it is out of the client.
+    while (sleeping_on_ != nullptr && is_mine(sleeping_on_)) {
+      {
+        std::lock_guard connection_lock(sleeping_on_->mutex);
+        if (sleeping_on_->client) sleeping_on_->client->interrupt_sleep();
+      }
+      thread_back_.wait_for(lock, std::chrono::milliseconds(1));
     }
-    stop_ = true;
-    finished = std::move(thread_);
+    for (Connection* connection : mine) {
+      table_[connection->table_slot].store(nullptr, std::memory_order_release);
+      // A hook that found it in the table just before holds its lock, or finds it retired.
+      std::lock_guard connection_lock(connection->mutex);
+      connection->retire();
+    }
+    std::erase(pools_, pool);
+    if (pools_.empty()) {
+      if (hook_registered_) {
+        if (auto unregister = opal_function("opal_progress_unregister")) unregister(&ProgressEngine::opal_hook);
+        hook_registered_ = false;
+      }
+      stop_ = true;
+      finished = std::move(thread_);
+    }
   }
   idle_.notify_all();
-  if (finished.joinable()) finished.join();
-}
-
-void ProgressEngine::reserve_completion() {
-  // deferred_ never holds more than the tasks in flight (active_), the new one included.
-  deferred_.reserve(active_.load(std::memory_order_relaxed) + 1);
+  if (finished.joinable()) {
+    finished.join();
+    thread_id_.store(std::thread::id{}, std::memory_order_relaxed);  // a new thread may get its id
+  }
 }
 
 void ProgressEngine::started(std::atomic<size_t>& pool_in_flight) noexcept {
@@ -118,49 +156,65 @@ bool ProgressEngine::application_polled_since(uint64_t& seen) const noexcept {
   return polled;
 }
 
-size_t ProgressEngine::progress_locked() noexcept {
-  const auto point = on_application_thread ? fault::Point::progress_hook : fault::Point::progress_thread;
+size_t ProgressEngine::progress_connections(bool try_only) noexcept {
+  const auto point = try_only ? fault::Point::progress_hook : fault::Point::progress_thread;
   size_t events = 0;
-  for (Pool* pool : pools_) {
-    for (size_t i = 0; i < pool->executors().size(); ++i) {
-      pool->use_client(i, [&](Client& client) {
-        fault::inject(point);
-        events += client.progress();
-      });
+  const size_t end = table_end_.load(std::memory_order_acquire);
+  for (size_t i = 0; i < end; ++i) {
+    Connection* connection = table_[i].load(std::memory_order_acquire);
+    if (connection == nullptr) continue;
+    std::unique_lock lock(connection->mutex, std::defer_lock);
+    if (try_only) {
+      if (!lock.try_lock()) continue;  // a submit or the thread is on it: it makes the progress
+    } else {
+      lock.lock();
     }
+    connection->use([&](Client& client) {
+      fault::inject(point);
+      events += client.progress(connection->completed);
+    });
   }
   return events;
 }
 
-size_t ProgressEngine::progress_on_application_thread_locked(bool poll_clients) noexcept {
-  note_application_poll();
-  on_application_thread = true;
-  size_t events = deferred_.size();
-  for (const Deferred& done : deferred_) {
-    MPI_Grequest_complete(done.request);
-    done.pool_in_flight->fetch_sub(1, std::memory_order_release);
+size_t ProgressEngine::complete_deferred() noexcept {
+  if (deferred_.load(std::memory_order_relaxed) == nullptr) return 0;
+  size_t events = 0;
+  for (OffloadRequest* done = deferred_.exchange(nullptr, std::memory_order_acquire); done != nullptr; ++events) {
+    OffloadRequest* next = done->next;  // MPI may free `done` once it completes
+    std::atomic<size_t>* pool_in_flight = done->pool_in_flight;
+    MPI_Grequest_complete(done->request);
+    pool_in_flight->fetch_sub(1, std::memory_order_release);
     active_.fetch_sub(1, std::memory_order_relaxed);
+    done = next;
   }
-  deferred_.clear();
-  if (poll_clients) events += progress_locked();
-  on_application_thread = false;
+  deferred_count_.fetch_sub(events, std::memory_order_relaxed);
   return events;
 }
 
-bool ProgressEngine::release_later(Pool* pool, size_t index, Client& client) noexcept {
-  if (sleeping_on_ != &client) return false;
-  release_on_waking_.emplace(pool, index);  // one client is slept on, so it fails at most once
-  client.interrupt_sleep();
-  return true;
+size_t ProgressEngine::progress_on_application_thread(bool poll_clients) noexcept {
+  note_application_poll();
+  size_t events = complete_deferred();
+  if (poll_clients) {
+    events += progress_connections(true);
+    events += complete_deferred();  // deferred by the thread meanwhile
+  }
+  return events;
 }
 
-void ProgressEngine::complete(MPI_Request request, std::atomic<size_t>* pool_in_flight) noexcept {
-  if (defer_off_thread_ && !on_application_thread) {
-    deferred_.push_back({request, pool_in_flight});  // never allocates: see reserve_completion()
+void ProgressEngine::complete(OffloadRequest* request) noexcept {
+  request->done.store(true, std::memory_order_release);
+  if (defer_off_thread_ && on_progress_thread()) {
+    OffloadRequest* head = deferred_.load(std::memory_order_relaxed);
+    do {
+      request->next = head;
+    } while (!deferred_.compare_exchange_weak(head, request, std::memory_order_release, std::memory_order_relaxed));
+    deferred_count_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
+  std::atomic<size_t>* pool_in_flight = request->pool_in_flight;
   // After this call MPI may free the request (and its state) at any time.
-  MPI_Grequest_complete(request);
+  MPI_Grequest_complete(request->request);
   pool_in_flight->fetch_sub(1, std::memory_order_release);
   active_.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -170,16 +224,12 @@ int ProgressEngine::opal_hook() noexcept {
   // opal_progress runs this on every turn of every MPI wait loop: with no offload request in
   // flight it must cost next to nothing.
   if (engine.active_.load(std::memory_order_relaxed) == 0) return 0;
-  // Noted before the lock: an application polling while the thread holds the lock is polling too.
-  engine.note_application_poll();
-  std::unique_lock lock(engine.mutex_, std::try_to_lock);
-  if (!lock.owns_lock()) return 0;
-  return static_cast<int>(engine.progress_on_application_thread_locked());
+  return static_cast<int>(engine.progress_on_application_thread());
 }
 
 void ProgressEngine::run() noexcept {
-  // Failures of a client are handled inside (its executor fails); anything else must not end the
-  // thread, since requests rely on it: log it once, pause, and go on.
+  // Failures of a client are handled inside (its connection fails); anything else must not end
+  // the thread, since requests rely on it: log it once, pause, and go on.
   bool logged = false;
   for (;;) {
     try {
@@ -195,6 +245,7 @@ void ProgressEngine::run() noexcept {
 }
 
 void ProgressEngine::run_loop() {
+  thread_id_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   std::unique_lock lock(mutex_);
   uint64_t polls_seen = 0;
   auto sleep_unlocked = [&](Sleep kind, std::chrono::nanoseconds timeout) {
@@ -203,7 +254,7 @@ void ProgressEngine::run_loop() {
     thread_sleep_.store(Sleep::awake, std::memory_order_release);
   };
   while (!stop_) {
-    if (progress_locked() > 0) continue;
+    if (progress_connections(false) > 0) continue;
     // The application has been inside MPI since the thread last looked: its own calls (the hook,
     // submit, wait) make progress at polling latency. Look again in a millisecond, in case it
     // goes off to compute.
@@ -213,53 +264,59 @@ void ProgressEngine::run_loop() {
     }
     size_t in_flight = 0;
     for (Pool* pool : pools_) in_flight += pool->in_flight().load(std::memory_order_relaxed);
-    in_flight -= std::min(in_flight, deferred_.size());  // those wait for the application's thread
+    // Those wait for the application's thread.
+    in_flight -= std::min(in_flight, deferred_count_.load(std::memory_order_relaxed));
     if (in_flight == 0) {
       sleep_unlocked(Sleep::long_wait, kSleepTimeout);
       continue;
     }
-    // Arm every client's wake-up, then sleep on the first one's. Several clients (executors) each
-    // get a short sleep, since only one can be waited on at a time.
-    Pool* sleeper_pool = nullptr;
-    size_t sleeper = 0;
+    // Arm every client's wake-up, then sleep on the first one's. Several connections each get a
+    // short sleep, since only one can be waited on at a time.
+    Connection* sleeper = nullptr;
     size_t clients = 0;
     bool may_sleep = true;
-    for (Pool* pool : pools_) {
-      for (size_t i = 0; i < pool->executors().size(); ++i) {
-        if (pool->executors()[i].failed) continue;  // out of the pool: nothing to wait for there
-        const bool ok = pool->use_client(i, [&](Client& client) {
-          ++clients;
-          may_sleep = client.prepare_sleep() && may_sleep;
-          if (sleeper_pool == nullptr && client.in_flight() > 0) {
-            sleeper_pool = pool;
-            sleeper = i;
-          }
-        });
-        may_sleep = may_sleep && ok;  // a client that failed just now completed requests
-      }
+    const size_t end = table_end_.load(std::memory_order_relaxed);
+    for (size_t i = 0; i < end; ++i) {
+      Connection* connection = table_[i].load(std::memory_order_relaxed);  // the table changes under mutex_ only
+      if (connection == nullptr) continue;
+      std::lock_guard connection_lock(connection->mutex);
+      if (connection->failed.load(std::memory_order_relaxed)) continue;  // nothing to wait for there
+      const bool ok = connection->use([&](Client& client) {
+        ++clients;
+        may_sleep = client.prepare_sleep() && may_sleep;
+        if (sleeper == nullptr && client.in_flight() > 0) sleeper = connection;
+      });
+      may_sleep = may_sleep && ok;  // a client that failed just now completed requests
     }
-    if (!may_sleep || sleeper_pool == nullptr) continue;
-    Client& client = *sleeper_pool->executors()[sleeper].client;
-    sleeping_on_ = &client;  // a client failing meanwhile stays alive until the thread is back
+    if (!may_sleep || sleeper == nullptr) continue;
+    {
+      std::lock_guard connection_lock(sleeper->mutex);
+      if (!sleeper->client || sleeper->failed.load(std::memory_order_relaxed)) continue;
+      sleeper->thread_sleeping = true;  // a failure meanwhile leaves the client alive until the thread is back
+    }
+    sleeping_on_ = sleeper;
     lock.unlock();
     std::optional<std::string> failure;
     try {
-      client.sleep(clients > 1 ? std::chrono::microseconds(1000) : std::chrono::microseconds(kSleepTimeout));
+      sleeper->client->sleep(clients > 1 ? std::chrono::microseconds(1000) : std::chrono::microseconds(kSleepTimeout));
     } catch (const std::exception& e) {
       failure = e.what();
     } catch (...) {
       failure = "unknown exception";
     }
     lock.lock();
-    sleeping_on_ = nullptr;
-    const auto registered = [&](Pool* pool) { return std::find(pools_.begin(), pools_.end(), pool) != pools_.end(); };
-    if (release_on_waking_) {
-      // (Its tasks keep the pool from being freed meanwhile; checked all the same.)
-      if (registered(release_on_waking_->first)) release_on_waking_->first->release_failed_client(release_on_waking_->second);
-      release_on_waking_.reset();
-    } else if (failure && registered(sleeper_pool)) {
-      sleeper_pool->fail_executor(sleeper, *failure);
+    {
+      std::lock_guard connection_lock(sleeper->mutex);
+      sleeper->thread_sleeping = false;
+      if (sleeper->release_on_waking) {
+        sleeper->release_on_waking = false;
+        sleeper->release_failed_client();
+      } else if (failure) {
+        sleeper->fail(*failure);
+      }
     }
+    sleeping_on_ = nullptr;
+    thread_back_.notify_all();
   }
 }
 

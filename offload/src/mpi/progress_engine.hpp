@@ -10,8 +10,17 @@
 // stays out of the way: while the application has made an MPI (or MPIX) call in each of the last
 // milliseconds, the thread only naps for a millisecond at a time, arms no doorbell and is not
 // woken by submit, so it costs the rank's core one short wake-up per millisecond instead of one
-// per result. All client access happens under one mutex; the hook only try-locks it, and returns
-// at once (one atomic load) when no offload request is in flight.
+// per result.
+//
+// Locks: each connection (one executor's client) has its own mutex, and a submit takes only that
+// one: a thread that submits alone never meets another thread's lock, and several submitting
+// threads meet only on a connection they share. The hook finds the connections in a table it
+// reads without a lock (entries change under the engine's mutex; a connection is never freed,
+// only retired, so a hook that read an entry just before it changed still holds a valid one) and
+// only try-locks each, so it never blocks an MPI call, and returns at once (one atomic load) when
+// no offload request is in flight. The engine's own mutex guards the table's changes and the
+// thread's state; the thread holds it for its passes. Completed requests go back to a lock-free
+// cache, and requests awaiting the application's thread to a lock-free list.
 //
 // Below MPI_THREAD_MULTIPLE, MPI may only be called from the application's thread, and Open MPI
 // then updates request reference counts without atomics. So at those levels the thread does all
@@ -22,13 +31,13 @@
 
 #include <mpi.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
-#include <optional>
 #include <thread>
-#include <utility>
+#include <memory>
 #include <vector>
 
 #include "sidecore/sidecore.hpp"
@@ -36,37 +45,31 @@
 namespace sidecore::mpi {
 
 class Pool;
+struct Connection;
+struct OffloadRequest;
 
 class ProgressEngine {
  public:
   static ProgressEngine& instance();
 
-  // Registers a pool (starting the thread and the hook with the first one).
+  // Registers a pool and takes its connections (starting the thread and the hook with the first
+  // one).
   void add(Pool* pool);
-  // Unregisters a pool (stopping the thread and the hook with the last one). Call without the lock.
+  // Unregisters a pool and destroys its connections (stopping the thread and the hook with the
+  // last one); the pool has drained.
   void remove(Pool* pool);
-  // The lock around every use of a pool's clients.
-  std::mutex& mutex() noexcept { return mutex_; }
-  // Before a task's request starts, with the lock held: makes room for its completion, so that
-  // complete() never allocates. Throws std::bad_alloc.
-  void reserve_completion();
   // When a task's request has started: counts it in the pool's and the engine's tasks in flight.
   void started(std::atomic<size_t>& pool_in_flight) noexcept;
-  // After a submit, so an idle thread starts watching the new task. Call without the lock.
+  // After a submit, so an idle thread starts watching the new task.
   void submitted() noexcept;
-  // Makes progress on every pool once; the lock must be held. Returns events handled. A client
-  // that throws fails its executor (Pool::fail_executor).
-  size_t progress_locked() noexcept;
-  // progress_locked() on the application's thread: also completes requests the thread deferred.
-  // Without `poll_clients`, only those (after a submit, which has just used the queues).
-  size_t progress_on_application_thread_locked(bool poll_clients = true) noexcept;
-  // When the progress thread sleeps on `client` (outside the lock): wakes it, and has it release
-  // the failed executor `index` of `pool` once it is awake (Pool::release_failed_client). False
-  // when it does not: the caller releases it. The lock must be held.
-  bool release_later(Pool* pool, size_t index, Client& client) noexcept;
-  // Completes a finished request now or, on the progress thread below MPI_THREAD_MULTIPLE, queues
-  // it for the application's thread. The lock must be held.
-  void complete(MPI_Request request, std::atomic<size_t>* pool_in_flight) noexcept;
+  // Completes a finished request (its completion and error are filled) now or, on the progress
+  // thread below MPI_THREAD_MULTIPLE, queues it for the application's thread. After this the
+  // request may be freed at any time.
+  void complete(OffloadRequest* request) noexcept;
+  // On the application's thread (any thread but the progress thread): completes the requests the
+  // thread deferred and, with `poll_clients`, makes progress on every connection whose lock is
+  // free. Returns events.
+  size_t progress_on_application_thread(bool poll_clients = true) noexcept;
 
  private:
   ProgressEngine() = default;
@@ -74,24 +77,35 @@ class ProgressEngine {
   void run() noexcept;
   void run_loop();
   static int opal_hook() noexcept;
+  // Whether the caller is the progress thread (everyone else is the application).
+  bool on_progress_thread() const noexcept;
+  // Progress on every connection: blocking on their locks (the thread) or not (the hook).
+  size_t progress_connections(bool try_only) noexcept;
+  size_t complete_deferred() noexcept;
   // The application's thread is inside an MPI or MPIX call.
   void note_application_poll() noexcept;
   // Whether it has been since the count was `seen` (which this updates).
   bool application_polled_since(uint64_t& seen) const noexcept;
 
-  struct Deferred {
-    MPI_Request request;
-    std::atomic<size_t>* pool_in_flight;
-  };
-  std::mutex mutex_;
-  std::vector<Deferred> deferred_;  // completed tasks whose MPI_Grequest_complete is still due
-  bool defer_off_thread_ = false;   // below MPI_THREAD_MULTIPLE with the hook available
-  std::condition_variable idle_;
+  static constexpr size_t kMaxConnections = 1024;
+  std::mutex mutex_;  // changes to table_, pools_, connections_; stop_, sleeping_on_; the thread's passes
   std::vector<Pool*> pools_;
+  // Every connection ever registered, live or retired: never freed (a few hundred bytes each),
+  // so that a lock-free reader of table_ never holds a dangling pointer.
+  std::vector<std::unique_ptr<Connection>> connections_;
+  std::array<std::atomic<Connection*>, kMaxConnections> table_{};  // the live ones; null: free
+  std::atomic<size_t> table_end_{0};  // entries at and past it have never been used
+  std::condition_variable idle_;
+  std::condition_variable thread_back_;  // sleeping_on_ went back to null
   std::thread thread_;
+  std::atomic<std::thread::id> thread_id_{};  // the running progress thread's
   bool stop_ = false;
-  Client* sleeping_on_ = nullptr;  // the client the thread sleeps on, outside the lock
-  std::optional<std::pair<Pool*, size_t>> release_on_waking_;  // its executor, if it failed meanwhile
+  Connection* sleeping_on_ = nullptr;  // the connection the thread sleeps on, outside every lock
+  bool defer_off_thread_ = false;      // below MPI_THREAD_MULTIPLE with the hook available
+  // Completed requests whose MPI_Grequest_complete is due on the application's thread: a
+  // lock-free stack (pushed by the thread, taken whole by the application's thread).
+  std::atomic<OffloadRequest*> deferred_{nullptr};
+  std::atomic<size_t> deferred_count_{0};  // how many (a hint for the thread's sleep)
   // Tasks started and not yet handed to MPI_Grequest_complete, over all pools: the hook's fast exit.
   std::atomic<size_t> active_{0};
   // The thread sleeps on idle_ until submit wakes it (long) or naps (short; submit lets it be).

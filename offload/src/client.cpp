@@ -1316,8 +1316,7 @@ struct Client::Impl {
 
   void sleep(std::chrono::microseconds timeout) {
     if (next_deadline != Clock::time_point::max()) {  // wake up for the next task deadline
-      const auto until_deadline =
-          std::chrono::duration_cast<std::chrono::microseconds>(next_deadline - Clock::now());
+      const auto until_deadline = std::chrono::duration_cast<std::chrono::microseconds>(next_deadline - Clock::now());
       timeout = std::max(std::chrono::microseconds(0), std::min(timeout, until_deadline));
     }
     if (own_doorbell) {

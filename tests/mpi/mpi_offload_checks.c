@@ -611,7 +611,8 @@ static void check_fault(void) {
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: %s executor|threads|lost|inline|error|auth|fault single|funneled|serialized|multiple LIBRARY\n",
+    fprintf(stderr,
+            "usage: %s executor|threads|lost|inline|error|auth|fault single|funneled|serialized|multiple LIBRARY\n",
             argv[0]);
     return 2;
   }

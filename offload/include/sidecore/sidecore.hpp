@@ -124,8 +124,8 @@ class SIDECORE_API Client {
   // Starts a task whose completion progress(completed) hands back, with `user` (test/wait do not
   // apply). Nothing calls back into the caller: a progress engine that drives several clients
   // gets each one's completions as data and decides what to do with them.
-  TaskId submit_handed_back(const Function& function, const void* in, size_t in_bytes, void* out,
-                            size_t out_capacity, void* user);
+  TaskId submit_handed_back(const Function& function, const void* in, size_t in_bytes, void* out, size_t out_capacity,
+                            void* user);
 
   // Makes progress; returns the completion and forgets the task once it is done. A TaskId that
   // is unknown (already collected) yields a BAD_ARG completion.

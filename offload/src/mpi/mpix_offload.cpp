@@ -9,10 +9,10 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
-#include <vector>
 #include <mutex>
 #include <string_view>
 #include <unordered_set>
+#include <vector>
 
 #include "fault_injection.hpp"
 #include "log.hpp"
@@ -278,7 +278,8 @@ SIDECORE_C_API int PMPIX_Offload_function_free(MPIX_Offload_function* fn) {
       std::lock_guard lock(registry().mutex);
       function = registry().functions.erase(reinterpret_cast<const void*>(*fn));
     }
-    if (function == nullptr) return raise(comm, ErrorKind::bad_arg, "function_free: not a live function (freed already?)");
+    if (function == nullptr)
+      return raise(comm, ErrorKind::bad_arg, "function_free: not a live function (freed already?)");
     // Tasks already submitted hold the function's ids, not the handle: freeing it now is safe.
     delete function;
     *fn = MPIX_OFFLOAD_FUNCTION_NULL;

@@ -200,8 +200,9 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
       connection->host = card.host;
       connection->workers = connection->client->workers();
       const int workers = static_cast<int>(connection->workers);
-      logger("sidecore.mpi")->debug("pool: executor {} on {} ({}), {} worker(s) over {}", id, card.host,
-                                    local ? "this node" : "another node", workers, connection->client->provider());
+      logger("sidecore.mpi")
+          ->debug("pool: executor {} on {} ({}), {} worker(s) over {}", id, card.host,
+                  local ? "this node" : "another node", workers, connection->client->provider());
       owned_.push_back(std::move(connection));
       total_workers_ += workers;
       if (local) local_workers_ += workers;
@@ -328,8 +329,8 @@ int run_inline(OffloadFunction& function, std::atomic<size_t>& pool_in_flight, c
   OffloadRequest* raw = state.release();  // owned by the request now; free_request recycles it
   engine.started(pool_in_flight);
   size_t out_bytes = 0;
-  const int value = function.local(in_bytes ? in : nullptr, in_bytes, out_capacity ? out : nullptr, out_capacity,
-                                   &out_bytes);
+  const int value =
+      function.local(in_bytes ? in : nullptr, in_bytes, out_capacity ? out : nullptr, out_capacity, &out_bytes);
   const bool ok = value == 0 && out_bytes <= out_capacity;
   finish(raw, Completion{ok ? ErrorKind::none : ErrorKind::function, value, ok ? out_bytes : 0, false});
   engine.progress_on_application_thread(false);  // this is the application's thread: complete now
@@ -407,7 +408,8 @@ void Connection::deliver_completions() noexcept {
   }
   for (const TaskCompletion& done : completed) {
     auto* state = static_cast<OffloadRequest*>(done.user);
-    if (state->connection.load(std::memory_order_relaxed) != this) continue;  // completed already, when the client failed
+    if (state->connection.load(std::memory_order_relaxed) != this)
+      continue;  // completed already, when the client failed
     finish_pending(*this, state, done.completion);
   }
   completed.clear();
@@ -416,9 +418,10 @@ void Connection::deliver_completions() noexcept {
 void Connection::fail(std::string_view why) noexcept {
   if (failed.exchange(true, std::memory_order_relaxed)) return;
   try {
-    logger("sidecore.mpi")->error("the client of executor {} on {} failed ({}): its tasks complete with "
-                                  "EXECUTOR_LOST, and this pool no longer uses it",
-                                  index, host, why);
+    logger("sidecore.mpi")
+        ->error("the client of executor {} on {} failed ({}): its tasks complete with "
+                "EXECUTOR_LOST, and this pool no longer uses it",
+                index, host, why);
   } catch (...) {
   }
   if (thread_sleeping) {  // the progress thread sleeps in the client: it releases it once awake
@@ -432,7 +435,7 @@ void Connection::fail(std::string_view why) noexcept {
 void Connection::release_failed_client() noexcept {
   if (!client) return;
   deliver_completions();  // what it handed back before it failed keeps its result
-  client.reset();  // no byte lands in a task's buffers after this
+  client.reset();         // no byte lands in a task's buffers after this
   while (pending != nullptr) finish_pending(*this, pending, Completion{ErrorKind::executor_lost, 0, 0, false});
 }
 

@@ -4,8 +4,8 @@
 #include <mpi.h>
 
 #include <atomic>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -39,8 +39,8 @@ struct OffloadRequest {
   // While its task is with that connection's client; written under the connection's lock (and
   // read without it only by cancel_request, to find the lock).
   std::atomic<Connection*> connection{nullptr};
-  OffloadRequest* prev = nullptr;    // in the connection's list of pending requests
-  OffloadRequest* next = nullptr;    // ... or, once done, in the cache or the deferred list
+  OffloadRequest* prev = nullptr;  // in the connection's list of pending requests
+  OffloadRequest* next = nullptr;  // ... or, once done, in the cache or the deferred list
   TaskId task = kNoTask;
   Completion completion;
   int error = MPI_SUCCESS;
@@ -73,20 +73,20 @@ class RequestCache {
 // The atomics below it are snapshots that submit reads without the lock to pick a connection.
 struct Connection {
   std::mutex mutex;
-  std::unique_ptr<Client> client;      // null once it has failed and been released
-  OffloadRequest* pending = nullptr;   // requests whose task is with the client (a list)
-  OffloadRequest* spare = nullptr;     // recycled requests taken from the cache
-  std::vector<TaskCompletion> completed;  // what the client handed back, being delivered
-  bool thread_sleeping = false;   // the progress thread sleeps on the client (outside the lock)
-  bool release_on_waking = false;  // ... and releases it once awake: it failed meanwhile
+  std::unique_ptr<Client> client;          // null once it has failed and been released
+  OffloadRequest* pending = nullptr;       // requests whose task is with the client (a list)
+  OffloadRequest* spare = nullptr;         // recycled requests taken from the cache
+  std::vector<TaskCompletion> completed;   // what the client handed back, being delivered
+  bool thread_sleeping = false;            // the progress thread sleeps on the client (outside the lock)
+  bool release_on_waking = false;          // ... and releases it once awake: it failed meanwhile
   std::atomic<bool> failed{false};         // the client threw: no longer used
   std::atomic<bool> executor_lost{false};  // its executor died (the client's executor_lost())
   std::atomic<size_t> tasks{0};            // tasks in flight on it
   bool local = false;
   size_t workers = 0;
-  size_t index = 0;   // in its pool, for the logs
+  size_t index = 0;       // in its pool, for the logs
   size_t table_slot = 0;  // in the progress engine's table
-  std::string host;   // its executor's host, for the logs
+  std::string host;       // its executor's host, for the logs
 
   // Runs `call` on the client and delivers what it handed back; whatever it throws fails the
   // connection. The lock must be held. False when the connection has failed (now or before).

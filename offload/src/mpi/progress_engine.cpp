@@ -84,7 +84,8 @@ void ProgressEngine::add(Pool* pool) {
   // Nothing below throws: room was checked and reserved.
   for (auto& connection : pool->release_connections()) {
     size_t slot = 0;
-    while (slot < table_end_.load(std::memory_order_relaxed) && table_[slot].load(std::memory_order_relaxed) != nullptr) {
+    while (slot < table_end_.load(std::memory_order_relaxed) &&
+           table_[slot].load(std::memory_order_relaxed) != nullptr) {
       ++slot;
     }
     connection->table_slot = slot;

@@ -35,9 +35,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <thread>
-#include <memory>
 #include <vector>
 
 #include "sidecore/sidecore.hpp"
@@ -94,7 +94,7 @@ class ProgressEngine {
   // so that a lock-free reader of table_ never holds a dangling pointer.
   std::vector<std::unique_ptr<Connection>> connections_;
   std::array<std::atomic<Connection*>, kMaxConnections> table_{};  // the live ones; null: free
-  std::atomic<size_t> table_end_{0};  // entries at and past it have never been used
+  std::atomic<size_t> table_end_{0};                               // entries at and past it have never been used
   std::condition_variable idle_;
   std::condition_variable thread_back_;  // sleeping_on_ went back to null
   std::thread thread_;

@@ -19,7 +19,7 @@ import sys
 
 # One rule for which transport a line measured, shared with benchmarks.md's generator.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import TRANSPORT_NAMES, TRANSPORTS, run_table, transport_of  # noqa: E402
+from report import TRANSPORT_NAMES, TRANSPORTS, run_table, size_name, table, task_name, transport_of  # noqa: E402
 
 # Everything from this line to the end of the page is written by hand and kept on regeneration.
 KEPT_MARKER = "<!-- Not generated: written by hand, kept by bench/peers/performance.py from here on. -->"
@@ -44,29 +44,12 @@ def load(folder, name):
     return records
 
 
-def size_name(size):
-    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale} {unit}"
-    return f"{size} B"
-
-
-def task_name(task_us):
-    return f"{task_us // 1000} ms" if task_us >= 1000 and task_us % 1000 == 0 else f"{task_us} µs"
-
-
 def num(value, digits=3):
     if value is None:
         return "n/a"
     if isinstance(value, int) or abs(value) >= 1000:
         return f"{value:,.0f}".replace(",", " ")
     return f"{value:.{digits}f}"
-
-
-def table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 class Passes:

@@ -72,13 +72,6 @@ void RingProducer::commit(size_t message_bytes) noexcept {
   control_->tail.store(tail_, std::memory_order_release);
 }
 
-void RingProducer::reset() noexcept {
-  tail_ = head_seen_ = reserved_at_ = 0;
-  reserved_bytes_ = 0;
-  control_->tail.store(0, std::memory_order_relaxed);
-  control_->head.store(0, std::memory_order_relaxed);
-}
-
 // --- consumer ------------------------------------------------------------------------------------
 
 RingConsumer::RingConsumer(RingControl* control, const std::byte* data) noexcept
@@ -108,8 +101,6 @@ bool RingConsumer::next(uint64_t tail, std::span<const std::byte>& message, std:
   head_ += span;
   return true;
 }
-
-void RingConsumer::reset() noexcept { head_ = 0; }
 
 // --- segment -------------------------------------------------------------------------------------
 

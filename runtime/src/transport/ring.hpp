@@ -106,8 +106,6 @@ class RingProducer {
   void commit(size_t message_bytes) noexcept;
   // Whether a message of `message_bytes` would fit now.
   bool fits(size_t message_bytes) noexcept;
-  // Forgets everything: only when no consumer is attached (the worker died).
-  void reset() noexcept;
 
  private:
   RingControl* control_ = nullptr;
@@ -132,7 +130,6 @@ class RingConsumer {
   // handled before when the ring is corrupt (the caller must then stop using it).
   template <typename Handle>
   size_t consume(Handle&& handle, size_t limit, std::string* error);
-  void reset() noexcept;
 
  private:
   // Steps over the record at head_: `message` is its bytes, or empty with a null data pointer for

@@ -10,7 +10,7 @@
 #                               writes into <build>/compare-quick/ unless --results/--page say otherwise
 #   bench/compare.sh --report   only regenerate the pages and plots from existing results
 #
-# Systems: sidecore-bench (latency, throughput, bandwidth, harvest, mpi-latency, mpi-throughput,
+# Systems: sidecore-bench (latency, throughput, bandwidth, wake, harvest, mpi-latency, mpi-throughput,
 # soak), over both node-local transports in turn: the executor's rings (the default, --transport
 # auto) and libfabric shm (--transport fabric); fi_pingpong from libfabric-bin with the same provider
 # (the floor); Open MPI the MPI-only way, measured inside sidecore-bench's MPI jobs next to Sidecore
@@ -135,6 +135,7 @@ if ((quick)); then
   mpi_lat_opts=(--rounds 2 --iterations 200); mpi_lat_large_opts=()
   mpi_tput_sizes=64; mpi_tput_opts=(--rounds 2 --iterations 2000)
   soak_opts=(--tasks 2000)
+  wake_opts=(--rounds 3 --idle-ms 50 --idle-window-s 1)
   harvest_runs=1
   dask_opts=(--iterations 20 --latency-rounds 1 --tasks 200 --throughput-rounds 1 --seconds 0.05 --rounds 1)
   pingpong_runs=1
@@ -149,6 +150,7 @@ else
   mpi_lat_opts=(--rounds 10); mpi_lat_large_opts=(--rounds 10 --iterations 200)
   mpi_tput_sizes=64,4096; mpi_tput_opts=(--rounds 10)
   soak_opts=()  # the default million tasks: 15 s on a quiet machine, 45 s on a busy one
+  wake_opts=()  # 20 first tasks after 200 ms idle each, a 3 s idle window: about 8 s
   harvest_runs=$passes
   dask_opts=(--iterations 200 --latency-rounds 3 --tasks 2000 --throughput-rounds 3 --seconds 2 --rounds 3)
   pingpong_runs=5
@@ -164,7 +166,9 @@ window=64
 # Sidecore's node-local transports, each measured in every pass: the executor's rings (auto, the
 # default) and libfabric (fabric). The C++ client takes rings only with shm; other providers are
 # measured over the provider alone. The MPI figures always run on one node with shm, so over both.
-# --quick measures fabric only where the two differ most, the round trips at 64 B.
+# --quick measures fabric only where the two differ most, the round trips at 64 B. wake asks for the
+# rings by name (--transport rings) where the others say auto, so a client that fell back to fabric
+# fails instead of filing a rings figure that is not one.
 if [[ $provider == shm ]]; then client_transports=(auto fabric); else client_transports=(fabric); fi
 mpi_transports=(auto fabric)
 # The transports of one pass, the order swapped every other pass so that neither always runs first.
@@ -257,7 +261,7 @@ for pass in $(seq "$passes"); do
   step "pass $pass/$passes: fi_pingpong ($provider) at $pingpong_sizes B"
   record fi_pingpong "$pass" pingpong
   for transport in $(in_turn "$pass" "${client_transports[@]}"); do
-    step "pass $pass/$passes: sidecore-bench latency, throughput, bandwidth ($provider, --transport $transport)"
+    step "pass $pass/$passes: sidecore-bench latency, throughput, bandwidth, wake ($provider, --transport $transport)"
     if ((quick)) && [[ $transport == fabric && $provider == shm ]]; then
       record sidecore "$pass" "$bench" latency --provider "$provider" --transport "$transport" --bytes 64 "${lat_opts[@]}"
       continue
@@ -268,6 +272,7 @@ for pass in $(seq "$passes"); do
     record sidecore "$pass" "$bench" throughput --provider "$provider" --transport "$transport" --bytes 64 \
       --window "$window" "${tput_opts[@]}"
     record sidecore "$pass" "$bench" bandwidth --provider "$provider" --transport "$transport" --bytes "$bw_sizes" "${bw_opts[@]}"
+    record sidecore "$pass" "$bench" wake --provider "$provider" --transport "${transport/auto/rings}" "${wake_opts[@]}"
   done
   for transport in $(in_turn "$pass" "${mpi_transports[@]}"); do
     step "pass $pass/$passes: sidecore-bench mpi-latency (MPIX and MPI-only round trips, --transport $transport)"

@@ -1,5 +1,6 @@
 // sidecore-bench: Sidecore's latency, throughput and bandwidth next to a raw libfabric baseline
-// measured in the same run, between the same two processes, so every ratio comes from one run; and
+// measured in the same run, between the same two processes, so every ratio comes from one run; an
+// idle executor's wake-up and CPU use (wake); and
 // the MPI extension's figures (harvest, mpi-latency, mpi-throughput) next to plain MPI, in one MPI
 // job each (mpi_command.cpp); soak (soak/).
 #include <CLI/CLI.hpp>
@@ -41,6 +42,12 @@ constexpr Subcommand kSubcommands[] = {
      "An N-byte input moved to the executor (function 'consume', 8-byte answer) against the server fi_read'ing "
      "N bytes from the client's registered buffer and answering. Figures in GB/s (10^9 bytes/s).",
      "67108864", "transfers per round and side (0: about 256 MiB worth, 2 to 1000)"},
+    {BenchKind::wake,
+     "The idle targets of an adaptive executor: each round sleeps --idle-ms (the worker leaves its spin window "
+     "and sleeps), then times one 64-byte 'echo' round trip (first_task_us); then the median of --iterations "
+     "back-to-back round trips (warm_rtt_us) and the worker's CPU time over --idle-window-s seconds of idleness "
+     "(idle_cpu_percent, of one core). No raw baseline.",
+     "64", "warm round trips after the rounds"},
 };
 
 std::string failure_line(const CLI::App*, const CLI::Error& e) {
@@ -59,6 +66,8 @@ int main(int argc, char** argv) {
       "latency, throughput, bandwidth: start a server child pinned to --server-cpu that hosts both the\n"
       "executor (one worker) and a raw libfabric endpoint, pin this process to --client-cpu, alternate\n"
       "rounds of the two sides and print one JSON object per size on stdout.\n"
+      "wake: the same two processes, without the raw side: the first task after an idle period, the warm\n"
+      "round trip and the idle executor's CPU use, one JSON object.\n"
       "harvest, mpi-latency, mpi-throughput: run one MPI job under `sidecore-run --cores EXECUTOR_CORES --\n"
       "mpirun ...` (program sidecore-bench-mpi), Sidecore next to the MPI-only pattern in alternating rounds,\n"
       "and print one JSON object per task length or size on stdout.\n"
@@ -82,27 +91,50 @@ int main(int argc, char** argv) {
     command
         ->add_option("--transport", options.transport,
                      "how the client reaches the executor on this host: auto (its node-local rings, where the "
-                     "provider is shm) or fabric (the provider)")
-        ->check(CLI::IsMember({"auto", "fabric"}))
+                     "provider is shm), rings (the same, failing where the client does not take them) or "
+                     "fabric (the provider)")
+        ->check(CLI::IsMember({"auto", "rings", "fabric"}))
         ->capture_default_str();
-    command->add_option("--bytes", bytes_text, "sizes in bytes, repeatable or comma-separated; K, M, G suffixes")
-        ->delimiter(',')
-        ->default_str(sub.default_bytes);
-    command->add_option("--rounds", options.rounds, "rounds of each side, alternated")
-        ->check(CLI::Range(1u, 100000u))
-        ->capture_default_str();
-    command->add_option("--iterations", options.iterations, sub.iterations_help)->default_str("0");
+    const bool wake = sub.kind == BenchKind::wake;
+    if (wake) {
+      command->add_option("--rounds", options.rounds, "first tasks, each after an idle period")
+          ->check(CLI::Range(1u, 100000u))
+          ->capture_default_str();
+      command->add_option("--iterations", options.iterations, sub.iterations_help)
+          ->check(CLI::Range(uint64_t{1}, uint64_t{10000000}))
+          ->default_str("20");
+      command->add_option("--idle-ms", options.idle_ms, "milliseconds the client sleeps before each first task")
+          ->check(CLI::Range(1u, 60000u))
+          ->capture_default_str();
+      command
+          ->add_option("--idle-window-s", options.idle_window_s,
+                       "seconds over which the idle executor's CPU time is measured")
+          ->check(CLI::Range(1u, 60u))
+          ->capture_default_str();
+      // The idle targets are those of the adaptive mode, the executor's default.
+      command->add_option("--poll", poll_text, "executor worker poll mode: adaptive only (the targets' mode)")
+          ->check(CLI::IsMember({"adaptive"}))
+          ->capture_default_str();
+    } else {
+      command->add_option("--bytes", bytes_text, "sizes in bytes, repeatable or comma-separated; K, M, G suffixes")
+          ->delimiter(',')
+          ->default_str(sub.default_bytes);
+      command->add_option("--rounds", options.rounds, "rounds of each side, alternated")
+          ->check(CLI::Range(1u, 100000u))
+          ->capture_default_str();
+      command->add_option("--iterations", options.iterations, sub.iterations_help)->default_str("0");
+      command
+          ->add_option("--poll", poll_text,
+                       "executor worker poll mode: adaptive or warm (hot would spin through "
+                       "the raw rounds)")
+          ->check(CLI::IsMember({"adaptive", "warm"}))
+          ->capture_default_str();
+    }
     if (sub.kind == BenchKind::throughput) {
       command->add_option("--window", options.window, "tasks (and raw messages) in flight")
           ->check(CLI::Range(1u, 1024u))
           ->capture_default_str();
     }
-    command
-        ->add_option("--poll", poll_text,
-                     "executor worker poll mode: adaptive or warm (hot would spin through "
-                     "the raw rounds)")
-        ->check(CLI::IsMember({"adaptive", "warm"}))
-        ->capture_default_str();
     command->add_option("--spin-us", options.spin_us, "adaptive: microseconds the worker spins after its last task")
         ->check(CLI::Range(0L, 100000L))
         ->capture_default_str();

@@ -143,6 +143,11 @@ class Session {
       client_options.transport = options.transport == "fabric" ? Transport::fabric : Transport::automatic;
       client_ = std::make_unique<Client>(Client::connect(card, token, client_options));
       transport_ = client_->on_rings() ? "rings" : "fabric";
+      if (options.transport == "rings" && !client_->on_rings()) {
+        throw std::runtime_error(fmt::format("--transport rings: the client took {} instead of the executor's "
+                                             "rings (they need provider shm on the executor's host)",
+                                             options.provider));
+      }
       function_ = client_->lookup(library, function);
     } catch (const Error& e) {
       throw std::runtime_error(std::string("sidecore client: ") + e.what());
@@ -269,10 +274,11 @@ class Session {
     server_.expect("done");
   }
 
-  // Share of a CPU the executor's threads use while they have no work (after the spin window).
-  double executor_idle_busy() {
-    server_.send("idle 100");
-    return std::stod(server_.expect("busy"));
+  // Share of a CPU the executor's threads use while they have no work (after the spin window),
+  // measured by the server child over `milliseconds` from their CPU time in /proc.
+  double executor_idle_busy(unsigned milliseconds = 100) {
+    server_.send(fmt::format("idle {}", milliseconds));
+    return std::stod(server_.expect("busy", std::chrono::seconds(120 + milliseconds / 1000)));
   }
 
   // --- Sidecore ----------------------------------------------------------------------------------
@@ -296,16 +302,22 @@ class Session {
   }
 
   void sidecore_latency(size_t bytes, uint64_t total, uint64_t warmup, Samples* samples) {
-    ensure_plain(task_in_, bytes, 0x5a);
-    ensure_plain(task_out_, bytes, 0);
     for (uint64_t i = 0; i < total; ++i) {
-      const auto start = Clock::now();
-      const Completion done = wait(client_->submit(function_, task_in_.data(), bytes, task_out_.data(), bytes));
-      const auto end = Clock::now();
-      check(done, bytes);
-      if (samples != nullptr && i >= warmup) samples->push_back(nanoseconds(start, end));
+      const double elapsed = sidecore_round_trip(bytes);
+      if (samples != nullptr && i >= warmup) samples->push_back(elapsed);
     }
     quiesce();
+  }
+
+  // One task of function `echo`, N bytes in and out, from submit() to its completion; in ns.
+  double sidecore_round_trip(size_t bytes) {
+    ensure_plain(task_in_, bytes, 0x5a);
+    ensure_plain(task_out_, bytes, 0);
+    const auto start = Clock::now();
+    const Completion done = wait(client_->submit(function_, task_in_.data(), bytes, task_out_.data(), bytes));
+    const auto end = Clock::now();
+    check(done, bytes);
+    return nanoseconds(start, end);
   }
 
   void sidecore_throughput(size_t bytes, uint64_t total, Samples* samples) {
@@ -483,6 +495,46 @@ void print_line(const std::string& line) {
   std::fflush(stdout);
 }
 
+// wake: the two idle targets of issue 14 (an idle adaptive executor under 1% of a core; the first
+// task after a long idle period within 50 µs), one JSON line; `bytes` is 64 (wake has no --bytes).
+// No raw side: nothing to compare with.
+void measure_wake(Session& session, const BenchOptions& options, size_t bytes) {
+  const uint64_t iterations = options.iterations ? options.iterations : default_iterations(options.kind, bytes);
+  // One unrecorded task first (first touches, the providers' connection set-up); it ends, as every
+  // sidecore_latency() call does, with the spin window run out, so the worker is asleep.
+  session.sidecore_latency(bytes, 1, 1, nullptr);
+  Samples first;
+  for (unsigned round = 0; round < options.rounds; ++round) {
+    // The worker has slept since the last quiesce; the caller sleeps too, as an application
+    // between phases would, and then times the task that has to wake the worker.
+    std::this_thread::sleep_for(std::chrono::milliseconds(options.idle_ms));
+    first.push_back(session.sidecore_round_trip(bytes));
+    if (options.verbose) {
+      std::fprintf(stderr, "sidecore-bench: wake round %u: first task %.3f us\n", round + 1, first.back() / 1000.0);
+    }
+  }
+  // The warm figure, for comparison: back-to-back round trips, the first of them (which wakes the
+  // worker again) not recorded. Ends with the spin window run out.
+  Samples warm;
+  session.sidecore_latency(bytes, iterations + 1, 1, &warm);
+  // The worker is past its spin window: what it costs while nothing comes.
+  const double idle_busy = session.executor_idle_busy(options.idle_window_s * 1000);
+  const double first_min = *std::min_element(first.begin(), first.end());
+  const double first_max = *std::max_element(first.begin(), first.end());
+  if (options.verbose) {
+    std::fprintf(stderr, "sidecore-bench: wake: first task p10 %.3f p50 %.3f p90 %.3f us; warm p50 %.3f us\n",
+                 quantile(first, 0.1) / 1000.0, median(first) / 1000.0, quantile(first, 0.9) / 1000.0,
+                 median(warm) / 1000.0);
+  }
+  print_line(fmt::format(
+      "{{\"bench\":\"wake\",\"provider\":{},\"transport\":\"{}\",\"bytes\":{},\"idle_ms\":{},\"rounds\":{},"
+      "\"first_task_us\":{},\"first_task_us_min\":{},\"first_task_us_max\":{},\"warm_rtt_us\":{},"
+      "\"idle_cpu_percent\":{},\"idle_window_s\":{}}}",
+      json_string(options.provider), session.transport(), bytes, options.idle_ms, options.rounds,
+      json_number(median(first) / 1000.0, 3), json_number(first_min / 1000.0, 3), json_number(first_max / 1000.0, 3),
+      json_number(median(warm) / 1000.0, 3), json_number(idle_busy * 100.0, 3), options.idle_window_s));
+}
+
 void measure(Session& session, const BenchOptions& options, size_t bytes) {
   const uint64_t iterations = options.iterations ? options.iterations : default_iterations(options.kind, bytes);
   const uint64_t warmup = std::max<uint64_t>(1, iterations / 10);
@@ -522,6 +574,9 @@ void measure(Session& session, const BenchOptions& options, size_t bytes) {
                                     json_number(raw, 3), json_number(sidecore / raw, 3)));
       break;
     }
+    case BenchKind::wake:
+      measure_wake(session, options, bytes);
+      break;
   }
 }
 

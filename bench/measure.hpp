@@ -1,5 +1,7 @@
-// The three measurements: each starts its server child, runs Sidecore and the raw baseline in
-// alternating rounds between the same two processes, and prints one JSON line per size.
+// The measurements of the C++ client: each starts its server child; latency, throughput and
+// bandwidth run Sidecore and the raw baseline in alternating rounds between the same two processes
+// and print one JSON line per size; wake times first tasks after idle periods and the idle
+// executor's CPU use, and prints one line.
 #pragma once
 
 #include "options.hpp"

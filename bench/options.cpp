@@ -15,6 +15,8 @@ uint64_t default_iterations(BenchKind kind, size_t bytes) noexcept {
       const uint64_t per_round = (uint64_t{256} << 20) / std::max<size_t>(bytes, 1);
       return std::clamp<uint64_t>(per_round, 2, 1000);
     }
+    case BenchKind::wake:
+      return 20;  // warm round trips, after the rounds
   }
   return 1000;
 }

@@ -12,13 +12,15 @@
 
 namespace sidecore::bench {
 
-enum class BenchKind { latency, throughput, bandwidth };
+enum class BenchKind { latency, throughput, bandwidth, wake };
 
 constexpr std::string_view to_string(BenchKind kind) noexcept {
   switch (kind) {
     case BenchKind::latency: return "latency";
     case BenchKind::throughput: return "throughput";
     case BenchKind::bandwidth: return "bandwidth";
+    case BenchKind::wake:
+      return "wake";
   }
   return "?";
 }
@@ -32,13 +34,17 @@ struct BenchOptions {
   unsigned rounds = 20;                // rounds of each side, alternated
   uint64_t iterations = 0;             // operations per round; 0: the subcommand's default
   unsigned window = 64;                // throughput: tasks (and raw messages) in flight
+  unsigned idle_ms = 200;              // wake: the caller's sleep before each first task
+  unsigned idle_window_s = 3;          // wake: seconds over which the idle executor's CPU time is taken
   PollMode poll = PollMode::adaptive;  // how the executor worker waits when idle
   long spin_us = 1000;                 // adaptive: the worker's spin window
   int client_cpu = 0;                  // this process
   int server_cpu = 1;                  // the server child: executor worker and raw echo
   std::string library;                 // bench function library; empty: found next to the binary
   std::string server_netns;            // network namespace (ip netns name) of the server child; empty: ours
-  std::string transport = "auto";      // the client's on the server's host: auto (node-local rings) or fabric
+  // The client's on the server's host: auto (node-local rings where offered), rings (the same, and an
+  // error where the client does not take them) or fabric.
+  std::string transport = "auto";
   bool verbose = false;                // per-size details on stderr
 };
 

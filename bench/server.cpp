@@ -342,7 +342,7 @@ int run_server(const ServerOptions& options) {
         const auto start = Clock::now();
         std::this_thread::sleep_for(std::chrono::milliseconds(milliseconds));
         const double wall = std::chrono::duration<double, std::nano>(Clock::now() - start).count();
-        control->say(fmt::format("busy {:.4f}", static_cast<double>(ExecutorThreads::cpu_ns() - before) / wall));
+        control->say(fmt::format("busy {:.6f}", static_cast<double>(ExecutorThreads::cpu_ns() - before) / wall));
       } else if (command == "quit") {
         break;
       } else {

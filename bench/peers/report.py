@@ -25,7 +25,7 @@ SYSTEM_FILES = ("sidecore", "fi_pingpong", "mpi", "omp", "dask")
 # libfabric (shm). Sidecore's figures are filed per transport as "<bench>/<transport>".
 TRANSPORTS = ("rings", "fabric")
 TRANSPORT_NAMES = {"rings": "rings (default)", "fabric": "fabric (libfabric shm)"}
-CLIENT_BENCHES = ("latency", "throughput", "bandwidth")
+CLIENT_BENCHES = ("latency", "throughput", "bandwidth", "wake")
 MPI_BENCHES = ("harvest", "mpi-latency", "mpi-throughput")
 
 

@@ -28,7 +28,8 @@ expected = {
                  "bandwidth": ["sidecore_gbps", "raw_gbps"],
                  "harvest": ["speedup", "efficiency", "mpi_only_speedup", "mpi_only_efficiency"],
                  "mpi-latency": ["mpix_rtt_us", "mpi_rtt_us", "ratio"],
-                 "mpi-throughput": ["mpix_tasks_per_s", "mpi_tasks_per_s", "ratio"]},
+                 "mpi-throughput": ["mpix_tasks_per_s", "mpi_tasks_per_s", "ratio"],
+                 "wake": ["first_task_us", "first_task_us_min", "first_task_us_max", "warm_rtt_us"]},
     "omp": {"omp-harvest": ["speedup", "efficiency"]},
     "soak": {"soak": ["tasks_per_s", "bytes_verified"]},
     "dask": {"dask-latency": ["rtt_us"], "dask-throughput": ["tasks_per_s"], "dask-harvest": ["speedup", "efficiency"]},
@@ -36,7 +37,7 @@ expected = {
 # Loose upper bounds that catch a unit mix-up, not a slow machine: a round trip under 10 s, an
 # efficiency under 50 (1 is ideal, but in a quick run on a loaded machine the short run alone can be
 # starved of its CPU several times over, which pushes the ratio well above 1).
-limits = {"rtt_us": 1e7, "efficiency": 50.0, "mpi_only_efficiency": 50.0}
+limits = {"rtt_us": 1e7, "efficiency": 50.0, "mpi_only_efficiency": 50.0, "first_task_us": 1e7, "warm_rtt_us": 1e7}
 task_lengths = {10, 50, 1000, 10000}
 
 for system, benches in expected.items():
@@ -69,6 +70,16 @@ for system, benches in expected.items():
                 problems = {k: record.get(k) for k in ("lost", "duplicated", "corrupted", "failed") if record.get(k) != 0}
                 if problems:
                     fail(f"soak: {problems}: {record}")
+        if bench == "wake":
+            # The idle worker's share of a core: may be 0 (a worker asleep the whole window), never
+            # negative, and never more than the one core it has.
+            for record in records:
+                value = record.get("idle_cpu_percent")
+                if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 100:
+                    fail(f"sidecore wake: idle_cpu_percent = {value!r} is not a share of one core: {record}")
+                if not record.get("first_task_us_min", 0) <= record.get("first_task_us", 0) \
+                        <= record.get("first_task_us_max", 0):
+                    fail(f"sidecore wake: the median first task is outside its min and max: {record}")
         if bench == "mpi-throughput" and not any(r.get("bytes") == 64 and r.get("window") == 64 for r in records):
             fail(f"sidecore mpi-throughput: no line at 64 B with 64 in flight: {records}")
         if bench.endswith("harvest"):
@@ -78,17 +89,17 @@ for system, benches in expected.items():
 
 # Sidecore over both node-local transports: the C++ client's lines say what it used (rings, the
 # default, or fabric), the MPI lines what the pool asked for (auto or fabric); --quick measures fabric
-# for the 64 B round trips only.
+# for the 64 B round trips only, and wake over the rings only.
 sidecore_path = os.path.join(scratch, "results", "sidecore.jsonl")
 if os.path.exists(sidecore_path):
     lines = [json.loads(line) for line in open(sidecore_path) if line.strip()]
     wanted = {("latency", "rings"), ("latency", "fabric"), ("throughput", "rings"), ("bandwidth", "rings"),
-              ("mpi-latency", "auto"), ("mpi-latency", "fabric"), ("mpi-throughput", "auto"), ("harvest", "auto")}
+              ("wake", "rings"), ("mpi-latency", "auto"), ("mpi-latency", "fabric"), ("mpi-throughput", "auto"), ("harvest", "auto")}
     seen = {(r.get("bench"), r.get("transport")) for r in lines}
     for bench, transport in sorted(wanted - seen):
         fail(f"sidecore: no {bench} line with \"transport\":\"{transport}\" in {sidecore_path}")
     for r in lines:
-        if r.get("bench") in ("latency", "throughput", "bandwidth", "mpi-latency", "mpi-throughput", "harvest") \
+        if r.get("bench") in ("latency", "throughput", "bandwidth", "wake", "mpi-latency", "mpi-throughput", "harvest") \
                 and r.get("transport") not in ("rings", "fabric", "auto"):
             fail(f"sidecore: a line without a known transport: {r}")
 
@@ -116,7 +127,8 @@ else:
                     "## The MPI extension next to the MPI-only pattern", "## Soak"):
         if heading not in text:
             fail(f"performance.md has no '{heading}' section")
-    for name in ("mpi-throughput 64 B", "harvest 10 µs", "OpenMP", "| rings (default) |", "| fabric (libfabric shm) |"):
+    for name in ("mpi-throughput 64 B", "harvest 10 µs", "OpenMP", "| rings (default) |", "| fabric (libfabric shm) |",
+                 "an idle adaptive executor under 1% of a core (shm", "starts within 50 µs (shm"):
         if name not in text:
             fail(f"performance.md never shows {name}")
 for plot in ("latency.png", "throughput.png", "harvest.png"):

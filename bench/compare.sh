@@ -324,7 +324,10 @@ import distributed
 info = {
     "date": run("date", "-u", "+%Y-%m-%d %H:%M UTC"),
     "commit": run("git", "-C", "$root", "rev-parse", "--short", "HEAD"),
-    "uncommitted_changes": bool(run("git", "-C", "$root", "status", "--porcelain", "--untracked-files=no")),
+    # Changes to the code measured; what this run itself writes (results, pages, plots) does not count.
+    "uncommitted_changes": bool(run("git", "-C", "$root", "status", "--porcelain", "--untracked-files=no", "--",
+                                    ".", ":!bench/results", ":!docs/benchmarks.md", ":!docs/benchmarks",
+                                    ":!docs/performance.md")),
     "mode": "quick" if $quick else "full",
     "passes": $passes,
     "provider": "$provider",

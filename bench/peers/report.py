@@ -820,10 +820,8 @@ def main():
                          f"{span([raw[s] / mpi[s] for s in small if raw.get(s) and mpi.get(s)])}x. Sidecore's own share "
                          f"is the client's {span([client[s] / raw[s] for s in small if client.get(s) and raw.get(s)])}x "
                          "over raw libfabric (task and result headers, credit and slot bookkeeping, the worker's session "
-                         "check; docs/performance.md) and MPIX's "
-                         f"{span([mpix[s] - client[s] for s in small if mpix.get(s) and client.get(s)])} µs over the "
-                         "client, measured in separate jobs (a generalized request per task, the engine lock, completion through Open MPI's "
-                         "progress hook; bench/README.md). ")
+                         "check; docs/performance.md) and the MPI layer's cost per task (a generalized request per "
+                         "task and its completion through Open MPI's progress hook; bench/README.md). ")
             if large:
                 text += ("Above 4 KiB the transports are even (raw libfabric is "
                          f"{span([raw[s] / mpi[s] for s in large if raw.get(s) and mpi.get(s)])}x the MPI-only round "
@@ -855,14 +853,13 @@ def main():
                 + ", ".join(f"{mine[t]:.3f} against {efficiency['mpi'][t]:.3f} at {task_name(t)}"
                             for t in lost)
                 + ". What a harvest charges is the caller's own cost per offloaded task and anything else that runs on "
-                  "its core. For short tasks that is the submit path: about 1 µs in `MPIX_Offload_submit` (a generalized "
-                  "request, the engine lock, the client's submit) and 0.2 to 0.3 µs in `MPI_Testsome` per task "
-                  "(bench/README.md, measured with `-v`), against an `MPI_Irecv` and an eager 8-byte `MPI_Send` for the "
-                  "MPI-only farm. For long tasks it is the offload library's progress thread, which shares the rank's "
-                  "core: it naps while the rank polls, but still took 0.01 to 0.02 s of CPU per harvest run "
-                  "(bench/README.md), 1 to 2 % of the rank's core, which the MPI-only pattern does not spend. What would "
-                  "close it: a submit path without the engine lock when one thread submits and with pooled generalized "
-                  "requests, and a progress thread that stays asleep while the rank's own MPI calls drive progress.")
+                  "its core. For short tasks that is the submit path: `MPIX_Offload_submit` (a generalized request from "
+                  "Open MPI, recycled request state, the connection's own lock and the client's submit) and the "
+                  "completions in `MPI_Testsome`, against an `MPI_Irecv` and an eager 8-byte `MPI_Send` for the "
+                  "MPI-only farm. For long tasks it is also the offload library's progress thread, which shares the "
+                  "rank's core and naps while the rank polls (bench/README.md). The engine lock is gone and request "
+                  "state is pooled; what is left, Open MPI's generalized request and its completion path, was not "
+                  "broken down further in this run.")
         over = [(s, client[s] / floor[s]) for s in sizes if client.get(s) and floor.get(s) and client[s] / floor[s] > 1.3]
         if over:
             text = ("**Round trip against fi_pingpong.** The C++ client is within 1.3x of the floor at "

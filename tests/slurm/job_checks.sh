@@ -69,11 +69,21 @@ new_work_dir() {
   echo "$dir"
 }
 
-# Executor cgroups (cgroup_placement.hpp) that outlived their step, on any node of this machine.
+# Executor cgroups (cgroup_placement.hpp) of the test user's jobs, on any node of this machine.
+# A CI host can share its cgroup v1 hierarchy with other containers, whose Slurm steps (another
+# uid, or a run that was killed) are visible here too: only the test user's count, and only those
+# that were not there when the tier began (cgroup_baseline, written by the tier's setup).
+cgroup_baseline=/tmp/sidecore-cgroups-before-tier
+executor_cgroups() {
+  local uid
+  uid=$(id -u "$user" 2>/dev/null) || return 0
+  find /sys/fs/cgroup -maxdepth 8 -type d -path "*/uid_$uid/job_*/sidecore_step_*" 2>/dev/null | sort || true
+}
+record_cgroup_baseline() { executor_cgroups >"$cgroup_baseline"; }
 expect_no_cgroup_left() {
   local left
   for _ in $(seq 30); do
-    left=$(find /sys/fs/cgroup -maxdepth 8 -type d -name 'sidecore_step_*' 2>/dev/null || true)
+    left=$(executor_cgroups | comm -23 - <(sort "$cgroup_baseline" 2>/dev/null || true))
     [[ -z $left ]] && return 0
     sleep 0.1
   done

@@ -75,6 +75,7 @@ field() { sed -n "s/^$1=//p" "$2" | head -1; }
 case_setup() {
   [[ $(id -u) -eq 0 ]] || fail "the slurm tier runs as root (it starts slurmd)"
   ensure_test_user
+  record_cgroup_baseline
   install_build "$build" "$prefix"
   check "installed $build into $prefix"
   local executor=${SIDECORE_TEST_EXECUTOR:-$prefix/bin/sidecore-executor}

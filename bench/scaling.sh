@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # What a pool costs as the job grows: bench/scaling_probe.c on 1, 2, 4 and 8 simulated Slurm nodes
-# (slurm/local-cluster.sh up --nodes N), one rank and one executor per node, the executor on the
-# node's idle core (salloc -N N --ntasks-per-node=1 -c2, srun --exact -c1 --offload=idle).
+# (slurm/local-cluster.sh up --nodes N), R ranks and one executor per node, the executor on the
+# node's idle core (salloc -N N --ntasks-per-node=1 -c2, srun --exact -c1 --offload=idle; with
+# R > 1, srun --ntasks-per-node=R --overcommit: the R ranks share one CPU, the other stays idle).
 #
-#   bench/scaling.sh [--build DIR] [--nodes-list 1,2,4,8] [--runs K] [--results FILE] [--env 'K=V ...']
-#                    [--keep-prefix]
+#   bench/scaling.sh [--build DIR] [--nodes-list 1,2,4,8] [--ranks-per-node R] [--runs K]
+#                    [--results FILE] [--env 'K=V ...'] [--keep-prefix]
 #
 # --build DIR       the build to install and measure (default: $SIDECORE_BUILD_DIR, else <repo>/build)
 # --nodes-list L    node counts, each from 1 to 8 (default 1,2,4,8)
+# --ranks-per-node R  ranks on each node, 1 to 8 (default 1); recorded in each line as
+#                   "ranks_per_node"
 # --runs K          jobs per node count (default 3)
 # --results FILE    where the JSON lines go as well (default bench/results/scaling.jsonl; - for none)
 # --env 'K=V ...'   more environment for the job (libfabric knobs such as FI_OFI_RXM_MSG_RX_SIZE=256):
@@ -30,16 +33,18 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${SIDECORE_BUILD_DIR:-$root/build}
 nodes_list=1,2,4,8
 runs=3
+ranks_per_node=1
 results=$root/bench/results/scaling.jsonl
 keep_prefix=0
 extra_env=""
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
   case $1 in
     --build) build=${2:?}; shift ;;
     --nodes-list) nodes_list=${2:?}; shift ;;
     --runs) runs=${2:?}; shift ;;
+    --ranks-per-node) ranks_per_node=${2:?}; shift ;;
     --results) results=${2:?}; shift ;;
     --env) extra_env=${2-}; shift ;;
     --keep-prefix) keep_prefix=1 ;;
@@ -52,6 +57,9 @@ say() { echo "scaling.sh: $*" >&2; }
 die() { say "$*"; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "needs root (slurmd and network namespaces)"
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs wants a positive number, not '$runs'"
+[[ $ranks_per_node =~ ^[1-8]$ ]] || die "--ranks-per-node wants a number from 1 to 8, not '$ranks_per_node'"
+step_layout=(--exact -c1)
+((ranks_per_node == 1)) || step_layout+=(--ntasks-per-node="$ranks_per_node" --overcommit)
 IFS=, read -r -a node_counts <<<"$nodes_list"
 for n in "${node_counts[@]}"; do
   [[ $n =~ ^[1-8]$ ]] || die "--nodes-list wants numbers from 1 to 8, not '$n'"
@@ -117,11 +125,11 @@ for n in "${node_counts[@]}"; do
       if (cd "$work" && runuser -u "$user" -- env SLURM_CONF="$SLURM_CONF" PATH=/usr/bin:/bin \
           OMPI_MCA_mpi_yield_when_idle=1 SIDECORE_LOG_LEVEL="${SIDECORE_LOG_LEVEL:-warn}" "${env_list[@]}" \
           timeout 60 salloc -Q -N "$n" --ntasks-per-node=1 -c2 \
-          srun --mpi=pmix --exact -c1 --offload=idle --offload-poll=adaptive \
+          srun --mpi=pmix "${step_layout[@]}" --offload=idle --offload-poll=adaptive \
           "$programs/scaling_probe" "$programs/libsidecore_test_functions.so" "$run") >"$work/out" 2>"$work/err"; then
         break
       fi
-      if ((attempt == 5)) || (($(grep -c '^scaling_probe: rank [0-9]* initialized$' "$work/err") == n)); then
+      if ((attempt == 5)) || (($(grep -c '^scaling_probe: rank [0-9]* initialized$' "$work/err") == n * ranks_per_node)); then
         say "the $n-node job (run $run) failed:"
         cat "$work/out" "$work/err" >&2
         exit 1
@@ -131,7 +139,7 @@ for n in "${node_counts[@]}"; do
     line=$(sed -n 's/^scaling-result //p' "$work/out")
     [[ -n $line ]] || die "no result from the $n-node job (run $run): $(cat "$work/out" "$work/err")"
     grep -v '^scaling_probe: rank [0-9]* initialized$' "$work/err" | sed 's/^/  job: /' >&2 || true
-    line="${line%\}},\"env\":\"$extra_env\",\"commit\":\"$commit\"}"
+    line="${line%\}},\"ranks_per_node\":$ranks_per_node,\"env\":\"$extra_env\",\"commit\":\"$commit\"}"
     echo "$line"
     [[ $results == - ]] || echo "$line" >>"$results"
   done

@@ -1,4 +1,4 @@
-/* What a pool costs as the job grows: run by bench/scaling.sh, one rank per simulated node, each
+/* What a pool costs as the job grows: run by bench/scaling.sh, R ranks per simulated node, each
  * node with its own executor (srun --offload=idle).
  *
  *   scaling_probe FUNCTION_LIBRARY [RUN]
@@ -197,10 +197,10 @@ int main(int argc, char **argv) {
     ++failures;
   }
   const int reads_executor = leader && executor_pid > 0;
-  /* Every rank receives every rank's card (MPI_Allgatherv) and every length (MPI_Allgather). */
-  double exchange_bytes = (double)card_bytes;
+  /* Every rank receives one card per node (with a newline), the leaders the nodes' lengths
+   * (MPI_Allgather among node leaders, then MPI_Bcast in the node: offload/src/mpi/pool.cpp). */
+  double exchange_bytes = leader ? (double)card_bytes + 1 + sizeof(int) : 0;
   MPI_Allreduce(MPI_IN_PLACE, &exchange_bytes, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-  exchange_bytes += (double)size * sizeof(int);
   int executors = leader && card_bytes > 0;
   MPI_Allreduce(MPI_IN_PLACE, &executors, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
 

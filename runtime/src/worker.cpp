@@ -248,7 +248,7 @@ void Worker::handle_error() {
 void Worker::handle_message(uint32_t buffer, size_t length) {
   dispatch(std::span<const std::byte>(buffers_->data(buffer), std::min(length, buffers_->buffer_bytes())));
   // Every handler is done with the buffer (inputs that outlive it were copied or are read by RMA).
-  if (posted_receives_ < wanted_receives_) {
+  if (posted_receives_ < receive_target()) {
     post_receive(buffer);
   } else {
     buffers_->release(buffer);
@@ -311,6 +311,15 @@ void Worker::on_hello(std::span<const std::byte> message) {
   if (!free_peers_.empty()) {
     peer_id = free_peers_.back();
     free_peers_.pop_back();
+    // The slot's previous caller said goodbye long enough ago for its results to have left:
+    // its address goes, so the table stays as large as the callers served at once. Not on shm,
+    // whose 1.17 endpoint keeps a removed peer's state and hands the freed index to the next
+    // insert, whose sends then touch the old peer's unmapped region (docs/design.md, limits);
+    // shm callers are this node's ranks, a bounded number.
+    const bool shm = domain_->fabric()->provider() == "shm";
+    if (!shm && peers_[peer_id].address != address && peers_[peer_id].address != FI_ADDR_NOTAVAIL) {
+      endpoint_->av().remove(peers_[peer_id].address);
+    }
   } else if (peers_.size() < options_.max_peers) {
     peer_id = static_cast<uint32_t>(peers_.size());
     peers_.emplace_back();
@@ -334,7 +343,7 @@ void Worker::on_hello(std::span<const std::byte> message) {
     }
   }
   wanted_receives_ += options_.credits_per_peer;
-  while (posted_receives_ < wanted_receives_) post_receive(buffers_->acquire());
+  while (posted_receives_ < receive_target()) post_receive(buffers_->acquire());
 
   protocol::WelcomeMessage welcome{protocol::make_header(protocol::MessageType::welcome, peer_id, peer.session),
                                    hello->fixed.nonce, options_.credits_per_peer, index_};

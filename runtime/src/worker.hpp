@@ -11,6 +11,7 @@
 // where the provider has one and on the Doorbell otherwise.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -39,7 +40,10 @@ struct WorkerOptions {
   PollMode poll = PollMode::adaptive;
   std::chrono::microseconds spin_window{1000};  // adaptive: how long to spin after the last message
   uint32_t credits_per_peer = 64;               // tasks a caller may have outstanding per worker
-  uint32_t max_peers = 1024;                    // callers per worker
+  // Callers per worker: a cross-node worker of an N-node job with R ranks per node can have
+  // (N - 1)·R of them. A caller costs a peer entry and its address (reused once it says goodbye),
+  // not receive buffers beyond kMaxPostedReceives.
+  uint32_t max_peers = 65536;
   std::chrono::milliseconds max_task{0};        // the site's bound on any task (max_task_s); 0: none
 };
 
@@ -266,7 +270,12 @@ class Worker {
   std::chrono::steady_clock::time_point next_ring_check_{};
   std::vector<uint32_t> wakes_due_;  // callers to ring once the current batch is handled
   size_t posted_receives_ = 0;
-  size_t wanted_receives_ = 0;
+  size_t wanted_receives_ = 0;  // a reserve plus each caller's credits
+  // At most this many receives are posted (4224 B each, 17 MiB), whatever the callers: past about
+  // 60 callers their credits add up to more messages than are ever in flight at once, and a message
+  // that finds no posted buffer waits in the provider until one is re-posted.
+  static constexpr size_t kMaxPostedReceives = 4096;
+  size_t receive_target() const noexcept { return std::min(wanted_receives_, kMaxPostedReceives); }
   std::vector<PendingTask> pending_;
   std::vector<uint32_t> free_pending_;
   std::vector<Scratch> scratch_;

@@ -196,11 +196,11 @@ static void check_bad_arguments(MPIX_Offload_pool pool) {
   CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "MPI_COMM_NULL: kind %d", kind_of(rc));
   rc = MPIX_Offload_pool_create(MPI_COMM_WORLD, MPI_INFO_NULL, NULL);
   CHECK(kind_of(rc) == MPIX_OFFLOAD_ERR_BAD_ARG, "NULL pool pointer: kind %d", kind_of(rc));
-  static const char *bad_values[][2] = {{"sidecore_scope", "galaxy"},
-                                        {"sidecore_fallback", "maybe"},
-                                        {"sidecore_timeout_ms", "-3"},
-                                        {"sidecore_timeout_ms", "soon"}};
-  for (size_t i = 0; i < 4; ++i) {
+  static const char *bad_values[][2] = {{"sidecore_scope", "galaxy"},        {"sidecore_fallback", "maybe"},
+                                        {"sidecore_timeout_ms", "-3"},       {"sidecore_timeout_ms", "soon"},
+                                        {"sidecore_remote_executors", "-1"}, {"sidecore_remote_executors", "65537"},
+                                        {"sidecore_remote_executors", "all"}};
+  for (size_t i = 0; i < sizeof bad_values / sizeof bad_values[0]; ++i) {
     MPI_Info info;
     MPI_Info_create(&info);
     MPI_Info_set(info, bad_values[i][0], bad_values[i][1]);

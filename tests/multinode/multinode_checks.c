@@ -146,6 +146,55 @@ static void check_spread(void) {
   CHECK(rc == MPI_SUCCESS, "pool_free: rc %d", rc);
 }
 
+/* sidecore_remote_executors bounds the other nodes' executors a rank uses, the next node in the
+ * job's order first (one rank per node here: the node of rank + 1); more than exist gives all. */
+static void check_bounded(void) {
+  MPIX_Offload_pool pool = make_pool("job");
+  int local = -1, total = -1, rc = MPI_SUCCESS;
+  MPIX_Offload_pool_size(pool, &local, &total);
+  MPIX_Offload_pool_free(&pool);
+  enum { kTasks = 8 };
+  struct task tasks[kTasks];
+  for (int t = 0; t < kTasks; ++t) tasks[t].sleep_us = 100000;
+  const char *bounds[2] = {"1", "100"};
+  int reached[2] = {0, 0};
+  for (int b = 0; b < 2; ++b) {
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "sidecore_remote_executors", bounds[b]);
+    MPIX_Offload_pool bounded = MPIX_OFFLOAD_POOL_NULL;
+    rc = MPIX_Offload_pool_create(MPI_COMM_WORLD, info, &bounded);
+    MPI_Info_free(&info);
+    CHECK(rc == MPI_SUCCESS, "pool_create(sidecore_remote_executors=%s): rc %d", bounds[b], rc);
+    if (rc != MPI_SUCCESS) continue;
+    int bounded_local = -1, bounded_total = -1;
+    MPIX_Offload_pool_size(bounded, &bounded_local, &bounded_total);
+    const int expected_total = b == 0 ? local + 1 : total;
+    CHECK(bounded_total == expected_total, "sidecore_remote_executors=%s: pool_size total %d, expected %d", bounds[b],
+          bounded_total, expected_total);
+    MPIX_Offload_function bounded_fn = lookup_where(bounded);
+    run_tasks(bounded_fn, tasks, kTasks);
+    const char *next_host = all_hosts + (size_t)((rank + 1) % size) * kHostBytes;
+    int next = 0;
+    for (int t = 0; t < kTasks; ++t) {
+      CHECK(tasks[t].status.MPI_ERROR == MPI_SUCCESS, "bounded task %d: error %d", t, tasks[t].status.MPI_ERROR);
+      if (b == 0) {
+        CHECK(strcmp(tasks[t].host, own_host) == 0 || strcmp(tasks[t].host, next_host) == 0,
+              "sidecore_remote_executors=1: task %d ran on %s, neither %s nor the next node %s", t, tasks[t].host,
+              own_host, next_host);
+      }
+      next += strcmp(tasks[t].host, next_host) == 0;
+    }
+    CHECK(next >= 1, "sidecore_remote_executors=%s: no task ran on the next node %s", bounds[b], next_host);
+    reached[b] = bounded_total;
+    MPIX_Offload_function_free(&bounded_fn);
+    rc = MPIX_Offload_pool_free(&bounded);
+    CHECK(rc == MPI_SUCCESS, "pool_free: rc %d", rc);
+  }
+  snprintf(summary, sizeof summary, "bounded: rank %d on %s: pool of %d workers with 1 remote executor, %d with 100",
+           rank, own_host, reached[0], reached[1]);
+}
+
 static void check_node_scope(void) {
   MPIX_Offload_pool pool = make_pool("node");
   int local = -1, total = -1;
@@ -197,10 +246,24 @@ static void check_lost(int restart) {
   MPIX_Offload_pool_size(pool, &local, &total);
   CHECK(local == 1 && total == size, "the lost scenario wants one worker per node: local %d total %d", local, total);
   MPIX_Offload_function fn = lookup_where(pool);
-  MPI_Barrier(MPI_COMM_WORLD); /* every lookup answered before the workers are busy for seconds */
-  /* Two tasks on the node's worker, then one on each of the other nodes (the least loaded). */
+  /* A round that reaches every executor first: a pool connects to another node's executor when a
+   * task first finds no idle worker, and this scenario is about tasks on connected executors. */
   const int count = 2 * local + (size - 1);
   struct task tasks[64];
+  for (int t = 0; t < count; ++t) tasks[t].sleep_us = 200000;
+  run_tasks(fn, tasks, count);
+  char warm_hosts[64][kHostBytes];
+  int warm_distinct = 0;
+  for (int t = 0; t < count; ++t) {
+    CHECK(tasks[t].status.MPI_ERROR == MPI_SUCCESS, "warm-up task %d failed: kind %d", t,
+          kind_of(tasks[t].status.MPI_ERROR));
+    int seen = 0;
+    for (int h = 0; h < warm_distinct; ++h) seen |= strcmp(warm_hosts[h], tasks[t].host) == 0;
+    if (!seen) snprintf(warm_hosts[warm_distinct++], kHostBytes, "%s", tasks[t].host);
+  }
+  CHECK(warm_distinct == size, "the warm-up round reached %d of %d nodes' executors", warm_distinct, size);
+  MPI_Barrier(MPI_COMM_WORLD); /* every executor joined before the workers are busy for seconds */
+  /* Two tasks on the node's worker, then one on each of the other nodes (the least loaded). */
   for (int t = 0; t < count; ++t) tasks[t].sleep_us = 2500000;
   submit_tasks(fn, tasks, count);
   MPI_Barrier(MPI_COMM_WORLD);
@@ -279,7 +342,7 @@ static void check_lost(int restart) {
 
 int main(int argc, char **argv) {
   if (argc != 3) {
-    fprintf(stderr, "usage: %s spread|node|lost|restart FUNCTION_LIBRARY\n", argv[0]);
+    fprintf(stderr, "usage: %s spread|bounded|node|lost|restart FUNCTION_LIBRARY\n", argv[0]);
     return 2;
   }
   const char *scenario = argv[1];
@@ -302,6 +365,8 @@ int main(int argc, char **argv) {
 
   if (strcmp(scenario, "spread") == 0) {
     check_spread();
+  } else if (strcmp(scenario, "bounded") == 0) {
+    check_bounded();
   } else if (strcmp(scenario, "node") == 0) {
     check_node_scope();
   } else if (strcmp(scenario, "lost") == 0) {

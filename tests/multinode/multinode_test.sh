@@ -100,19 +100,29 @@ run_checks() {
 
 case_spread() {
   cluster_up
-  # At debug level, each rank logs the provider it reaches each executor over.
+  # At debug level, each rank logs the provider it reaches each executor over: its node's when
+  # the pool is created, the others' as each joins (the first time a task finds no idle worker).
   SIDECORE_LOG_LEVEL=debug run_checks spread
   local over_shm over_tcp
   over_shm=$(grep -c "pool: executor .* (this node), 1 worker(s) over shm$" "$work/err" || true)
-  over_tcp=$(grep -c "pool: executor .* (another node), 1 worker(s) over tcp;ofi_rxm$" "$work/err" || true)
+  over_tcp=$(grep -c "executor .* on node[0-9]* joined: 1 worker(s) over tcp;ofi_rxm$" "$work/err" || true)
   [[ $over_shm == "$nodes" && $over_tcp == $((nodes * (nodes - 1))) ]] ||
     fail "expected each rank to reach its node's executor over shm and the others over tcp;ofi_rxm:" \
-      "$over_shm over shm, $over_tcp over tcp;ofi_rxm: $(grep 'pool: executor' "$work/err")"
+      "$over_shm over shm, $over_tcp over tcp;ofi_rxm: $(grep -E 'pool: executor|joined' "$work/err")"
   # Every rank's tasks ran on its own node first and on other nodes once its worker was busy.
   [[ $(grep -c "^spread: rank .* [1-9][0-9]* on other nodes; pool 1 local of $nodes workers$" "$work/out") == "$nodes" ]] ||
     fail "not every rank reached the other nodes' executors"
   expect_no_executor_left
   check "3 nodes under srun --offload=idle: each rank's tasks ran on its node, then on the other nodes"
+}
+
+case_bounded() {
+  cluster_up
+  run_checks bounded
+  [[ $(grep -c "^bounded: rank .* pool of 2 workers with 1 remote executor, $nodes with 100$" "$work/out") == "$nodes" ]] ||
+    fail "sidecore_remote_executors did not bound the pools as asked"
+  expect_no_executor_left
+  check "sidecore_remote_executors=1 keeps a rank's tasks on its node and the next one; 100 gives the $nodes that exist"
 }
 
 case_node_scope() {
@@ -230,5 +240,5 @@ while [ ! -e '"$work"'/go ] && [ -d '"$work"' ]; do sleep 0.2; done'
   check "node2's slurmd killed and restarted under a 2-node step: the step ended normally; no executor, folder or shm left; nodes idle"
 }
 
-name=${1:?usage: $0 setup|teardown|spread|node_scope|lost|restart|sbatch|slurmd_restart}
+name=${1:?usage: $0 setup|teardown|spread|bounded|node_scope|lost|restart|sbatch|slurmd_restart}
 "case_${name//-/_}"

@@ -108,12 +108,38 @@ class SIDECORE_API Client {
   // connect() with SIDECORE_EXECUTOR and SIDECORE_TOKEN; NO_EXECUTOR when they are unset.
   static Client from_environment(const ClientOptions& options = {});
 
+  // Adds another executor, reached through this client's own endpoint, completion queue and
+  // address vector (one address-vector entry per worker), so that a client costs the same
+  // whatever the number of executors it uses. The card is a card, not a reference; on another
+  // host the executor is reached through its card's remote provider, which must be this client's.
+  // Every function looked up so far is looked up there too (one that is missing there is never
+  // sent there). From then on each task goes to the executor with the fewest tasks per worker,
+  // the earlier one on a tie. Throws Error like connect(); the client is unchanged then.
+  void add_executor(std::string_view card);
+
+  // A client of standby executors only (cards, the nearest first; none connected yet): what a
+  // rank's pool keeps for the executors of other nodes. The client's provider is the one the first
+  // card routes to from this host; standby cards of another provider are skipped. Throws Error:
+  // BAD_ARG without a usable card, NO_EXECUTOR when the provider cannot be opened.
+  static Client standby(const std::vector<std::string>& cards, std::string_view token,
+                        const ClientOptions& options = {});
+  // More standby executors, after those already listed. When a task finds no idle worker on the
+  // client's executors, the next standby executor joins and takes it: submit() sends the hellos
+  // and returns; the executor answers them and the lookups of the client's functions from
+  // progress(), and the task waits in the client until then. One that refuses the client (at
+  // capacity) or does not answer hands its tasks to another; one that dies fails them
+  // (EXECUTOR_LOST).
+  void add_standby(const std::vector<std::string>& cards);
+  size_t standby_left() const noexcept;  // not joined yet
+  size_t executors() const noexcept;     // added or joining, lost ones included
+
   Client(Client&&) noexcept;
   Client& operator=(Client&&) noexcept;
   ~Client();  // says goodbye to every worker; tasks still in flight are abandoned
 
-  // Resolves `symbol` in `library` on the executor (the path is the executor's). Throws Error
-  // (NOT_FOUND when the library or symbol is missing).
+  // Resolves `symbol` in `library` on the client's executors (the path is the executors'). Throws
+  // Error (NOT_FOUND when the library or symbol is missing; EXECUTOR_LOST when no executor
+  // answered).
   Function lookup(std::string_view library, std::string_view symbol);
 
   // Starts a task; never blocks. The result is collected with test() or wait().
@@ -161,8 +187,9 @@ class SIDECORE_API Client {
   // Whether tasks reach the executor's workers over node-local rings (its card offers them, this
   // client's transport is automatic, and its workers took them) rather than over provider().
   bool on_rings() const noexcept;
-  const std::string& executor_host() const noexcept;  // the host name in the executor's card
-  bool executor_lost() const noexcept;  // its executor died: every task completes with EXECUTOR_LOST
+  const std::string& executor_host() const noexcept;  // the host name in the first executor's card
+  // Every executor of the client died: every task completes with EXECUTOR_LOST.
+  bool executor_lost() const noexcept;
   // Makes progress on what a lost worker needs: noticing the loss, greeting the worker its executor
   // started in its place (cheap to call often). True while the client's executor is alive; its
   // workers are replaced on their own, so this never has to be called for that.

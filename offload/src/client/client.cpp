@@ -10,6 +10,7 @@
 #include "card_reference.hpp"
 #include "client/session.hpp"
 #include "fabric/error.hpp"
+#include "log.hpp"
 #include "token.hpp"
 
 namespace sidecore {
@@ -44,6 +45,51 @@ Client Client::connect(std::string_view card_text, std::string_view token, const
   impl->add_executor(card, token);
   return Client(std::move(impl));
 }
+
+void Client::add_executor(std::string_view card_text) {
+  ExecutorCard card;
+  try {
+    card = route_for_caller(parse_card(card_text), local_host_name());
+  } catch (const CardError& e) {
+    throw Error(ErrorKind::bad_arg, e.what());
+  }
+  for (const auto& executor : impl_->executors) {
+    if (executor.card.executor_id == card.executor_id) {
+      throw Error(ErrorKind::bad_arg, fmt::format("executor {} is already one of this client's", card.executor_id));
+    }
+  }
+  impl_->add_executor(card, impl_->token);
+  impl_->lookup_known_functions(static_cast<uint32_t>(impl_->executors.size() - 1));
+}
+
+Client Client::standby(const std::vector<std::string>& cards, std::string_view token, const ClientOptions& options) {
+  std::string provider;
+  const std::string host = local_host_name();
+  for (const auto& text : cards) {
+    try {
+      provider = route_for_caller(parse_card(text), host).provider;
+      break;
+    } catch (const CardError& e) {
+      logger("sidecore.client")->warn("skipping a standby executor: {}", e.what());
+    }
+  }
+  if (provider.empty()) throw Error(ErrorKind::bad_arg, "no usable standby executor card");
+  std::unique_ptr<Impl> impl;
+  try {
+    impl = std::make_unique<Impl>(options, provider);
+  } catch (const fabric::FabricError& e) {
+    throw Error(ErrorKind::no_executor, fmt::format("cannot open provider {}: {}", provider, e.what()));
+  }
+  impl->token = token;
+  impl->standby.assign(cards.begin(), cards.end());
+  return Client(std::move(impl));
+}
+
+void Client::add_standby(const std::vector<std::string>& cards) {
+  impl_->standby.insert(impl_->standby.end(), cards.begin(), cards.end());
+}
+size_t Client::standby_left() const noexcept { return impl_->standby.size(); }
+size_t Client::executors() const noexcept { return impl_->executors.size(); }
 
 Client Client::from_environment(const ClientOptions& options) {
   const char* card = std::getenv("SIDECORE_EXECUTOR");
@@ -103,11 +149,14 @@ void Client::sleep(std::chrono::microseconds timeout) {
   }
 }
 void Client::interrupt_sleep() noexcept { impl_->interrupt_sleep(); }
-const std::string& Client::executor_host() const noexcept { return impl_->executors.front().card.host; }
-bool Client::executor_lost() const noexcept { return impl_->executors.front().lost; }
+const std::string& Client::executor_host() const noexcept {
+  static const std::string none;
+  return impl_->executors.empty() ? none : impl_->executors.front().card.host;
+}
+bool Client::executor_lost() const noexcept { return impl_->all_executors_lost(); }
 bool Client::reconnect() {
   progress();  // notices a lost executor, and greets replaced workers
-  return !impl_->executors.front().lost;
+  return !impl_->all_executors_lost();
 }
 
 Completion Client::wait(TaskId id) {
@@ -135,6 +184,7 @@ size_t Client::in_flight() const noexcept { return impl_->tasks.in_flight(); }
 size_t Client::workers() const noexcept { return impl_->total_workers; }
 const std::string& Client::provider() const noexcept { return impl_->provider; }
 bool Client::on_rings() const noexcept {
+  if (impl_->executors.empty()) return false;
   for (const auto& worker : impl_->executors.front().workers) {
     if (worker.on_rings) return true;
   }

@@ -151,8 +151,9 @@ void Client::Impl::add_executor(const ExecutorCard& card, std::string_view token
     throw Error(ErrorKind::no_executor, fmt::format("executor {} on {} did not answer within {} ms", card.executor_id,
                                                     card.host, options.connect_timeout.count()));
   }
-  // The site's bound on any task (max_task_s) is the longest a task may take from here too.
-  task_timeout = options.task_timeout;
+  // The site's bound on any task (max_task_s) is the longest a task may take from here too: the
+  // smallest bound of the client's executors.
+  if (index == 0) task_timeout = options.task_timeout;
   if (card.max_task_s > 0) {
     const std::chrono::milliseconds bound(uint64_t{card.max_task_s} * 1000);
     if (task_timeout.count() == 0 || task_timeout > bound) task_timeout = bound;
@@ -163,6 +164,28 @@ void Client::Impl::add_executor(const ExecutorCard& card, std::string_view token
   watch_process(link);
   watching_any = watching_any || link.pidfd >= 0 || link.card_fd >= 0;
   total_workers += link.workers.size();
+  link.function_ids.assign(known_functions.size(), protocol::kNoFunction);
+}
+
+void Client::Impl::lookup_known_functions(uint32_t e) {
+  for (size_t f = 0; f < known_functions.size(); ++f) {
+    const KnownFunction& known = known_functions[f];
+    try {
+      executors[e].function_ids[f] = lookup_on(e, known.library, known.symbol);
+    } catch (const Error& error) {
+      logger("sidecore.client")
+          ->warn("executor {} cannot run '{}' from '{}' ({}): its tasks go to the other executors",
+                 executors[e].card.executor_id, known.symbol, known.library, error.what());
+    }
+  }
+}
+
+bool Client::Impl::all_executors_lost() const noexcept {
+  if (!standby.empty()) return false;
+  for (const auto& executor : executors) {
+    if (!executor.lost) return false;
+  }
+  return true;
 }
 
 Client::Impl::Reply* Client::Impl::find_reply(uint64_t key) {
@@ -179,16 +202,50 @@ Function Client::Impl::lookup(std::string_view library, std::string_view symbol)
   if (symbol.empty() || symbol.size() > protocol::kMaxSymbolBytes) {
     throw Error(ErrorKind::bad_arg, fmt::format("symbol name must be 1 to {} bytes", protocol::kMaxSymbolBytes));
   }
-  if (executors[0].lost) {
+  if (executors.size() == 1 && executors[0].lost) {
     throw Error(ErrorKind::executor_lost, fmt::format("executor {} is gone", executors[0].card.executor_id));
   }
-  const uint32_t id = lookup_on(0, library, symbol);
+  // Asked of every executor alive: one that is lost meanwhile is skipped while another answers;
+  // any other error (the function is missing, the arguments are bad) is the caller's.
+  std::vector<uint32_t> ids(executors.size(), protocol::kNoFunction);
+  std::optional<Error> lost;
+  bool found = false;
+  for (uint32_t e = 0; e < executors.size(); ++e) {
+    if (executors[e].lost) continue;
+    if (executors[e].joining) {  // asked as part of its join, below
+      found = true;
+      continue;
+    }
+    try {
+      ids[e] = lookup_on(e, library, symbol);
+      found = true;
+    } catch (const Error& error) {
+      if (error.kind() != ErrorKind::executor_lost) throw;
+      if (!lost) lost = error;
+    }
+  }
+  // With standby executors left, the function is asked of each as it joins.
+  if (!found && standby.empty()) {
+    throw lost ? *lost : Error(ErrorKind::executor_lost, "every executor of the client is gone");
+  }
   Function function;
   function.library_ = library;
   function.symbol_ = symbol;
   function.owner_ = this;
   function.ids_.push_back(static_cast<uint32_t>(known_functions.size()));
-  known_functions.push_back(id);
+  known_functions.push_back({std::string(library), std::string(symbol)});
+  const auto f = static_cast<uint32_t>(known_functions.size() - 1);
+  for (uint32_t e = 0; e < executors.size(); ++e) {
+    ExecutorLink& executor = executors[e];
+    if (executor.function_ids.size() == f) executor.function_ids.push_back(ids[e]);
+    if (!executor.joining || !executor.lookups_sent) continue;  // not joining, or asks at its welcome
+    for (uint32_t w = 0; w < executor.workers.size(); ++w) {
+      if (executor.workers[w].connected) {
+        send_join_lookup(e, w, f);
+        break;
+      }
+    }
+  }
   return function;
 }
 

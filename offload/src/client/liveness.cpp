@@ -128,6 +128,11 @@ bool Client::Impl::read_liveness(ExecutorLink& link, int fd) {
 
 size_t Client::Impl::lose_executor(uint32_t e) {
   ExecutorLink& link = executors[e];
+  if (link.joining) {  // died before it joined: its waiting tasks fail with it, as on any executor
+    link.joining = false;
+    --joining_count;
+    std::erase_if(join_lookups, [&](const JoinLookup& l) { return l.executor == e; });
+  }
   for (uint32_t w = 0; w < link.workers.size(); ++w) {
     if (!link.workers[w].on_rings) continue;
     poll_ring(e, w);  // results written before it died are real
@@ -234,6 +239,10 @@ bool Client::Impl::on_replacement_answer(uint64_t nonce, const protocol::Message
     for (uint32_t w = 0; w < executors[e].workers.size(); ++w) {
       WorkerLink& worker = executors[e].workers[w];
       if (worker.hello_nonce != nonce || nonce == 0) continue;
+      if (executors[e].joining) {
+        on_join_answer(e, w, header, welcome);
+        return true;
+      }
       worker.hello_nonce = 0;
       if (welcome == nullptr) {
         logger("sidecore.client")

@@ -207,6 +207,7 @@ size_t Client::Impl::progress(bool check_clock) {
     }
   }
   if (replacements_due()) look_for_replacements(Clock::now());
+  if (joining_count > 0) check_joins(Clock::now());
   return events;
 }
 
@@ -319,6 +320,8 @@ void Client::Impl::handle_message(std::span<const std::byte> message) {
           reply->type = header->type;
           reply->error = answer->error;
           reply->function_id = answer->function_id;
+        } else {
+          on_join_lookup(answer->request_id, answer->error, answer->function_id);
         }
       }
       break;
@@ -401,18 +404,56 @@ TaskId Client::Impl::submit(const Function& function, const void* in, size_t in_
       tasks.add_deadline(slot.deadline, id);
     }
   }
-  // One executor per client; the MPI extension's pool spreads tasks over several clients.
-  slot.executor = 0;
-  if (executors[0].lost) {
+  slot.function = function.ids_[0];
+  uint32_t e = 0;
+  if (executors.size() != 1 || !standby.empty()) {
+    double load = 0;
+    e = pick_executor(slot.function, load);
+    // No idle worker anywhere: a standby executor joins and takes the task.
+    if ((e == UINT32_MAX || load >= 1.0) && !standby.empty()) {
+      if (const uint32_t joined = join_next_standby(); joined != UINT32_MAX) e = joined;
+    }
+  }
+  if (e == UINT32_MAX || executors[e].lost) {
     tasks.deliver(index, Completion{ErrorKind::executor_lost, 0, 0, false});
     return id;
   }
-  slot.function_id = known_functions[function.ids_[0]];
-  ExecutorLink& executor = executors[0];
+  slot.executor = e;
+  ExecutorLink& executor = executors[e];
+  if (executor.joining) {  // its function ids come with the join (finish_join)
+    slot.function_id = protocol::kNoFunction;
+    slot.waiting = true;
+    executor.waiting.emplace_back(index, id);
+    return id;
+  }
+  slot.function_id = executor.function_ids[slot.function];
   slot.waiting = true;
   if (executor.waiting.empty() && dispatch(index)) return id;
   executor.waiting.emplace_back(index, id);
   return id;
+}
+
+uint32_t Client::Impl::pick_executor(uint32_t function, double& best_load) const noexcept {
+  uint32_t best = UINT32_MAX;
+  best_load = 0;
+  for (uint32_t e = 0; e < executors.size(); ++e) {
+    const ExecutorLink& executor = executors[e];
+    if (executor.lost || (!executor.joining && executor.function_ids[function] == protocol::kNoFunction)) continue;
+    size_t busy = executor.waiting.size(), serving = 0;
+    for (const WorkerLink& worker : executor.workers) {
+      busy += worker.outstanding;
+      if (executor.joining || (worker.connected && !worker.lost)) ++serving;
+    }
+    // One whose workers are all being replaced takes tasks (they wait for the replacements)
+    // only when no other executor is alive.
+    const double load = serving == 0 ? 1e300 : static_cast<double>(busy) / static_cast<double>(serving);
+    if (best == UINT32_MAX || load < best_load) {
+      best = e;
+      best_load = load;
+      if (busy == 0 && serving > 0) break;
+    }
+  }
+  return best;
 }
 
 class Client::Impl::RingRequests final : public transport::MessagePort {

@@ -82,6 +82,24 @@ struct Client::Impl {
     std::string liveness_input;              // a partial line from the liveness connection
     std::optional<ExecutorCard> newer_card;  // the latest card it sent there, not applied yet
     size_t lost_workers = 0;
+    // Its id of each function of the client (by the index Function objects hold), kNoFunction
+    // where it has none; ids stay valid across its workers' replacements.
+    std::vector<uint32_t> function_ids;
+    // Joining (a standby executor taken when a task found no idle worker): its hellos are out; at
+    // the first welcome the client asks it for every function's id; once all are answered it
+    // joins. Tasks routed to it wait in `waiting` meanwhile.
+    bool joining = false;
+    bool lookups_sent = false;
+    size_t lookups_due = 0;
+    Clock::time_point join_deadline = Clock::time_point::max();  // without a liveness connection
+  };
+  // A function lookup of a joining executor, answered from progress().
+  struct JoinLookup {
+    uint64_t key;
+    uint32_t executor, function;
+  };
+  struct KnownFunction {
+    std::string library, symbol;
   };
   struct Backlog {
     fi_addr_t address;
@@ -118,10 +136,13 @@ struct Client::Impl {
   Clock::time_point next_deadline = Clock::time_point::max();  // the first task deadline at prepare_sleep()
   // Replaced workers (their executor's supervisor publishes a new card: in the file a reference
   // points to, and on the liveness connection): the reference and the token to greet them with.
-  // Function ids belong to the executor and stay valid across its workers' replacements.
   std::string card_source;
   std::string token;
-  std::vector<uint32_t> known_functions;  // executor function ids, by the index Function objects hold
+  std::vector<KnownFunction> known_functions;  // by the index Function objects hold
+  // Standby executors (cards, nearest first): one joins when a task finds no idle worker.
+  std::deque<std::string> standby;
+  std::vector<JoinLookup> join_lookups;
+  size_t joining_count = 0;
   Clock::time_point next_card_check{};
   std::chrono::milliseconds task_timeout{0};  // the user's, bounded by the executor's max_task_s
   Clock::time_point next_liveness_check{};
@@ -197,6 +218,11 @@ struct Client::Impl {
                         const std::optional<protocol::RemoteBuffer>& input,
                         const std::optional<protocol::RemoteBuffer>& output);
   void dispatch_waiting(std::deque<std::pair<uint32_t, TaskId>>& waiting);
+
+  // The executor for a task of function `function` (an index of known_functions): the one alive,
+  // with the function (or joining), and with the fewest tasks per serving worker (a joining one
+  // counts all its workers), the first on a tie; its load in `load`. UINT32_MAX when none is alive.
+  uint32_t pick_executor(uint32_t function, double& load) const noexcept;
   bool cancel(TaskId id);
 
   // test() after fail_everything: the task's completion if it has one now, else EXECUTOR_LOST.
@@ -228,8 +254,31 @@ struct Client::Impl {
   bool await(std::vector<Reply>& replies, Clock::time_point deadline,
              std::optional<std::pair<uint32_t, uint32_t>> asked = std::nullopt);
   void add_executor(const ExecutorCard& card, std::string_view token);
+  // Looks up every function of the client on executor `e` (just added); one it lacks, or that it
+  // could not answer for, is never sent there.
+  void lookup_known_functions(uint32_t e);
   Reply* find_reply(uint64_t key);
   Function lookup(std::string_view library, std::string_view symbol);
+  bool all_executors_lost() const noexcept;
+
+  // --- joining.cpp: standby executors taken on demand, without waiting for them
+
+  // Starts joining the next standby executor that can be reached (its card routed, its liveness
+  // connection open when it has one, hellos sent); its index, or UINT32_MAX when none is left.
+  uint32_t join_next_standby();
+  // A welcome (or, with null, a refusal) from worker `w` of joining executor `e`.
+  void on_join_answer(uint32_t e, uint32_t w, const protocol::MessageHeader& header,
+                      const protocol::WelcomeMessage* welcome);
+  // Asks worker `w` of executor `e` for function `f`'s id (answered in on_join_lookup).
+  void send_join_lookup(uint32_t e, uint32_t w, uint32_t f);
+  bool on_join_lookup(uint64_t key, ErrorKind error, uint32_t function_id);
+  // The executor has every answer: its waiting tasks get their function ids and go.
+  void finish_join(uint32_t e);
+  // It refused the client, or did not answer in time: its waiting tasks go to another executor.
+  void fail_join(uint32_t e, std::string_view why);
+  // Sends the waiting task in `index` to another executor (joining one where needed), or fails it.
+  void reroute(uint32_t index);
+  void check_joins(Clock::time_point now);
 
   // A worker of executor `e` that serves now; while all are being replaced, waits for one up to
   // the connect timeout. Throws Error(EXECUTOR_LOST).

@@ -36,7 +36,7 @@ void TaskTable::reset(TaskSlot& slot) noexcept {
   slot.id = kNoTask;
   slot.used = slot.waiting = slot.on_wire = slot.collectable = slot.delivered = false;
   slot.deadline = {};
-  slot.executor = slot.worker = slot.function_id = 0;
+  slot.executor = slot.worker = slot.function_id = slot.function = 0;
   slot.in = nullptr;
   slot.in_bytes = 0;
   slot.out = nullptr;

@@ -29,6 +29,7 @@ struct TaskSlot {
   bool delivered = false;    // the user has the completion (collected or via callback)
   Clock::time_point deadline{};
   uint32_t executor = 0, worker = 0, function_id = 0;
+  uint32_t function = 0;  // the client's index of the function (its id differs per executor)
   const void* in = nullptr;
   size_t in_bytes = 0;
   void* out = nullptr;

@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <optional>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "card.hpp"
@@ -22,21 +22,25 @@
 namespace sidecore::mpi {
 namespace {
 
-// Every rank's SIDECORE_EXECUTOR, gathered over `comm` (empty strings where unset).
-std::vector<std::string> gather_cards(MPI_Comm comm) {
+// This rank's executor card (SIDECORE_EXECUTOR; a reference from the Slurm plugin waits for the
+// executor), or an empty string.
+std::string own_card() {
   const char* own = std::getenv("SIDECORE_EXECUTOR");
-  std::string card;
-  if (own != nullptr && *own != '\0') {
-    try {
-      card = resolve_card(own);  // a reference from the Slurm plugin: waits for the executor
-    } catch (const CardError& e) {
-      // This rank brings no executor; the others' cards (and the fallback) still apply.
-      logger("sidecore.mpi")->warn("no executor on this node: {}", e.what());
-    }
+  if (own == nullptr || *own == '\0') return {};
+  try {
+    return resolve_card(own);
+  } catch (const CardError& e) {
+    // This rank brings no executor; the others' cards (and the fallback) still apply.
+    logger("sidecore.mpi")->warn("no executor on this node: {}", e.what());
+    return {};
   }
+}
+
+// Gathers everyone's `text` at every rank of `comm`, in rank order.
+std::vector<std::string> allgather_texts(MPI_Comm comm, const std::string& text) {
   int size = 0;
   MPI_Comm_size(comm, &size);
-  int length = static_cast<int>(card.size());
+  int length = static_cast<int>(text.size());
   std::vector<int> lengths(static_cast<size_t>(size)), offsets(static_cast<size_t>(size));
   MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm);
   int total = 0;
@@ -45,13 +49,84 @@ std::vector<std::string> gather_cards(MPI_Comm comm) {
     total += lengths[static_cast<size_t>(r)];
   }
   std::string all(static_cast<size_t>(total), '\0');
-  MPI_Allgatherv(card.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR, comm);
-  std::vector<std::string> cards;
+  MPI_Allgatherv(text.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR, comm);
+  std::vector<std::string> texts;
   for (int r = 0; r < size; ++r) {
-    cards.push_back(all.substr(static_cast<size_t>(offsets[static_cast<size_t>(r)]),
+    texts.push_back(all.substr(static_cast<size_t>(offsets[static_cast<size_t>(r)]),
                                static_cast<size_t>(lengths[static_cast<size_t>(r)])));
   }
-  return cards;
+  return texts;
+}
+
+// The distinct lines of `bundle` (cards, one per line), appended to `cards` unless there already.
+void add_lines(const std::string& bundle, std::vector<std::string>& cards) {
+  size_t from = 0;
+  while (from < bundle.size()) {
+    size_t to = bundle.find('\n', from);
+    if (to == std::string::npos) to = bundle.size();
+    std::string line = bundle.substr(from, to - from);
+    if (!line.empty() && std::find(cards.begin(), cards.end(), line) == cards.end()) cards.push_back(std::move(line));
+    from = to + 1;
+  }
+}
+
+// The executor cards of the job's nodes, in the order of the nodes' lowest ranks in `comm`, and
+// which of them is this rank's node. One card per node travels, not one per rank: the ranks of
+// a node (MPI_COMM_TYPE_SHARED) hand their cards to their leader, which keeps the distinct ones;
+// the leaders exchange those; each leader hands the whole set to its node. A rank receives about
+// N·C bytes for N nodes, whatever the number of ranks per node.
+struct NodeCards {
+  std::vector<std::vector<std::string>> nodes;  // the cards of each node
+  size_t own = 0;                               // this rank's node
+};
+
+NodeCards gather_node_cards(MPI_Comm comm) {
+  std::string card = own_card();
+  if (card.find('\n') != std::string::npos) {
+    logger("sidecore.mpi")->warn("ignoring this rank's executor card: it spans several lines");
+    card.clear();
+  }
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm node = MPI_COMM_NULL, leaders = MPI_COMM_NULL;
+  MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+  int node_rank = 0;
+  MPI_Comm_rank(node, &node_rank);
+  MPI_Comm_split(comm, node_rank == 0 ? 0 : MPI_UNDEFINED, rank, &leaders);
+
+  // The node's distinct cards, at its leader (ranks of one node normally carry the same one).
+  std::vector<std::string> mine;
+  for (const std::string& text : allgather_texts(node, card)) add_lines(text, mine);
+  std::string bundle;
+  if (node_rank == 0) {
+    std::string own_bundle;
+    for (const auto& text : mine) own_bundle += text + '\n';
+    int leader_rank = 0;
+    MPI_Comm_rank(leaders, &leader_rank);
+    std::vector<std::string> all = allgather_texts(leaders, own_bundle);
+    // What the node receives: the node's index, then each node's bundle after its length.
+    bundle = std::to_string(leader_rank) + '\n';
+    for (const auto& text : all) bundle += std::to_string(text.size()) + '\n' + text;
+    MPI_Comm_free(&leaders);
+  }
+  unsigned long long length = bundle.size();
+  MPI_Bcast(&length, 1, MPI_UNSIGNED_LONG_LONG, 0, node);
+  bundle.resize(static_cast<size_t>(length));
+  MPI_Bcast(bundle.data(), static_cast<int>(length), MPI_CHAR, 0, node);
+  MPI_Comm_free(&node);
+
+  NodeCards result;
+  size_t at = bundle.find('\n');
+  result.own = std::stoul(bundle.substr(0, at));
+  ++at;
+  while (at < bundle.size()) {
+    const size_t line_end = bundle.find('\n', at);
+    const size_t bytes = std::stoul(bundle.substr(at, line_end - at));
+    std::vector<std::string>& cards = result.nodes.emplace_back();
+    add_lines(bundle.substr(line_end + 1, bytes), cards);
+    at = line_end + 1 + bytes;
+  }
+  return result;
 }
 
 // Fills a request's status and has the engine complete it.
@@ -165,58 +240,88 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
   if (MPI_Comm_dup(comm, &comm_) != MPI_SUCCESS) throw PoolError(ErrorKind::bad_arg, "MPI_Comm_dup failed");
   const std::string host = local_host_name();
   const char* token_env = std::getenv("SIDECORE_TOKEN");
-  const std::string token = token_env ? token_env : "";
+  token_ = token_env ? token_env : "";
 
-  // MPI itself is the discovery service: every rank learns every executor of the job.
-  std::map<std::string, std::pair<ExecutorCard, std::string>> unique;  // executor id -> card, text
-  for (const auto& text : gather_cards(comm_)) {
-    if (text.empty()) continue;
-    try {
-      ExecutorCard card = parse_card(text);
-      unique.emplace(card.executor_id, std::make_pair(card, text));
-    } catch (const CardError& e) {
-      logger("sidecore.mpi")->warn("ignoring a malformed executor card: {}", e.what());
+  // MPI itself is the discovery service: every rank learns every node's executor.
+  const NodeCards exchanged = gather_node_cards(comm_);
+  struct Known {
+    ExecutorCard card;
+    std::string text;
+    size_t distance;  // from this rank's node, in the job's node order (0: this node)
+  };
+  std::vector<Known> known;
+  const size_t nodes = exchanged.nodes.size();
+  for (size_t n = 0; n < nodes; ++n) {
+    for (const auto& text : exchanged.nodes[n]) {
+      try {
+        ExecutorCard card = parse_card(text);
+        const bool seen = std::any_of(known.begin(), known.end(),
+                                      [&](const Known& k) { return k.card.executor_id == card.executor_id; });
+        if (!seen) known.push_back({std::move(card), text, (n + nodes - exchanged.own) % nodes});
+      } catch (const CardError& e) {
+        logger("sidecore.mpi")->warn("ignoring a malformed executor card: {}", e.what());
+      }
     }
   }
-  ClientOptions options;
-  options.task_timeout = settings_.timeout;
-  options.transport = settings_.transport;
+  // Nearest first: this node's, then the next nodes of the job's order (so the ranks of different
+  // nodes spill to different executors), the executor id breaking ties.
+  std::sort(known.begin(), known.end(), [](const Known& a, const Known& b) {
+    return std::tie(a.distance, a.card.executor_id) < std::tie(b.distance, b.card.executor_id);
+  });
+  options_.task_timeout = settings_.timeout;
+  options_.transport = settings_.transport;
   int refused = 0;  // an executor refused this rank's token
   std::string refusal;
   // This rank's own executor through its reference, when it has one (Slurm, sidecore-run): the
   // client then finds a replaced worker's new card in its file.
   const char* own = std::getenv("SIDECORE_EXECUTOR");
   const std::string own_reference = own != nullptr && *own == '@' ? own : "";
-  const std::optional<std::string> own_card = current_card(own_reference);
-  for (const auto& [id, entry] : unique) {
-    const auto& [card, text] = entry;
-    const bool local = card.host == host;
-    if (settings_.scope == Scope::node && !local) continue;
-    const bool mine = own_card && *own_card == text;
+  const std::optional<std::string> own_current = current_card(own_reference);
+  // Executors on this node are connected now; those on other nodes (scope job) when the node's
+  // own are busy, up to remote_executors of them (pick_connection).
+  std::vector<const Known*> remote;
+  for (const Known& k : known) {
+    const bool local = k.card.host == host;
+    if (!local) {
+      if (settings_.scope == Scope::job && remote.size() < settings_.remote_executors) remote.push_back(&k);
+      continue;
+    }
+    const bool mine = own_current && *own_current == k.text;
     try {
       auto connection = std::make_unique<Connection>();
-      connection->client = std::make_unique<Client>(Client::connect(mine ? own_reference : text, token, options));
-      connection->local = local;
-      connection->host = card.host;
-      connection->workers = connection->client->workers();
-      const int workers = static_cast<int>(connection->workers);
+      connection->client = std::make_unique<Client>(Client::connect(mine ? own_reference : k.text, token_, options_));
+      connection->local = true;
+      connection->host = k.card.host;
+      connection->workers.store(connection->client->workers(), std::memory_order_relaxed);
       logger("sidecore.mpi")
-          ->debug("pool: executor {} on {} ({}), {} worker(s) over {}", id, card.host,
-                  local ? "this node" : "another node", workers, connection->client->provider());
+          ->debug("pool: executor {} on {} (this node), {} worker(s) over {}", k.card.executor_id, k.card.host,
+                  connection->client->workers(), connection->client->provider());
+      local_workers_ += static_cast<int>(connection->client->workers());
       owned_.push_back(std::move(connection));
-      total_workers_ += workers;
-      if (local) local_workers_ += workers;
     } catch (const Error& e) {
       if (e.kind() == ErrorKind::auth) {
         refused = 1;
         refusal = e.what();
       }
       // Otherwise degrade, never fail: the pool uses the executors it can reach.
-      logger("sidecore.mpi")->warn("cannot use executor {} on {}: {}", id, card.host, e.what());
+      logger("sidecore.mpi")->warn("cannot use executor {} on {}: {}", k.card.executor_id, k.card.host, e.what());
     } catch (const std::exception& e) {
       // Never leave this rank out of the collective below.
-      logger("sidecore.mpi")->warn("cannot use executor {} on {}: {}", id, card.host, e.what());
+      logger("sidecore.mpi")->warn("cannot use executor {} on {}: {}", k.card.executor_id, k.card.host, e.what());
     }
+  }
+  total_workers_ = local_workers_;
+  if (!remote.empty()) {
+    // One client, one endpoint, for every executor on another node, made when a task first
+    // spills there (Pool::submit); each executor joins it when a task finds no idle worker.
+    auto connection = std::make_unique<Connection>();
+    connection->host = "other nodes";
+    for (const Known* k : remote) {
+      connection->standby.push_back(k->text);
+      total_workers_ += static_cast<int>(k->card.worker_addresses.size());
+    }
+    connection->may_grow.store(true, std::memory_order_relaxed);
+    owned_.push_back(std::move(connection));
   }
   // A refused token is a broken job setup, not a missing executor: every rank fails alike.
   MPI_Allreduce(MPI_IN_PLACE, &refused, 1, MPI_INT, MPI_MAX, comm_);
@@ -225,8 +330,6 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
     MPI_Comm_free(&comm_);
     throw PoolError(ErrorKind::auth, refusal.empty() ? "an executor refused another rank's token" : refusal);
   }
-  // Node-local executors first: they are tried first when picking one.
-  std::stable_partition(owned_.begin(), owned_.end(), [](const auto& c) { return c->local; });
   for (size_t i = 0; i < owned_.size(); ++i) {
     owned_[i]->index = i;
     connections_.push_back(owned_[i].get());
@@ -260,7 +363,8 @@ std::unique_ptr<OffloadFunction> Pool::lookup(const std::string& library, const 
   for (size_t i = 0; i < connections_.size(); ++i) {
     Connection& connection = *connections_[i];
     std::lock_guard lock(connection.mutex);
-    if (connection.failed.load(std::memory_order_relaxed)) continue;
+    // Not connected yet (executors on other nodes): looked up there at the function's first task.
+    if (connection.failed.load(std::memory_order_relaxed) || !connection.client) continue;
     try {
       function->remote[i] = connection.client->lookup(library, symbol);
     } catch (const Error& e) {
@@ -274,30 +378,35 @@ std::unique_ptr<OffloadFunction> Pool::lookup(const std::string& library, const 
 }
 
 std::optional<size_t> Pool::pick_connection() const noexcept {
-  // The first (node-local) connection with room on its workers; otherwise the least loaded per
-  // worker. Lost executors are skipped while any other is left (their tasks fail with
-  // EXECUTOR_LOST); a crashed worker does not make its executor lost (its supervisor replaces
-  // it, and the client greets the new one from its progress). Failed connections are never
-  // picked.
-  if (connections_.size() == 1) {  // the common case: one executor on the node
+  // The first node-local connection with fewer than 2 tasks per worker; otherwise the least
+  // loaded per worker, unless none has an idle worker and the connection to other nodes has
+  // standby executors left: one of those joins for the task (Client::add_standby). Lost executors are skipped while any
+  // other is left (their tasks fail with EXECUTOR_LOST); a crashed worker does not make its executor lost (its
+  // supervisor replaces it, and the client greets the new one from its progress). Failed connections are never picked.
+  constexpr double kBusy = 2.0;
+  if (connections_.size() == 1 && connections_[0]->local) {  // the common case: one executor on the node
     if (connections_[0]->failed.load(std::memory_order_relaxed)) return std::nullopt;
     return 0;
   }
-  std::optional<size_t> best, usable;
+  std::optional<size_t> best, usable, growable;
   double best_load = 1e300;
   for (size_t i = 0; i < connections_.size(); ++i) {
     const Connection& connection = *connections_[i];
     if (connection.failed.load(std::memory_order_relaxed)) continue;
+    if (connection.may_grow.load(std::memory_order_relaxed)) growable = i;
+    const size_t workers = connection.workers.load(std::memory_order_relaxed);
+    if (workers == 0) continue;  // not connected yet
     if (!usable) usable = i;
     if (connection.executor_lost.load(std::memory_order_relaxed)) continue;
-    const double load = static_cast<double>(connection.tasks.load(std::memory_order_relaxed)) /
-                        static_cast<double>(std::max<size_t>(connection.workers, 1));
-    if (connection.local && load < 2.0) return i;
+    const double load =
+        static_cast<double>(connection.tasks.load(std::memory_order_relaxed)) / static_cast<double>(workers);
+    if (connection.local && load < kBusy) return i;
     if (load < best_load) {
       best_load = load;
       best = i;
     }
   }
+  if (growable && (!best || best_load >= 1.0)) return growable;
   return best ? best : usable;
 }
 
@@ -344,14 +453,37 @@ int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, voi
   if (connections_.empty() && function.local == nullptr) return error_code(ErrorKind::no_executor);
   ProgressEngine& engine = ProgressEngine::instance();
   if (function.local != nullptr) return run_inline(function, in_flight_, in, in_bytes, out, out_capacity, request);
-  const std::optional<size_t> index = pick_connection();
-  if (!index) return error_code(ErrorKind::executor_lost);  // every connection's client has failed
-  Connection& connection = *connections_[*index];
+  const std::optional<size_t> picked = pick_connection();
+  if (!picked) return error_code(ErrorKind::executor_lost);  // every connection's client has failed
+  const size_t index = *picked;
+  Connection& connection = *connections_[index];
   {
     // The one lock of a submit: this connection's. Everything that can fail happens before the
     // request starts: a started request always completes.
     std::lock_guard lock(connection.mutex);
     if (connection.failed.load(std::memory_order_relaxed)) return error_code(ErrorKind::executor_lost);
+    if (!connection.client) {
+      // The first task to spill to other nodes: their client, with every executor on standby.
+      try {
+        connection.client = std::make_unique<Client>(Client::standby(connection.standby, token_, options_));
+        std::vector<std::string>().swap(connection.standby);
+      } catch (const std::exception& e) {
+        connection.fail(e.what());
+        return error_code(ErrorKind::executor_lost);
+      }
+    }
+    if (!function.remote[index].valid()) {
+      // The first task of this function on the connection to other nodes.
+      try {
+        function.remote[index] = connection.client->lookup(function.library, function.symbol);
+      } catch (const Error& e) {
+        logger("sidecore.mpi")->warn("'{}' from '{}' on other nodes: {}", function.symbol, function.library, e.what());
+        return error_code(e.kind());
+      } catch (const std::exception& e) {
+        connection.fail(e.what());
+        return error_code(ErrorKind::executor_lost);
+      }
+    }
     OffloadRequest* state = take_request(connection);
     state->pool_in_flight = &in_flight_;
     const int rc = MPI_Grequest_start(query_request, free_request, cancel_request, state, &state->request);
@@ -368,7 +500,7 @@ int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, voi
     // A client that throws here fails the connection, which completes this request with
     // EXECUTOR_LOST; one that completes the task at once hands it back right away.
     connection.use([&](Client& client) {
-      state->task = client.submit_handed_back(function.remote[*index], in, in_bytes, out, out_capacity, state);
+      state->task = client.submit_handed_back(function.remote[index], in, in_bytes, out, out_capacity, state);
       if (state->task == kNoTask && state->connection.load(std::memory_order_relaxed) == &connection) {
         finish_pending(connection, state, Completion{ErrorKind::executor_lost, 0, 0, false});  // no slot left
       }

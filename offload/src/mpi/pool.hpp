@@ -63,7 +63,9 @@ class RequestCache {
   std::atomic<OffloadRequest*> returned_{nullptr};
 };
 
-// One executor's client and everything that goes with it. The progress engine owns the
+// One client and everything that goes with it: a node-local executor's, or the one through which
+// a rank reaches every executor on other nodes it uses (one endpoint for all of them, connected
+// to one executor after the other as the rank's tasks need them). The progress engine owns the
 // connections of every registered pool (and keeps them, retired, after the pool is gone); a pool
 // points at its own.
 //
@@ -73,7 +75,8 @@ class RequestCache {
 // The atomics below it are snapshots that submit reads without the lock to pick a connection.
 struct Connection {
   std::mutex mutex;
-  std::unique_ptr<Client> client;          // null once it has failed and been released
+  std::unique_ptr<Client> client;          // null once it has failed and been released, or before the first executor
+  std::vector<std::string> standby;        // other nodes' executors (nearest first), until the client exists
   OffloadRequest* pending = nullptr;       // requests whose task is with the client (a list)
   OffloadRequest* spare = nullptr;         // recycled requests taken from the cache
   std::vector<TaskCompletion> completed;   // what the client handed back, being delivered
@@ -82,8 +85,9 @@ struct Connection {
   std::atomic<bool> failed{false};         // the client threw: no longer used
   std::atomic<bool> executor_lost{false};  // its executor died (the client's executor_lost())
   std::atomic<size_t> tasks{0};            // tasks in flight on it
+  std::atomic<size_t> workers{0};          // of the executors it has connected
+  std::atomic<bool> may_grow{false};       // it has standby executors left
   bool local = false;
-  size_t workers = 0;
   size_t index = 0;       // in its pool, for the logs
   size_t table_slot = 0;  // in the progress engine's table
   std::string host;       // its executor's host, for the logs
@@ -111,8 +115,9 @@ class OffloadFunction;
 
 class Pool {
  public:
-  // Collective over `comm`: exchanges every rank's executor card and connects to the executors
-  // the scope allows. Throws PoolError.
+  // Collective over `comm`: exchanges the executor cards (one per node) and connects to the
+  // executors of this node; those of other nodes that the scope allows are connected when tasks
+  // first need them. Throws PoolError.
   Pool(MPI_Comm comm, const PoolSettings& settings);
   ~Pool() noexcept;  // the caller has drained the pool and unregistered it
   Pool(const Pool&) = delete;
@@ -150,6 +155,8 @@ class Pool {
   MPI_Comm user_comm_ = MPI_COMM_NULL;
   MPI_Comm comm_ = MPI_COMM_NULL;
   PoolSettings settings_;
+  std::string token_;
+  ClientOptions options_;
   std::vector<std::unique_ptr<Connection>> owned_;  // until the engine takes them
   std::vector<Connection*> connections_;
   int local_workers_ = 0;
@@ -159,11 +166,13 @@ class Pool {
 
 template <class Call>
 bool Connection::use(Call&& call) noexcept {
-  if (failed.load(std::memory_order_relaxed)) return false;
+  if (failed.load(std::memory_order_relaxed) || !client) return false;
   try {
     call(*client);
     deliver_completions();
     executor_lost.store(client->executor_lost(), std::memory_order_relaxed);
+    workers.store(client->workers(), std::memory_order_relaxed);
+    may_grow.store(client->standby_left() > 0, std::memory_order_relaxed);
     return true;
   } catch (const std::exception& e) {
     fail(e.what());

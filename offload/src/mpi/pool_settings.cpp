@@ -1,6 +1,7 @@
 #include "mpi/pool_settings.hpp"
 
 #include <charconv>
+#include <string>
 #include <vector>
 
 namespace sidecore::mpi {
@@ -18,8 +19,8 @@ std::string info_value(MPI_Info info, const char* key) {
 }  // namespace
 
 std::variant<PoolSettings, std::string> parse_pool_settings(const std::string& scope, const std::string& fallback,
-                                                            const std::string& timeout_ms,
-                                                            const std::string& transport) {
+                                                            const std::string& timeout_ms, const std::string& transport,
+                                                            const std::string& remote_executors) {
   PoolSettings settings;
   if (scope == "node") {
     settings.scope = Scope::node;
@@ -50,13 +51,26 @@ std::variant<PoolSettings, std::string> parse_pool_settings(const std::string& s
   } else {
     return "sidecore_transport='" + transport + "' is not auto or fabric";
   }
+  if (!remote_executors.empty()) {
+    long long value = -1;
+    const char* first = remote_executors.data();
+    const char* last = first + remote_executors.size();
+    auto [end, ec] = std::from_chars(first, last, value);
+    if (ec != std::errc{} || end != last || value < 0 ||
+        value > static_cast<long long>(PoolSettings::kMaxRemoteExecutors)) {
+      return "sidecore_remote_executors='" + remote_executors + "' is not a number from 0 to " +
+             std::to_string(PoolSettings::kMaxRemoteExecutors);
+    }
+    settings.remote_executors = static_cast<size_t>(value);
+  }
   return settings;
 }
 
 std::variant<PoolSettings, std::string> parse_pool_settings(MPI_Info info) {
   if (info == MPI_INFO_NULL) return PoolSettings{};
   return parse_pool_settings(info_value(info, "sidecore_scope"), info_value(info, "sidecore_fallback"),
-                             info_value(info, "sidecore_timeout_ms"), info_value(info, "sidecore_transport"));
+                             info_value(info, "sidecore_timeout_ms"), info_value(info, "sidecore_transport"),
+                             info_value(info, "sidecore_remote_executors"));
 }
 
 }  // namespace sidecore::mpi

@@ -19,6 +19,11 @@ struct PoolSettings {
   Fallback fallback = Fallback::inline_call;  // sidecore_fallback: without executors, run in the rank or fail
   std::chrono::milliseconds timeout{0};       // sidecore_timeout_ms: 0 = none
   Transport transport = Transport::automatic;  // sidecore_transport: node-local rings where offered, or fabric
+  // sidecore_remote_executors: with scope job, how many executors on other nodes a rank may use
+  // (connected when it first needs them, the nearest nodes in the job's order first).
+  size_t remote_executors = kDefaultRemoteExecutors;
+  static constexpr size_t kDefaultRemoteExecutors = 16;
+  static constexpr size_t kMaxRemoteExecutors = 65536;
 };
 
 // Reads the sidecore_* keys of `info` (MPI_INFO_NULL gives the defaults). On an unknown value,
@@ -28,6 +33,7 @@ std::variant<PoolSettings, std::string> parse_pool_settings(MPI_Info info);
 // The same parsing from plain strings (empty = key absent), shared with the unit tests.
 std::variant<PoolSettings, std::string> parse_pool_settings(const std::string& scope, const std::string& fallback,
                                                             const std::string& timeout_ms,
-                                                            const std::string& transport = {});
+                                                            const std::string& transport = {},
+                                                            const std::string& remote_executors = {});
 
 }  // namespace sidecore::mpi

@@ -164,6 +164,10 @@ size_t ProgressEngine::progress_connections(bool try_only) noexcept {
   for (size_t i = 0; i < end; ++i) {
     Connection* connection = table_[i].load(std::memory_order_acquire);
     if (connection == nullptr) continue;
+    // The application's polls (every MPI call's progress hook) skip connections with nothing in
+    // flight, so that they cost the same whatever the number of connections; the progress thread
+    // still visits those (a lost executor, a replaced worker).
+    if (try_only && connection->tasks.load(std::memory_order_relaxed) == 0) continue;
     std::unique_lock lock(connection->mutex, std::defer_lock);
     if (try_only) {
       if (!lock.try_lock()) continue;  // a submit or the thread is on it: it makes the progress
@@ -281,7 +285,8 @@ void ProgressEngine::run_loop() {
       Connection* connection = table_[i].load(std::memory_order_relaxed);  // the table changes under mutex_ only
       if (connection == nullptr) continue;
       std::lock_guard connection_lock(connection->mutex);
-      if (connection->failed.load(std::memory_order_relaxed)) continue;  // nothing to wait for there
+      // Failed, or not connected to any executor yet: nothing to wait for there.
+      if (connection->failed.load(std::memory_order_relaxed) || !connection->client) continue;
       const bool ok = connection->use([&](Client& client) {
         ++clients;
         may_sleep = client.prepare_sleep() && may_sleep;

@@ -1,0 +1,182 @@
+// One client, several executors: what a rank's pool does with the executors of other nodes (one
+// endpoint, one completion queue, one address-vector entry per worker, whatever their number).
+// Tasks spread over the executors by load, functions looked up before an executor was added are
+// looked up there too, a bad card leaves the client as it was, and a lost executor fails only its
+// own tasks while the others go on.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "executor_process.hpp"
+
+namespace sidecore_test {
+namespace {
+
+using sidecore::ErrorKind;
+
+// The "host:pid" answers of `count` tasks of function `where` (each sleeping `us` first), all
+// submitted at once.
+std::vector<std::string> where_answers(sidecore::Client& client, const sidecore::Function& where, size_t count,
+                                       uint32_t us) {
+  std::vector<std::array<char, 300>> outs(count);
+  std::vector<sidecore::TaskId> ids;
+  for (size_t i = 0; i < count; ++i)
+    ids.push_back(client.submit(where, &us, sizeof us, outs[i].data(), outs[i].size()));
+  std::vector<std::string> answers;
+  for (size_t i = 0; i < count; ++i) {
+    const auto done = wait_for(client, ids[i]);
+    if (!done) {
+      ADD_FAILURE() << "task " << i << " did not complete";
+      continue;
+    }
+    EXPECT_EQ(done->error, ErrorKind::none) << "task " << i;
+    answers.emplace_back(outs[i].data(), done->out_bytes);
+  }
+  return answers;
+}
+
+TEST(SeveralExecutors, OneClientSpreadsTasksOverTheExecutorsItAdded) {
+  const std::string token = fresh_token();
+  ExecutorProcess first(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token});
+  ExecutorProcess second(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token, .cores = "0"});
+  auto client = sidecore::Client::connect(first.card(), token);
+  const auto where = client.lookup(functions_library(), "where");  // before the second executor
+  EXPECT_EQ(client.executors(), 1u);
+  const size_t workers_before = client.workers();
+
+  client.add_executor(second.card());
+  EXPECT_EQ(client.executors(), 2u);
+  EXPECT_EQ(client.workers(), workers_before + sidecore::parse_card(second.card()).worker_addresses.size());
+
+  // Eight 50 ms tasks at once: the least loaded executor takes each, so both serve.
+  const auto answers = where_answers(client, where, 8, 50'000);
+  const std::set<std::string> distinct(answers.begin(), answers.end());
+  EXPECT_GE(distinct.size(), 2u) << "every task went to one executor: " << *distinct.begin();
+
+  // A function looked up after the second executor joined runs on both as well.
+  const auto echo = client.lookup(functions_library(), "echo");
+  for (uint64_t i = 0; i < 64; ++i) {
+    uint64_t out = 0;
+    const auto done = wait_for(client, client.submit(echo, &i, sizeof i, &out, sizeof out));
+    ASSERT_TRUE(done);
+    EXPECT_EQ(done->error, ErrorKind::none);
+    EXPECT_EQ(out, i);
+  }
+}
+
+TEST(SeveralExecutors, ABadOrRepeatedCardLeavesTheClientAsItWas) {
+  const std::string token = fresh_token();
+  ExecutorProcess executor(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token});
+  auto client = sidecore::Client::connect(executor.card(), token);
+  const auto echo = client.lookup(functions_library(), "echo");
+
+  try {
+    client.add_executor(executor.card());
+    FAIL() << "the same executor was added twice";
+  } catch (const sidecore::Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::bad_arg);
+    EXPECT_NE(std::string(e.what()).find("already"), std::string::npos) << e.what();
+  }
+  try {
+    client.add_executor("sidecore/1 not a card");
+    FAIL() << "a malformed card was accepted";
+  } catch (const sidecore::Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::bad_arg);
+  }
+  // An executor of another provider cannot share this client's endpoint.
+  ExecutorProcess other(ExecutorOptions{.provider = "shm", .token = token, .cores = "0"});
+  try {
+    client.add_executor(other.card());
+    FAIL() << "an shm executor joined a tcp;ofi_rxm client";
+  } catch (const sidecore::Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::bad_arg);
+  }
+  EXPECT_EQ(client.executors(), 1u);
+  uint64_t in = 7, out = 0;
+  const auto done = wait_for(client, client.submit(echo, &in, sizeof in, &out, sizeof out));
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->error, ErrorKind::none);
+  EXPECT_EQ(out, in);
+}
+
+TEST(SeveralExecutors, ALostExecutorFailsOnlyItsOwnTasks) {
+  const std::string token = fresh_token();
+  ExecutorProcess survivor(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token});
+  ExecutorProcess doomed(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token, .cores = "0"});
+  auto client = sidecore::Client::connect(survivor.card(), token);
+  client.add_executor(doomed.card());
+  const auto where = client.lookup(functions_library(), "where");
+  const std::string survivor_answer = where_answers(client, where, 1, 0).at(0);
+
+  // Tasks on both, then the second executor dies under its tasks.
+  const uint32_t us = 300'000;
+  std::vector<std::array<char, 300>> outs(4);
+  std::vector<sidecore::TaskId> ids;
+  for (auto& out : outs) ids.push_back(client.submit(where, &us, sizeof us, out.data(), out.size()));
+  ASSERT_EQ(kill(doomed.pid(), SIGKILL), 0);
+  size_t lost = 0, served = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const auto done = wait_for(client, ids[i]);
+    ASSERT_TRUE(done) << "task " << i << " never completed";
+    if (done->error == ErrorKind::executor_lost) {
+      ++lost;
+    } else {
+      EXPECT_EQ(done->error, ErrorKind::none);
+      EXPECT_EQ(std::string(outs[i].data(), done->out_bytes), survivor_answer);
+      ++served;
+    }
+  }
+  EXPECT_GT(lost, 0u) << "no task was on the executor that died";
+  EXPECT_GT(served, 0u) << "the surviving executor's tasks failed with the other's";
+  EXPECT_FALSE(client.executor_lost()) << "one executor is left";
+
+  // Later tasks all go to the one left.
+  for (const auto& answer : where_answers(client, where, 4, 0)) EXPECT_EQ(answer, survivor_answer);
+}
+
+TEST(SeveralExecutors, StandbyExecutorsJoinOnlyWhenNoWorkerIsIdle) {
+  const std::string token = fresh_token();
+  ExecutorProcess first(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token});
+  ExecutorProcess second(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token, .cores = "0"});
+  auto client = sidecore::Client::standby({first.card(), second.card()}, token);
+  EXPECT_EQ(client.executors(), 0u) << "a standby client connects to nothing before its first task";
+  EXPECT_EQ(client.standby_left(), 2u);
+  const auto where = client.lookup(functions_library(), "where");  // asked of each as it joins
+  ASSERT_TRUE(where.valid());
+
+  // One task at a time: the first executor joins and serves them all.
+  const std::string first_answer = where_answers(client, where, 1, 0).at(0);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(where_answers(client, where, 1, 0).at(0), first_answer);
+  EXPECT_EQ(client.executors(), 1u);
+  EXPECT_EQ(client.standby_left(), 1u);
+
+  // Two at once: the second finds no idle worker, and the second executor joins for it.
+  const auto answers = where_answers(client, where, 2, 100'000);
+  EXPECT_EQ(client.executors(), 2u);
+  EXPECT_EQ(client.standby_left(), 0u);
+  EXPECT_NE(answers.at(0), answers.at(1)) << "both tasks ran on one executor";
+}
+
+TEST(SeveralExecutors, AStandbyExecutorThatRefusesHandsItsTasksToTheNext) {
+  const std::string token = fresh_token();
+  ExecutorProcess refusing(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = fresh_token("other")});
+  ExecutorProcess serving(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token, .cores = "0"});
+  auto reference = sidecore::Client::connect(serving.card(), token);
+  const std::string serving_answer =
+      where_answers(reference, reference.lookup(functions_library(), "where"), 1, 0).at(0);
+
+  auto client = sidecore::Client::standby({refusing.card(), serving.card()}, token);
+  const auto where = client.lookup(functions_library(), "where");
+  // The task goes to the refusing executor first (the nearest), then to the next: it never fails.
+  for (const auto& answer : where_answers(client, where, 4, 0)) EXPECT_EQ(answer, serving_answer);
+  EXPECT_EQ(client.standby_left(), 0u);
+  EXPECT_FALSE(client.executor_lost());
+}
+
+}  // namespace
+}  // namespace sidecore_test

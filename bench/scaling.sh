@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # What a pool costs as the job grows: bench/scaling_probe.c on 1, 2, 4 and 8 simulated Slurm nodes
 # (slurm/local-cluster.sh up --nodes N), R ranks and one executor per node, the executor on the
-# node's idle core (salloc -N N --ntasks-per-node=1 -c2, srun --exact -c1 --offload=idle; with
-# R > 1, srun --ntasks-per-node=R --overcommit: the R ranks share one CPU, the other stays idle).
+# node's idle core (salloc -N N --ntasks-per-node=1 -c R+1, srun --exact -c1 -n N·R
+# --ntasks-per-node=R --offload=idle). A simulated node claims every CPU of this machine, so R is
+# at most the CPUs less one (1 on a 2-CPU machine).
 #
 #   bench/scaling.sh [--build DIR] [--nodes-list 1,2,4,8] [--ranks-per-node R] [--runs K]
 #                    [--results FILE] [--env 'K=V ...'] [--keep-prefix]
 #
 # --build DIR       the build to install and measure (default: $SIDECORE_BUILD_DIR, else <repo>/build)
 # --nodes-list L    node counts, each from 1 to 8 (default 1,2,4,8)
-# --ranks-per-node R  ranks on each node, 1 to 8 (default 1); recorded in each line as
-#                   "ranks_per_node"
+# --ranks-per-node R  ranks on each node, 1 to 8 (default 1); the probe's "ranks_per_node"
 # --runs K          jobs per node count (default 3)
 # --results FILE    where the JSON lines go as well (default bench/results/scaling.jsonl; - for none)
 # --env 'K=V ...'   more environment for the job (libfabric knobs such as FI_OFI_RXM_MSG_RX_SIZE=256):
@@ -58,8 +58,15 @@ die() { say "$*"; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "needs root (slurmd and network namespaces)"
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs wants a positive number, not '$runs'"
 [[ $ranks_per_node =~ ^[1-8]$ ]] || die "--ranks-per-node wants a number from 1 to 8, not '$ranks_per_node'"
-step_layout=(--exact -c1)
-((ranks_per_node == 1)) || step_layout+=(--ntasks-per-node="$ranks_per_node" --overcommit)
+# The job holds R + 1 CPUs per node, the step R of them: the executor takes the one left idle.
+# Slurm 22.05 refuses an --exact step with more tasks than CPUs, --overcommit or not, so R ranks
+# need nodes with R + 1 CPUs: every simulated node claims all of this machine's.
+cpus=$(nproc)
+((ranks_per_node + 1 <= cpus)) ||
+  die "--ranks-per-node $ranks_per_node needs $((ranks_per_node + 1)) CPUs per node (one rank each, one for the executor); this machine has $cpus"
+job_layout=(--ntasks-per-node=1 -c $((ranks_per_node + 1)))
+step_layout=(--exact -c1 --ntasks-per-node="$ranks_per_node")
+ntasks() { echo $(($1 * ranks_per_node)); }
 IFS=, read -r -a node_counts <<<"$nodes_list"
 for n in "${node_counts[@]}"; do
   [[ $n =~ ^[1-8]$ ]] || die "--nodes-list wants numbers from 1 to 8, not '$n'"
@@ -124,8 +131,8 @@ for n in "${node_counts[@]}"; do
       # Ranks share this machine's two CPUs with every node's executor: they yield while they wait.
       if (cd "$work" && runuser -u "$user" -- env SLURM_CONF="$SLURM_CONF" PATH=/usr/bin:/bin \
           OMPI_MCA_mpi_yield_when_idle=1 SIDECORE_LOG_LEVEL="${SIDECORE_LOG_LEVEL:-warn}" "${env_list[@]}" \
-          timeout 60 salloc -Q -N "$n" --ntasks-per-node=1 -c2 \
-          srun --mpi=pmix "${step_layout[@]}" --offload=idle --offload-poll=adaptive \
+          timeout 60 salloc -Q -N "$n" "${job_layout[@]}" \
+          srun --mpi=pmix -n "$(ntasks "$n")" "${step_layout[@]}" --offload=idle --offload-poll=adaptive \
           "$programs/scaling_probe" "$programs/libsidecore_test_functions.so" "$run") >"$work/out" 2>"$work/err"; then
         break
       fi
@@ -139,7 +146,7 @@ for n in "${node_counts[@]}"; do
     line=$(sed -n 's/^scaling-result //p' "$work/out")
     [[ -n $line ]] || die "no result from the $n-node job (run $run): $(cat "$work/out" "$work/err")"
     grep -v '^scaling_probe: rank [0-9]* initialized$' "$work/err" | sed 's/^/  job: /' >&2 || true
-    line="${line%\}},\"ranks_per_node\":$ranks_per_node,\"env\":\"$extra_env\",\"commit\":\"$commit\"}"
+    line="${line%\}},\"env\":\"$extra_env\",\"commit\":\"$commit\"}"
     echo "$line"
     [[ $results == - ]] || echo "$line" >>"$results"
   done

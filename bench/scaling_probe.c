@@ -8,24 +8,26 @@
  *     in PATH once the executor serves) and takes the card's length and the serving process's pid
  *     (the card's pid= field; the reference's pid= is the supervisor);
  *   - times MPIX_Offload_pool_create (scope=job, the default) and MPIX_Offload_pool_free, each
- *     started together after MPI_Barrier;
- *   - reads its own VmRSS, threads and descriptors (all, and sockets) before and after pool_create,
- *     after an MPI_Alltoall that has MPI open its own connections first.
+ *     started together after MPI_Barrier; pool_create also in CPU time of the process;
+ *   - reads its own VmRSS, threads and descriptors (all, and sockets) before and after pool_create
+ *     and after the task round (the `rank_*_tasks_growth` figures: pool_create connects only the
+ *     node's own executor, the others join as the round needs them), after an MPI_Alltoall that
+ *     has MPI open its own connections first.
  * The lowest rank of each node (MPI_Comm_split_type SHARED) also reads its node's executor's VmRSS,
- * threads, descriptors and sockets from /proc/PID, at four points, each after a barrier:
+ * threads, descriptors and sockets from /proc/PID, its server's and its worker processes' (the
+ * card's wpids=) summed, at four points, each after a barrier:
  *   before    before pool_create
- *   after     once every rank has connected (pool_create returned everywhere)
+ *   after     once pool_create returned everywhere
  *   tasks     after a round of tasks that reached every executor
  *   freed     after pool_free (and 200 ms for the goodbyes and connection closes)
  * The task round: function `where` (tests/functions: sleeps for its uint32 input in microseconds,
  * answers "host:pid"), 2 tasks per worker of the pool, 10 ms each, all submitted at once. The pool
- * fills the node's own workers to 2 tasks each, then the least loaded executor, so every executor
- * of the job gets tasks; `task_hosts_min` (distinct hosts that answered, the smallest over ranks)
- * checks that. The handshake of pool_create already sends a message to every worker, so the
- * providers' connections exist before any task; the round shows whether tasks add any.
- * Then `test_us`: rank 0's mean time of one MPI_Test (2000 in a row) while one 300 ms task is in
- * flight on its node's own worker and the other ranks sleep; each MPI progress turn polls every
- * executor's client.
+ * fills the node's own workers to 2 tasks each; past that, while no connected worker is idle,
+ * the next node's executor joins, so every executor of the job gets tasks; `task_hosts_min`
+ * (distinct hosts that answered, the smallest over ranks) checks that.
+ * Then `test_mpi_us`: rank 0's mean time of one MPI_Test (2000 in a row) on an MPI_Irecv nobody
+ * matches, with no task in flight (Open MPI's own progress in this job), and `test_us`: the same
+ * while one 300 ms task is in flight on its node's own worker and the other ranks sleep.
  *
  * Each rank says on stderr when MPI_Init has returned. Rank 0 prints one JSON line on stdout,
  * prefixed `scaling-result `: every figure is the largest over ranks (executor figures: over the
@@ -51,6 +53,14 @@ struct proc_figures {
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* CPU time of the whole process (all its threads): unlike the wall time, it does not grow when
+ * the simulated nodes' ranks and executors share this machine's two CPUs. */
+static double cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -133,6 +143,30 @@ static long card_pid(const char *card) {
   return field != NULL ? strtol(field + 5, NULL, 10) : -1;
 }
 
+/* The executor's figures: its server (pid=) and its worker processes (wpids=, comma-separated),
+ * summed; each worker process holds its own endpoints, receive buffers and connections. */
+static struct proc_figures read_executor(const char *card, long pid) {
+  struct proc_figures sum = read_proc(pid);
+  const char *field = strstr(card, " wpids=");
+  if (field == NULL || sum.rss_kib < 0) return sum;
+  const char *at = field + 7;
+  while (*at >= '0' && *at <= '9') {
+    char *end = NULL;
+    const long worker = strtol(at, &end, 10);
+    if (worker > 0 && worker != pid) {
+      const struct proc_figures w = read_proc(worker);
+      if (w.rss_kib >= 0) {
+        sum.rss_kib += w.rss_kib;
+        sum.threads += w.threads;
+        sum.fds += w.fds;
+        sum.sockets += w.sockets;
+      }
+    }
+    at = *end == ',' ? end + 1 : end;
+  }
+  return sum;
+}
+
 /* Largest and mean of `value` over the ranks where `valid`, at rank 0 (-1 when none). */
 static void reduce(double value, int valid, double *max, double *mean) {
   double in[2] = {valid ? value : -1e300, valid ? value : 0.0};
@@ -213,14 +247,16 @@ int main(int argc, char **argv) {
   struct proc_figures exec_before = {-1, -1, -1, -1}, exec_after = exec_before, exec_tasks = exec_before,
                       exec_freed = exec_before;
   MPI_Barrier(MPI_COMM_WORLD);
-  if (reads_executor) exec_before = read_proc(executor_pid);
+  if (reads_executor) exec_before = read_executor(card, executor_pid);
   const struct proc_figures self_before = read_proc((long)getpid());
 
   MPI_Barrier(MPI_COMM_WORLD);
   MPIX_Offload_pool pool = MPIX_OFFLOAD_POOL_NULL;
   double t0 = now_s();
+  const double cpu0 = cpu_s();
   int rc = MPIX_Offload_pool_create(MPI_COMM_WORLD, MPI_INFO_NULL, &pool);
   const double create_ms = (now_s() - t0) * 1e3;
+  const double create_cpu_ms = (cpu_s() - cpu0) * 1e3;
   if (rc != MPI_SUCCESS) {
     fprintf(stderr, "rank %d: pool_create failed: %d\n", rank, rc);
     MPI_Abort(MPI_COMM_WORLD, 1);
@@ -229,7 +265,7 @@ int main(int argc, char **argv) {
   int local_workers = 0, total_workers = 0;
   MPIX_Offload_pool_size(pool, &local_workers, &total_workers);
   MPI_Barrier(MPI_COMM_WORLD);  // every rank has connected
-  if (reads_executor) exec_after = read_proc(executor_pid);
+  if (reads_executor) exec_after = read_executor(card, executor_pid);
 
   /* The task round. */
   MPIX_Offload_function fn = MPIX_OFFLOAD_FUNCTION_NULL;
@@ -276,16 +312,30 @@ int main(int argc, char **argv) {
   }
   free(requests);
   free(outs);
+  const struct proc_figures self_tasks = read_proc((long)getpid());
   MPI_Barrier(MPI_COMM_WORLD);
-  if (reads_executor) exec_tasks = read_proc(executor_pid);
+  if (reads_executor) exec_tasks = read_executor(card, executor_pid);
 
   /* What one MPI_Test costs while a task is in flight: every progress turn polls every executor's
    * client. Rank 0 alone: one `where` task of 300 ms (its node's own worker takes it), then MPI_Test
    * in a loop, while the other ranks sleep (eight ranks spinning on two CPUs would measure the
    * scheduler). */
-  double test_us = -1;
+  double test_us = -1, test_mpi_us = -1;
   MPI_Barrier(MPI_COMM_WORLD);
   if (rank == 0) {
+    /* The same MPI_Test without Sidecore: on an MPI_Irecv nobody sends to, with no task in flight
+     * (what Open MPI's own progress costs in this job, with every peer connected). */
+    {
+      int never = 0, done = 0;
+      MPI_Request pending = MPI_REQUEST_NULL;
+      MPI_Irecv(&never, 1, MPI_INT, size > 1 ? 1 : 0, 31337, MPI_COMM_WORLD, &pending);
+      enum { kTests = 2000 };
+      const double start = now_s();
+      for (int i = 0; i < kTests; ++i) MPI_Test(&pending, &done, MPI_STATUS_IGNORE);
+      test_mpi_us = (now_s() - start) * 1e6 / kTests;
+      MPI_Cancel(&pending);
+      MPI_Wait(&pending, MPI_STATUS_IGNORE);
+    }
     const uint32_t long_us = 300000;
     char long_out[kOutBytes];
     MPI_Request long_request = MPI_REQUEST_NULL;
@@ -324,7 +374,7 @@ int main(int argc, char **argv) {
   }
   MPI_Barrier(MPI_COMM_WORLD);
   sleep_ms(200);
-  if (reads_executor) exec_freed = read_proc(executor_pid);
+  if (reads_executor) exec_freed = read_executor(card, executor_pid);
 
   int hosts_min = distinct, failures_total = failures;
   MPI_Allreduce(MPI_IN_PLACE, &hosts_min, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
@@ -348,12 +398,18 @@ int main(int argc, char **argv) {
   figure("card_bytes", (double)card_bytes, card_bytes > 0, 0, 0);
   emit("exchange_bytes", exchange_bytes, 0);
   figure("pool_create_ms", create_ms, 1, 3, 1);
+  figure("pool_create_cpu_ms", create_cpu_ms, 1, 3, 1);
   figure("pool_free_ms", free_ms, 1, 3, 1);
   emit("test_us", test_us, 3);
+  emit("test_mpi_us", test_mpi_us, 3);
   figure("rank_rss_growth_kib", self_after.rss_kib - self_before.rss_kib, 1, 0, 1);
   figure("rank_fds_growth", self_after.fds - self_before.fds, 1, 0, 0);
   figure("rank_sockets_growth", self_after.sockets - self_before.sockets, 1, 0, 0);
   figure("rank_threads_growth", self_after.threads - self_before.threads, 1, 0, 0);
+  /* After the task round, which reached every executor: what the connections made on demand cost. */
+  figure("rank_rss_tasks_growth_kib", self_tasks.rss_kib - self_before.rss_kib, 1, 0, 1);
+  figure("rank_fds_tasks_growth", self_tasks.fds - self_before.fds, 1, 0, 0);
+  figure("rank_sockets_tasks_growth", self_tasks.sockets - self_before.sockets, 1, 0, 0);
   figure("executor_rss_before_kib", exec_before.rss_kib, e && exec_before.rss_kib >= 0, 0, 1);
   figure("executor_rss_after_kib", exec_after.rss_kib, e && exec_after.rss_kib >= 0, 0, 1);
   figure("executor_rss_tasks_kib", exec_tasks.rss_kib, e && exec_tasks.rss_kib >= 0, 0, 0);

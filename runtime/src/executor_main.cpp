@@ -86,8 +86,19 @@ int main(int argc, char** argv) {
   // tcp;ofi_rxm posts 4096 bounce buffers of 16 KiB on each endpoint's shared receive context
   // unless told otherwise: 70 MB per endpoint, one per worker. 256 is plenty behind Sidecore's own
   // per-caller credits (messages beyond it wait in the kernel's socket buffers) and costs 18 MB;
-  // latency and throughput measured the same. An explicit setting in the environment wins.
+  // latency and throughput measured the same. Its buffers are 16 KiB, where Sidecore's largest
+  // message is 4 184 bytes: 8 KiB halves what the endpoint and each connection touch (docs/scaling.md).
+  // An explicit setting in the environment wins.
   setenv("FI_OFI_RXM_MSG_RX_SIZE", "256", 0);
+  setenv("FI_OFI_RXM_BUFFER_SIZE", "8192", 0);
+
+  // A cross-node worker holds one connection per caller, and the liveness listener one per caller
+  // on another node: thousands in a large job, past the usual soft limit of 1 024 descriptors.
+  // The soft limit goes up to the hard one, which the site (or Slurm's PropagateResourceLimits) sets.
+  if (rlimit files{}; getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   if (!log_level.empty()) {
     setenv("SIDECORE_LOG_LEVEL", log_level.c_str(), 1);

@@ -178,5 +178,25 @@ TEST(SeveralExecutors, AStandbyExecutorThatRefusesHandsItsTasksToTheNext) {
   EXPECT_FALSE(client.executor_lost());
 }
 
+TEST(SeveralExecutors, AStandbyExecutorThatIsGoneHandsItsTasksToTheNext) {
+  const std::string token = fresh_token();
+  std::string gone_card;
+  {
+    ExecutorProcess gone(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token});
+    gone_card = gone.card();
+  }  // stopped: nothing answers at its addresses any more
+  ExecutorProcess serving(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token, .cores = "0"});
+  sidecore::ClientOptions options;
+  options.connect_timeout = 500ms;
+  auto client = sidecore::Client::standby({gone_card, serving.card()}, token, options);
+  const auto where = client.lookup(functions_library(), "where");
+  const auto started = Clock::now();
+  const auto answers = where_answers(client, where, 4, 0);
+  EXPECT_EQ(answers.size(), 4u);
+  EXPECT_LT(Clock::now() - started, 10s) << "the tasks waited far longer than the connect timeout";
+  EXPECT_EQ(client.standby_left(), 0u);
+  EXPECT_FALSE(client.executor_lost());
+}
+
 }  // namespace
 }  // namespace sidecore_test

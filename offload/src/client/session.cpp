@@ -140,32 +140,53 @@ bool Client::Impl::try_send(const Backlog& message) {
 
 void Client::Impl::send(fi_addr_t address, uint32_t buffer, size_t bytes, uint32_t executor, uint32_t worker) {
   Backlog message{address, buffer, bytes, executor, worker};
-  if (backlog.empty() && try_send(message)) return;
+  const bool queued_before =
+      std::any_of(backlog.begin(), backlog.end(), [&](const Backlog& waiting) { return waiting.address == address; });
+  if (!queued_before && try_send(message)) return;
   message.since = Clock::now();
   backlog.push_back(message);
 }
 
 size_t Client::Impl::flush_backlog() {
-  size_t events = 0;
+  if (backlog.empty()) return 0;
+  // Messages to one address keep their order; one refused does not hold up those to others (a
+  // joining executor that is gone must not delay the hellos to the next).
+  std::deque<Backlog> kept;
+  std::vector<fi_addr_t> refused;
+  std::vector<Backlog> expired;
+  Clock::time_point now{};
   while (!backlog.empty()) {
-    if (try_send(backlog.front())) {
-      backlog.pop_front();
+    const Backlog message = backlog.front();
+    backlog.pop_front();
+    if (std::find(refused.begin(), refused.end(), message.address) != refused.end()) {
+      kept.push_back(message);
       continue;
     }
-    const Backlog stuck = backlog.front();
-    if (Clock::now() - stuck.since < kRetryLimit) break;
+    if (try_send(message)) continue;
+    refused.push_back(message.address);
+    if (now == Clock::time_point{}) now = Clock::now();
+    if (now - message.since < kRetryLimit) {
+      kept.push_back(message);
+    } else {
+      expired.push_back(message);
+    }
+  }
+  backlog.swap(kept);
+  size_t events = 0;
+  for (const Backlog& stuck : expired) {
     logger("sidecore.client")
         ->warn("worker {} of executor {} refused a message for {} s: counting it as lost", stuck.worker,
                executors[stuck.executor].card.executor_id,
                std::chrono::duration_cast<std::chrono::seconds>(kRetryLimit).count());
+    buffers->release(stuck.buffer);
     WorkerLink& worker = executors[stuck.executor].workers[stuck.worker];
     if (worker.address == stuck.address) {
       events += lose_worker(stuck.executor, stuck.worker);
       // A hello to a replacement that died as well: greet whichever the card names next at once.
       if (worker.hello_nonce != 0) worker.hello_sent = Clock::now() - options.connect_timeout;
     }
-    // Whatever waits for that address goes, this message included; messages to the worker's
-    // other addresses (a newer replacement) stay.
+    // Whatever waits for that address goes; messages to the worker's other addresses (a newer
+    // replacement) stay.
     std::erase_if(backlog, [&](const Backlog& message) {
       if (message.address != stuck.address) return false;
       buffers->release(message.buffer);

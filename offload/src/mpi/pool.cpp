@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -243,7 +244,11 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
   token_ = token_env ? token_env : "";
 
   // MPI itself is the discovery service: every rank learns every node's executor.
+  const auto exchange_start = std::chrono::steady_clock::now();
   const NodeCards exchanged = gather_node_cards(comm_);
+  logger("sidecore.mpi")
+      ->debug("pool: cards of {} node(s) exchanged in {:.1f} ms", exchanged.nodes.size(),
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - exchange_start).count());
   struct Known {
     ExecutorCard card;
     std::string text;

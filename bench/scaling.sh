@@ -114,11 +114,12 @@ mpicc -O2 -Wall -o "$programs/scaling_probe" "$root/bench/scaling_probe.c" -I"$p
 install -m 0644 "$build/tests/libsidecore_test_functions.so" "$programs/"
 chmod -R a+rX "$programs"
 
+# The commit measured, before this run rewrites its own results file (which would read as dirty).
+commit=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
 if [[ $results != - ]]; then
   mkdir -p "$(dirname "$results")"
   : >"$results"
 fi
-commit=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
 for n in "${node_counts[@]}"; do
   "$cluster" up --nodes "$n" --prefix "$prefix" >/dev/null 2>"$work/up.err" ||
     die "cluster with $n node(s) did not come up: $(cat "$work/up.err")"

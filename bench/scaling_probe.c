@@ -232,7 +232,9 @@ int main(int argc, char **argv) {
   }
   const int reads_executor = leader && executor_pid > 0;
   /* Every rank receives one card per node (with a newline), the leaders the nodes' lengths
-   * (MPI_Allgather among node leaders, then MPI_Bcast in the node: offload/src/mpi/pool.cpp). */
+   * (MPI_Allgather among node leaders, then MPI_Bcast in the node of the nearest nodes' cards:
+   * offload/src/mpi/pool.cpp); at the 1 to 8 nodes measured, within sidecore_remote_executors
+   * (16), that is every node. */
   double exchange_bytes = leader ? (double)card_bytes + 1 + sizeof(int) : 0;
   MPI_Allreduce(MPI_IN_PLACE, &exchange_bytes, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   int executors = leader && card_bytes > 0;

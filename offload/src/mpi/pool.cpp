@@ -71,17 +71,18 @@ void add_lines(const std::string& bundle, std::vector<std::string>& cards) {
   }
 }
 
-// The executor cards of the job's nodes, in the order of the nodes' lowest ranks in `comm`, and
-// which of them is this rank's node. One card per node travels, not one per rank: the ranks of
-// a node (MPI_COMM_TYPE_SHARED) hand their cards to their leader, which keeps the distinct ones;
-// the leaders exchange those; each leader hands the whole set to its node. A rank receives about
-// N·C bytes for N nodes, whatever the number of ranks per node.
+// The executor cards a rank may use: its own node's, and those of the nearest `remote_nodes`
+// other nodes that have one, nearest first in the order of the nodes' lowest ranks in `comm`
+// (the next node, then the one after, wrapping). One card per node travels, not one per rank: the
+// ranks of a node (MPI_COMM_TYPE_SHARED) hand their cards to their leader, which keeps the
+// distinct ones; the leaders exchange those (N·C bytes each); each leader hands its node's ranks
+// only the nodes they may use, so a rank receives and parses at most (remote_nodes + 1) nodes'
+// cards, whatever the size of the job.
 struct NodeCards {
-  std::vector<std::vector<std::string>> nodes;  // the cards of each node
-  size_t own = 0;                               // this rank's node
+  std::vector<std::vector<std::string>> nodes;  // nearest first: this rank's node is the first
 };
 
-NodeCards gather_node_cards(MPI_Comm comm) {
+NodeCards gather_node_cards(MPI_Comm comm, size_t remote_nodes) {
   std::string card = own_card();
   if (card.find('\n') != std::string::npos) {
     logger("sidecore.mpi")->warn("ignoring this rank's executor card: it spans several lines");
@@ -104,10 +105,18 @@ NodeCards gather_node_cards(MPI_Comm comm) {
     for (const auto& text : mine) own_bundle += text + '\n';
     int leader_rank = 0;
     MPI_Comm_rank(leaders, &leader_rank);
-    std::vector<std::string> all = allgather_texts(leaders, own_bundle);
-    // What the node receives: the node's index, then each node's bundle after its length.
-    bundle = std::to_string(leader_rank) + '\n';
-    for (const auto& text : all) bundle += std::to_string(text.size()) + '\n' + text;
+    const std::vector<std::string> all = allgather_texts(leaders, own_bundle);
+    // What the node receives: its own node's cards, then those of the nearest nodes that have
+    // any, each set after its length.
+    const size_t count = all.size(), own = static_cast<size_t>(leader_rank);
+    bundle = std::to_string(all[own].size()) + '\n' + all[own];
+    size_t sent = 0;
+    for (size_t distance = 1; distance < count && sent < remote_nodes; ++distance) {
+      const std::string& text = all[(own + distance) % count];
+      if (text.empty()) continue;  // a node without an executor
+      bundle += std::to_string(text.size()) + '\n' + text;
+      ++sent;
+    }
     MPI_Comm_free(&leaders);
   }
   unsigned long long length = bundle.size();
@@ -117,9 +126,7 @@ NodeCards gather_node_cards(MPI_Comm comm) {
   MPI_Comm_free(&node);
 
   NodeCards result;
-  size_t at = bundle.find('\n');
-  result.own = std::stoul(bundle.substr(0, at));
-  ++at;
+  size_t at = 0;
   while (at < bundle.size()) {
     const size_t line_end = bundle.find('\n', at);
     const size_t bytes = std::stoul(bundle.substr(at, line_end - at));
@@ -245,14 +252,15 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
 
   // MPI itself is the discovery service: every rank learns every node's executor.
   const auto exchange_start = std::chrono::steady_clock::now();
-  const NodeCards exchanged = gather_node_cards(comm_);
+  const size_t remote_nodes = settings_.scope == Scope::job ? settings_.remote_executors : 0;
+  const NodeCards exchanged = gather_node_cards(comm_, remote_nodes);
   logger("sidecore.mpi")
       ->debug("pool: cards of {} node(s) exchanged in {:.1f} ms", exchanged.nodes.size(),
               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - exchange_start).count());
   struct Known {
     ExecutorCard card;
     std::string text;
-    size_t distance;  // from this rank's node, in the job's node order (0: this node)
+    size_t distance;  // its node among those exchanged: 0 for this rank's, then nearest first
   };
   std::vector<Known> known;
   const size_t nodes = exchanged.nodes.size();
@@ -262,7 +270,7 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
         ExecutorCard card = parse_card(text);
         const bool seen = std::any_of(known.begin(), known.end(),
                                       [&](const Known& k) { return k.card.executor_id == card.executor_id; });
-        if (!seen) known.push_back({std::move(card), text, (n + nodes - exchanged.own) % nodes});
+        if (!seen) known.push_back({std::move(card), text, n});
       } catch (const CardError& e) {
         logger("sidecore.mpi")->warn("ignoring a malformed executor card: {}", e.what());
       }
@@ -385,9 +393,10 @@ std::unique_ptr<OffloadFunction> Pool::lookup(const std::string& library, const 
 std::optional<size_t> Pool::pick_connection() const noexcept {
   // The first node-local connection with fewer than 2 tasks per worker; otherwise the least
   // loaded per worker, unless none has an idle worker and the connection to other nodes has
-  // standby executors left: one of those joins for the task (Client::add_standby). Lost executors are skipped while any
-  // other is left (their tasks fail with EXECUTOR_LOST); a crashed worker does not make its executor lost (its
-  // supervisor replaces it, and the client greets the new one from its progress). Failed connections are never picked.
+  // standby executors left: one of those joins for the task (Client::add_standby). Lost executors
+  // are skipped while any other is left (their tasks fail with EXECUTOR_LOST); a crashed worker
+  // does not make its executor lost (its supervisor replaces it, and the client greets the new
+  // one from its progress). Failed connections are never picked.
   constexpr double kBusy = 2.0;
   if (connections_.size() == 1 && connections_[0]->local) {  // the common case: one executor on the node
     if (connections_[0]->failed.load(std::memory_order_relaxed)) return std::nullopt;

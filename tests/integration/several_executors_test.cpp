@@ -198,5 +198,18 @@ TEST(SeveralExecutors, AStandbyExecutorThatIsGoneHandsItsTasksToTheNext) {
   EXPECT_FALSE(client.executor_lost());
 }
 
+TEST(SeveralExecutors, AStandbyClientKeepsTheTaskTimeout) {
+  const std::string token = fresh_token();
+  ExecutorProcess executor(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token});
+  sidecore::ClientOptions options;
+  options.task_timeout = 300ms;
+  auto client = sidecore::Client::standby({executor.card()}, token, options);
+  const auto sleep_us = client.lookup(functions_library(), "sleep_us");
+  const uint32_t us = 3'000'000;
+  const auto done = wait_for(client, client.submit(sleep_us, &us, sizeof us, nullptr, 0));
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->error, ErrorKind::timeout) << "a task on a joined standby executor ignored the 300 ms timeout";
+}
+
 }  // namespace
 }  // namespace sidecore_test

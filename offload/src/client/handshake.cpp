@@ -153,7 +153,6 @@ void Client::Impl::add_executor(const ExecutorCard& card, std::string_view token
   }
   // The site's bound on any task (max_task_s) is the longest a task may take from here too: the
   // smallest bound of the client's executors.
-  if (index == 0) task_timeout = options.task_timeout;
   if (card.max_task_s > 0) {
     const std::chrono::milliseconds bound(uint64_t{card.max_task_s} * 1000);
     if (task_timeout.count() == 0 || task_timeout > bound) task_timeout = bound;

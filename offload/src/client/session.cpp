@@ -40,7 +40,8 @@ void* context(OpKind kind, uint32_t index) noexcept {
 
 }  // namespace
 
-Client::Impl::Impl(const ClientOptions& o, std::string_view prov) : options(o), provider(prov) {
+Client::Impl::Impl(const ClientOptions& o, std::string_view prov)
+    : options(o), provider(prov), task_timeout(o.task_timeout) {
   auto fabric = fabric::Fabric::open(provider);
   domain = std::make_shared<fabric::Domain>(fabric);
   auto cq = std::make_shared<fabric::CompletionQueue>(domain, 4096, true);

@@ -53,10 +53,8 @@ void Client::add_executor(std::string_view card_text) {
   } catch (const CardError& e) {
     throw Error(ErrorKind::bad_arg, e.what());
   }
-  for (const auto& executor : impl_->executors) {
-    if (executor.card.executor_id == card.executor_id) {
-      throw Error(ErrorKind::bad_arg, fmt::format("executor {} is already one of this client's", card.executor_id));
-    }
+  if (impl_->has_executor(card.executor_id)) {
+    throw Error(ErrorKind::bad_arg, fmt::format("executor {} is already one of this client's", card.executor_id));
   }
   impl_->add_executor(card, impl_->token);
   impl_->lookup_known_functions(static_cast<uint32_t>(impl_->executors.size() - 1));

@@ -2,6 +2,7 @@
 // where the card has them), the welcomes awaited, and function lookups.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <thread>
 
 #include <unistd.h>
@@ -151,12 +152,7 @@ void Client::Impl::add_executor(const ExecutorCard& card, std::string_view token
     throw Error(ErrorKind::no_executor, fmt::format("executor {} on {} did not answer within {} ms", card.executor_id,
                                                     card.host, options.connect_timeout.count()));
   }
-  // The site's bound on any task (max_task_s) is the longest a task may take from here too: the
-  // smallest bound of the client's executors.
-  if (card.max_task_s > 0) {
-    const std::chrono::milliseconds bound(uint64_t{card.max_task_s} * 1000);
-    if (task_timeout.count() == 0 || task_timeout > bound) task_timeout = bound;
-  }
+  apply_task_bound(card);
   size_t credits = 0;
   for (const auto& worker : link.workers) credits += worker.credits;
   post_receives(credits);
@@ -177,6 +173,17 @@ void Client::Impl::lookup_known_functions(uint32_t e) {
                  executors[e].card.executor_id, known.symbol, known.library, error.what());
     }
   }
+}
+
+bool Client::Impl::has_executor(std::string_view executor_id) const noexcept {
+  return std::any_of(executors.begin(), executors.end(),
+                     [&](const ExecutorLink& link) { return link.card.executor_id == executor_id; });
+}
+
+void Client::Impl::apply_task_bound(const ExecutorCard& card) noexcept {
+  if (card.max_task_s == 0) return;
+  const std::chrono::milliseconds bound(uint64_t{card.max_task_s} * 1000);
+  if (task_timeout.count() == 0 || task_timeout > bound) task_timeout = bound;
 }
 
 bool Client::Impl::all_executors_lost() const noexcept {

@@ -35,8 +35,7 @@ uint32_t Client::Impl::join_next_standby() {
       logger("sidecore.client")->warn("skipping a standby executor: {}", e.what());
       continue;
     }
-    const bool known = std::any_of(executors.begin(), executors.end(),
-                                   [&](const ExecutorLink& link) { return link.card.executor_id == card.executor_id; });
+    const bool known = has_executor(card.executor_id);
     if (known || card.provider != provider || card.worker_addresses.empty()) {
       logger("sidecore.client")
           ->warn("skipping standby executor {} on {}: {}", card.executor_id, card.host,
@@ -142,14 +141,16 @@ bool Client::Impl::on_join_lookup(uint64_t key, ErrorKind error, uint32_t functi
   return true;
 }
 
+void Client::Impl::end_join(uint32_t e) {
+  executors[e].joining = false;
+  --joining_count;
+  std::erase_if(join_lookups, [&](const JoinLookup& l) { return l.executor == e; });
+}
+
 void Client::Impl::finish_join(uint32_t e) {
   ExecutorLink& link = executors[e];
-  link.joining = false;
-  --joining_count;
-  if (link.card.max_task_s > 0) {
-    const std::chrono::milliseconds bound(uint64_t{link.card.max_task_s} * 1000);
-    if (task_timeout.count() == 0 || task_timeout > bound) task_timeout = bound;
-  }
+  end_join(e);
+  apply_task_bound(link.card);
   if (link.card.host == local_host_name()) {
     watch_process(link);
     watching_any = watching_any || link.pidfd >= 0 || link.card_fd >= 0;
@@ -178,15 +179,13 @@ void Client::Impl::fail_join(uint32_t e, std::string_view why) {
   logger("sidecore.client")
       ->warn("executor {} on {} did not join ({}): its tasks go to the other executors", link.card.executor_id,
              link.card.host, why);
-  link.joining = false;
-  --joining_count;
+  end_join(e);
   link.lost = true;
   total_workers -= std::min(total_workers, link.workers.size());
   for (auto& worker : link.workers) {
     worker.connected = false;
     worker.hello_nonce = 0;
   }
-  std::erase_if(join_lookups, [&](const JoinLookup& l) { return l.executor == e; });
   drop_backlog_of(e);
   std::deque<std::pair<uint32_t, TaskId>> waited;
   waited.swap(link.waiting);
@@ -196,21 +195,14 @@ void Client::Impl::fail_join(uint32_t e, std::string_view why) {
 }
 
 void Client::Impl::reroute(uint32_t index) {
-  TaskSlot& slot = tasks[index];
-  double load = 0;
-  uint32_t e = pick_executor(slot.function, load);
-  if ((e == UINT32_MAX || load >= 1.0) && !standby.empty()) {
-    if (const uint32_t joined = join_next_standby(); joined != UINT32_MAX) e = joined;
-  }
+  const uint32_t e = choose_executor(tasks[index].function);
   if (e == UINT32_MAX) {
     tasks.deliver(index, Completion{ErrorKind::executor_lost, 0, 0, false});
     return;
   }
-  ExecutorLink& executor = executors[e];
-  slot.executor = e;
-  slot.function_id = executor.joining ? protocol::kNoFunction : executor.function_ids[slot.function];
-  executor.waiting.emplace_back(index, slot.id);
-  if (!executor.joining) dispatch_waiting(executor.waiting);
+  place(index, e);
+  // What waited there before it (stale entries included) goes as far as credits allow.
+  if (!executors[e].joining) dispatch_waiting(executors[e].waiting);
 }
 
 void Client::Impl::check_joins(Clock::time_point now) {

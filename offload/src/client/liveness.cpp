@@ -128,11 +128,7 @@ bool Client::Impl::read_liveness(ExecutorLink& link, int fd) {
 
 size_t Client::Impl::lose_executor(uint32_t e) {
   ExecutorLink& link = executors[e];
-  if (link.joining) {  // died before it joined: its waiting tasks fail with it, as on any executor
-    link.joining = false;
-    --joining_count;
-    std::erase_if(join_lookups, [&](const JoinLookup& l) { return l.executor == e; });
-  }
+  if (link.joining) end_join(e);  // died before it joined: its waiting tasks fail with it, as on any executor
   for (uint32_t w = 0; w < link.workers.size(); ++w) {
     if (!link.workers[w].on_rings) continue;
     poll_ring(e, w);  // results written before it died are real

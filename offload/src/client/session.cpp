@@ -427,32 +427,38 @@ TaskId Client::Impl::submit(const Function& function, const void* in, size_t in_
     }
   }
   slot.function = function.ids_[0];
-  uint32_t e = 0;
-  if (executors.size() != 1 || !standby.empty()) {
-    double load = 0;
-    e = pick_executor(slot.function, load);
-    // No idle worker anywhere: a standby executor joins and takes the task.
-    if ((e == UINT32_MAX || load >= 1.0) && !standby.empty()) {
-      if (const uint32_t joined = join_next_standby(); joined != UINT32_MAX) e = joined;
-    }
-  }
+  const uint32_t e = executors.size() == 1 && standby.empty() ? 0 : choose_executor(slot.function);
   if (e == UINT32_MAX || executors[e].lost) {
     tasks.deliver(index, Completion{ErrorKind::executor_lost, 0, 0, false});
     return id;
   }
-  slot.executor = e;
+  slot.waiting = true;
+  place(index, e);
+  return id;
+}
+
+uint32_t Client::Impl::choose_executor(uint32_t function) {
+  double load = 0;
+  const uint32_t e = pick_executor(function, load);
+  // No idle worker anywhere: a standby executor joins and takes the task.
+  if ((e == UINT32_MAX || load >= 1.0) && !standby.empty()) {
+    if (const uint32_t joined = join_next_standby(); joined != UINT32_MAX) return joined;
+  }
+  return e;
+}
+
+void Client::Impl::place(uint32_t index, uint32_t e) {
+  TaskSlot& slot = tasks[index];
   ExecutorLink& executor = executors[e];
+  slot.executor = e;
   if (executor.joining) {  // its function ids come with the join (finish_join)
     slot.function_id = protocol::kNoFunction;
-    slot.waiting = true;
-    executor.waiting.emplace_back(index, id);
-    return id;
+    executor.waiting.emplace_back(index, slot.id);
+    return;
   }
   slot.function_id = executor.function_ids[slot.function];
-  slot.waiting = true;
-  if (executor.waiting.empty() && dispatch(index)) return id;
-  executor.waiting.emplace_back(index, id);
-  return id;
+  if (executor.waiting.empty() && dispatch(index)) return;
+  executor.waiting.emplace_back(index, slot.id);
 }
 
 uint32_t Client::Impl::pick_executor(uint32_t function, double& best_load) const noexcept {

@@ -223,6 +223,12 @@ struct Client::Impl {
   // with the function (or joining), and with the fewest tasks per serving worker (a joining one
   // counts all its workers), the first on a tie; its load in `load`. UINT32_MAX when none is alive.
   uint32_t pick_executor(uint32_t function, double& load) const noexcept;
+  // pick_executor, but when no worker is idle anywhere and a standby executor is left, that one
+  // joins and is the answer. UINT32_MAX when none is alive.
+  uint32_t choose_executor(uint32_t function);
+  // Gives the task in `index` (waiting, its function set) to executor `e`: queued while `e` joins,
+  // else sent now when nothing waits before it, else queued for a credit.
+  void place(uint32_t index, uint32_t e);
   bool cancel(TaskId id);
 
   // test() after fail_everything: the task's completion if it has one now, else EXECUTOR_LOST.
@@ -260,6 +266,10 @@ struct Client::Impl {
   Reply* find_reply(uint64_t key);
   Function lookup(std::string_view library, std::string_view symbol);
   bool all_executors_lost() const noexcept;
+  bool has_executor(std::string_view executor_id) const noexcept;
+  // The site's bound on any task of `card`'s executor (max_task_s) is the longest a task may take
+  // from here too: the client keeps the smallest bound of its executors.
+  void apply_task_bound(const ExecutorCard& card) noexcept;
 
   // --- joining.cpp: standby executors taken on demand, without waiting for them
 
@@ -278,6 +288,8 @@ struct Client::Impl {
   void fail_join(uint32_t e, std::string_view why);
   // Sends the waiting task in `index` to another executor (joining one where needed), or fails it.
   void reroute(uint32_t index);
+  // Stops treating executor `e` as joining (joined, refused, or dead): no lookups wait for it.
+  void end_join(uint32_t e);
   void check_joins(Clock::time_point now);
 
   // A worker of executor `e` that serves now; while all are being replaced, waits for one up to

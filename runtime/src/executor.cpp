@@ -62,7 +62,7 @@ Executor::Executor(ExecutorConfig config)
   // shm reaches only this host, where callers watch the pid; other providers get a liveness port.
   // (A worker process leaves that to its supervisor, which outlives it.)
   if (!config_.part && (config_.provider != "shm" || !config_.remote_provider.empty())) {
-    liveness_ = std::make_unique<LivenessListener>();
+    liveness_ = std::make_unique<LivenessListener>(config_.token);
     liveness_->run_in_thread();
     card_.watch = liveness_->port();
   }

@@ -350,7 +350,7 @@ int Supervisor::run() {
   }
   // Always a liveness port: callers on other hosts watch it, and callers on this host that hold the
   // card itself rather than a reference to its file learn replaced workers' cards there.
-  liveness_ = std::make_unique<LivenessListener>();
+  liveness_ = std::make_unique<LivenessListener>(config_.token);  // relays for this host's callers too
   card_.watch = liveness_->port();
   const size_t n = config_.cores.size();
   card_.worker_addresses.resize(n);

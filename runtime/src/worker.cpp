@@ -57,6 +57,23 @@ Worker::Worker(unsigned index, int core, std::shared_ptr<fabric::Fabric> fabric,
   inject_limit_ = domain_->inject_size();
   wakes_due_.reserve(options_.max_peers);
   TaskClock::calibrate();
+  if (ReceiveSlabs::supported(*domain_)) {
+    try {
+      slabs_ = std::make_unique<ReceiveSlabs>(domain_, *endpoint_, protocol::kMaxMessageBytes);
+    } catch (const fabric::FabricError& e) {
+      logger("sidecore.exec")->debug("worker {}: one receive buffer per message ({})", index_, e.what());
+    }
+  }
+  if (slabs_) {
+    aligned_copy_.reset(
+        static_cast<std::byte*>(std::aligned_alloc(64, (protocol::kMaxMessageBytes + 63) & ~size_t{63})));
+    if (!aligned_copy_) throw std::bad_alloc();
+    for (uint32_t i = 0; i < slabs_->count(); ++i) post_slab(i);
+    logger("sidecore.exec")
+        ->debug("worker {}: {} shared receive buffers of {} KiB (FI_MULTI_RECV)", index_, slabs_->count(),
+                ReceiveSlabs::kSlabBytes / 1024);
+    return;
+  }
   wanted_receives_ = kReceiveReserve;
   for (size_t i = 0; i < wanted_receives_; ++i) post_receive(buffers_->acquire());
 }
@@ -95,6 +112,28 @@ void Worker::post_receive(uint32_t buffer) {
   }
   fabric::check(rc, "fi_recv");
   ++posted_receives_;
+}
+
+void Worker::post_slab(uint32_t index) {
+  const ssize_t rc =
+      retry_while_busy(endpoint_->cq().fid(), [&] { return slabs_->post(index, context(OpKind::slab, index)); });
+  if (rc == -FI_EAGAIN) {
+    unposted_slabs_.push_back(index);
+    warn_limited(fmt::format("worker {}: the provider refused a shared receive buffer for {} s", index_,
+                             std::chrono::duration_cast<std::chrono::seconds>(kRetryLimit).count()));
+    return;
+  }
+  fabric::check(rc, "fi_recvmsg(FI_MULTI_RECV)");
+}
+
+void Worker::handle_packed(const void* at, size_t length) {
+  const auto* message = static_cast<const std::byte*>(at);
+  if (reinterpret_cast<uintptr_t>(message) % 8 != 0) {
+    length = std::min(length, protocol::kMaxMessageBytes);
+    std::memcpy(aligned_copy_.get(), message, length);
+    message = aligned_copy_.get();
+  }
+  dispatch(std::span<const std::byte>(message, length));
 }
 
 void Worker::run() {
@@ -164,6 +203,11 @@ bool Worker::sleep() {
 
 size_t Worker::poll_once() {
   if (!backlog_.empty()) flush_backlog();
+  if (!unposted_slabs_.empty()) {
+    std::vector<uint32_t> again;
+    again.swap(unposted_slabs_);
+    for (const uint32_t index : again) post_slab(index);
+  }
   size_t events = ring_peers_.empty() ? 0 : serve_rings();
   fi_cq_data_entry entries[kBatch];
   ssize_t count = endpoint_->cq().read(entries, kBatch);
@@ -210,6 +254,11 @@ void Worker::handle_completion(const fi_cq_data_entry& entry) {
       --operations_in_flight_;
       on_write_done(index);
       break;
+    case OpKind::slab:
+      if (entry.len > 0) handle_packed(entry.buf, entry.len);
+      // The slab's earlier messages were handled as their completions came: it can go back now.
+      if (entry.flags & FI_MULTI_RECV) post_slab(index);
+      break;
   }
 }
 
@@ -239,6 +288,11 @@ void Worker::handle_error() {
       --operations_in_flight_;
       fail_pending(index, ErrorKind::executor_lost,
                    fmt::format("RMA {} the caller's buffer failed: {}", kind == OpKind::read ? "from" : "to", why));
+      break;
+    case OpKind::slab:
+      if (entry.err == FI_ECANCELED) break;  // the endpoint is closing
+      warn_limited(fmt::format("worker {}: receive failed: {}", index_, why));
+      if (entry.flags & FI_MULTI_RECV) post_slab(index);
       break;
     default:
       warn_limited(fmt::format("worker {}: completion error without context: {}", index_, why));
@@ -342,8 +396,10 @@ void Worker::on_hello(std::span<const std::byte> message) {
       warn_limited(fmt::format("worker {}: cannot open caller {}'s doorbell: {}", index_, peer_id, e.what()));
     }
   }
-  wanted_receives_ += options_.credits_per_peer;
-  while (posted_receives_ < receive_target()) post_receive(buffers_->acquire());
+  if (!slabs_) {
+    wanted_receives_ += options_.credits_per_peer;
+    while (posted_receives_ < receive_target()) post_receive(buffers_->acquire());
+  }
 
   protocol::WelcomeMessage welcome{protocol::make_header(protocol::MessageType::welcome, peer_id, peer.session),
                                    hello->fixed.nonce, options_.credits_per_peer, index_};
@@ -378,7 +434,7 @@ void Worker::release_peer(uint32_t peer_id) {
   peer.doorbell = Doorbell();
   detach_rings(peer_id);
   free_peers_.push_back(peer_id);
-  wanted_receives_ -= options_.credits_per_peer;
+  if (!slabs_) wanted_receives_ -= options_.credits_per_peer;
 }
 
 void Worker::on_lookup(const protocol::MessageHeader& header, std::span<const std::byte> message) {

@@ -30,6 +30,7 @@
 #include "message_buffers.hpp"
 #include "poll_mode.hpp"
 #include "protocol.hpp"
+#include "receive_slabs.hpp"
 #include "service_stats.hpp"
 #include "transport/message_port.hpp"
 #include "transport/ring.hpp"
@@ -79,7 +80,7 @@ class Worker {
   const ServiceStats& stats() const noexcept { return stats_; }
 
  private:
-  enum class OpKind : uint8_t { receive = 1, send = 2, read = 3, write = 4 };
+  enum class OpKind : uint8_t { receive = 1, send = 2, read = 3, write = 4, slab = 5 };
   // A caller's node-local rings, mapped from its segment.
   struct RingLink {
     transport::RingSegment segment;
@@ -217,6 +218,10 @@ class Worker {
     return peer_id < peers_.size() && peers_[peer_id].active && peers_[peer_id].session == session;
   }
   void post_receive(uint32_t buffer);
+  // Shared receive buffers (receive_slabs.hpp): posts slab `index` again once the provider let it go.
+  void post_slab(uint32_t index);
+  // A message the provider packed into a slab.
+  void handle_packed(const void* at, size_t length);
   // Returns false when the provider said "try again" (the buffer is still ours).
   bool try_send(fi_addr_t address, uint32_t buffer, size_t bytes);
   // `wake_peer`: for results, the caller to ring once the message has really gone out.
@@ -258,6 +263,14 @@ class Worker {
   std::shared_ptr<fabric::Domain> domain_;
   std::shared_ptr<fabric::Endpoint> endpoint_;
   std::unique_ptr<MessageBuffers> buffers_;
+  // Set where the provider packs messages into shared buffers (FI_MULTI_RECV): the worker then
+  // posts these slabs and no buffer per message, whatever the number of its callers.
+  std::unique_ptr<ReceiveSlabs> slabs_;
+  std::vector<uint32_t> unposted_slabs_;  // the provider said "try again" for so long: retried each pass
+  // A packed message starts wherever the previous one ended: one that does not start on 8 bytes
+  // is copied here first, so a function's inline input keeps the alignment it has in a buffer of
+  // its own (8 bytes).
+  std::unique_ptr<std::byte, void (*)(void*)> aligned_copy_{nullptr, std::free};
   size_t inject_limit_ = 0;
 
   std::vector<Peer> peers_;

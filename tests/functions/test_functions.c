@@ -21,6 +21,17 @@ SIDECORE_FUNCTION int echo(const void *in, size_t in_bytes, void *out, size_t ou
   return 0;
 }
 
+/* Writes where its input lies, modulo 64, as a uint64 (the input itself is not read). */
+SIDECORE_FUNCTION int input_alignment(const void *in, size_t in_bytes, void *out, size_t out_capacity,
+                                      size_t *out_bytes) {
+  (void)in_bytes;
+  uint64_t offset = (uint64_t)((uintptr_t)in % 64);
+  if (out_capacity < sizeof offset) return 1;
+  memcpy(out, &offset, sizeof offset);
+  *out_bytes = sizeof offset;
+  return 0;
+}
+
 /* Returns the int32 in its input as its return value (non-zero means error FUNCTION). */
 SIDECORE_FUNCTION int return_value(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
   (void)out; (void)out_capacity; (void)out_bytes;

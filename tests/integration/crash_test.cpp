@@ -11,8 +11,10 @@
 //   EXECUTOR_LOST at once, never a hang.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include "card.hpp"
 #include "card_reference.hpp"
@@ -240,6 +242,76 @@ TEST(RemoteLiveness, ACallerOnAnotherHostGetsExecutorLostWithinTwoSeconds) {
   EXPECT_LT(ms, scaled(2000ms).count()) << out;
   EXPECT_TRUE(mentions(read_file(dir.path() / "err"), "is gone")) << read_file(dir.path() / "err");
   executor.stop();
+}
+
+// Connections that process `pid` holds to TCP port `port` (established, over IPv4 or IPv6).
+size_t connections_to_port(pid_t pid, unsigned port) {
+  std::set<std::string> inodes;
+  const std::filesystem::path fds = "/proc/" + std::to_string(pid) + "/fd";
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(fds, error)) {
+    const std::string target = std::filesystem::read_symlink(entry.path(), error).string();
+    if (target.starts_with("socket:[")) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  size_t found = 0;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+      fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
+      const auto colon = remote.rfind(':');
+      if (colon == std::string::npos || state != "01") continue;
+      if (std::stoul(remote.substr(colon + 1), nullptr, 16) == port && inodes.count(inode) > 0) ++found;
+    }
+  }
+  return found;
+}
+
+// The ranks of a pool follow other nodes' executors through their own node's executor: one
+// connection for all of them, and the relay's to each executor instead of one per rank.
+TEST(RemoteLiveness, ThroughTheRelayOnTheCallersHost) {
+  const std::string token = fresh_token();
+  ExecutorProcess remote(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token});
+  ExecutorProcess relay(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token});
+  const unsigned remote_port = sidecore::parse_card(remote.card()).watch;
+  const unsigned relay_port = sidecore::parse_card(relay.card()).watch;
+  ASSERT_NE(remote_port, 0u) << remote.card();
+  ASSERT_NE(relay_port, 0u) << relay.card();
+  TempDir dir;
+  auto caller = spawn(
+      {"/usr/bin/unshare", "--uts", "/bin/sh", "-c", "hostname sidecore-elsewhere && exec \"$0\" \"$@\"",
+       env_client_binary(), functions_library(), "20", "--sleep-us", "5000000", "--relay", std::to_string(relay_port)},
+      {"SIDECORE_EXECUTOR=" + remote.card(), "SIDECORE_TOKEN=" + token}, dir.path() / "out", dir.path() / "err");
+  const auto deadline = Clock::now() + scaled(15000ms);
+  while (!mentions(read_file(dir.path() / "out"), "ready") && Clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(mentions(read_file(dir.path() / "out"), "ready")) << read_file(dir.path() / "err");
+  // The relay opens its connection to the remote executor's port after the caller asked.
+  const auto relayed_by = Clock::now() + scaled(5000ms);
+  while (connections_to_port(relay.pid(), remote_port) == 0 && Clock::now() < relayed_by) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(connections_to_port(relay.pid(), remote_port), 1u) << "the relay does not follow the remote executor";
+  EXPECT_EQ(connections_to_port(caller.pid(), remote_port), 0u) << "the caller has a liveness connection of its own";
+  EXPECT_EQ(connections_to_port(caller.pid(), relay_port), 1u) << "the caller is not connected to the relay";
+  ASSERT_EQ(kill(remote.pid(), SIGKILL), 0);
+  const auto status = wait_until(caller, Clock::now() + scaled(10000ms));
+  if (!status) caller.stop(0ms);
+  ASSERT_TRUE(status) << "the remote caller still waits for its tasks; stderr:\n" << read_file(dir.path() / "err");
+  const std::string out = read_file(dir.path() / "out");
+  EXPECT_EQ(*status, 0) << read_file(dir.path() / "err");
+  EXPECT_TRUE(mentions(out, "EXECUTOR_LOST=20 ")) << out << read_file(dir.path() / "err");
+  const auto ms = std::stol(out.substr(out.find("ms=") + 3));
+  EXPECT_LT(ms, scaled(2000ms).count()) << out;
+  EXPECT_TRUE(mentions(read_file(dir.path() / "err"), "is gone")) << read_file(dir.path() / "err");
+  // The relay let go of the executor it followed, and goes on serving.
+  EXPECT_EQ(connections_to_port(relay.pid(), remote_port), 0u);
+  EXPECT_EQ(kill(relay.pid(), 0), 0);
+  remote.stop();
+  relay.stop();
 }
 
 }  // namespace

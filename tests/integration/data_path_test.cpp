@@ -339,6 +339,59 @@ std::string run_client_workload(const std::string& card, const std::string& toke
   return {};
 }
 
+// Many callers' messages of every size up to the inline limit at once: over libfabric they are
+// packed one after the other into the worker's shared receive buffers (FI_MULTI_RECV), which turn
+// over many times. Every byte comes back, and a function's input starts on 8 bytes, as it does in
+// a buffer of its own.
+TEST_P(DataPath, ManyCallersPackedMessagesKeepTheirBytesAndAlignment) {
+  client_.reset();
+  constexpr int kCallers = 6;
+  constexpr size_t kTasks = 400;
+  std::vector<std::string> failures(static_cast<size_t>(kCallers));
+  auto body = [&](int which) {
+    try {
+      auto client = sidecore::Client::connect(executor_->card(), token_, options());
+      const auto echo = client.lookup(functions_library(), "echo");
+      const auto alignment = client.lookup(functions_library(), "input_alignment");
+      std::vector<std::vector<uint8_t>> in(kTasks), out(kTasks);
+      std::vector<uint64_t> offsets(kTasks, ~0ull);
+      std::vector<sidecore::TaskId> ids(kTasks);
+      for (size_t i = 0; i < kTasks; ++i) {
+        const size_t bytes = (i * 613 + static_cast<size_t>(which) * 101) % 4097;  // 0 to 4096, odd ones too
+        in[i] = pattern_bytes(bytes, i * 31 + static_cast<size_t>(which));
+        if (i % 3 == 2) {
+          ids[i] = client.submit(alignment, in[i].data(), in[i].size(), &offsets[i], sizeof offsets[i]);
+        } else {
+          out[i].assign(bytes, kGuard);
+          ids[i] = client.submit(echo, in[i].data(), in[i].size(), out[i].data(), out[i].size());
+        }
+      }
+      for (size_t i = 0; i < kTasks; ++i) {
+        auto done = wait_for(client, ids[i]);
+        const std::string task = "caller " + std::to_string(which) + ", task " + std::to_string(i);
+        if (!done || done->error != ErrorKind::none) {
+          failures[which] = task + ": " + (done ? std::string(to_string(done->error)) : "no completion");
+          return;
+        }
+        if (i % 3 == 2 && in[i].size() > 0 && offsets[i] % 8 != 0) {
+          failures[which] = task + ": the input lay at " + std::to_string(offsets[i]) + " modulo 64";
+          return;
+        }
+        if (i % 3 != 2 && (done->out_bytes != in[i].size() || out[i] != in[i])) {
+          failures[which] = task + ": the echo came back wrong";
+          return;
+        }
+      }
+    } catch (const std::exception& e) {
+      failures[which] = "caller " + std::to_string(which) + ": " + e.what();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kCallers; ++c) threads.emplace_back(body, c);
+  for (auto& thread : threads) thread.join();
+  for (const auto& failure : failures) EXPECT_EQ(failure, "");
+}
+
 TEST_P(DataPath, TwoClientsInTwoThreadsAtOnce) {
   client_.reset();  // the fixture's client stays out of this
   std::string failures[2];

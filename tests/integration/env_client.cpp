@@ -7,7 +7,8 @@
 // sidecore_integration_env_client LIBRARY COUNT --sleep-us N: submits COUNT tasks of LIBRARY's
 // `sleep_us` (N us each), prints "ready" once they are submitted, then, when all have completed,
 // one line "KIND=COUNT ... ms=ELAPSED" with how many completed with each error kind and how long
-// that took after "ready" (exit 0).
+// that took after "ready" (exit 0). With --relay PORT after it, the client follows executors on
+// other hosts through the liveness relay on this host's PORT (ClientOptions::liveness_relay).
 #include <unistd.h>
 
 #include <chrono>
@@ -22,8 +23,10 @@
 
 namespace {
 
-int sleep_tasks(const std::string& library, size_t count, uint32_t us) {
-  auto client = sidecore::Client::from_environment();
+int sleep_tasks(const std::string& library, size_t count, uint32_t us, uint16_t relay) {
+  sidecore::ClientOptions options;
+  options.liveness_relay = relay;
+  auto client = sidecore::Client::from_environment(options);
   const auto sleep = client.lookup(library, "sleep_us");
   std::vector<sidecore::TaskId> ids;
   for (size_t i = 0; i < count; ++i) ids.push_back(client.submit(sleep, &us, sizeof us, nullptr, 0));
@@ -42,10 +45,12 @@ int sleep_tasks(const std::string& library, size_t count, uint32_t us) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 5 && std::string(argv[3]) == "--sleep-us") {
+  const bool relay = argc == 7 && std::string(argv[5]) == "--relay";
+  if ((argc == 5 || relay) && std::string(argv[3]) == "--sleep-us") {
     try {
       return sleep_tasks(argv[1], std::strtoul(argv[2], nullptr, 10),
-                         static_cast<uint32_t>(std::strtoul(argv[4], nullptr, 10)));
+                         static_cast<uint32_t>(std::strtoul(argv[4], nullptr, 10)),
+                         relay ? static_cast<uint16_t>(std::strtoul(argv[6], nullptr, 10)) : 0);
     } catch (const sidecore::Error& e) {
       std::fprintf(stderr, "sidecore error %s: %s\n", std::string(to_string(e.kind())).c_str(), e.what());
       return 1;
@@ -53,7 +58,7 @@ int main(int argc, char** argv) {
   }
   const bool print_provider = argc == 4 && std::string(argv[3]) == "--print-provider";
   if (argc != 3 && !print_provider) {
-    std::fprintf(stderr, "usage: %s LIBRARY COUNT [--sleep-us N | --print-provider]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s LIBRARY COUNT [--sleep-us N [--relay PORT] | --print-provider]\n", argv[0]);
     return 2;
   }
   const std::string library = argv[1];

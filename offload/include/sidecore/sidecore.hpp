@@ -94,6 +94,10 @@ struct ClientOptions {
   // on it completes with EXECUTOR_LOST within about this time, and later ones at once.
   std::chrono::milliseconds liveness_interval{250};
   Transport transport = Transport::automatic;
+  // The liveness port (its card's watch=) of an executor on this host that follows executors on
+  // other hosts for this client: one connection to it in all, instead of one to each of them
+  // (liveness_listener.hpp, relay). 0: one connection each. What a pool sets from its node's card.
+  uint16_t liveness_relay = 0;
 };
 
 class SIDECORE_API Client {

@@ -157,7 +157,7 @@ void Client::Impl::add_executor(const ExecutorCard& card, std::string_view token
   for (const auto& worker : link.workers) credits += worker.credits;
   post_receives(credits);
   watch_process(link);
-  watching_any = watching_any || link.pidfd >= 0 || link.card_fd >= 0;
+  watching_any = watching_any || link.pidfd >= 0 || link.card_fd >= 0 || link.relayed;
   total_workers += link.workers.size();
   link.function_ids.assign(known_functions.size(), protocol::kNoFunction);
 }

@@ -53,10 +53,8 @@ uint32_t Client::Impl::join_next_standby() {
       usable = usable && worker.address != FI_ADDR_NOTAVAIL;
     }
     if (usable && card.host != host && card.watch > 0) {
-      link.pidfd =
-          connect_liveness(card.host, static_cast<uint16_t>(card.watch),
-                           std::min<int>(kJoinWatchTimeoutMs, static_cast<int>(options.connect_timeout.count())));
-      usable = link.pidfd >= 0;
+      usable =
+          follow_remote(link, std::min<int>(kJoinWatchTimeoutMs, static_cast<int>(options.connect_timeout.count())));
     }
     if (!usable) {
       logger("sidecore.client")
@@ -64,11 +62,11 @@ uint32_t Client::Impl::join_next_standby() {
       abandon_last_executor();
       continue;
     }
-    watching_any = watching_any || link.pidfd >= 0;
+    watching_any = watching_any || link.pidfd >= 0 || link.relayed;
     link.joining = true;
-    // With a liveness connection the client waits as long as the executor lives (a busy worker
-    // answers a hello once its function returns); without one, for the connect timeout.
-    if (link.pidfd < 0) link.join_deadline = Clock::now() + options.connect_timeout;
+    // Followed (liveness connection or relay), the client waits as long as the executor lives (a
+    // busy worker answers a hello once its function returns); otherwise for the connect timeout.
+    if (link.pidfd < 0 && !link.relayed) link.join_deadline = Clock::now() + options.connect_timeout;
     ++joining_count;
     total_workers += link.workers.size();
     const auto now = Clock::now();

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -25,9 +26,7 @@ using client::kCardCheckInterval;
 void Client::Impl::watch_process(ExecutorLink& link) {
   if (link.card.host != local_host_name()) {
     if (link.card.watch > 0) {
-      link.pidfd = connect_liveness(link.card.host, static_cast<uint16_t>(link.card.watch),
-                                    static_cast<int>(options.connect_timeout.count()));
-      if (link.pidfd < 0) {
+      if (!follow_remote(link, static_cast<int>(options.connect_timeout.count()))) {
         logger("sidecore.client")
             ->warn("cannot watch executor {} on {} (port {}): its loss shows only as task "
                    "timeouts",
@@ -56,6 +55,97 @@ void Client::Impl::watch_process(ExecutorLink& link) {
       ->debug("cannot watch executor {} (pid {}): {}", link.card.executor_id, link.card.pid, std::strerror(errno));
 }
 
+bool Client::Impl::follow_remote(ExecutorLink& link, int timeout_ms) {
+  const auto port = static_cast<uint16_t>(link.card.watch);
+  if (options.liveness_relay != 0 && !relay_broken) {
+    if (relay_fd < 0) {
+      relay_fd = connect_liveness("localhost", options.liveness_relay, timeout_ms);
+      if (relay_fd < 0) relay_fd = connect_liveness(local_host_name(), options.liveness_relay, timeout_ms);
+      if (relay_fd < 0) {
+        relay_broken = true;
+        logger("sidecore.client")
+            ->info("no liveness relay on this host (port {}): each executor on another host gets a connection",
+                   options.liveness_relay);
+      }
+    }
+    if (relay_fd >= 0) {
+      const std::string line = fmt::format("watch {} {} {}\n", token, link.card.host, port);
+      if (::send(relay_fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT) ==
+          static_cast<ssize_t>(line.size())) {
+        link.relayed = true;
+        watching_any = true;
+        return true;
+      }
+      read_relay();  // it stopped taking lines: it ended or is stuck; either way, on without it
+      close(relay_fd);
+      relay_fd = -1;
+      relay_broken = true;
+    }
+  }
+  link.pidfd = connect_liveness(link.card.host, port, timeout_ms);
+  return link.pidfd >= 0;
+}
+
+size_t Client::Impl::read_relay() {
+  if (relay_fd < 0) return 0;
+  char buffer[4096];
+  ssize_t got;
+  while ((got = read(relay_fd, buffer, sizeof buffer)) > 0) relay_input.append(buffer, static_cast<size_t>(got));
+  const bool ended =
+      got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR) || relay_input.size() > (size_t{1} << 20);
+  size_t events = 0;
+  for (size_t end; (end = relay_input.find('\n')) != std::string::npos; relay_input.erase(0, end + 1)) {
+    // "at <host> <port> <line>"; the relay's own lines (its executor's cards) are not for this client.
+    std::string_view line(relay_input.data(), end);
+    if (!line.starts_with("at ")) continue;
+    line.remove_prefix(3);
+    const size_t host_end = line.find(' ');
+    if (host_end == std::string_view::npos) continue;
+    const std::string_view host = line.substr(0, host_end);
+    line.remove_prefix(host_end + 1);
+    const size_t port_end = line.find(' ');
+    if (port_end == std::string_view::npos) continue;
+    const long port = std::strtol(std::string(line.substr(0, port_end)).c_str(), nullptr, 10);
+    line.remove_prefix(port_end + 1);
+    for (uint32_t e = 0; e < executors.size(); ++e) {
+      ExecutorLink& link = executors[e];
+      if (!link.relayed || link.lost || link.card.watch != port || link.card.host != host) continue;
+      if (line == "gone") {
+        if (link.joining) {
+          fail_join(e, "it is gone");
+        } else {
+          events += lose_executor(e);
+        }
+      } else if (line == "unreachable") {
+        link.relayed = false;
+        if (link.joining) {
+          fail_join(e, "its liveness port cannot be reached");
+        } else {
+          logger("sidecore.client")
+              ->warn("cannot watch executor {} on {} (port {}): its loss shows only as task timeouts",
+                     link.card.executor_id, link.card.host, link.card.watch);
+        }
+      } else {
+        on_liveness_line(link, line);
+      }
+    }
+  }
+  if (!ended) return events;
+  close(relay_fd);
+  relay_fd = -1;
+  relay_input.clear();
+  relay_broken = true;
+  logger("sidecore.client")
+      ->warn("the liveness relay on this host ended: each executor on another host gets a connection");
+  for (auto& link : executors) {
+    if (!link.relayed || link.lost) continue;
+    link.relayed = false;
+    link.pidfd = connect_liveness(link.card.host, static_cast<uint16_t>(link.card.watch),
+                                  static_cast<int>(options.connect_timeout.count()));
+  }
+  return events;
+}
+
 int Client::Impl::open_pidfd(long pid) { return static_cast<int>(syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0)); }
 
 void Client::Impl::watch_worker(ExecutorLink& link, uint32_t w) {
@@ -73,6 +163,7 @@ bool Client::Impl::process_ended(int fd) {
 size_t Client::Impl::check_liveness(Clock::time_point now) {
   next_liveness_check = now + options.liveness_interval;
   size_t events = 0;
+  if (relay_fd >= 0 && process_ended(relay_fd)) events += read_relay();
   for (uint32_t e = 0; e < executors.size(); ++e) {
     ExecutorLink& link = executors[e];
     if (link.lost) continue;
@@ -108,22 +199,25 @@ bool Client::Impl::read_liveness(ExecutorLink& link, int fd) {
   }
   if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) return false;
   for (size_t end; (end = link.liveness_input.find('\n')) != std::string::npos; link.liveness_input.erase(0, end + 1)) {
-    const std::string_view line(link.liveness_input.data(), end);
-    if (line.starts_with("card ")) {
-      try {
-        link.newer_card = route_for_caller(parse_card(line.substr(5)), local_host_name());
-      } catch (const CardError& e) {
-        logger("sidecore.client")
-            ->warn("executor {} sent a card this build cannot read: {}", link.card.executor_id, e.what());
-      }
-    } else if (line.starts_with("lost ")) {
-      const unsigned long w = std::strtoul(std::string(line.substr(5)).c_str(), nullptr, 10);
-      if (w < link.workers.size() && !link.workers[w].lost) {
-        lose_worker(static_cast<uint32_t>(&link - executors.data()), static_cast<uint32_t>(w));
-      }
-    }
+    on_liveness_line(link, std::string_view(link.liveness_input.data(), end));
   }
   return true;
+}
+
+void Client::Impl::on_liveness_line(ExecutorLink& link, std::string_view line) {
+  if (line.starts_with("card ")) {
+    try {
+      link.newer_card = route_for_caller(parse_card(line.substr(5)), local_host_name());
+    } catch (const CardError& e) {
+      logger("sidecore.client")
+          ->warn("executor {} sent a card this build cannot read: {}", link.card.executor_id, e.what());
+    }
+  } else if (line.starts_with("lost ")) {
+    const unsigned long w = std::strtoul(std::string(line.substr(5)).c_str(), nullptr, 10);
+    if (w < link.workers.size() && !link.workers[w].lost) {
+      lose_worker(static_cast<uint32_t>(&link - executors.data()), static_cast<uint32_t>(w));
+    }
+  }
 }
 
 size_t Client::Impl::lose_executor(uint32_t e) {
@@ -275,8 +369,11 @@ void Client::Impl::look_for_replacements(Clock::time_point now) {
         }
       }
     } else {
-      // The cards come on the liveness connection (the executor's only one on another host).
+      // The cards come on the liveness connection (the executor's only one on another host), or
+      // through the relay.
       const int fd = link.card_fd >= 0 ? link.card_fd : (link.card.host != local_host_name() ? link.pidfd : -1);
+      if (link.relayed && relay_fd >= 0 && process_ended(relay_fd)) read_relay();
+      if (link.lost) continue;
       if (fd >= 0 && process_ended(fd) && !read_liveness(link, fd)) continue;  // check_liveness sees to it
       // No news: greet again a replacement that did not answer.
       const ExecutorCard card = link.newer_card ? *link.newer_card : link.card;

@@ -60,6 +60,10 @@ Client::Impl::Impl(const ClientOptions& o, std::string_view prov)
 Client::Impl::~Impl() {
   try {
     fault::inject(fault::Point::client_destroy);
+    // Tasks still in flight are abandoned before anything is polled: the user's buffers may be
+    // gone already (destroyed before the client, say), and nothing queued is sent any more.
+    for (auto& executor : executors) executor.waiting.clear();
+    tasks.abandon_all();
     say_goodbye();
   } catch (...) {
     // A destructor must not throw: an executor not told copes (its credits go with the session).
@@ -69,6 +73,7 @@ Client::Impl::~Impl() {
     for (uint32_t w = 0; w < executors[0].workers.size(); ++w) close_rings(0, w);
   }
   if (interrupt_fd >= 0) close(interrupt_fd);
+  if (relay_fd >= 0) close(relay_fd);
   for (auto& executor : executors) {
     if (executor.pidfd >= 0) close(executor.pidfd);
     for (auto& worker : executor.workers) {

@@ -78,6 +78,7 @@ struct Client::Impl {
     bool lost = false;  // it died: tasks for it complete with EXECUTOR_LOST
     std::vector<WorkerLink> workers;
     std::deque<std::pair<uint32_t, TaskId>> waiting;  // slots queued for a free credit (stale ones skipped)
+    bool relayed = false;                    // another host: followed through the relay (ClientOptions::liveness_relay)
     int card_fd = -1;                        // same host, no card reference: a liveness connection, for the cards only
     std::string liveness_input;              // a partial line from the liveness connection
     std::optional<ExecutorCard> newer_card;  // the latest card it sent there, not applied yet
@@ -148,8 +149,13 @@ struct Client::Impl {
   Clock::time_point next_liveness_check{};
   unsigned polls_since_clock = 0;
   bool watching_any = false;  // some executor has a pidfd
-  Doorbell own_doorbell;      // rung by workers after results, where the queue has no descriptor
-  int interrupt_fd = -1;      // wakes sleep() on a queue descriptor
+  // The connection to the relay on this host, once one executor on another host is followed
+  // through it; a partial line from it. A relay that ended is not asked again.
+  int relay_fd = -1;
+  std::string relay_input;
+  bool relay_broken = false;
+  Doorbell own_doorbell;  // rung by workers after results, where the queue has no descriptor
+  int interrupt_fd = -1;  // wakes sleep() on a queue descriptor
   // The rings shared with the executor on this host, one pair per worker, where its card offers
   // them (transport/ring.hpp); empty otherwise.
   transport::RingSegment rings;
@@ -316,6 +322,14 @@ struct Client::Impl {
   // in newer_card, applied by check_liveness) and "lost <worker>" lines (applied here). False once
   // the connection is closed: the executor is gone.
   bool read_liveness(ExecutorLink& link, int fd);
+  // One such line (one it does not know is ignored).
+  void on_liveness_line(ExecutorLink& link, std::string_view line);
+  // Follows executor `link` on another host: through the relay where the options name one, else
+  // with a liveness connection of its own (opened within `timeout_ms`). False when neither is open.
+  bool follow_remote(ExecutorLink& link, int timeout_ms);
+  // What the relay passed on ("at <host> <port> <line>"); when it ended, each executor it followed
+  // gets a connection of its own. Returns the tasks that completed.
+  size_t read_relay();
 
   // Completes every task of executor `e` with EXECUTOR_LOST (revoking its access to their buffers
   // first) and fails later ones at once.

@@ -119,6 +119,18 @@ size_t TaskTable::expire(Clock::time_point now) {
   return expired;
 }
 
+void TaskTable::abandon_all() noexcept {
+  for (TaskSlot& slot : slots_) {
+    if (!slot.used || slot.delivered) continue;
+    slot.in_region = {};
+    slot.out_region = {};
+    slot.callback = nullptr;
+    slot.waiting = false;
+    slot.collectable = false;
+    slot.delivered = true;  // a late result is dropped, as after a timeout
+  }
+}
+
 void TaskTable::clear() noexcept {
   slots_.clear();
   free_slots_.clear();

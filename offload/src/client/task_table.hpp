@@ -81,6 +81,10 @@ class TaskTable {
   size_t expire(Clock::time_point now);
 
   size_t in_flight() const noexcept { return in_flight_; }
+  // The client is being destroyed: every unfinished task is dropped without a completion, and the
+  // executors lose their access to its buffers, so that no result arriving while the client says
+  // goodbye touches memory the user may have freed already.
+  void abandon_all() noexcept;
   // Forgets every slot (their registrations go with them): the client is being destroyed.
   void clear() noexcept;
 

@@ -293,6 +293,7 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
   // Executors on this node are connected now; those on other nodes (scope job) when the node's
   // own are busy, up to remote_executors of them (pick_connection).
   std::vector<const Known*> remote;
+  uint16_t relay_port = 0;
   for (const Known& k : known) {
     const bool local = k.card.host == host;
     if (!local) {
@@ -311,6 +312,8 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
                   connection->client->workers(), connection->client->provider());
       local_workers_ += static_cast<int>(connection->client->workers());
       owned_.push_back(std::move(connection));
+      // It follows other nodes' executors for this rank: one liveness connection in all.
+      if (relay_port == 0 && k.card.watch > 0) relay_port = static_cast<uint16_t>(k.card.watch);
     } catch (const Error& e) {
       if (e.kind() == ErrorKind::auth) {
         refused = 1;
@@ -324,6 +327,7 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
     }
   }
   total_workers_ = local_workers_;
+  options_.liveness_relay = relay_port;  // for the client of other nodes' executors, made later
   if (!remote.empty()) {
     // One client, one endpoint, for every executor on another node, made when a task first
     // spills there (Pool::submit); each executor joins it when a task finds no idle worker.

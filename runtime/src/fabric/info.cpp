@@ -31,8 +31,15 @@ InfoPtr find_provider(std::string_view provider) {
   const std::string prov_name = libfabric_provider_name(provider);
   hints->fabric_attr->prov_name = strdup(prov_name.c_str());
 
+  // Shared receive buffers where the provider has them (executor workers use them); the same
+  // provider without them otherwise.
+  hints->caps |= FI_MULTI_RECV;
   fi_info* found = nullptr;
   int rc = fi_getinfo(kApiVersion, nullptr, nullptr, 0, hints.get(), &found);
+  if (rc == -FI_ENODATA || (rc == 0 && found == nullptr)) {
+    hints->caps &= ~FI_MULTI_RECV;
+    rc = fi_getinfo(kApiVersion, nullptr, nullptr, 0, hints.get(), &found);
+  }
   if (rc != 0 || found == nullptr) {
     throw FabricError("libfabric provider '" + std::string(provider) +
                           "' is not available here: " + fi_strerror(-rc),

@@ -215,6 +215,21 @@ TEST(CrashIsolation, CrashesPastTheRestartLimitStopTheExecutorAndSaySo) {
 namespace sidecore_test {
 namespace {
 
+// Kills `executor` under the caller's 20 sleeping tasks (env_client --sleep-us, its output in
+// `dir`): every task completes with EXECUTOR_LOST within 2 s, and the caller says why.
+void expect_lost_within_two_seconds(ExecutorProcess& executor, sidecore::ChildProcess& caller, const TempDir& dir) {
+  ASSERT_EQ(kill(executor.pid(), SIGKILL), 0);
+  const auto status = wait_until(caller, Clock::now() + scaled(10000ms));
+  if (!status) caller.stop(0ms);
+  ASSERT_TRUE(status) << "the remote caller still waits for its tasks; stderr:\n" << read_file(dir.path() / "err");
+  const std::string out = read_file(dir.path() / "out");
+  EXPECT_EQ(*status, 0) << read_file(dir.path() / "err");
+  EXPECT_TRUE(mentions(out, "EXECUTOR_LOST=20 ")) << out << read_file(dir.path() / "err");
+  const auto ms = std::stol(out.substr(out.find("ms=") + 3));
+  EXPECT_LT(ms, scaled(2000ms).count()) << out;
+  EXPECT_TRUE(mentions(read_file(dir.path() / "err"), "is gone")) << read_file(dir.path() / "err");
+}
+
 // A caller on another host cannot watch the executor's pid: it keeps a connection to the
 // executor's liveness port instead, which the kernel closes when the executor dies. The caller
 // here runs in a UTS namespace of its own (another host name, so it takes the executor for a
@@ -231,16 +246,7 @@ TEST(RemoteLiveness, ACallerOnAnotherHostGetsExecutorLostWithinTwoSeconds) {
   const auto deadline = Clock::now() + scaled(15000ms);
   while (!mentions(read_file(dir.path() / "out"), "ready") && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
   ASSERT_TRUE(mentions(read_file(dir.path() / "out"), "ready")) << read_file(dir.path() / "err");
-  ASSERT_EQ(kill(executor.pid(), SIGKILL), 0);
-  const auto status = wait_until(caller, Clock::now() + scaled(10000ms));
-  if (!status) caller.stop(0ms);
-  ASSERT_TRUE(status) << "the remote caller still waits for its tasks; stderr:\n" << read_file(dir.path() / "err");
-  const std::string out = read_file(dir.path() / "out");
-  EXPECT_EQ(*status, 0) << read_file(dir.path() / "err");
-  EXPECT_TRUE(mentions(out, "EXECUTOR_LOST=20 ")) << out << read_file(dir.path() / "err");
-  const auto ms = std::stol(out.substr(out.find("ms=") + 3));
-  EXPECT_LT(ms, scaled(2000ms).count()) << out;
-  EXPECT_TRUE(mentions(read_file(dir.path() / "err"), "is gone")) << read_file(dir.path() / "err");
+  expect_lost_within_two_seconds(executor, caller, dir);
   executor.stop();
 }
 
@@ -297,16 +303,7 @@ TEST(RemoteLiveness, ThroughTheRelayOnTheCallersHost) {
   EXPECT_EQ(connections_to_port(relay.pid(), remote_port), 1u) << "the relay does not follow the remote executor";
   EXPECT_EQ(connections_to_port(caller.pid(), remote_port), 0u) << "the caller has a liveness connection of its own";
   EXPECT_EQ(connections_to_port(caller.pid(), relay_port), 1u) << "the caller is not connected to the relay";
-  ASSERT_EQ(kill(remote.pid(), SIGKILL), 0);
-  const auto status = wait_until(caller, Clock::now() + scaled(10000ms));
-  if (!status) caller.stop(0ms);
-  ASSERT_TRUE(status) << "the remote caller still waits for its tasks; stderr:\n" << read_file(dir.path() / "err");
-  const std::string out = read_file(dir.path() / "out");
-  EXPECT_EQ(*status, 0) << read_file(dir.path() / "err");
-  EXPECT_TRUE(mentions(out, "EXECUTOR_LOST=20 ")) << out << read_file(dir.path() / "err");
-  const auto ms = std::stol(out.substr(out.find("ms=") + 3));
-  EXPECT_LT(ms, scaled(2000ms).count()) << out;
-  EXPECT_TRUE(mentions(read_file(dir.path() / "err"), "is gone")) << read_file(dir.path() / "err");
+  expect_lost_within_two_seconds(remote, caller, dir);
   // The relay let go of the executor it followed, and goes on serving.
   EXPECT_EQ(connections_to_port(relay.pid(), remote_port), 0u);
   EXPECT_EQ(kill(relay.pid(), 0), 0);

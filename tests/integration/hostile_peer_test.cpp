@@ -46,6 +46,13 @@ class RawPeer {
     while ((rc = fi_inject(endpoint_->fid(), bytes.data(), bytes.size(), to)) == -FI_EAGAIN) pump();
     ASSERT_EQ(rc, 0) << fi_strerror(static_cast<int>(-rc));
   }
+  // Sends `bytes`, however large, and drives the provider for a moment.
+  void send_large(fi_addr_t to, const std::vector<std::byte>& bytes) {
+    ssize_t rc;
+    while ((rc = fi_send(endpoint_->fid(), bytes.data(), bytes.size(), nullptr, to, &sent_)) == -FI_EAGAIN) pump();
+    ASSERT_EQ(rc, 0) << fi_strerror(static_cast<int>(-rc));
+    pump(10ms);
+  }
   // Drives the provider for a while (a connection request, answers that come back).
   void pump(std::chrono::milliseconds for_how_long = 0ms) {
     const auto until = Clock::now() + for_how_long;
@@ -57,6 +64,7 @@ class RawPeer {
         endpoint_->cq().read_error(error);
       }
       for (ssize_t i = 0; i < n; ++i) {  // re-post what came back (refusals): they are not looked at
+        if (entries[i].op_context == &sent_) continue;  // a send_large that went out
         fi_recv(endpoint_->fid(), receive_buffers_[0].data(), receive_buffers_[0].size(), nullptr, FI_ADDR_UNSPEC,
                 nullptr);
       }
@@ -67,6 +75,7 @@ class RawPeer {
   std::shared_ptr<fabric::Domain> domain_;
   std::shared_ptr<fabric::Endpoint> endpoint_;
   std::array<std::array<std::byte, protocol::kMaxMessageBytes>, 4> receive_buffers_{};
+  int sent_ = 0;  // the context of send_large's sends
 };
 
 std::vector<std::byte> lookup_message(uint32_t peer_id, uint64_t session, const std::string& library,
@@ -142,6 +151,42 @@ TEST(HostilePeer, WithoutTheTokenNothingIsLoadedOrRunAndCallersWithItAreStillSer
   const std::string log = executor.stderr_text();
   EXPECT_FALSE(mentions(log, token)) << "the executor logged its token:\n" << log;
   EXPECT_EQ(executor.stop(), 0) << log;
+}
+
+// Messages larger than any the protocol has (a peer without the token, or a broken one): the
+// worker's receive buffers, shared by every caller where the provider packs messages into them,
+// survive them all, and callers with the token are still served.
+TEST(HostilePeer, OversizedMessagesDoNotUseUpTheWorkersReceiveBuffers) {
+  for (const std::string provider : {"tcp;ofi_rxm", "shm"}) {
+    SCOPED_TRACE(provider);
+    const std::string token = fresh_token("secret");
+    ExecutorProcess executor(ExecutorOptions{.provider = provider, .token = token, .extra_args = {"--poll", "hot"}});
+    RawPeer peer(provider);
+    const fi_addr_t worker = peer.add(sidecore::parse_card(executor.card()).worker_addresses[0]);
+    ASSERT_NE(worker, FI_ADDR_NOTAVAIL);
+    std::vector<std::byte> oversized(protocol::kMaxMessageBytes + 1500, std::byte{0x5a});
+    // More than the shared buffers hold (4 x 64 KiB), had each kept what it took.
+    for (int i = 0; i < 64; ++i) peer.send_large(worker, oversized);
+    peer.pump(scaled(200ms));
+
+    auto client = sidecore::Client::connect(executor.card(), token);
+    const auto echo = client.lookup(functions_library(), "echo");
+    constexpr uint64_t kTasks = 4000;  // their messages fill the shared buffers several times over
+    std::vector<uint64_t> in(kTasks), out(kTasks, ~0ull);
+    std::vector<sidecore::TaskId> ids(kTasks);
+    for (uint64_t i = 0; i < kTasks; ++i) {
+      in[i] = i;
+      ids[i] = client.submit(echo, &in[i], sizeof in[i], &out[i], sizeof out[i]);
+    }
+    for (uint64_t i = 0; i < kTasks; ++i) {
+      const auto done = wait_for(client, ids[i], scaled(10000ms));
+      ASSERT_TRUE(done) << "task " << i << " did not complete; executor log:\n" << executor.stderr_text();
+      ASSERT_EQ(done->error, ErrorKind::none) << to_string(done->error);
+      ASSERT_EQ(out[i], i);
+    }
+    EXPECT_TRUE(mentions(executor.stderr_text(), "dropped a malformed message")) << "the worker never saw them";
+    EXPECT_EQ(executor.stop(), 0) << executor.stderr_text();
+  }
 }
 
 }  // namespace

@@ -164,9 +164,12 @@ TEST(HostilePeer, OversizedMessagesDoNotUseUpTheWorkersReceiveBuffers) {
     RawPeer peer(provider);
     const fi_addr_t worker = peer.add(sidecore::parse_card(executor.card()).worker_addresses[0]);
     ASSERT_NE(worker, FI_ADDR_NOTAVAIL);
-    std::vector<std::byte> oversized(protocol::kMaxMessageBytes + 1500, std::byte{0x5a});
-    // More than the shared buffers hold (4 x 64 KiB), had each kept what it took.
-    for (int i = 0; i < 64; ++i) peer.send_large(worker, oversized);
+    // More than the shared buffers hold (4 x 64 KiB), had each kept what it took; of sizes that
+    // sometimes fit in what is left of a buffer and sometimes do not.
+    for (size_t i = 0; i < 64; ++i) {
+      const std::vector<std::byte> oversized(protocol::kMaxMessageBytes + 100 + (i * 997) % 3800, std::byte{0x5a});
+      peer.send_large(worker, oversized);
+    }
     peer.pump(scaled(200ms));
 
     auto client = sidecore::Client::connect(executor.card(), token);

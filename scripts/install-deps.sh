@@ -8,6 +8,7 @@ packages=(
   build-essential cmake pkg-config git           # git: bench/scaling.sh records the commit
   libfabric-dev libfabric-bin libibverbs-dev     # libfabric-bin: fi_pingpong, the bench baseline
   libopenmpi-dev openmpi-bin
+  gfortran                                       # the Fortran binding (module mpix_offload, mpi_f08)
   libspdlog-dev libfmt-dev libcli11-dev libhwloc-dev
   libgtest-dev libgmock-dev
   python3 python3-distributed gnuplot-nox        # bench/peers (Dask) and the plots of bench/compare.sh

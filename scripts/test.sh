@@ -46,7 +46,8 @@ section "build"
 # Every part is asked for by name: a missing slurm/spank.h, or OFF cached in a reused build folder,
 # fails here instead of dropping the slurm, multinode and plugin tests without a word.
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECORE_WERROR=ON \
-  -DSIDECORE_BUILD_SPANK=ON -DSIDECORE_BUILD_TESTS=ON -DSIDECORE_BUILD_BENCH=ON -DSIDECORE_BUILD_EXAMPLES=ON
+  -DSIDECORE_BUILD_SPANK=ON -DSIDECORE_BUILD_FORTRAN=ON -DSIDECORE_BUILD_TESTS=ON -DSIDECORE_BUILD_BENCH=ON \
+  -DSIDECORE_BUILD_EXAMPLES=ON
 cmake --build "$build" -j "$jobs"
 
 section "tests"
@@ -61,7 +62,7 @@ if [[ $# -eq 0 && ${SIDECORE_SANITIZERS:-1} != 0 ]]; then
     section "$name build"
     # Each test's own TIMEOUT overrides ctest --timeout: stretch those instead.
     cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DSIDECORE_SANITIZE="$sanitize" -DSIDECORE_WERROR=ON \
-      -DSIDECORE_TEST_TIMEOUT_SCALE=5 -DSIDECORE_BUILD_BENCH=OFF -DSIDECORE_BUILD_EXAMPLES=OFF -DSIDECORE_BUILD_SPANK=OFF >/dev/null
+      -DSIDECORE_TEST_TIMEOUT_SCALE=5 -DSIDECORE_BUILD_BENCH=OFF -DSIDECORE_BUILD_EXAMPLES=OFF -DSIDECORE_BUILD_SPANK=OFF -DSIDECORE_BUILD_FORTRAN=OFF >/dev/null
     cmake --build "$dir" -j "$jobs"
     section "$name tests"
     ctest --test-dir "$dir" --output-on-failure --no-tests=error -L 'unit|integration' -E 'install|spank'

@@ -317,6 +317,16 @@ SIDECORE_C_API int PMPIX_Offload_submit(MPIX_Offload_function fn, const void* in
   });
 }
 
+// For the Fortran binding (offload/fortran/mpix_offload_f08.c), which checks its descriptors
+// itself: a refused argument, raised on the function's pool's communicator like the C calls' own.
+SIDECORE_C_API int sidecore_mpix_refuse(MPIX_Offload_function fn, const char* why) {
+  MPI_Comm comm = MPI_COMM_WORLD;
+  return guarded("submit", Point::submit, comm, [&] {
+    if (OffloadFunction* function = live_function(fn)) comm = function->pool->user_comm();
+    return raise(comm, ErrorKind::bad_arg, why);
+  });
+}
+
 SIDECORE_C_API int PMPIX_Offload_error_kind(int errorcode, int* kind) {
   return guarded("error_kind", Point::error_kind, MPI_COMM_WORLD, [&] {
     sidecore::mpi::register_error_codes();

@@ -62,7 +62,8 @@ if [[ $# -eq 0 && ${SIDECORE_SANITIZERS:-1} != 0 ]]; then
     section "$name build"
     # Each test's own TIMEOUT overrides ctest --timeout: stretch those instead.
     cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DSIDECORE_SANITIZE="$sanitize" -DSIDECORE_WERROR=ON \
-      -DSIDECORE_TEST_TIMEOUT_SCALE=5 -DSIDECORE_BUILD_BENCH=OFF -DSIDECORE_BUILD_EXAMPLES=OFF -DSIDECORE_BUILD_SPANK=OFF -DSIDECORE_BUILD_FORTRAN=OFF >/dev/null
+      -DSIDECORE_TEST_TIMEOUT_SCALE=5 -DSIDECORE_BUILD_BENCH=OFF -DSIDECORE_BUILD_EXAMPLES=OFF \
+      -DSIDECORE_BUILD_SPANK=OFF -DSIDECORE_BUILD_FORTRAN=OFF >/dev/null
     cmake --build "$dir" -j "$jobs"
     section "$name tests"
     ctest --test-dir "$dir" --output-on-failure --no-tests=error -L 'unit|integration' -E 'install|spank'

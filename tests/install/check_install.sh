@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the build tree into a temporary prefix, then builds and runs a program against it twice:
 # with `pkg-config --cflags --libs sidecore` and with CMake's find_package(sidecore).
-# Usage: check_install.sh BUILD_DIR SOURCE_DIR FUNCTION_LIBRARY
+# With `fortran` after them (a build with the Fortran binding), also a Fortran program, with
+# `pkg-config sidecore-fortran` and with sidecore::mpif08.
+# Usage: check_install.sh BUILD_DIR SOURCE_DIR FUNCTION_LIBRARY [fortran]
 set -euo pipefail
-build=$1 source=$2 functions=$3
+build=$1 source=$2 functions=$3 fortran=${4:-}
 work=$(mktemp -d /tmp/sidecore-install-test.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 prefix=$work/prefix
@@ -35,6 +37,19 @@ cmake -S "$source/tests/install/consumer" -B "$work/cmake-build" -DCMAKE_PREFIX_
 cmake --build "$work/cmake-build" >/dev/null
 "$prefix/bin/sidecore-run" --cores 1 --quiet -- "$work/cmake-build/consumer" "$functions"
 "$prefix/bin/sidecore-run" --cores 1 --quiet -- mpirun --oversubscribe -n 2 "$work/cmake-build/mpi_consumer" "$functions"
+
+if [[ $fortran == fortran ]]; then
+  mod=$(find "$prefix" -name mpix_offload.mod)
+  [[ -n $mod && -e $prefix/lib/pkgconfig/sidecore-fortran.pc ]] || { echo "install lacks mpix_offload.mod or sidecore-fortran.pc" >&2; exit 1; }
+  sed "s|^prefix=.*|prefix=$prefix|" "$prefix/lib/pkgconfig/sidecore-fortran.pc" >"$PKG_CONFIG_PATH/sidecore-fortran.pc"
+  # shellcheck disable=SC2046
+  mpifort -o "$work/fortran-consumer" "$source/tests/install/fortran_consumer/fortran_consumer.f90" \
+    $(pkg-config --cflags --libs sidecore-fortran)
+  "$prefix/bin/sidecore-run" --cores 1 --quiet -- mpirun --oversubscribe -n 2 "$work/fortran-consumer" "$functions"
+  cmake -S "$source/tests/install/fortran_consumer" -B "$work/cmake-fortran" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+  cmake --build "$work/cmake-fortran" >/dev/null
+  "$prefix/bin/sidecore-run" --cores 1 --quiet -- mpirun --oversubscribe -n 2 "$work/cmake-fortran/fortran_consumer" "$functions"
+fi
 
 # A C function library built against the installed ABI header alone.
 gcc -shared -fPIC -I"$prefix/include" -o "$work/libc_functions.so" "$source/tests/functions/test_functions.c"

@@ -9,6 +9,7 @@ packages=(
   libfabric-dev libfabric-bin libibverbs-dev     # libfabric-bin: fi_pingpong, the bench baseline
   libopenmpi-dev openmpi-bin
   gfortran                                       # the Fortran binding (module mpix_offload, mpi_f08)
+  python3-mpi4py python3-numpy                   # the Python package sidecore and its mpi tier checks
   libspdlog-dev libfmt-dev libcli11-dev libhwloc-dev
   libgtest-dev libgmock-dev
   python3 python3-distributed gnuplot-nox        # bench/peers (Dask) and the plots of bench/compare.sh

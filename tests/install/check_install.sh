@@ -51,6 +51,12 @@ if [[ $fortran == fortran ]]; then
   "$prefix/bin/sidecore-run" --cores 1 --quiet -- mpirun --oversubscribe -n 2 "$work/cmake-fortran/fortran_consumer" "$functions"
 fi
 
+# The Python package, found by Debian's python3 under the prefix's dist-packages folder.
+package=$(find "$prefix" -path '*dist-packages/sidecore/__init__.py' | head -1)
+[[ -n $package ]] || { echo "install lacks the Python package sidecore" >&2; exit 1; }
+PYTHONPATH=$(dirname "$(dirname "$package")") "$prefix/bin/sidecore-run" --cores 1 --quiet -- \
+  mpirun --oversubscribe -n 2 /usr/bin/python3 "$source/tests/install/python_consumer.py" "$functions"
+
 # A C function library built against the installed ABI header alone.
 gcc -shared -fPIC -I"$prefix/include" -o "$work/libc_functions.so" "$source/tests/functions/test_functions.c"
 echo "install: ok"

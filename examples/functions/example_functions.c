@@ -29,6 +29,20 @@ SIDECORE_FUNCTION int integrate(const void *in, size_t in_bytes, void *out, size
   return 0;
 }
 
+/* Input: doubles. Output: their sum, one double (the Python example's row sums). */
+SIDECORE_FUNCTION int sum_doubles(const void *in, size_t in_bytes, void *out, size_t out_capacity,
+                                  size_t *out_bytes) {
+  if (in_bytes % sizeof(double) != 0 || out_capacity < sizeof(double)) return 22; /* EINVAL: wrong call */
+  double sum = 0.0, value;
+  for (size_t i = 0; i < in_bytes / sizeof value; ++i) {
+    memcpy(&value, (const char *)in + i * sizeof value, sizeof value);
+    sum += value;
+  }
+  memcpy(out, &sum, sizeof sum);
+  *out_bytes = sizeof sum;
+  return 0;
+}
+
 /* Input: none. Output: "hello from the executor". */
 SIDECORE_FUNCTION int hello(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
   static const char text[] = "hello from the executor";

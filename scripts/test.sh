@@ -46,8 +46,8 @@ section "build"
 # Every part is asked for by name: a missing slurm/spank.h, or OFF cached in a reused build folder,
 # fails here instead of dropping the slurm, multinode and plugin tests without a word.
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECORE_WERROR=ON \
-  -DSIDECORE_BUILD_SPANK=ON -DSIDECORE_BUILD_FORTRAN=ON -DSIDECORE_BUILD_TESTS=ON -DSIDECORE_BUILD_BENCH=ON \
-  -DSIDECORE_BUILD_EXAMPLES=ON
+  -DSIDECORE_BUILD_SPANK=ON -DSIDECORE_BUILD_FORTRAN=ON -DSIDECORE_TEST_PYTHON=ON -DSIDECORE_BUILD_TESTS=ON \
+  -DSIDECORE_BUILD_BENCH=ON -DSIDECORE_BUILD_EXAMPLES=ON
 cmake --build "$build" -j "$jobs"
 
 section "tests"

@@ -30,8 +30,7 @@ SIDECORE_FUNCTION int integrate(const void *in, size_t in_bytes, void *out, size
 }
 
 /* Input: doubles. Output: their sum, one double (the Python example's row sums). */
-SIDECORE_FUNCTION int sum_doubles(const void *in, size_t in_bytes, void *out, size_t out_capacity,
-                                  size_t *out_bytes) {
+SIDECORE_FUNCTION int sum_doubles(const void *in, size_t in_bytes, void *out, size_t out_capacity, size_t *out_bytes) {
   if (in_bytes % sizeof(double) != 0 || out_capacity < sizeof(double)) return 22; /* EINVAL: wrong call */
   double sum = 0.0, value;
   for (size_t i = 0; i < in_bytes / sizeof value; ++i) {

@@ -181,8 +181,9 @@ int run_mpi_bench(const MpiBenchOptions& options, const char* program) {
     std::vector<std::string> command{run, "--cores", executor.to_string(), "--poll", "adaptive"};
     if (!options.verbose) command.push_back("--quiet");
     // The ranks pin themselves (before MPI_Init, so that MPI's threads follow): no binding by mpirun.
-    command.insert(command.end(), {"--", options.mpirun, "-n", std::to_string(ranks), "--oversubscribe", "--bind-to",
-                                   "none", mpi_program});
+    command.insert(command.end(), {"--", options.mpirun, "-n", std::to_string(ranks)});
+    if (*SIDECORE_BENCH_MPIRUN_OVERSUBSCRIBE) command.push_back(SIDECORE_BENCH_MPIRUN_OVERSUBSCRIBE);
+    command.insert(command.end(), {"--bind-to", "none", mpi_program});
     if (harvest) {
       command.insert(command.end(),
                      {"harvest", "--task-us", join(options.task_us), "--tasks", std::to_string(options.tasks),

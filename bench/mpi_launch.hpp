@@ -34,7 +34,7 @@ struct MpiBenchOptions {
   std::string rank_cpus;             // CPU of each rank, cycled; empty: the subcommand's default
   std::string executor_cores = "1";  // sidecore-run --cores
   std::string library;               // bench function library; empty: found next to the binary
-  std::string mpirun = "mpirun";
+  std::string mpirun = SIDECORE_BENCH_MPIRUN;
   std::string sidecore_run;        // empty: next to the binary or in the build tree, else PATH
   std::string transport = "auto";  // the pool's sidecore_transport: auto (node-local rings) or fabric
   bool verbose = false;

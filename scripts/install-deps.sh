@@ -8,6 +8,7 @@ packages=(
   build-essential cmake pkg-config git           # git: bench/scaling.sh records the commit
   libfabric-dev libfabric-bin libibverbs-dev     # libfabric-bin: fi_pingpong, the bench baseline
   libopenmpi-dev openmpi-bin
+  libmpich-dev mpich                             # the second build and mpi tier (Open MPI stays the default mpi.h)
   gfortran                                       # the Fortran binding (module mpix_offload, mpi_f08)
   python3-mpi4py python3-numpy                   # the Python package sidecore and its mpi tier checks
   libspdlog-dev libfmt-dev libcli11-dev libhwloc-dev

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs what the project needs, builds it, and runs every test tier with ctest, then runs the
-# unit and integration tiers again under ASan+UBSan and under TSan. Exits non-zero on any failure.
+# Installs what the project needs, builds it, and runs every test tier with ctest, then runs the mpi
+# tier again against MPICH, and the unit and integration tiers under ASan+UBSan and under TSan.
+# Exits non-zero on any failure.
 #
 #   scripts/test.sh                      everything (what CI runs)
 #   scripts/test.sh -L unit              only some tests of the main build (ctest arguments);
 #                                        the sanitizer builds are skipped when arguments are given
 #   SIDECORE_SANITIZERS=0 scripts/test.sh  skip the sanitizer builds
+#   SIDECORE_MPICH=0 scripts/test.sh     skip the second build, against MPICH, and its mpi tier
 #   SIDECORE_FORMAT_CHECK=0 scripts/test.sh  skip the format check (scripts/check-format.sh) that runs
 #                                        first with no arguments
 #   scripts/test.sh --distro trixie [ARGS]  only the main tier (unit, integration, mpi, slurm,
@@ -54,6 +56,22 @@ section "tests"
 # One test at a time: several tests check timing bounds and CPU use, and the machine has 2 cores.
 # --no-tests=error: a label or regex that selects nothing is a failure, not a pass.
 ctest --test-dir "$build" --output-on-failure --no-tests=error --timeout 600 "$@"
+
+if [[ $# -eq 0 && ${SIDECORE_MPICH:-1} != 0 ]]; then
+  # The mpi tier again, built against Debian's MPICH (its progress goes through MPICH's extended
+  # generalized requests instead of Open MPI's opal_progress hook), with the Fortran binding.
+  # Debian builds python3-mpi4py against Open MPI only, so the Python checks stay in the main build.
+  section "MPICH build"
+  cmake -S "$root" -B "$build-mpich" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECORE_WERROR=ON \
+    -DMPI_C_COMPILER=mpicc.mpich -DMPI_CXX_COMPILER=mpicxx.mpich -DMPI_Fortran_COMPILER=mpif90.mpich \
+    -DMPIEXEC_EXECUTABLE=/usr/bin/mpiexec.mpich -DSIDECORE_BUILD_FORTRAN=ON -DSIDECORE_TEST_PYTHON=OFF \
+    -DSIDECORE_BUILD_SPANK=OFF -DSIDECORE_BUILD_BENCH=OFF -DSIDECORE_BUILD_EXAMPLES=ON >/dev/null
+  grep -q '^SIDECORE_MPI_FLAVOR_USED:INTERNAL=mpich$' "$build-mpich/CMakeCache.txt" ||
+    { echo "scripts/test.sh: the MPICH build did not pick MPICH's mpi.h" >&2; exit 1; }
+  cmake --build "$build-mpich" -j "$jobs" --target sidecore_mpi_tier
+  section "MPICH tests"
+  ctest --test-dir "$build-mpich" --output-on-failure --no-tests=error --timeout 600 -L mpi
+fi
 
 if [[ $# -eq 0 && ${SIDECORE_SANITIZERS:-1} != 0 ]]; then
   # The runtime and the client under the sanitizers, on the unit and integration tiers.

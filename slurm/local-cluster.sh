@@ -21,7 +21,9 @@
 # --nodes N    1 (default): one node, "localhost"; 2 to 8: nodes node1..nodeN, each its own host:
 #              a network namespace (sidecore-nodeI, address 10.203.77.(10+I) on the bridge
 #              sidecore-br0, 10.203.77.1 in this namespace, where slurmctld listens), its own
-#              hostname, /etc/hosts and /dev/shm. All nodes share this machine's CPUs.
+#              hostname, /etc/hosts and /dev/shm. All nodes share this machine's CPUs. With 2 or
+#              more nodes a third partition, spare, over all of them, which debug and other preempt
+#              (PreemptType=preempt/partition_prio, PreemptMode=CANCEL, GraceTime=5; docs/admin.md §8).
 # env          prints `export SLURM_CONF=...` lines: eval "$(slurm/local-cluster.sh env)"
 #
 # Needs root (slurmd does) and Debian's munge slurmctld slurmd slurm-client (scripts/install-deps.sh).
@@ -165,6 +167,20 @@ start_node_slurmd() {
     sh -c "hostname $node && mount -t tmpfs -o mode=1777 tmpfs /dev/shm && mount --bind '$dir/hosts' /etc/hosts && exec slurmd -N $node -f '$conf'"
 }
 
+# With simulated nodes, the lease partition `spare` over all of them (docs/admin.md, "Leases"):
+# the default partitions preempt it (PriorityTier 2 over 1) and cancel its jobs after a grace time.
+preemption_lines() {
+  (($1 > 1)) || return 0
+  echo "PreemptType=preempt/partition_prio"
+  echo "PreemptMode=CANCEL"
+  echo "SchedulerParameters=${SIDECORE_SLURM_SCHED_PARAMS-sched_interval=2}"
+}
+partition_tier() { (($1 > 1)) && echo " PriorityTier=$2 PreemptMode=OFF" || true; }
+spare_partition() {
+  (($1 > 1)) || return 0
+  echo "PartitionName=spare Nodes=$2 MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=CANCEL GraceTime=${SIDECORE_SLURM_GRACE_TIME:-5}"
+}
+
 write_config() {
   local layout count=$1 cgroup=$2
   # The node's real layout, so that slurmd agrees with slurm.conf (memory left at the default).
@@ -215,9 +231,11 @@ JobCompType=jobcomp/none
 ReturnToService=2
 KillWait=5
 MinJobAge=10
+$(preemption_lines "$count")
 $nodes_lines
-PartitionName=debug Nodes=$partition_nodes Default=YES MaxTime=INFINITE State=UP
-PartitionName=other Nodes=$partition_nodes MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=$partition_nodes Default=YES MaxTime=INFINITE State=UP$(partition_tier "$count" 2)
+PartitionName=other Nodes=$partition_nodes MaxTime=INFINITE State=UP$(partition_tier "$count" 2)
+$(spare_partition "$count" "$partition_nodes")
 CONF
   write_cgroup_conf "$cgroup"
   cat > "$dir/plugstack.conf.new" <<CONF

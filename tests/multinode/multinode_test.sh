@@ -3,7 +3,7 @@
 # node a network namespace with its own hostname and /dev/shm, run by a non-root test user. One
 # case per invocation:
 #   tests/multinode/multinode_test.sh setup | teardown | spread | node_scope | lost | restart | sbatch |
-#                                     slurmd_restart
+#                                     slurmd_restart | preempt_spare
 # Environment: SIDECORE_BUILD_DIR (the build to test), SIDECORE_TEST_USER (default sidecore-test).
 #
 # The cluster has its own folder and ports, so it never meets the slurm tier's one-node cluster.
@@ -172,6 +172,38 @@ JOB
     fail "#SBATCH --offload on 2 nodes: the ranks did not use both nodes' executors"
   expect_no_executor_left
   check "a 2-node sbatch job with #SBATCH --offload offloads to both nodes"
+}
+
+# The lease partition `spare` (slurm/local-cluster.sh): a job there whose work runs as a step, as a
+# lease's executors will, gives its cores back to a default-partition job that needs them. Slurm
+# decides the preemption at once and sends the step SIGTERM; the step ends, the batch script ends
+# after it, and the default job starts: nothing waits for GraceTime or is killed.
+case_preempt_spare() {
+  cluster_up
+  [[ $(sinfo -h -p spare -o '%D') == "$nodes" ]] || fail "no partition spare over the $nodes nodes: $(sinfo -h -o '%P %D')"
+  local cpus lease
+  cpus=$(sinfo -h -n node1 -o %c | head -1)
+  cat >"$work/lease.sh" <<JOB
+#!/bin/bash
+srun -n1 -c$cpus bash -c 'trap "echo step-term; exit 0" TERM; echo step-started; sleep 300 & wait'
+echo script-end
+JOB
+  chmod 0755 "$work/lease.sh"
+  lease=$(as_user sbatch --parsable -Q -p spare -w node1 -N1 -n1 -c"$cpus" -o "$work/lease.out" "$work/lease.sh") ||
+    fail "sbatch -p spare failed"
+  for _ in $(seq 300); do grep -qs '^step-started$' "$work/lease.out" && break; sleep 0.1; done
+  grep -qs '^step-started$' "$work/lease.out" || fail "the spare job's step did not start within 30 s: $(squeue -h -j "$lease" -o '%T %r')"
+  local start_ns elapsed_ms
+  start_ns=$(date +%s%N)
+  as_user srun -Q -p debug -w node1 -N1 -n1 -c"$cpus" hostname >"$work/normal.out" 2>"$work/normal.err" ||
+    fail "the default-partition job failed: $(cat "$work/normal.err")"
+  elapsed_ms=$((($(date +%s%N) - start_ns) / 1000000))
+  [[ $(cat "$work/normal.out") == node1 ]] || fail "the default-partition job did not run on node1: $(cat "$work/normal.out")"
+  for _ in $(seq 100); do [[ -z $(squeue -h -j "$lease" -o %T 2>/dev/null) ]] && break; sleep 0.1; done
+  [[ -z $(squeue -h -j "$lease" -o %T 2>/dev/null) ]] || fail "the spare job is still there: $(squeue -h -j "$lease" -o '%T %r')"
+  grep -q '^step-term$' "$work/lease.out" || fail "the spare job's step got no SIGTERM: $(cat "$work/lease.out")"
+  grep -q '^script-end$' "$work/lease.out" || fail "the spare job was killed before its script ended: $(cat "$work/lease.out")"
+  check "a default-partition job took node1's $cpus CPUs from a spare job after $elapsed_ms ms: the step got SIGTERM, ended, and the job ended by itself"
 }
 
 # The test user's entries in the /dev/shm of the mount namespace file $1 (each node has its own).

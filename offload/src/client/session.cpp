@@ -171,7 +171,10 @@ size_t Client::Impl::flush_backlog() {
     if (try_send(message)) continue;
     refused.push_back(message.address);
     if (now == Clock::time_point{}) now = Clock::now();
-    if (now - message.since < kRetryLimit) {
+    // A joining executor's messages wait while it joins: its join deadline or its liveness decides
+    // (join_next_standby). Over tcp;ofi_rxm in libfabric 2.1, a worker that runs a function longer
+    // than kRetryLimit refuses a new caller's hello until the function returns: busy, not gone.
+    if (now - message.since < kRetryLimit || executors[message.executor].joining) {
       kept.push_back(message);
     } else {
       expired.push_back(message);

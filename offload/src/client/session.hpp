@@ -178,7 +178,8 @@ struct Client::Impl {
   void send(fi_addr_t address, uint32_t buffer, size_t bytes, uint32_t executor, uint32_t worker);
 
   // Sends what waits in the backlog, in order. A message refused for kRetryLimit costs its worker:
-  // it is treated as lost (its tasks complete with EXECUTOR_LOST) rather than retried for ever.
+  // it is treated as lost (its tasks complete with EXECUTOR_LOST) rather than retried for ever,
+  // except while its executor joins (the join's deadline or liveness decides there).
   size_t flush_backlog();
   void send_copy(fi_addr_t address, const void* data, size_t bytes, uint32_t executor, uint32_t worker);
 

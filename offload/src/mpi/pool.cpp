@@ -232,15 +232,58 @@ int cancel_request(void* extra, int complete) noexcept {
     if (connection == nullptr) return MPI_SUCCESS;
     ProgressEngine& engine = ProgressEngine::instance();
     {
+      // MPICH does not let a request complete inside its own cancel callback (an assertion in
+      // MPI_Grequest_complete): there the completion waits for the next poll, in the MPI_Wait
+      // or MPI_Test that follows the MPI_Cancel.
+      const ProgressEngine::DeferHere deferred(engine, kMpichGrequests);
       std::lock_guard lock(connection->mutex);
       if (state->connection.load(std::memory_order_relaxed) != connection) return MPI_SUCCESS;  // completed meanwhile
       // Succeeds only for a task still waiting in the client; it then completes (cancelled).
       connection->use([&](Client& client) { client.cancel(state->task); });
     }
-    engine.progress_on_application_thread(false);  // this is the application's thread: complete it now
+    if (!kMpichGrequests) engine.progress_on_application_thread(false);  // the application's thread: now
     return MPI_SUCCESS;
   });
 }
+
+#ifdef MPICH_VERSION
+// MPICH (and the MPIs built on it) calls the poll or the wait function of its extended
+// generalized requests from every MPI_Test* and MPI_Wait* on the request, on the calling
+// (application's) thread, until the request is complete: progress and completion at polling
+// latency, at every thread level, without the opal_progress hook Open MPI offers. (Not from
+// MPI_Request_get_status: docs/mpi.md.) Both return MPI_SUCCESS always: a failed task reports its
+// error through query_request.
+int poll_request(void* /*extra*/, MPI_Status* /*status*/) noexcept {
+  ProgressEngine::instance().progress_on_application_thread();
+  return MPI_SUCCESS;
+}
+
+int wait_requests(int count, void** states, double /*timeout*/, MPI_Status* /*status*/) noexcept {
+  ProgressEngine& engine = ProgressEngine::instance();
+  const auto all_done = [&] {
+    for (int i = 0; i < count; ++i) {
+      if (!static_cast<OffloadRequest*>(states[i])->done.load(std::memory_order_acquire)) return false;
+    }
+    return true;
+  };
+  // Like MPI_Wait on a message, it polls; it yields the core between empty polls, as ranks often
+  // share cores with the executor's workers.
+  while (!all_done()) {
+    if (engine.progress_on_application_thread() == 0) std::this_thread::yield();
+  }
+  engine.progress_on_application_thread(false);  // those the progress thread queued meanwhile
+  return MPI_SUCCESS;
+}
+
+int start_request(OffloadRequest* state) {
+  return MPIX_Grequest_start(query_request, free_request, cancel_request, poll_request, wait_requests, state,
+                             &state->request);
+}
+#else
+int start_request(OffloadRequest* state) {
+  return MPI_Grequest_start(query_request, free_request, cancel_request, state, &state->request);
+}
+#endif
 
 }  // namespace
 
@@ -450,7 +493,7 @@ int run_inline(OffloadFunction& function, std::atomic<size_t>& pool_in_flight, c
   ProgressEngine& engine = ProgressEngine::instance();
   auto state = std::make_unique<OffloadRequest>();
   state->pool_in_flight = &pool_in_flight;
-  const int rc = MPI_Grequest_start(query_request, free_request, cancel_request, state.get(), &state->request);
+  const int rc = start_request(state.get());
   if (rc != MPI_SUCCESS) return rc;
   *request = state->request;
   OffloadRequest* raw = state.release();  // owned by the request now; free_request recycles it
@@ -504,7 +547,7 @@ int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, voi
     }
     OffloadRequest* state = take_request(connection);
     state->pool_in_flight = &in_flight_;
-    const int rc = MPI_Grequest_start(query_request, free_request, cancel_request, state, &state->request);
+    const int rc = start_request(state);
     if (rc != MPI_SUCCESS) {
       state->next = connection.spare;
       connection.spare = state;

@@ -74,12 +74,14 @@ void ProgressEngine::add(Pool* pool) {
     if (auto register_callback = opal_function("opal_progress_register")) {
       hook_registered_ = register_callback(&ProgressEngine::opal_hook) == 0;
     }
-    logger("sidecore.mpi")->debug("progress: {}", hook_registered_
-                                                      ? "hooked into opal_progress"
-                                                      : "no opal_progress hook (not Open MPI): the progress thread completes requests");
+    logger("sidecore.mpi")
+        ->debug("progress: {}", hook_registered_ ? "hooked into opal_progress"
+                                : kMpichGrequests
+                                    ? "through MPICH's generalized-request poll and wait functions"
+                                    : "no opal_progress hook (not Open MPI): the progress thread completes requests");
     int level = MPI_THREAD_SINGLE;
     MPI_Query_thread(&level);
-    defer_off_thread_ = hook_registered_ && level < MPI_THREAD_MULTIPLE;
+    defer_off_thread_ = (hook_registered_ || kMpichGrequests) && level < MPI_THREAD_MULTIPLE;
   }
   // Nothing below throws: room was checked and reserved.
   for (auto& connection : pool->release_connections()) {
@@ -207,9 +209,19 @@ size_t ProgressEngine::progress_on_application_thread(bool poll_clients) noexcep
   return events;
 }
 
+ProgressEngine::DeferHere::DeferHere(ProgressEngine& engine, bool enabled) noexcept
+    : engine_(enabled ? &engine : nullptr) {
+  if (engine_) engine_->deferring_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+}
+
+ProgressEngine::DeferHere::~DeferHere() {
+  if (engine_) engine_->deferring_thread_.store(std::thread::id{}, std::memory_order_relaxed);
+}
+
 void ProgressEngine::complete(OffloadRequest* request) noexcept {
   request->done.store(true, std::memory_order_release);
-  if (defer_off_thread_ && on_progress_thread()) {
+  if ((defer_off_thread_ && on_progress_thread()) ||
+      deferring_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id()) {
     OffloadRequest* head = deferred_.load(std::memory_order_relaxed);
     do {
       request->next = head;

@@ -10,7 +10,8 @@
 // stays out of the way: while the application has made an MPI (or MPIX) call in each of the last
 // milliseconds, the thread only naps for a millisecond at a time, arms no doorbell and is not
 // woken by submit, so it costs the rank's core one short wake-up per millisecond instead of one
-// per result.
+// per result. Under MPICH the requests' own poll and wait functions (pool.cpp) play the hook's
+// part, for the requests the application tests or waits on.
 //
 // Locks: each connection (one executor's client) has its own mutex, and a submit takes only that
 // one: a thread that submits alone never meets another thread's lock, and several submitting
@@ -25,8 +26,8 @@
 // Below MPI_THREAD_MULTIPLE, MPI may only be called from the application's thread, and Open MPI
 // then updates request reference counts without atomics. So at those levels the thread does all
 // the data movement (results land in the user's buffers, statuses are filled) but leaves the
-// MPI_Grequest_complete calls to the hook, which runs on the application's thread inside its next
-// MPI call. Completion is only observable through MPI calls, so nothing is lost by the wait.
+// MPI_Grequest_complete calls to the hook (or MPICH's poll), which runs on the application's thread
+// inside its next MPI call. Completion is only observable through MPI calls, so nothing is lost by the wait.
 #pragma once
 
 #include <mpi.h>
@@ -43,6 +44,15 @@
 #include "sidecore/sidecore.hpp"
 
 namespace sidecore::mpi {
+
+// Built against MPICH (any mpi.h that defines MPICH_VERSION): offload requests are MPICH's extended
+// generalized requests, whose poll and wait functions (pool.cpp) MPICH runs on the application's
+// thread; they take the opal_progress hook's part.
+#ifdef MPICH_VERSION
+inline constexpr bool kMpichGrequests = true;
+#else
+inline constexpr bool kMpichGrequests = false;
+#endif
 
 class Pool;
 struct Connection;
@@ -70,6 +80,18 @@ class ProgressEngine {
   // thread deferred and, with `poll_clients`, makes progress on every connection whose lock is
   // free. Returns events.
   size_t progress_on_application_thread(bool poll_clients = true) noexcept;
+  // While one lives (when `enabled`), requests that complete on this thread are queued for the
+  // next progress_on_application_thread instead (MPICH: not inside MPI_Cancel's callback).
+  class DeferHere {
+   public:
+    DeferHere(ProgressEngine& engine, bool enabled) noexcept;
+    ~DeferHere();
+    DeferHere(const DeferHere&) = delete;
+    DeferHere& operator=(const DeferHere&) = delete;
+
+   private:
+    ProgressEngine* engine_;
+  };
 
  private:
   ProgressEngine() = default;
@@ -101,7 +123,10 @@ class ProgressEngine {
   std::atomic<std::thread::id> thread_id_{};  // the running progress thread's
   bool stop_ = false;
   Connection* sleeping_on_ = nullptr;  // the connection the thread sleeps on, outside every lock
-  bool defer_off_thread_ = false;      // below MPI_THREAD_MULTIPLE with the hook available
+  // Below MPI_THREAD_MULTIPLE where the application's thread polls (the opal_progress hook, or
+  // MPICH's generalized-request poll and wait functions).
+  bool defer_off_thread_ = false;
+  std::atomic<std::thread::id> deferring_thread_{};  // a thread inside a DeferHere
   // Completed requests whose MPI_Grequest_complete is due on the application's thread: a
   // lock-free stack (pushed by the thread, taken whole by the application's thread).
   std::atomic<OffloadRequest*> deferred_{nullptr};

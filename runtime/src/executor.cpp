@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "fabric/fabric.hpp"
@@ -111,6 +112,31 @@ Executor::~Executor() { stop(); }
 void Executor::start() {
   started_ = std::chrono::steady_clock::now();
   for (auto& worker : workers_) threads_.emplace_back([w = worker.get()] { w->run(); });
+}
+
+bool Executor::drain(std::chrono::milliseconds limit) {
+  if (threads_.empty()) return true;
+  const auto began = std::chrono::steady_clock::now();
+  shared_.draining.store(true);
+  remote_shared_.draining.store(true);
+  for (auto& worker : workers_) worker->wake();
+  const auto all_drained = [&] {
+    return std::all_of(workers_.begin(), workers_.end(), [](const auto& worker) { return worker->drained(); });
+  };
+  while (!all_drained() && std::chrono::steady_clock::now() - began < limit) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const bool drained = all_drained();
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - began);
+  if (drained) {
+    logger("sidecore.exec")->debug("drained in {} ms", took.count());
+  } else {
+    logger("sidecore.exec")
+        ->warn("still busy after draining for {} ms: stopping anyway (tasks in flight end with "
+               "EXECUTOR_LOST)",
+               took.count());
+  }
+  return drained;
 }
 
 void Executor::stop() {

@@ -44,6 +44,10 @@ struct ExecutorConfig {
   std::optional<Part> part;
 };
 
+// How long a stopping executor drains (Executor::drain) before it stops: within the supervisor's
+// grace for its worker processes (3 s, supervisor.cpp) and Slurm's GraceTime for a preempted lease.
+inline constexpr std::chrono::milliseconds kDrainLimit{2500};
+
 class Executor {
  public:
   // Opens every worker's fabric objects and loads the preloaded libraries; throws on any failure
@@ -58,6 +62,10 @@ class Executor {
 
   // Starts the worker threads.
   void start();
+  // Drains before a stop (SIGTERM: a lease reclaimed, a step ending): the workers decline new
+  // tasks, which their callers send elsewhere, and finish the ones they accepted. Returns once every
+  // worker has had nothing to do for a moment, or after `limit`; true when all drained.
+  bool drain(std::chrono::milliseconds limit);
   // Asks the workers to stop and joins them. Idempotent.
   void stop();
 

@@ -33,7 +33,9 @@ int main(int argc, char** argv) {
   CLI::App app{"sidecore-executor: serve Sidecore functions on the given cores.\n\n"
                "Prints its address card on stdout as SIDECORE_EXECUTOR='...'. Callers must present the\n"
                "token from the SIDECORE_TOKEN environment variable; without one, a fresh token is\n"
-               "generated and printed as SIDECORE_TOKEN=... Stops on SIGTERM, SIGINT or SIGHUP.",
+               "generated and printed as SIDECORE_TOKEN=... Stops on SIGTERM, SIGINT or SIGHUP, after\n"
+               "draining for at most 2.5 s: tasks that arrive are declined (callers send them to\n"
+               "their other executors), the ones accepted finish.",
                "sidecore-executor"};
   app.set_version_flag("--version", std::string("sidecore-executor ") + SIDECORE_VERSION);
   std::string cores_text;
@@ -185,6 +187,7 @@ int main(int argc, char** argv) {
     int signal_number = 0;
     sigwait(&stop_signals, &signal_number);
     logger("sidecore.exec")->debug("stopping on signal {}", signal_number);
+    executor->drain(kDrainLimit);
     executor->stop();
     if (print_stats) {
       std::fprintf(stderr, "sidecore: executor %s on %zu worker(s): %s\n", executor->card().executor_id.c_str(),

@@ -64,7 +64,7 @@ std::optional<MessageHeader> decode_header(std::span<const std::byte> message, s
     return std::nullopt;
   }
   auto type = static_cast<uint16_t>(header.type);
-  if (type < static_cast<uint16_t>(MessageType::hello) || type > static_cast<uint16_t>(MessageType::goodbye)) {
+  if (type < static_cast<uint16_t>(MessageType::hello) || type > static_cast<uint16_t>(MessageType::kLast)) {
     fail(error, fmt::format("unknown message type {}", type));
     return std::nullopt;
   }

@@ -43,6 +43,10 @@ enum class MessageType : uint16_t {
   task = 6,
   result = 7,
   goodbye = 8,
+  // A draining worker's answer to a task it will not run (ResultMessage layout, no output): the
+  // caller sends the task elsewhere. The executor stops soon after (a lease being reclaimed).
+  declined = 9,
+  kLast = declined,
 };
 
 struct MessageHeader {

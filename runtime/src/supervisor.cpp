@@ -31,6 +31,7 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kTick = std::chrono::milliseconds(20);        // how often deadlines are checked
 constexpr int64_t kDeadlineSlackNs = 100'000'000;            // callers time out first, then the worker goes
 constexpr auto kStopGrace = std::chrono::seconds(3);         // then workers still stopping are killed
+static_assert(kDrainLimit < kStopGrace, "a worker process drains (executor.hpp) within the grace it is given");
 constexpr size_t kMaxReportBytes = 3500;                     // below PIPE_BUF: one report, one write
 
 std::string describe(int status) {
@@ -155,6 +156,7 @@ void Supervisor::serve_worker(unsigned index) {
       for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop, s);
       int signal_number = 0;
       sigwait(&stop, &signal_number);
+      executor->drain(kDrainLimit);
       executor->stop();
     }
   }  // the executor closes its endpoints here, which removes their shared memory

@@ -24,6 +24,9 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kBatch = 64;
 constexpr size_t kReceiveReserve = 64;  // receives for hellos, beyond every peer's credits
 constexpr auto kSleepTimeout = std::chrono::milliseconds(100);
+// A draining worker counts as drained once no task arrived and nothing was in flight for this
+// long: the callers that saw a `declined` have stopped sending, and every result has left.
+constexpr auto kDrainQuiet = std::chrono::milliseconds(50);
 constexpr size_t kMaxRefused = 256;
 // A reply the provider has refused for this long goes, with every later reply to the same caller:
 // that caller is gone or unreachable, and its replies must not hold up anyone else's.
@@ -156,6 +159,11 @@ void Worker::run() {
       last_work = tick_fresh_ ? last_tick_ : TaskClock::now();
       tick_fresh_ = false;
       empty_polls = 0;
+      quiet_since_ = {};
+      continue;
+    }
+    if (shared_.draining.load(std::memory_order_relaxed)) {
+      idle_while_draining();
       continue;
     }
     if (options_.poll == PollMode::hot) continue;
@@ -168,6 +176,16 @@ void Worker::run() {
     // instead of spinning through another window.
     if (sleep()) last_work = TaskClock::now();
   }
+}
+
+void Worker::idle_while_draining() {
+  const auto now = Clock::now();
+  if (quiet_since_ == Clock::time_point{}) quiet_since_ = now;
+  if (now - quiet_since_ >= kDrainQuiet && !drained_.load(std::memory_order_relaxed)) {
+    drained_.store(true, std::memory_order_release);
+  }
+  // Neither sleep on the queue (the executor polls drained()) nor take the core from a rank.
+  usleep(200);
 }
 
 bool Worker::sleep() {
@@ -475,6 +493,11 @@ void Worker::on_task(const protocol::MessageHeader& header, std::span<const std:
     }
     return;
   }
+  if (shared_.draining.load(std::memory_order_relaxed)) {
+    FabricReply reply(*this, peer->address, header.peer_id);
+    decline(reply, header, task->fixed.request_id);
+    return;
+  }
   if (!task->input && !task->output) {
     FabricReply reply(*this, peer->address, header.peer_id);
     run_inline(reply, header, *task);
@@ -563,6 +586,16 @@ void Worker::answer(transport::MessagePort& reply, const protocol::MessageHeader
       protocol::make_header(protocol::MessageType::result, header.peer_id, header.session), request_id, error, 0, 0};
   std::memcpy(reply.reserve(sizeof result).data(), &result, sizeof result);
   reply.commit(sizeof result);
+}
+
+void Worker::decline(transport::MessagePort& reply, const protocol::MessageHeader& header, uint64_t request_id) {
+  const protocol::ResultMessage declined{
+      protocol::make_header(protocol::MessageType::declined, header.peer_id, header.session), request_id,
+      ErrorKind::none, 0, 0};
+  std::memcpy(reply.reserve(sizeof declined).data(), &declined, sizeof declined);
+  reply.commit(sizeof declined);
+  quiet_since_ = {};
+  drained_.store(false, std::memory_order_relaxed);
 }
 
 std::span<std::byte> Worker::FabricReply::reserve(size_t bytes) {

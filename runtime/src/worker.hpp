@@ -54,6 +54,9 @@ struct WorkerShared {
   FunctionLoader* loader = nullptr;
   Doorbell* doorbell = nullptr;  // set for providers without a wait descriptor
   std::atomic<bool> stop{false};
+  // Set by Executor::drain: tasks that arrive from now on are declined (the caller sends them
+  // elsewhere); the ones accepted before finish and return their results.
+  std::atomic<bool> draining{false};
   // In a worker process (shared_state.hpp): where the worker announces the deadline of the function
   // it runs, for its supervisor to watch, and where it keeps its counters. Null: not watched, own
   // counters.
@@ -72,8 +75,10 @@ class Worker {
 
   // The thread body: pins itself to its core and serves until shared.stop is set.
   void run();
-  // Wakes the worker if it sleeps (after shared.stop was set).
+  // Wakes the worker if it sleeps (after shared.stop or shared.draining was set).
   void wake() noexcept;
+  // While draining: it has nothing in flight and no task arrived for kDrainQuiet.
+  bool drained() const noexcept { return drained_.load(std::memory_order_acquire); }
 
   const std::string& address() const noexcept { return endpoint_->name(); }
   int core() const noexcept { return core_; }
@@ -242,6 +247,10 @@ class Worker {
   uint32_t acquire_pending();
   uint32_t acquire_scratch(size_t bytes);
   void release_scratch(uint32_t& index) noexcept;
+  // Answers a task with `declined` instead of running it (the worker drains).
+  void decline(transport::MessagePort& reply, const protocol::MessageHeader& header, uint64_t request_id);
+  // One pass of the serve loop while draining, after a pass with nothing to do.
+  void idle_while_draining();
   bool busy() const noexcept { return operations_in_flight_ > 0 || !backlog_.empty() || ring_backlog_ > 0; }
   // Before a function runs: tells the supervisor when the task must be done, counted from
   // `arrived_ns` (CLOCK_MONOTONIC; 0: now). Nothing when neither the caller nor the site set a bound.
@@ -299,6 +308,10 @@ class Worker {
   std::chrono::steady_clock::time_point last_warning_{};
   uint64_t last_tick_ = 0;   // TaskClock tick at which the last inline task finished
   bool tick_fresh_ = false;  // last_tick_ was read in this poll pass
+  // Draining: since when nothing happened (the epoch: something just did), and whether that has
+  // lasted kDrainQuiet with nothing in flight.
+  std::chrono::steady_clock::time_point quiet_since_{};
+  std::atomic<bool> drained_{false};
 
   bool deadline_set_ = false;
   ServiceStats own_stats_;

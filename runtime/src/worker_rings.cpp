@@ -106,6 +106,10 @@ void Worker::on_ring_message(uint32_t peer_id, std::span<const std::byte> messag
     answer(reply, *header, protocol::load<protocol::TaskMessage>(message).request_id, ErrorKind::bad_arg);
     return;
   }
+  if (shared_.draining.load(std::memory_order_relaxed)) {
+    decline(reply, *header, task->fixed.request_id);
+    return;
+  }
   if (!task->input && !task->output) {
     run_inline(reply, *header, *task);
     return;

@@ -70,7 +70,7 @@ void check_header(Message message) {
   SIDECORE_FUZZ_CHECK(header->magic == kMagic && header->version == kVersion);
   const auto type = static_cast<uint16_t>(header->type);
   SIDECORE_FUZZ_CHECK(type >= static_cast<uint16_t>(MessageType::hello) &&
-                      type <= static_cast<uint16_t>(MessageType::goodbye));
+                      type <= static_cast<uint16_t>(MessageType::kLast));
 }
 
 // Every accepted message: a valid header of the decoder's type, and no larger than any buffer the

@@ -96,15 +96,16 @@ CORE_SET = {
     "wide": "0,65535",
 }
 
-# FuzzedDataProvider strings: scope, fallback and transport each end with a backslash and another
-# character; the rest is the timeout.
+# FuzzedDataProvider strings: scope, fallback, transport, remote executors and retry each end with a
+# backslash and another character; the rest is the timeout.
 POOL_SETTINGS = {
-    "node-error": "node\\;error\\;fabric\\;250",
-    "job-inline": "job\\;inline\\;auto\\;0",
-    "defaults": "\\;\\;\\;",
-    "max-timeout": "\\;error\\;\\;86400000",
-    "bad-scope": "rack\\;inline\\;auto\\;1",
-    "bad-transport": "node\\;inline\\;rings\\;10",
+    "node-error": "node\\;error\\;fabric\\;0\\;none\\;250",
+    "job-inline": "job\\;inline\\;auto\\;16\\;lost\\;0",
+    "defaults": "\\;\\;\\;\\;\\;",
+    "max-timeout": "\\;error\\;\\;65536\\;\\;86400000",
+    "bad-scope": "rack\\;inline\\;auto\\;1\\;\\;1",
+    "bad-transport": "node\\;inline\\;rings\\;\\;\\;10",
+    "bad-retry": "job\\;inline\\;auto\\;2\\;always\\;10",
 }
 
 

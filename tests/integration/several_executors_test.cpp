@@ -1,13 +1,16 @@
 // One client, several executors: what a rank's pool does with the executors of other nodes (one
 // endpoint, one completion queue, one address-vector entry per worker, whatever their number).
 // Tasks spread over the executors by load, functions looked up before an executor was added are
-// looked up there too, a bad card leaves the client as it was, and a lost executor fails only its
-// own tasks while the others go on.
+// looked up there too, a bad card leaves the client as it was, a lost executor fails only its
+// own tasks while the others go on (or, with retry_lost, its tasks run again on the others), and
+// an executor that drains on SIGTERM hands its tasks to the others without failing any.
 #include <gtest/gtest.h>
 
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <deque>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -137,6 +140,148 @@ TEST(SeveralExecutors, ALostExecutorFailsOnlyItsOwnTasks) {
 
   // Later tasks all go to the one left.
   for (const auto& answer : where_answers(client, where, 4, 0)) EXPECT_EQ(answer, survivor_answer);
+}
+
+TEST(SeveralExecutors, RetryLostRunsALostExecutorsTasksAgainOnTheOthers) {
+  // ALostExecutorFailsOnlyItsOwnTasks, with retry_lost: the tasks that were on the executor that
+  // died run again on the one left, and none fails.
+  const std::string token = fresh_token();
+  ExecutorProcess survivor(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token});
+  ExecutorProcess doomed(ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token, .cores = "0"});
+  sidecore::ClientOptions options;
+  options.retry_lost = true;
+  auto client = sidecore::Client::connect(survivor.card(), token, options);
+  client.add_executor(doomed.card());
+  const auto where = client.lookup(functions_library(), "where");
+  const std::string survivor_answer = where_answers(client, where, 1, 0).at(0);
+  // Both serve (the spread is by load): the ones on `doomed` below are lost and run again.
+  const auto spread = where_answers(client, where, 2, 100'000);
+  ASSERT_EQ(spread.size(), 2u);
+  EXPECT_NE(spread[0], spread[1]) << "two tasks at once did not reach both executors";
+
+  const uint32_t us = 300'000;
+  std::vector<std::array<char, 300>> outs(4);
+  std::vector<sidecore::TaskId> ids;
+  for (auto& out : outs) ids.push_back(client.submit(where, &us, sizeof us, out.data(), out.size()));
+  ASSERT_EQ(kill(doomed.pid(), SIGKILL), 0);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const auto done = wait_for(client, ids[i]);
+    ASSERT_TRUE(done) << "task " << i << " never completed";
+    EXPECT_EQ(done->error, ErrorKind::none) << "task " << i << " was not run again";
+    if (done->error == ErrorKind::none) {
+      EXPECT_EQ(std::string(outs[i].data(), done->out_bytes), survivor_answer);
+    }
+  }
+  EXPECT_FALSE(client.executor_lost());
+}
+
+TEST(SeveralExecutors, RetryLostGivesUpAfterItsRetries) {
+  // A task that kills every worker it runs on: with retry_lost it runs 1 + kMaxLostRetries times
+  // (each time on the worker's replacement), then completes with EXECUTOR_LOST; the executor
+  // goes on serving.
+  const std::string token = fresh_token();
+  ExecutorProcess executor(
+      ExecutorOptions{.provider = "tcp;ofi_rxm", .token = token, .extra_args = {"--restarts", "8"}});
+  sidecore::ClientOptions options;
+  options.retry_lost = true;
+  auto client = sidecore::Client::connect(executor.card(), token, options);
+  const auto crash = client.lookup(functions_library(), "crash_abort");
+  const auto done = wait_for(client, client.submit(crash, nullptr, 0, nullptr, 0), 60s);
+  ASSERT_TRUE(done) << "the crashing task never completed";
+  EXPECT_EQ(done->error, ErrorKind::executor_lost);
+
+  const auto echo = client.lookup(functions_library(), "echo");
+  uint64_t in = 11, out = 0;
+  const auto after = wait_for(client, client.submit(echo, &in, sizeof in, &out, sizeof out), 30s);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->error, ErrorKind::none);
+  EXPECT_EQ(out, in);
+  EXPECT_EQ(executor.stop(), 0);
+  const std::string log = executor.stderr_text();
+  size_t crashes = 0;
+  const std::string crashed = "was killed by signal " + std::to_string(SIGABRT);
+  for (size_t at = log.find(crashed); at != std::string::npos; at = log.find(crashed, at + 1)) ++crashes;
+  EXPECT_EQ(crashes, 1 + sidecore::ClientOptions::kMaxLostRetries) << log;
+}
+
+// A stream of tasks over two executors while one of them gets SIGTERM (what Slurm sends a lease
+// it reclaims, SIGKILL following after its GraceTime): that one declines what arrives from then on,
+// finishes what it runs and exits; its tasks go to the other. No task fails.
+void stream_through_a_drain(const std::string& provider, const std::vector<std::string>& extra_args) {
+  const std::string token = fresh_token();
+  ExecutorProcess leaving(ExecutorOptions{.provider = provider, .token = token, .extra_args = extra_args});
+  ExecutorProcess staying(
+      ExecutorOptions{.provider = provider, .token = token, .cores = "0", .extra_args = extra_args});
+  const auto answer_of = [&](const ExecutorProcess& executor) {
+    auto reference = sidecore::Client::connect(executor.card(), token);
+    return where_answers(reference, reference.lookup(functions_library(), "where"), 1, 0).at(0);
+  };
+  const std::string leaving_answer = answer_of(leaving), staying_answer = answer_of(staying);
+  auto client = sidecore::Client::connect(leaving.card(), token);  // on shm, the one with rings
+  client.add_executor(staying.card());
+  const auto where = client.lookup(functions_library(), "where");
+
+  struct Streamed {
+    sidecore::TaskId id = sidecore::kNoTask;
+    std::array<char, 300> out{};
+  };
+  constexpr size_t kWindow = 8;
+  const uint32_t us = 5'000;
+  std::deque<std::unique_ptr<Streamed>> flight;
+  size_t by_leaving = 0, by_staying = 0, failed = 0, finished = 0;
+  const auto finish_one = [&] {
+    const Streamed& task = *flight.front();
+    const auto done = wait_for(client, task.id);
+    if (!done) {
+      ADD_FAILURE() << "task " << finished << " never completed";
+    } else if (done->error != ErrorKind::none) {
+      ++failed;
+      ADD_FAILURE() << "task " << finished << " failed: kind " << static_cast<int>(done->error);
+    } else {
+      const std::string answer(task.out.data(), done->out_bytes);
+      if (answer == leaving_answer) {
+        ++by_leaving;
+      } else {
+        EXPECT_EQ(answer, staying_answer);
+        ++by_staying;
+      }
+    }
+    flight.pop_front();
+    ++finished;
+  };
+  const auto started = Clock::now();
+  bool signalled = false;
+  while (Clock::now() - started < 2s) {
+    if (!signalled && Clock::now() - started > 300ms) {
+      ASSERT_EQ(kill(leaving.pid(), SIGTERM), 0);
+      signalled = true;
+    }
+    while (flight.size() < kWindow) {
+      flight.push_back(std::make_unique<Streamed>());
+      flight.back()->id = client.submit(where, &us, sizeof us, flight.back()->out.data(), flight.back()->out.size());
+    }
+    finish_one();
+  }
+  while (!flight.empty()) finish_one();
+
+  const auto status = leaving.wait_exit(10s);
+  ASSERT_TRUE(status) << "the draining executor did not exit";
+  EXPECT_EQ(*status, 0) << leaving.stderr_text();
+  EXPECT_FALSE(leaving.needed_sigkill());
+  EXPECT_EQ(failed, 0u);
+  EXPECT_GT(by_leaving, 0u) << "the executor that drained never served";
+  EXPECT_GT(by_staying, 0u);
+  // Later tasks all go to the one left, which the client does not count as lost.
+  for (const auto& answer : where_answers(client, where, 4, 0)) EXPECT_EQ(answer, staying_answer);
+  EXPECT_FALSE(client.executor_lost());
+}
+
+TEST(SeveralExecutors, AnExecutorThatDrainsOnSigtermHandsItsTasksToTheOthers) {
+  stream_through_a_drain("tcp;ofi_rxm", {});  // worker processes under a supervisor (the default)
+}
+
+TEST(SeveralExecutors, AnExecutorThatDrainsOnSigtermHandsItsTasksToTheOthersShm) {
+  stream_through_a_drain("shm", {"--restarts", "0"});  // node-local rings; worker threads
 }
 
 TEST(SeveralExecutors, StandbyExecutorsJoinOnlyWhenNoWorkerIsIdle) {

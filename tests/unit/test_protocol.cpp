@@ -113,12 +113,24 @@ TEST(ProtocolHeader, RejectsOtherVersions) {
 }
 
 TEST(ProtocolHeader, RejectsUnknownTypes) {
-  for (uint16_t type : {uint16_t{0}, uint16_t{9}, uint16_t{0xffff}}) {
+  const auto past_last = static_cast<uint16_t>(static_cast<uint16_t>(MessageType::kLast) + 1);
+  for (uint16_t type : {uint16_t{0}, past_last, uint16_t{0xffff}}) {
     auto bytes = message_of(make_header(static_cast<MessageType>(type)));
     std::string error;
     EXPECT_FALSE(decode_header(bytes, &error));
     EXPECT_THAT(error, HasSubstr("unknown message type " + std::to_string(type)));
   }
+}
+
+TEST(ProtocolHeader, AcceptsDeclined) {
+  // A draining worker's answer (the type newest to the protocol) passes the header check.
+  auto bytes = message_of(make_header(MessageType::declined, 3, 7));
+  std::string error;
+  const auto header = decode_header(bytes, &error);
+  ASSERT_TRUE(header) << error;
+  EXPECT_EQ(header->type, MessageType::declined);
+  EXPECT_EQ(header->peer_id, 3u);
+  EXPECT_EQ(header->session, 7u);
 }
 
 TEST(ProtocolHeader, ErrorArgumentIsOptional) {

@@ -98,6 +98,12 @@ struct ClientOptions {
   // other hosts for this client: one connection to it in all, instead of one to each of them
   // (liveness_listener.hpp, relay). 0: one connection each. What a pool sets from its node's card.
   uint16_t liveness_relay = 0;
+  // A task whose executor or worker dies under it (EXECUTOR_LOST) runs again on another executor,
+  // or on the same one once its worker is replaced, up to kMaxLostRetries times, before it
+  // completes with EXECUTOR_LOST. Only for functions that are safe to run twice: one may have run
+  // in part, or in full, before its worker died. The MPI extension sets it from sidecore_retry=lost.
+  bool retry_lost = false;
+  static constexpr unsigned kMaxLostRetries = 3;
 };
 
 class SIDECORE_API Client {

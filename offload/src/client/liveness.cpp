@@ -23,6 +23,15 @@ namespace sidecore {
 using Clock = client::Clock;
 using client::kCardCheckInterval;
 
+namespace {
+
+// What the loss of an executor or a worker says about the tasks that run again (retry_lost).
+std::string retried_note(size_t retried) {
+  return retried == 0 ? std::string() : fmt::format(", {} run again (retry_lost)", retried);
+}
+
+}  // namespace
+
 void Client::Impl::watch_process(ExecutorLink& link) {
   if (link.card.host != local_host_name()) {
     if (link.card.watch > 0) {
@@ -235,10 +244,15 @@ size_t Client::Impl::lose_executor(uint32_t e) {
     worker.connected = false;  // nothing more is sent to it, goodbye included
   }
   drop_backlog_of(e);
-  const size_t lost = fail_tasks(e, UINT32_MAX, true);
+  size_t retried = 0;
+  const size_t lost = fail_tasks(e, UINT32_MAX, true, &retried);
+  if (link.draining && lost == 0) {  // the expected end of a drain
+    logger("sidecore.client")->info("executor {} on {} drained and stopped", link.card.executor_id, link.card.host);
+    return 0;
+  }
   logger("sidecore.client")
-      ->warn("executor {} on {} (pid {}) is gone: {} task(s) complete with EXECUTOR_LOST", link.card.executor_id,
-             link.card.host, link.card.pid, lost);
+      ->warn("executor {} on {} (pid {}) is gone: {} task(s) complete with EXECUTOR_LOST{}", link.card.executor_id,
+             link.card.host, link.card.pid, lost - retried, retried_note(retried));
   return lost;
 }
 
@@ -256,18 +270,19 @@ size_t Client::Impl::lose_worker(uint32_t e, uint32_t w) {
   worker.hello_nonce = 0;
   ++link.lost_workers;
   drop_backlog_of(e, w);
-  const size_t lost = fail_tasks(e, w, false);
+  size_t retried = 0;
+  const size_t lost = fail_tasks(e, w, false, &retried);
   logger("sidecore.client")
-      ->warn("worker {} of executor {} on {} is gone: {} task(s) complete with EXECUTOR_LOST", w, link.card.executor_id,
-             link.card.host, lost);
+      ->warn("worker {} of executor {} on {} is gone: {} task(s) complete with EXECUTOR_LOST{}", w,
+             link.card.executor_id, link.card.host, lost - retried, retried_note(retried));
   next_card_check = Clock::now();
   return lost;
 }
 
-size_t Client::Impl::fail_tasks(uint32_t e, uint32_t w, bool waiting) {
+size_t Client::Impl::fail_tasks(uint32_t e, uint32_t w, bool waiting, size_t* retried) {
   const auto now = Clock::now();
   if (waiting) executors[e].waiting.clear();
-  std::vector<uint32_t> lost;
+  std::vector<uint32_t> lost, again;
   for (uint32_t i = 0; i < tasks.size(); ++i) {
     TaskSlot& slot = tasks[i];
     if (!slot.used || slot.executor != e) continue;
@@ -280,16 +295,29 @@ size_t Client::Impl::fail_tasks(uint32_t e, uint32_t w, bool waiting) {
     }
     lost.push_back(i);
   }
+  size_t failed = 0;
   for (const uint32_t i : lost) {
     TaskSlot& slot = tasks[i];  // callbacks below may grow the table: index afresh each time
     const bool expired = slot.deadline != Clock::time_point{} && slot.deadline <= now;
     slot.in_region = {};
     slot.out_region = {};
     slot.on_wire = false;
+    if (!expired && options.retry_lost && slot.lost_retries < ClientOptions::kMaxLostRetries) {
+      ++slot.lost_retries;
+      slot.waiting = true;
+      again.push_back(i);
+      continue;
+    }
     slot.waiting = false;
     tasks.deliver(i, Completion{expired ? ErrorKind::timeout : ErrorKind::executor_lost, 0, 0, false});
+    ++failed;
   }
-  return lost.size();
+  // Placed again once this executor's state is settled (lost, or its worker out of the count).
+  for (const uint32_t i : again) {
+    if (tasks[i].waiting) reroute(i);
+  }
+  if (retried != nullptr) *retried = again.size();
+  return failed + again.size();
 }
 
 void Client::Impl::apply_card(uint32_t e, const ExecutorCard& card) {

@@ -321,6 +321,9 @@ void Client::Impl::handle_message(std::span<const std::byte> message) {
     case protocol::MessageType::result:
       on_result(*header, message);
       break;
+    case protocol::MessageType::declined:
+      on_declined(*header, message);
+      break;
     case protocol::MessageType::welcome:
       if (auto welcome = protocol::decode_welcome(message, &error)) {
         if (Reply* reply = find_reply(welcome->nonce)) {
@@ -404,6 +407,49 @@ void Client::Impl::on_result(const protocol::MessageHeader& header, std::span<co
   if (!waiting.empty()) dispatch_waiting(waiting);
 }
 
+void Client::Impl::on_declined(const protocol::MessageHeader& header, std::span<const std::byte> message) {
+  if (message.size() < sizeof(protocol::ResultMessage)) {
+    logger("sidecore.client")->warn("dropped a declined answer of {} bytes", message.size());
+    return;
+  }
+  const auto fixed = protocol::load<protocol::ResultMessage>(message);
+  TaskSlot* found = tasks.find(fixed.request_id);
+  if (found == nullptr || !found->on_wire) return;  // stale: drop
+  TaskSlot& slot = *found;
+  const uint32_t e = slot.executor;
+  WorkerLink& worker = executors[e].workers[slot.worker];
+  if (header.peer_id != worker.peer_id || header.session != worker.session) {
+    logger("sidecore.client")->warn("dropped a declined answer that did not come from the task's worker");
+    return;
+  }
+  slot.on_wire = false;
+  --worker.outstanding;
+  const uint32_t index = TaskTable::index_of(fixed.request_id);
+  start_draining(e);
+  if (slot.collectable || slot.delivered) {  // timed out meanwhile: nothing left to run
+    tasks.release_if_finished(index);
+    return;
+  }
+  slot.in_region = {};
+  slot.out_region = {};
+  slot.waiting = true;
+  reroute(index);
+}
+
+void Client::Impl::start_draining(uint32_t e) {
+  ExecutorLink& link = executors[e];
+  if (link.draining) return;
+  link.draining = true;
+  logger("sidecore.client")
+      ->info("executor {} on {} drains (it stops soon): its tasks go to other executors", link.card.executor_id,
+             link.card.host);
+  std::deque<std::pair<uint32_t, TaskId>> waiting;
+  waiting.swap(link.waiting);
+  for (const auto& [index, id] : waiting) {
+    if (tasks[index].id == id && tasks[index].waiting) reroute(index);
+  }
+}
+
 TaskId Client::Impl::submit(const Function& function, const void* in, size_t in_bytes, void* out, size_t out_capacity,
                             CompletionCallback callback, void* user, bool hand_back) {
   const uint32_t index = tasks.start(hand_back);
@@ -436,7 +482,7 @@ TaskId Client::Impl::submit(const Function& function, const void* in, size_t in_
   }
   slot.function = function.ids_[0];
   const uint32_t e = executors.size() == 1 && standby.empty() ? 0 : choose_executor(slot.function);
-  if (e == UINT32_MAX || executors[e].lost) {
+  if (e == UINT32_MAX || executors[e].lost || executors[e].draining) {
     tasks.deliver(index, Completion{ErrorKind::executor_lost, 0, 0, false});
     return id;
   }
@@ -474,7 +520,10 @@ uint32_t Client::Impl::pick_executor(uint32_t function, double& best_load) const
   best_load = 0;
   for (uint32_t e = 0; e < executors.size(); ++e) {
     const ExecutorLink& executor = executors[e];
-    if (executor.lost || (!executor.joining && executor.function_ids[function] == protocol::kNoFunction)) continue;
+    if (executor.lost || executor.draining ||
+        (!executor.joining && executor.function_ids[function] == protocol::kNoFunction)) {
+      continue;
+    }
     size_t busy = executor.waiting.size(), serving = 0;
     for (const WorkerLink& worker : executor.workers) {
       busy += worker.outstanding;

@@ -76,6 +76,9 @@ struct Client::Impl {
     Doorbell doorbell;
     int pidfd = -1;     // pidfd (same host) or liveness connection (other host): readable once it died
     bool lost = false;  // it died: tasks for it complete with EXECUTOR_LOST
+    // It declined a task: it drains before it stops (a lease reclaimed, its step ending). Nothing
+    // more goes there; what waited for it, and what it declines, goes to another executor.
+    bool draining = false;
     std::vector<WorkerLink> workers;
     std::deque<std::pair<uint32_t, TaskId>> waiting;  // slots queued for a free credit (stale ones skipped)
     bool relayed = false;                    // another host: followed through the relay (ClientOptions::liveness_relay)
@@ -199,6 +202,9 @@ struct Client::Impl {
   size_t poll_fabric_queue();
   void handle_message(std::span<const std::byte> message);
   void on_result(const protocol::MessageHeader& header, std::span<const std::byte> message);
+  // A draining worker declined a task: it goes elsewhere, with every task waiting for that executor.
+  void on_declined(const protocol::MessageHeader& header, std::span<const std::byte> message);
+  void start_draining(uint32_t e);
   TaskId submit(const Function& function, const void* in, size_t in_bytes, void* out, size_t out_capacity,
                 CompletionCallback callback, void* user, bool hand_back = false);
 
@@ -342,8 +348,9 @@ struct Client::Impl {
   size_t lose_worker(uint32_t e, uint32_t w);
 
   // Fails the tasks of executor `e` on worker `w` (UINT32_MAX: on any worker; with `waiting`, also
-  // those still queued for a credit). Returns how many completed.
-  size_t fail_tasks(uint32_t e, uint32_t w, bool waiting);
+  // those still queued for a credit). Returns how many completed. With options.retry_lost, a task
+  // within its retries is placed again instead (reroute), counted in `retried` too.
+  size_t fail_tasks(uint32_t e, uint32_t w, bool waiting, size_t* retried = nullptr);
 
   // Greets the workers that `card` (the executor's latest) names in place of lost ones.
   void apply_card(uint32_t e, const ExecutorCard& card);

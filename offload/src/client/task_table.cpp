@@ -46,6 +46,7 @@ void TaskTable::reset(TaskSlot& slot) noexcept {
   slot.callback = nullptr;
   slot.user = nullptr;
   slot.hand_back = false;
+  slot.lost_retries = 0;
 }
 
 void TaskTable::release_if_finished(uint32_t index) {

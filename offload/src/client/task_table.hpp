@@ -39,7 +39,8 @@ struct TaskSlot {
   Completion completion;
   CompletionCallback callback = nullptr;
   void* user = nullptr;
-  bool hand_back = false;  // submit_handed_back(): the completion goes to the handed-back list
+  bool hand_back = false;     // submit_handed_back(): the completion goes to the handed-back list
+  unsigned lost_retries = 0;  // times it ran again after its executor was lost (retry_lost)
   // (TaskTable::reset clears every field: keep it in step when adding one)
 };
 

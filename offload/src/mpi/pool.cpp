@@ -326,6 +326,7 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
   });
   options_.task_timeout = settings_.timeout;
   options_.transport = settings_.transport;
+  options_.retry_lost = settings_.retry_lost;
   int refused = 0;  // an executor refused this rank's token
   std::string refusal;
   // This rank's own executor through its reference, when it has one (Slurm, sidecore-run): the

@@ -20,7 +20,8 @@ std::string info_value(MPI_Info info, const char* key) {
 
 std::variant<PoolSettings, std::string> parse_pool_settings(const std::string& scope, const std::string& fallback,
                                                             const std::string& timeout_ms, const std::string& transport,
-                                                            const std::string& remote_executors) {
+                                                            const std::string& remote_executors,
+                                                            const std::string& retry) {
   PoolSettings settings;
   if (scope == "node") {
     settings.scope = Scope::node;
@@ -63,6 +64,11 @@ std::variant<PoolSettings, std::string> parse_pool_settings(const std::string& s
     }
     settings.remote_executors = static_cast<size_t>(value);
   }
+  if (retry == "lost") {
+    settings.retry_lost = true;
+  } else if (!retry.empty() && retry != "none") {
+    return "sidecore_retry='" + retry + "' is not none or lost";
+  }
   return settings;
 }
 
@@ -70,7 +76,7 @@ std::variant<PoolSettings, std::string> parse_pool_settings(MPI_Info info) {
   if (info == MPI_INFO_NULL) return PoolSettings{};
   return parse_pool_settings(info_value(info, "sidecore_scope"), info_value(info, "sidecore_fallback"),
                              info_value(info, "sidecore_timeout_ms"), info_value(info, "sidecore_transport"),
-                             info_value(info, "sidecore_remote_executors"));
+                             info_value(info, "sidecore_remote_executors"), info_value(info, "sidecore_retry"));
 }
 
 }  // namespace sidecore::mpi

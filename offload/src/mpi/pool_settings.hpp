@@ -22,6 +22,9 @@ struct PoolSettings {
   // sidecore_remote_executors: with scope job, how many executors on other nodes a rank may use
   // (connected when it first needs them, the nearest nodes in the job's order first).
   size_t remote_executors = kDefaultRemoteExecutors;
+  // sidecore_retry: lost runs a task whose executor died under it again elsewhere (up to
+  // ClientOptions::kMaxLostRetries times); none completes it with EXECUTOR_LOST.
+  bool retry_lost = false;
   static constexpr size_t kDefaultRemoteExecutors = 16;
   static constexpr size_t kMaxRemoteExecutors = 65536;
 };
@@ -34,6 +37,7 @@ std::variant<PoolSettings, std::string> parse_pool_settings(MPI_Info info);
 std::variant<PoolSettings, std::string> parse_pool_settings(const std::string& scope, const std::string& fallback,
                                                             const std::string& timeout_ms,
                                                             const std::string& transport = {},
-                                                            const std::string& remote_executors = {});
+                                                            const std::string& remote_executors = {},
+                                                            const std::string& retry = {});
 
 }  // namespace sidecore::mpi

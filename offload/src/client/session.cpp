@@ -364,23 +364,29 @@ void Client::Impl::handle_message(std::span<const std::byte> message) {
   if (!error.empty()) logger("sidecore.client")->warn("dropped a message: {}", error);
 }
 
-void Client::Impl::on_result(const protocol::MessageHeader& header, std::span<const std::byte> message) {
+uint32_t Client::Impl::take_answer(const protocol::MessageHeader& header, std::span<const std::byte> message,
+                                   const char* what) {
   if (message.size() < sizeof(protocol::ResultMessage)) {
-    logger("sidecore.client")->warn("dropped a result of {} bytes", message.size());
-    return;
+    logger("sidecore.client")->warn("dropped a {} of {} bytes", what, message.size());
+    return UINT32_MAX;
   }
-  const auto fixed = protocol::load<protocol::ResultMessage>(message);
-  TaskSlot* found = tasks.find(fixed.request_id);
-  if (found == nullptr || !found->on_wire) return;  // stale: drop
-  TaskSlot& slot = *found;
-  WorkerLink& worker = executors[slot.executor].workers[slot.worker];
+  const uint64_t request_id = protocol::load<protocol::ResultMessage>(message).request_id;
+  TaskSlot* slot = tasks.find(request_id);
+  if (slot == nullptr || !slot->on_wire) return UINT32_MAX;  // stale: drop
+  WorkerLink& worker = executors[slot->executor].workers[slot->worker];
   if (header.peer_id != worker.peer_id || header.session != worker.session) {
-    logger("sidecore.client")->warn("dropped a result that did not come from the task's worker");
-    return;
+    logger("sidecore.client")->warn("dropped a {} that did not come from the task's worker", what);
+    return UINT32_MAX;
   }
-  slot.on_wire = false;
+  slot->on_wire = false;
   --worker.outstanding;
-  const uint32_t index = TaskTable::index_of(fixed.request_id);
+  return TaskTable::index_of(request_id);
+}
+
+void Client::Impl::on_result(const protocol::MessageHeader& header, std::span<const std::byte> message) {
+  const uint32_t index = take_answer(header, message, "result");
+  if (index == UINT32_MAX) return;
+  TaskSlot& slot = tasks[index];
   const uint32_t executor = slot.executor;  // deliver() may hand the slot to a new task
   if (slot.collectable || slot.delivered) {
     // Timed out earlier: the user has moved on, and nothing may touch `out` any more.
@@ -408,24 +414,10 @@ void Client::Impl::on_result(const protocol::MessageHeader& header, std::span<co
 }
 
 void Client::Impl::on_declined(const protocol::MessageHeader& header, std::span<const std::byte> message) {
-  if (message.size() < sizeof(protocol::ResultMessage)) {
-    logger("sidecore.client")->warn("dropped a declined answer of {} bytes", message.size());
-    return;
-  }
-  const auto fixed = protocol::load<protocol::ResultMessage>(message);
-  TaskSlot* found = tasks.find(fixed.request_id);
-  if (found == nullptr || !found->on_wire) return;  // stale: drop
-  TaskSlot& slot = *found;
-  const uint32_t e = slot.executor;
-  WorkerLink& worker = executors[e].workers[slot.worker];
-  if (header.peer_id != worker.peer_id || header.session != worker.session) {
-    logger("sidecore.client")->warn("dropped a declined answer that did not come from the task's worker");
-    return;
-  }
-  slot.on_wire = false;
-  --worker.outstanding;
-  const uint32_t index = TaskTable::index_of(fixed.request_id);
-  start_draining(e);
+  const uint32_t index = take_answer(header, message, "declined answer");
+  if (index == UINT32_MAX) return;
+  start_draining(tasks[index].executor);
+  TaskSlot& slot = tasks[index];             // after: rerouting the queued tasks may run callbacks that grow the table
   if (slot.collectable || slot.delivered) {  // timed out meanwhile: nothing left to run
     tasks.release_if_finished(index);
     return;

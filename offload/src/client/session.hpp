@@ -201,6 +201,10 @@ struct Client::Impl {
   size_t poll_ring(uint32_t e, uint32_t w);
   size_t poll_fabric_queue();
   void handle_message(std::span<const std::byte> message);
+  // A result or a declined answer (both the ResultMessage layout): when it is for a task on the
+  // wire and from that task's worker, the task is off the wire and its credit back; its slot's
+  // index, else UINT32_MAX (dropped; `what` names it in the warning).
+  uint32_t take_answer(const protocol::MessageHeader& header, std::span<const std::byte> message, const char* what);
   void on_result(const protocol::MessageHeader& header, std::span<const std::byte> message);
   // A draining worker declined a task: it goes elsewhere, with every task waiting for that executor.
   void on_declined(const protocol::MessageHeader& header, std::span<const std::byte> message);

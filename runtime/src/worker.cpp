@@ -581,19 +581,15 @@ void Worker::run_inline(transport::MessagePort& reply, const protocol::MessageHe
 }
 
 void Worker::answer(transport::MessagePort& reply, const protocol::MessageHeader& header, uint64_t request_id,
-                    ErrorKind error) {
-  const protocol::ResultMessage result{
-      protocol::make_header(protocol::MessageType::result, header.peer_id, header.session), request_id, error, 0, 0};
+                    ErrorKind error, protocol::MessageType type) {
+  const protocol::ResultMessage result{protocol::make_header(type, header.peer_id, header.session), request_id, error,
+                                       0, 0};
   std::memcpy(reply.reserve(sizeof result).data(), &result, sizeof result);
   reply.commit(sizeof result);
 }
 
 void Worker::decline(transport::MessagePort& reply, const protocol::MessageHeader& header, uint64_t request_id) {
-  const protocol::ResultMessage declined{
-      protocol::make_header(protocol::MessageType::declined, header.peer_id, header.session), request_id,
-      ErrorKind::none, 0, 0};
-  std::memcpy(reply.reserve(sizeof declined).data(), &declined, sizeof declined);
-  reply.commit(sizeof declined);
+  answer(reply, header, request_id, ErrorKind::none, protocol::MessageType::declined);
   quiet_since_ = {};
   drained_.store(false, std::memory_order_relaxed);
 }

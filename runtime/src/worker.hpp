@@ -208,9 +208,10 @@ class Worker {
   // Fast path: input and output both inline; no pending-task bookkeeping. The input is read where
   // it arrived (receive buffer, request ring) and the output written straight into the result.
   void run_inline(transport::MessagePort& reply, const protocol::MessageHeader& header, const protocol::TaskView& task);
-  // A result that carries only an error (and the request id), for tasks that never ran.
+  // A result that carries only an error (and the request id), for tasks that never ran; with
+  // `type` declined, the draining worker's answer in the same layout.
   void answer(transport::MessagePort& reply, const protocol::MessageHeader& header, uint64_t request_id,
-              ErrorKind error);
+              ErrorKind error, protocol::MessageType type = protocol::MessageType::result);
   void on_read_done(uint32_t pending);
   void on_write_done(uint32_t pending);
   void run_task(uint32_t pending_index);

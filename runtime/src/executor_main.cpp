@@ -51,7 +51,9 @@ int main(int argc, char** argv) {
   unsigned restarts = 5;
   unsigned max_task_s = 0;
   bool remove_card_folder = false;
-  app.add_option("--cores", cores_text, "CPU list to run workers on, one pinned worker per CPU (e.g. 2-5,8)")
+  app.add_option("--cores", cores_text,
+                 "CPU list to run workers on, one pinned worker per CPU (e.g. 2-5,8); affinity: the CPUs this "
+                 "process may run on (a Slurm task's own, as a lease job's executors take them)")
       ->required();
   app.add_option("--provider", provider, "libfabric provider for callers on this host: shm, tcp;ofi_rxm, net, verbs;ofi_rxm, ...")
       ->capture_default_str();
@@ -122,7 +124,7 @@ int main(int argc, char** argv) {
 
   ExecutorConfig config;
   try {
-    config.cores = CoreSet::parse(cores_text);
+    config.cores = cores_text == "affinity" ? CoreSet::allowed() : CoreSet::parse(cores_text);
   } catch (const CoreSetError& e) {
     return fail(e.what());
   }

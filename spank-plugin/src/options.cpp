@@ -15,6 +15,7 @@ std::optional<unsigned> parse_count(std::string_view text, unsigned limit) {
 
 constexpr unsigned kMaxCores = 65536;
 constexpr unsigned kMaxTaskSeconds = 31'536'000;  // a year: anything longer is a typo
+constexpr unsigned kMaxLeaseMinutes = 525'600;    // a year too
 
 std::optional<OffloadRequest> parse_request(std::string_view text) {
   if (text == "idle") return OffloadRequest::idle();
@@ -124,12 +125,27 @@ AdminParse parse_admin_args(const std::vector<std::string>& args, std::string de
     } else if (key == "max_task_s") {
       if (auto seconds = parse_count(value, kMaxTaskSeconds); seconds && *seconds > 0) config.max_task_s = *seconds;
       else refuse("expected a number of seconds from 1 to 31536000");
+    } else if (key == "lease_partition") {
+      config.lease_partition = value;
+    } else if (key == "lease_max_cores") {
+      if (auto count = parse_count(value, kMaxCores))
+        config.lease_max_cores = *count;
+      else
+        refuse("expected a number of cores");
+    } else if (key == "lease_time") {
+      if (auto minutes = parse_count(value, kMaxLeaseMinutes); minutes && *minutes > 0)
+        config.lease_time_min = *minutes;
+      else
+        refuse("expected a number of minutes from 1 to 525600");
     } else if (key == "log_level") {
       if (auto level = parse_log_level(value)) config.log_level = *level;
       else refuse("expected debug, info, warn or error");
     } else {
-      result.errors.push_back("unknown argument '" + key + "' (known: max_cores, default, poll, provider, "
-                              "executor, allow_partitions, start, cgroup, max_task_s, log_level); ignored");
+      result.errors.push_back(
+          "unknown argument '" + key +
+          "' (known: max_cores, default, poll, provider, "
+          "executor, allow_partitions, start, cgroup, max_task_s, lease_partition, lease_max_cores, "
+          "lease_time, log_level); ignored");
     }
   }
   return result;
@@ -147,6 +163,9 @@ std::string describe(const AdminConfig& config) {
          " provider=" + config.provider + " executor=" + config.executor + " allow_partitions=" + partitions +
          " start=" + (config.wait_ready ? "wait" : "async") + " cgroup=" + to_string(config.cgroup) +
          (config.max_task_s ? " max_task_s=" + std::to_string(*config.max_task_s) : std::string()) +
+         (config.lease_partition.empty() ? std::string() : " lease_partition=" + config.lease_partition) +
+         (config.lease_max_cores ? " lease_max_cores=" + std::to_string(*config.lease_max_cores) : std::string()) +
+         " lease_time=" + std::to_string(config.lease_time_min) +
          " log_level=" + std::string(to_string(config.log_level));
 }
 
@@ -179,6 +198,16 @@ std::optional<std::string> parse_lib_flag(const char* value, JobOptions& options
   if (libraries.empty()) return "--offload-lib: expected PATH[,PATH...]";
   options.libraries = std::move(libraries);
   return std::nullopt;
+}
+
+std::optional<std::string> parse_lease_flag(const char* value, JobOptions& options) {
+  if (value != nullptr) {
+    if (auto count = parse_count(value, kMaxCores)) {
+      options.lease = *count;
+      return std::nullopt;
+    }
+  }
+  return "--offload-lease=" + std::string(value ? value : "") + ": expected a number of cores to lease (0 for none)";
 }
 
 std::optional<std::string> parse_stats_flag(const char* /*value*/, JobOptions& options) {

@@ -64,6 +64,12 @@ struct AdminConfig {
   std::optional<unsigned> max_task_s;
   // How long a stopping executor gets between SIGTERM and SIGKILL.
   std::chrono::milliseconds stop_grace{5'000};
+  // Leases (lease.hpp): the partition srun --offload-lease submits lease jobs to (empty: no leases
+  // on this cluster), the most cores one step may lease (unset: no cap), and a lease job's time
+  // limit in minutes (at most the consumer job's time left).
+  std::string lease_partition;
+  std::optional<unsigned> lease_max_cores;
+  unsigned lease_time_min = 60;
 };
 
 struct AdminParse {
@@ -81,6 +87,7 @@ struct JobOptions {
   std::optional<PollMode> poll;
   std::vector<std::string> libraries;
   bool stats = false;
+  unsigned lease = 0;  // --offload-lease: cores to lease elsewhere (0: none)
 };
 
 // Each parser returns an error message naming the flag, or nothing when the value was accepted
@@ -89,6 +96,7 @@ std::optional<std::string> parse_offload_flag(const char* value, JobOptions& opt
 std::optional<std::string> parse_poll_flag(const char* value, JobOptions& options);
 std::optional<std::string> parse_lib_flag(const char* value, JobOptions& options);
 std::optional<std::string> parse_stats_flag(const char* value, JobOptions& options);
+std::optional<std::string> parse_lease_flag(const char* value, JobOptions& options);
 
 std::vector<std::string> split(std::string_view text, char separator);
 

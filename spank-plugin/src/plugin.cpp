@@ -10,11 +10,13 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <string_view>
 
 #include "card.hpp"
 #include "executor_leftovers.hpp"
+#include "lease.hpp"
 #include "plan.hpp"
 #include "process/card_wait.hpp"
 #include "token.hpp"
@@ -150,6 +152,9 @@ int Plugin::option(OptionId id, const char* value, bool remote) try {
     case OptionId::poll: error = parse_poll_flag(value, options_); break;
     case OptionId::lib: error = parse_lib_flag(value, options_); break;
     case OptionId::stats: error = parse_stats_flag(value, options_); break;
+    case OptionId::lease:
+      error = parse_lease_flag(value, options_);
+      break;
   }
   if (!error) return 0;
   host_.log(LogLevel::error, "sidecore: " + *error);
@@ -194,12 +199,104 @@ int Plugin::local_user_init() try {
   // One token for the whole step: srun draws it and passes it to every node in the step's
   // environment, so that a rank on one node can use the executors of the others. (Drawn on each
   // node instead, every executor would refuse every other node's ranks.)
-  if (host_.context() == Context::local && !host_.setenv(kStepTokenVariable, generate_token())) {
+  if (host_.context() != Context::local) return 0;
+  const std::string token = generate_token();
+  if (!host_.setenv(kStepTokenVariable, token)) {
     log(LogLevel::warn, "cannot pass the step's token to its nodes; executors serve their own node only");
+    return 0;
   }
+  if (options_.lease > 0) submit_lease(token);
+  return 0;
+} catch (const std::exception& e) {
+  log(LogLevel::warn, std::string("--offload-lease: ") + e.what() + "; the step runs without a lease");
   return 0;
 } catch (...) {
   return 0;
+}
+
+// srun, as the user: one sbatch into the admin's lease partition. Every refusal is one warning on
+// the user's terminal, and the step runs as if no lease had been asked for.
+void Plugin::submit_lease(const std::string& token) {
+  const std::string flag = "--offload-lease=" + std::to_string(options_.lease);
+  auto refuse = [&](const std::string& why) {
+    log(LogLevel::warn, flag + ": " + why + "; the step runs without a lease");
+  };
+  if (config_.lease_partition.empty()) {
+    refuse("this cluster has no lease partition (the admin's plugstack.conf line sets no lease_partition=)");
+    return;
+  }
+  if (config_.lease_max_cores && options_.lease > *config_.lease_max_cores) {
+    refuse("the site lends at most " + std::to_string(*config_.lease_max_cores) +
+           " core(s) per step (lease_max_cores)");
+    return;
+  }
+  const std::string job = host_.getenv("SLURM_JOB_ID").value_or("");
+  const std::vector<std::string> env = host_.environment();
+  constexpr std::chrono::seconds kCommandLimit{20};
+  // At most the consumer's time left: a lease never outlives the job it serves.
+  unsigned minutes = config_.lease_time_min;
+  if (!job.empty()) {
+    const CommandResult left =
+        run_command({"squeue", "--noheader", "--jobs=" + job, "--format=%L"}, env, kCommandLimit);
+    if (left.ran && left.exit_code == 0) {
+      if (auto job_minutes = parse_time_left_minutes(left.out)) minutes = std::min(minutes, std::max(*job_minutes, 1u));
+    }
+  }
+  LeaseRequest request;
+  request.cores = options_.lease;
+  request.partition = config_.lease_partition;
+  request.minutes = minutes;
+  request.account = host_.getenv("SLURM_JOB_ACCOUNT").value_or("");
+  request.consumer_job = static_cast<uint32_t>(std::strtoul(job.c_str(), nullptr, 10));
+  request.script = (std::filesystem::path(config_.executor).parent_path() / SIDECORE_LEASE_SCRIPT_FROM_BINDIR)
+                       .lexically_normal()
+                       .string();
+  request.executor = config_.executor;
+  // One provider for callers on every host, the lease's own node's included: the ranks reach all
+  // of a lease's executors through one client.
+  request.provider = config_.provider == "auto" ? "tcp;ofi_rxm" : config_.provider;
+  const PollMode poll = options_.poll.value_or(config_.poll);
+  request.executor_args = {"--poll", std::string(to_string(poll)), "--log-level", "warn"};
+  if (config_.max_task_s) {
+    request.executor_args.insert(request.executor_args.end(), {"--max-task-s", std::to_string(*config_.max_task_s)});
+  }
+  const std::string workdir = host_.getenv("PWD").value_or("");
+  for (const auto& library : options_.libraries) {
+    request.executor_args.push_back("--preload");
+    request.executor_args.push_back(library.front() == '/' || workdir.empty() ? library : workdir + "/" + library);
+  }
+  const CommandResult submitted = run_command(sbatch_arguments(request), lease_environment(env, token), kCommandLimit);
+  std::optional<uint32_t> lease;
+  if (submitted.ran && submitted.exit_code == 0) lease = parse_sbatch_job_id(submitted.out);
+  if (!lease) {
+    std::string why = submitted.err;
+    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+    refuse("Slurm refused the lease job in partition " + config_.lease_partition + ": " +
+           (why.empty() ? "sbatch exited with status " + std::to_string(submitted.exit_code) : why));
+    return;
+  }
+  lease_job_ = *lease;
+  if (!host_.setenv(kLeaseJobVariable, std::to_string(*lease))) {
+    cancel_lease();
+    refuse("cannot pass the lease job's id to the step's tasks");
+    return;
+  }
+  log(LogLevel::info, "lease job " + std::to_string(*lease) + ": " + std::to_string(request.cores) +
+                          " core(s) in partition " + request.partition + " for at most " + std::to_string(minutes) +
+                          " min");
+}
+
+void Plugin::cancel_lease() {
+  if (lease_job_ == 0) return;
+  const std::string job = std::to_string(lease_job_);
+  lease_job_ = 0;
+  const CommandResult cancelled =
+      run_command({"scancel", "--quiet", job}, host_.environment(), std::chrono::seconds(20));
+  if (!cancelled.ran || cancelled.exit_code != 0) {
+    log(LogLevel::warn, "cannot cancel lease job " + job + " (it ends at its time limit): " + cancelled.err);
+  } else {
+    log(LogLevel::debug, "lease job " + job + " cancelled at the step's end");
+  }
 }
 
 int Plugin::user_init() try {
@@ -415,6 +512,7 @@ int Plugin::job_epilog(const std::vector<std::string>& args, uint32_t job_id, co
 }
 
 int Plugin::exit() try {
+  cancel_lease();
   stop_executor("at step end");
   remove_leaf(true);
   return 0;

@@ -16,7 +16,7 @@
 
 namespace sidecore::spank {
 
-enum class OptionId : int { offload = 1, poll = 2, lib = 3, stats = 4 };
+enum class OptionId : int { offload = 1, poll = 2, lib = 3, stats = 4, lease = 5 };
 
 // Set by srun (local_user_init) in the step's environment: the step's token, for every node.
 inline constexpr const char* kStepTokenVariable = "SIDECORE_STEP_TOKEN";
@@ -36,13 +36,14 @@ class Plugin {
   int option(OptionId id, const char* value, bool remote);
   int init_post_opt();
   // Starts the executor. Always 0: an error here drains the node in 22.05.
-  // srun: draws the step's token, which every node's slurmstepd then uses (SIDECORE_STEP_TOKEN).
+  // srun: draws the step's token, which every node's slurmstepd then uses (SIDECORE_STEP_TOKEN),
+  // and submits the step's lease job (--offload-lease, lease.hpp).
   int local_user_init();
   int user_init();
   int task_post_fork();
   // The last local task's exit stops the executor.
   int task_exit();
-  // Fallback stop, for steps whose tasks never all reported.
+  // Fallback stop, for steps whose tasks never all reported. srun: cancels the step's lease job.
   int exit();
   // slurmd, after the job (root): removes executor cgroups that a killed slurmstepd left behind.
   // `node` is this slurmd's node name (SLURMD_NODENAME; empty: unknown).
@@ -62,6 +63,8 @@ class Plugin {
   void stop_executor(const char* when);
   void remove_leaf(bool last_try);
   void check_node_cgroups();
+  void submit_lease(const std::string& token);
+  void cancel_lease();
 
   SpankHost& host_;
   std::string default_executor_;
@@ -77,6 +80,7 @@ class Plugin {
   std::string card_file_;
   uint32_t tasks_to_exit_ = 0;
   bool stats_ = false;
+  uint32_t lease_job_ = 0;  // srun: the step's lease job, cancelled at its end
 };
 
 }  // namespace sidecore::spank

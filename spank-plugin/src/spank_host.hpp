@@ -39,6 +39,8 @@ class SpankHost {
   // The job's environment (what the tasks will see).
   virtual std::optional<std::string> getenv(const std::string& name) = 0;
   virtual bool setenv(const std::string& name, const std::string& value) = 0;
+  // srun's whole environment (local context), for the commands it runs.
+  virtual std::vector<std::string> environment() = 0;
   // Slurm's log; in slurmstepd errors also reach the step's stderr.
   virtual void log(LogLevel level, const std::string& message) = 0;
   // The task's pid in task_post_fork (S_TASK_PID), if Slurm gives it.

@@ -80,6 +80,12 @@ class SlurmSpankHost final : public sidecore::spank::SpankHost {
   }
 
   std::optional<std::string> getenv(const std::string& name) override {
+    // spank_getenv reads the job's environment, which only slurmstepd has: srun's is its own.
+    if (spank_context() == S_CTX_LOCAL) {
+      const char* value = ::getenv(name.c_str());
+      if (value == nullptr) return std::nullopt;
+      return std::string(value);
+    }
     std::vector<char> buffer(4096);
     while (true) {
       spank_err_t rc = spank_getenv(spank_, name.c_str(), buffer.data(), static_cast<int>(buffer.size()));
@@ -94,6 +100,12 @@ class SlurmSpankHost final : public sidecore::spank::SpankHost {
     // passes on to the step's tasks on every node.
     if (spank_context() == S_CTX_LOCAL) return ::setenv(name.c_str(), value.c_str(), 1) == 0;
     return spank_setenv(spank_, name.c_str(), value.c_str(), 1) == ESPANK_SUCCESS;
+  }
+
+  std::vector<std::string> environment() override {
+    std::vector<std::string> env;
+    for (char** entry = environ; entry && *entry; ++entry) env.emplace_back(*entry);
+    return env;
   }
 
   void log(LogLevel level, const std::string& message) override {
@@ -138,6 +150,7 @@ int offload_cb(int, const char* value, int remote) { return option_callback(Opti
 int poll_cb(int, const char* value, int remote) { return option_callback(OptionId::poll, value, remote); }
 int lib_cb(int, const char* value, int remote) { return option_callback(OptionId::lib, value, remote); }
 int stats_cb(int, const char* value, int remote) { return option_callback(OptionId::stats, value, remote); }
+int lease_cb(int, const char* value, int remote) { return option_callback(OptionId::lease, value, remote); }
 
 struct spank_option options[] = {
     {const_cast<char*>("offload"), const_cast<char*>("N|idle"),
@@ -145,14 +158,18 @@ struct spank_option options[] = {
                        "(idle, the default, takes them all)"),
      2, static_cast<int>(OptionId::offload), offload_cb},
     {const_cast<char*>("offload-poll"), const_cast<char*>("hot|warm|adaptive"),
-     const_cast<char*>("Sidecore: how idle executor workers wait for work"), 1,
-     static_cast<int>(OptionId::poll), poll_cb},
+     const_cast<char*>("Sidecore: how idle executor workers wait for work"), 1, static_cast<int>(OptionId::poll),
+     poll_cb},
     {const_cast<char*>("offload-lib"), const_cast<char*>("PATH[,PATH]"),
-     const_cast<char*>("Sidecore: function libraries the executor loads at start"), 1,
-     static_cast<int>(OptionId::lib), lib_cb},
+     const_cast<char*>("Sidecore: function libraries the executor loads at start"), 1, static_cast<int>(OptionId::lib),
+     lib_cb},
     {const_cast<char*>("offload-stats"), nullptr,
      const_cast<char*>("Sidecore: print each executor's summary to the step's stderr at step end"), 0,
      static_cast<int>(OptionId::stats), stats_cb},
+    {const_cast<char*>("offload-lease"), const_cast<char*>("N"),
+     const_cast<char*>("Sidecore: borrow N idle cores on other nodes for the step's tasks, as a job in the site's "
+                       "lease partition that Slurm may take back"),
+     1, static_cast<int>(OptionId::lease), lease_cb},
 };
 
 template <typename Call>

@@ -37,6 +37,11 @@ class FakeSpank final : public SpankHost {
     env[name] = value;
     return true;
   }
+  std::vector<std::string> environment() override {
+    std::vector<std::string> entries;
+    for (const auto& [name, value] : env) entries.push_back(name + "=" + value);
+    return entries;
+  }
   void log(LogLevel level, const std::string& message) override { messages.emplace_back(level, message); }
   std::optional<pid_t> task_pid() override { return task; }
   int step_stderr_fd() override { return stderr_fd; }

@@ -61,6 +61,38 @@ TEST(StatsFlag, SetsStats) {
   EXPECT_TRUE(options.stats);
 }
 
+TEST(LeaseFlag, AcceptsACountAndRefusesTheRest) {
+  JobOptions options;
+  EXPECT_FALSE(parse_lease_flag("2", options));
+  EXPECT_EQ(options.lease, 2u);
+  EXPECT_FALSE(parse_lease_flag("0", options));
+  EXPECT_EQ(options.lease, 0u);
+  for (const char* bad : {"idle", "-1", "2x", "", "99999999"}) {
+    auto error = parse_lease_flag(bad, options);
+    ASSERT_TRUE(error) << bad;
+    EXPECT_EQ(*error, "--offload-lease=" + std::string(bad) + ": expected a number of cores to lease (0 for none)");
+  }
+  EXPECT_TRUE(parse_lease_flag(nullptr, options));
+}
+
+TEST(AdminArgs, LeaseKeys) {
+  auto defaults = parse_admin_args({}, "/x").config;
+  EXPECT_TRUE(defaults.lease_partition.empty());
+  EXPECT_FALSE(defaults.lease_max_cores);
+  EXPECT_EQ(defaults.lease_time_min, 60u);
+  auto parsed = parse_admin_args({"lease_partition=spare", "lease_max_cores=8", "lease_time=30"}, "/x");
+  EXPECT_TRUE(parsed.errors.empty());
+  EXPECT_EQ(parsed.config.lease_partition, "spare");
+  EXPECT_EQ(parsed.config.lease_max_cores, 8u);
+  EXPECT_EQ(parsed.config.lease_time_min, 30u);
+  auto bad = parse_admin_args({"lease_max_cores=all", "lease_time=0", "lease_time=1h"}, "/x");
+  ASSERT_EQ(bad.errors.size(), 3u);
+  EXPECT_NE(bad.errors[0].find("'lease_max_cores=all': expected a number of cores"), std::string::npos)
+      << bad.errors[0];
+  EXPECT_NE(bad.errors[1].find("'lease_time=0': expected a number of minutes from 1 to 525600"), std::string::npos);
+  EXPECT_EQ(bad.config.lease_time_min, 60u);
+}
+
 TEST(AdminArgs, DefaultsWithoutArguments) {
   auto parsed = parse_admin_args({}, "/usr/bin/sidecore-executor");
   EXPECT_TRUE(parsed.errors.empty());
@@ -106,10 +138,14 @@ TEST(AdminArgs, UnknownKeysAndBadValuesAreReportedAndLeaveDefaults) {
 }
 
 TEST(AdminArgs, DescribeRoundTrips) {
-  auto config = parse_admin_args({"max_cores=3", "default=idle", "poll=hot", "allow_partitions=p"}, "/e").config;
-  auto again = parse_admin_args({"max_cores=3", "default=idle", "poll=hot", "provider=auto", "executor=/e",
-                                 "allow_partitions=p", "log_level=info"},
-                                "/other");
+  auto config = parse_admin_args({"max_cores=3", "default=idle", "poll=hot", "allow_partitions=p", "lease_partition=s",
+                                  "lease_max_cores=2", "lease_time=9"},
+                                 "/e")
+                    .config;
+  auto again =
+      parse_admin_args({"max_cores=3", "default=idle", "poll=hot", "provider=auto", "executor=/e", "allow_partitions=p",
+                        "lease_partition=s", "lease_max_cores=2", "lease_time=9", "log_level=info"},
+                       "/other");
   EXPECT_EQ(describe(config), describe(again.config));
 }
 

@@ -55,6 +55,9 @@ std::optional<unsigned> documented_count(std::string_view text) { return documen
 // max_task_s: 1 to 31536000 seconds (a year).
 std::optional<unsigned> documented_seconds(std::string_view text) { return documented_number(text, 1, 31'536'000); }
 
+// lease_time: 1 to 525600 minutes (a year).
+std::optional<unsigned> documented_minutes(std::string_view text) { return documented_number(text, 1, 525'600); }
+
 // A,B,...: the non-empty names between commas.
 std::vector<std::string> documented_list(std::string_view text) {
   std::vector<std::string> names;
@@ -133,6 +136,14 @@ ExpectedAdmin expected_admin(const std::vector<std::string>& args) {
     } else if (key == "max_task_s") {
       auto seconds = documented_seconds(value);
       if ((accepted = seconds.has_value())) config.max_task_s = *seconds;
+    } else if (key == "lease_partition") {
+      config.lease_partition = value;  // empty: no leases
+    } else if (key == "lease_max_cores") {
+      auto count = documented_count(value);
+      if ((accepted = count.has_value())) config.lease_max_cores = *count;
+    } else if (key == "lease_time") {
+      auto minutes = documented_minutes(value);
+      if ((accepted = minutes.has_value())) config.lease_time_min = *minutes;
     } else if (key == "log_level") {
       auto level = documented_log_level(value);
       if ((accepted = level.has_value())) config.log_level = *level;
@@ -156,6 +167,9 @@ const char* config_difference(const AdminConfig& a, const AdminConfig& b) {
   if (a.wait_ready != b.wait_ready) return "start";
   if (a.cgroup != b.cgroup) return "cgroup";
   if (a.max_task_s != b.max_task_s) return "max_task_s";
+  if (a.lease_partition != b.lease_partition) return "lease_partition";
+  if (a.lease_max_cores != b.lease_max_cores) return "lease_max_cores";
+  if (a.lease_time_min != b.lease_time_min) return "lease_time";
   if (a.log_level != b.log_level) return "log_level";
   if (a.ready_timeout != b.ready_timeout) return "ready_timeout";
   if (a.stop_grace != b.stop_grace) return "stop_grace";
@@ -183,6 +197,8 @@ void check_ranges(const AdminConfig& config) {
   for (const auto& partition : config.allow_partitions) {
     SIDECORE_FUZZ_CHECK(!partition.empty() && !contains(partition, ","));
   }
+  if (config.lease_max_cores) SIDECORE_FUZZ_CHECK(*config.lease_max_cores <= kMaxCores);
+  SIDECORE_FUZZ_CHECK(config.lease_time_min >= 1 && config.lease_time_min <= 525'600);
 }
 
 // Slurm's plugstack.conf reader splits a line at spaces, tabs and newlines (strtok_r with " \t\n");
@@ -239,11 +255,13 @@ JobOptions earlier_options() {
   options.offload = OffloadRequest::cores(3);
   options.poll = PollMode::hot;
   options.libraries = {"/earlier/libf.so"};
+  options.lease = 5;
   return options;
 }
 
 bool same_options(const JobOptions& a, const JobOptions& b) {
-  return a.offload == b.offload && a.poll == b.poll && a.libraries == b.libraries && a.stats == b.stats;
+  return a.offload == b.offload && a.poll == b.poll && a.libraries == b.libraries && a.stats == b.stats &&
+         a.lease == b.lease;
 }
 
 // A refused flag: a message naming the flag (and the value, where the flag has one) and no change.
@@ -322,10 +340,25 @@ void check_stats_flag(const char* value) {
   SIDECORE_FUZZ_CHECK(same_options(options, earlier_options()));
 }
 
+// --offload-lease=N: cores to lease on other nodes, 0 (none) to kMaxCores; a value is required.
+void check_lease_flag(const char* value) {
+  JobOptions options = earlier_options();
+  const auto error = parse_lease_flag(value, options);
+  const auto expected = value ? documented_count(value) : std::nullopt;
+  if (!expected) {
+    check_refused(error, options, "--offload-lease=" + std::string(value ? value : ""));
+    return;
+  }
+  SIDECORE_FUZZ_CHECK(!error.has_value() && options.lease == *expected);
+  options.lease = earlier_options().lease;
+  SIDECORE_FUZZ_CHECK(same_options(options, earlier_options()));
+}
+
 void check_job_flags(const char* value) {
   check_offload_flag(value);
   check_poll_flag(value);
   check_lib_flag(value);
+  check_lease_flag(value);
   check_stats_flag(value);
 }
 

@@ -160,6 +160,8 @@ SPANK_OPTIONS = {
     "poll-adaptive": "adaptive",
     "lib-paths": "/a/libx.so,liby.so",
     "lib-none": ",",
+    "lease-keys": "lease_partition=spare lease_max_cores=8 lease_time=120 lease_partition= lease_time=0 "
+                  "lease_max_cores=65537 lease_time=525600",
 }
 
 

@@ -11,6 +11,17 @@
  *           restart as lost, but the last rank kills only its node's worker process (a crash): its
  *                   supervisor starts a new one, and every rank's tasks reach that node again
  *                   through the same pool (callers on the node and on the other nodes alike)
+ *           lease   under srun --offload-lease: the pool grows once the lease's executors start
+ *                   (pool_create does not wait), and tasks run on the lease's nodes, none of which
+ *                   is a node of this job; prints when the first one came back (lease_first_task=)
+ *           lease_preempt  as lease, then tasks stream (a window of 8) until the file
+ *                   `preempted` appears in the working folder and 2 s more: the test preempts the
+ *                   lease meanwhile (it waits for the file `lease-serving`, made here). Every task
+ *                   must succeed with a correct result: the lease's executors drain, and what they
+ *                   decline runs elsewhere
+ *           lease_none  a step whose lease was refused: every task runs on this node's executor
+ *           lease_foreign  SIDECORE_LEASE_JOB names another job's lease, whose executors have
+ *                   another token: they refuse this rank, and every task runs on this node
  *
  * Tasks call `where` (tests/functions), which reports the host that ran it. Every rank checks its
  * own results; rank 0 prints one summary line per rank and the total, and the exit status is
@@ -347,9 +358,131 @@ static void check_lost(int restart) {
   CHECK(rc == MPI_SUCCESS, "pool_free after the loss: rc %d", rc);
 }
 
+/* Waits (up to 60 s) for the lease's executors to join the pool; returns the pool's workers then. */
+static int wait_for_lease(MPIX_Offload_pool pool, int *local) {
+  int total = -1;
+  const double start = now_s();
+  do {
+    MPIX_Offload_pool_size(pool, local, &total);
+    if (total > *local) break;
+    usleep(100000);
+  } while (now_s() - start < 60);
+  CHECK(total > *local, "the lease's executors did not join the pool within 60 s (pool %d local of %d)", *local, total);
+  return total;
+}
+
+/* A where task's result is "host:pid" from a real host. */
+static void check_where_result(const struct task *task, int t) {
+  CHECK(task->status.MPI_ERROR == MPI_SUCCESS, "task %d: error %d", t, task->status.MPI_ERROR);
+  CHECK(task->host[0] != '\0' && strchr(task->out, ':') != NULL, "task %d: no host:pid in its result", t);
+}
+
+static void check_lease(int preempt) {
+  /* Scope node: without the lease, nothing leaves this node; the lease is used whatever the scope. */
+  MPIX_Offload_pool pool = make_pool("node");
+  int local = -1;
+  int total = -1;
+  MPIX_Offload_pool_size(pool, &local, &total);
+  const int before = total;
+  MPIX_Offload_function fn = lookup_where(pool);
+  total = wait_for_lease(pool, &local);
+  /* More tasks than this node's worker holds, until some come back from the lease's nodes. */
+  enum { kWindow = 8 };
+  struct task tasks[kWindow];
+  int here = 0, leased = 0, batches = 0, served = 0;
+  char lease_host[kHostBytes] = "";
+  double first_lease_task = 0;
+  while (leased == 0 && batches < 20) {
+    for (int t = 0; t < kWindow; ++t) tasks[t].sleep_us = 50000;
+    run_tasks(fn, tasks, kWindow);
+    ++batches;
+    for (int t = 0; t < kWindow; ++t) {
+      check_where_result(&tasks[t], t);
+      if (tasks[t].status.MPI_ERROR != MPI_SUCCESS) continue;
+      ++served;
+      if (strcmp(tasks[t].host, own_host) == 0) {
+        ++here;
+      } else {
+        CHECK(!is_job_host(tasks[t].host), "task %d ran on %s, a node of this job, not the lease's", t, tasks[t].host);
+        if (leased++ == 0) {
+          first_lease_task = tasks[t].done;
+          snprintf(lease_host, sizeof lease_host, "%s", tasks[t].host);
+        }
+      }
+    }
+  }
+  CHECK(leased > 0, "no task ran on the lease's nodes in %d batches of %d", batches, kWindow);
+  struct timespec wall;
+  clock_gettime(CLOCK_REALTIME, &wall);
+  const double first_epoch = (double)wall.tv_sec + wall.tv_nsec / 1e9 - (now_s() - first_lease_task);
+  int failed = 0, after = 0;
+  if (preempt) {
+    /* Tell the test the lease serves, then stream until it has been preempted, and 2 s more. */
+    FILE *flag = fopen("lease-serving", "w");
+    CHECK(flag != NULL, "cannot create lease-serving in the working folder");
+    if (flag) fclose(flag);
+    double preempted_at = 0;
+    const double start = now_s();
+    while (now_s() - start < 120) {
+      for (int t = 0; t < kWindow; ++t) tasks[t].sleep_us = 20000;
+      run_tasks(fn, tasks, kWindow);
+      for (int t = 0; t < kWindow; ++t) {
+        check_where_result(&tasks[t], t);
+        if (tasks[t].status.MPI_ERROR != MPI_SUCCESS) {
+          ++failed;
+          continue;
+        }
+        ++served;
+        if (strcmp(tasks[t].host, own_host) == 0) ++here; else ++leased;
+        if (preempted_at > 0) ++after;
+      }
+      if (preempted_at == 0 && access("preempted", F_OK) == 0) preempted_at = now_s();
+      if (preempted_at > 0 && now_s() - preempted_at > 2) break;
+    }
+    CHECK(preempted_at > 0, "the test did not preempt the lease within 120 s");
+    CHECK(after > 0, "no task completed after the preemption");
+  }
+  snprintf(summary, sizeof summary,
+           "%s: rank %d on %s: pool %d local of %d workers at first, %d once the lease started; %d tasks served, "
+           "%d here, %d on the lease's nodes (first on %s), %d failed; lease_first_task=%.3f",
+           preempt ? "lease_preempt" : "lease", rank, own_host, local, before, total, served, here, leased, lease_host,
+           failed, first_epoch);
+  MPIX_Offload_function_free(&fn);
+  int rc = MPIX_Offload_pool_free(&pool);
+  CHECK(rc == MPI_SUCCESS, "pool_free: rc %d", rc);
+}
+
+/* Without a usable lease: tasks run on this node only (scope node), all of them successfully. For
+ * a foreign lease, waits until its cards have been read, so that tasks do try to go there. */
+static void check_no_lease(int foreign) {
+  MPIX_Offload_pool pool = make_pool("node");
+  int local = -1, total = -1;
+  MPIX_Offload_pool_size(pool, &local, &total);
+  MPIX_Offload_function fn = lookup_where(pool);
+  if (foreign) total = wait_for_lease(pool, &local);
+  enum { kTasks = 16 };
+  struct task tasks[kTasks];
+  int here = 0;
+  for (int round = 0; round < 4; ++round) {
+    for (int t = 0; t < kTasks; ++t) tasks[t].sleep_us = 20000;
+    run_tasks(fn, tasks, kTasks);
+    for (int t = 0; t < kTasks; ++t) {
+      check_where_result(&tasks[t], t);
+      CHECK(tasks[t].status.MPI_ERROR != MPI_SUCCESS || strcmp(tasks[t].host, own_host) == 0,
+            "task %d ran on %s, not on this node", t, tasks[t].host);
+      if (tasks[t].status.MPI_ERROR == MPI_SUCCESS && strcmp(tasks[t].host, own_host) == 0) ++here;
+    }
+  }
+  snprintf(summary, sizeof summary, "%s: rank %d on %s: %d of %d tasks here; pool %d local of %d workers",
+           foreign ? "lease_foreign" : "lease_none", rank, own_host, here, 4 * kTasks, local, total);
+  MPIX_Offload_function_free(&fn);
+  int rc = MPIX_Offload_pool_free(&pool);
+  CHECK(rc == MPI_SUCCESS, "pool_free: rc %d", rc);
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
-    fprintf(stderr, "usage: %s spread|bounded|node|lost|restart FUNCTION_LIBRARY\n", argv[0]);
+    fprintf(stderr, "usage: %s spread|bounded|node|lost|restart|lease|lease_preempt|lease_none|lease_foreign FUNCTION_LIBRARY\n", argv[0]);
     return 2;
   }
   const char *scenario = argv[1];
@@ -380,6 +513,14 @@ int main(int argc, char **argv) {
     check_lost(0);
   } else if (strcmp(scenario, "restart") == 0) {
     check_lost(1);
+  } else if (strcmp(scenario, "lease") == 0) {
+    check_lease(0);
+  } else if (strcmp(scenario, "lease_preempt") == 0) {
+    check_lease(1);
+  } else if (strcmp(scenario, "lease_none") == 0) {
+    check_no_lease(0);
+  } else if (strcmp(scenario, "lease_foreign") == 0) {
+    check_no_lease(1);
   } else {
     CHECK(0, "unknown scenario %s", scenario);
   }

@@ -3,7 +3,8 @@
 # node a network namespace with its own hostname and /dev/shm, run by a non-root test user. One
 # case per invocation:
 #   tests/multinode/multinode_test.sh setup | teardown | spread | node_scope | lost | restart | sbatch |
-#                                     slurmd_restart | preempt_spare
+#                                     slurmd_restart | preempt_spare | lease | lease_preempt |
+#                                     lease_refused | lease_tokens
 # Environment: SIDECORE_BUILD_DIR (the build to test), SIDECORE_TEST_USER (default sidecore-test).
 #
 # The cluster has its own folder and ports, so it never meets the slurm tier's one-node cluster.
@@ -24,9 +25,11 @@ programs=/tmp/sidecore-multinode-test-programs  # the MPI program and the functi
 # between nodes, executors must listen on the node's own address.
 unset FI_TCP_IFACE FI_PROVIDER OMPI_MCA_btl_tcp_if_include OMPI_MCA_oob_tcp_if_include
 
+# $1: the plugin's admin arguments (none by default).
 cluster_up() {
-  "$cluster" up --nodes "$nodes" --prefix "$prefix" --plugin-args "" >/dev/null
+  "$cluster" up --nodes "$nodes" --prefix "$prefix" --plugin-args "${1-}" >/dev/null
 }
+lease_args="lease_partition=spare lease_max_cores=2"
 
 work=$(new_work_dir sidecore-multinode-test)
 trap 'rm -rf "$work"' EXIT
@@ -206,6 +209,152 @@ JOB
   check "a default-partition job took node1's $cpus CPUs from a spare job after $elapsed_ms ms: the step got SIGTERM, ended, and the job ended by itself"
 }
 
+# Leases (srun --offload-lease=N, docs/user-guide.md): a one-node job on node1 whose rank leases 2
+# cores of the spare partition. $1: the checks' scenario; the rest: more srun options.
+lease_step() {
+  local scenario=$1
+  shift
+  as_user salloc -Q -w node1 -N1 -n1 -c2 srun --kill-on-bad-exit=1 --mpi=pmix --exact -c1 --offload=idle \
+    --offload-poll=adaptive --offload-lease=2 "$@" "$programs/multinode_checks" "$scenario" \
+    "$programs/libsidecore_test_functions.so"
+}
+
+# The test user's lease jobs as `sacct --completion` records them once they end, one per line:
+# JobID|JobName|Partition|State|NodeList (the fields of jobcomp/filetxt).
+lease_records() {
+  sacct --completion -n -P -u "$user" -o JobID,JobName,Partition,State,NodeList 2>/dev/null | grep '|sidecore-lease\.' || true
+}
+
+# The lease job of consumer job $1 once it has ended (up to 30 s), as lease_records prints it.
+ended_lease_of() {
+  local record=""
+  for _ in $(seq 300); do
+    record=$(lease_records | grep "|sidecore-lease\.$1|" || true)
+    [[ -n $record && -z $(squeue -h -u "$user" -n "sidecore-lease.$1" -o %i) ]] && break
+    sleep 0.1
+  done
+  echo "$record"
+}
+
+# The consumer job of the last lease_step, from the lease job's name.
+last_consumer_job() { lease_records | tail -1 | cut -d'|' -f2 | sed 's/^sidecore-lease\.//'; }
+
+case_lease() {
+  cluster_up "$lease_args"
+  local start_ns
+  start_ns=$(date +%s%N)
+  lease_step lease >"$work/out" 2>"$work/err" || fail "the leasing job failed: $(cat "$work/out" "$work/err")"
+  cat "$work/out"
+  grep -q "^lease on 1 nodes: .* 0 failures$" "$work/out" || fail "the leasing job's checks failed: $(cat "$work/err")"
+  local line first_s consumer record
+  line=$(grep '^lease: rank 0 ' "$work/out")
+  first_s=$(sed -n 's/.*lease_first_task=\([0-9.]*\).*/\1/p' <<<"$line")
+  consumer=$(last_consumer_job)
+  [[ -n $consumer ]] || fail "no lease job in sacct --completion: $(sacct --completion -n -P -u "$user" 2>&1 | tail -3)"
+  record=$(ended_lease_of "$consumer")
+  # JobID|JobName|Partition|State|NodeList: in the lease partition, cancelled when the step ended,
+  # on nodes other than the job's.
+  IFS='|' read -r _ _ partition state nodelist <<<"$record"
+  [[ $partition == spare ]] || fail "the lease job ran in partition '$partition', not spare: $record"
+  [[ $state == CANCELLED ]] || fail "the lease job is '$state' after its consumer ended, not CANCELLED: $record"
+  [[ $nodelist != *node1* ]] || fail "the lease job ran on the consumer's node: $record"
+  local host
+  host=$(sed -n 's/.*(first on \([^)]*\)).*/\1/p' <<<"$line")
+  [[ -n $host && $nodelist == *"${host#node}"* ]] || fail "the lease's tasks ran on $host, not on its nodes $nodelist"
+  expect_no_executor_left
+  local states
+  states=$(nodes_settled)
+  [[ $states == 'idle|none ' ]] || fail "nodes are '$states' (state|reason) after the lease, not all idle"
+  check "a one-node job leased 2 cores of spare on $nodelist: its tasks ran there (first on $host," \
+    "$(awk -v a="$first_s" -v b="$start_ns" 'BEGIN { printf "%.1f", a - b / 1e9 }') s after salloc);" \
+    "the lease was cancelled when the step ended; nothing left, nodes idle"
+}
+
+case_lease_preempt() {
+  cluster_up "$lease_args"
+  rm -f "$work/lease-serving" "$work/preempted"
+  lease_step lease_preempt >"$work/out" 2>"$work/err" &
+  local step=$!
+  for _ in $(seq 900); do
+    [[ -e $work/lease-serving ]] && break
+    kill -0 "$step" 2>/dev/null || break
+    sleep 0.1
+  done
+  [[ -e $work/lease-serving ]] || fail "the lease did not serve within 90 s: $(cat "$work/out" "$work/err")"
+  # A normal job that needs every CPU of the lease's nodes.
+  local lease nodelist cpus start_ns waited_ms
+  lease=$(squeue -h -u "$user" -p spare -o %i | head -1)
+  nodelist=$(squeue -h -j "$lease" -o %N)
+  cpus=$(sinfo -h -n node2 -o %c | head -1)
+  start_ns=$(date +%s%N)
+  as_user srun -Q -p debug -w "$nodelist" -N"$(scontrol show hostnames "$nodelist" | wc -l)" --ntasks-per-node=1 \
+    -c"$cpus" hostname >"$work/normal.out" 2>"$work/normal.err" || fail "the normal job failed: $(cat "$work/normal.err")"
+  waited_ms=$((($(date +%s%N) - start_ns) / 1000000))
+  touch "$work/preempted"
+  wait_ended "$step" 120
+  [[ $ended == 0 ]] || fail "the leasing job failed across the preemption: $(cat "$work/out" "$work/err")"
+  cat "$work/out"
+  grep -q "^lease_preempt on 1 nodes: .* 0 failures$" "$work/out" || fail "tasks failed across the preemption"
+  grep -q "^lease_preempt: rank 0 .* 0 failed;" "$work/out" || fail "a task failed across the preemption"
+  local record
+  record=$(ended_lease_of "$(last_consumer_job)")
+  [[ $(cut -d'|' -f4 <<<"$record") == PREEMPTED ]] || fail "the lease job did not end preempted: $record"
+  expect_no_executor_left
+  check "a normal job on $nodelist preempted the lease while tasks streamed; it waited $waited_ms ms for its" \
+    "cores; no task failed, every result correct"
+}
+
+case_lease_refused() {
+  # No lease partition configured: one clear message, and the step runs without a lease.
+  cluster_up ""
+  lease_step lease_none >"$work/out" 2>"$work/err" && true
+  grep -q -- "--offload-lease=2: .*lease_partition.*; the step runs without a lease" "$work/err" ||
+    fail "no clear message for a lease on a cluster without lease_partition: $(cat "$work/err")"
+  [[ $(grep -c -- "--offload-lease" "$work/err") == 1 ]] || fail "more than one lease message: $(cat "$work/err")"
+  grep -q "^lease_none on 1 nodes: .* 0 failures$" "$work/out" || fail "the step did not run without its lease: $(cat "$work/out" "$work/err")"
+  [[ -z $(squeue -h -u "$user" -p spare -o %i) ]] || fail "a lease job was submitted anyway"
+  # More than lease_max_cores.
+  cluster_up "$lease_args"
+  as_user salloc -Q -w node1 -N1 -n1 -c2 srun --mpi=pmix --exact -c1 --offload=idle --offload-lease=3 \
+    "$programs/multinode_checks" lease_none "$programs/libsidecore_test_functions.so" >"$work/out" 2>"$work/err" && true
+  grep -q -- "--offload-lease=3: the site lends at most 2 core(s) per step (lease_max_cores); the step runs without a lease" "$work/err" ||
+    fail "no clear message for a lease over lease_max_cores: $(cat "$work/err")"
+  grep -q "^lease_none on 1 nodes: .* 0 failures$" "$work/out" || fail "the step did not run without its lease: $(cat "$work/out" "$work/err")"
+  expect_no_executor_left
+  check "a lease without lease_partition, and one over lease_max_cores: one clear message each, the step ran"
+}
+
+# Two jobs of the same user, each with its own lease: a rank pointed at the other job's lease
+# (SIDECORE_LEASE_JOB) has the wrong token there and runs nothing on it.
+case_lease_tokens() {
+  cluster_up "$lease_args"
+  rm -f "$work/lease-serving" "$work/preempted"
+  # The first job's lease serves (it streams until `preempted` appears).
+  lease_step lease_preempt >"$work/out1" 2>"$work/err1" &
+  local first=$!
+  for _ in $(seq 900); do
+    [[ -e $work/lease-serving ]] && break
+    kill -0 "$first" 2>/dev/null || break
+    sleep 0.1
+  done
+  [[ -e $work/lease-serving ]] || fail "the first lease did not serve within 90 s: $(cat "$work/out1" "$work/err1")"
+  local other
+  other=$(squeue -h -u "$user" -p spare -o %i | head -1)
+  # The second job's rank follows the first job's lease instead of its own.
+  as_user salloc -Q -w node1 -N1 -n1 -c2 srun --mpi=pmix --exact -c1 --offload=idle --offload-lease=2 \
+    bash -c "SIDECORE_LEASE_JOB=$other exec $programs/multinode_checks lease_foreign $programs/libsidecore_test_functions.so" \
+    >"$work/out2" 2>"$work/err2" && true
+  touch "$work/preempted"
+  wait_ended "$first" 120
+  cat "$work/out2"
+  grep -q "^lease_foreign on 1 nodes: .* 0 failures$" "$work/out2" ||
+    fail "the second job used, or broke on, the first job's lease: $(cat "$work/out2" "$work/err2")"
+  grep -q "did not join" "$work/err2" || fail "no word of the executors that refused it: $(cat "$work/err2")"
+  [[ $ended == 0 ]] || fail "the first job failed: $(cat "$work/out1" "$work/err1")"
+  expect_no_executor_left
+  check "two jobs with a lease each: the second, pointed at the first's lease, was refused there and ran nothing on it"
+}
+
 # The test user's entries in the /dev/shm of the mount namespace file $1 (each node has its own).
 shm_in() { nsenter --mount="$1" find /dev/shm -maxdepth 1 -user "$user" -printf '%f\n' 2>/dev/null | sort; }
 
@@ -272,5 +421,5 @@ while [ ! -e '"$work"'/go ] && [ -d '"$work"' ]; do sleep 0.2; done'
   check "node2's slurmd killed and restarted under a 2-node step: the step ended normally; no executor, folder or shm left; nodes idle"
 }
 
-name=${1:?usage: $0 setup|teardown|spread|bounded|node_scope|lost|restart|sbatch|slurmd_restart}
+name=${1:?usage: $0 setup|teardown|spread|bounded|node_scope|lost|restart|sbatch|slurmd_restart|preempt_spare|lease|lease_preempt|lease_refused|lease_tokens}
 "case_${name//-/_}"

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -48,6 +49,11 @@ struct Completion {
   int function_return = 0;  // the function's return value (non-zero means error == FUNCTION)
   size_t out_bytes = 0;     // bytes the function wrote to `out`
   bool cancelled = false;   // cancel() took the task back before it was sent
+  // With EXECUTOR_LOST: the task found no executor left to go to (each drains, died or refused
+  // the client) while it waited to be sent, so running it elsewhere is safe: it never reached a
+  // worker, or it did and retry_lost declared it safe to repeat. The MPI extension then runs it
+  // inline where the pool's fallback allows.
+  bool not_started = false;
 };
 
 using TaskId = uint64_t;
@@ -208,6 +214,31 @@ class SIDECORE_API Client {
  private:
   struct Impl;
   explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Follows a lease job (srun --offload-lease sets SIDECORE_LEASE_JOB in the step's tasks): on a
+// thread of its own it reads the job's record through Slurm (squeue) and calls `on_cards` with the
+// cards of the lease's executors as they become ready, new ones only, until the lease has published
+// all of them, has ended, or this object is destroyed (the destructor waits for the thread). Hand
+// the cards to Client::standby() or Client::add_standby(): the client grows when the lease starts,
+// without waiting for it. `on_cards` runs on that thread and must not throw.
+class SIDECORE_API LeaseWatch {
+ public:
+  using CardsCallback = std::function<void(const std::vector<std::string>& cards)>;
+  LeaseWatch(std::string job, CardsCallback on_cards);
+  ~LeaseWatch();
+  LeaseWatch(const LeaseWatch&) = delete;
+  LeaseWatch& operator=(const LeaseWatch&) = delete;
+
+  // SIDECORE_LEASE_JOB, when it names a job.
+  static std::optional<std::string> job_from_environment();
+  // The cards in a lease job's comment ("sidecore-lease/1 tasks=N|card|card..."), and N (0 when
+  // the text is not a lease's).
+  static std::vector<std::string> parse_comment(std::string_view comment, size_t* tasks = nullptr);
+
+ private:
+  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 

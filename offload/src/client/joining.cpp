@@ -195,7 +195,7 @@ void Client::Impl::fail_join(uint32_t e, std::string_view why) {
 void Client::Impl::reroute(uint32_t index) {
   const uint32_t e = choose_executor(tasks[index].function);
   if (e == UINT32_MAX) {
-    tasks.deliver(index, Completion{ErrorKind::executor_lost, 0, 0, false});
+    tasks.deliver(index, Completion{ErrorKind::executor_lost, 0, 0, false, true});  // it waited: never ran
     return;
   }
   place(index, e);

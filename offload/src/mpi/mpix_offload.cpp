@@ -194,9 +194,11 @@ SIDECORE_C_API int PMPIX_Offload_pool_create(MPI_Comm comm, MPI_Info info, MPIX_
     auto& engine = sidecore::mpi::ProgressEngine::instance();
     engine.add(created.get());
     try {
+      created->start_lease_watch();
       std::lock_guard lock(registry().mutex);
       registry().pools.insert(created.get());
     } catch (...) {
+      created->stop_lease_watch();
       engine.remove(created.get());
       throw;
     }
@@ -212,7 +214,9 @@ SIDECORE_C_API int PMPIX_Offload_pool_free(MPIX_Offload_pool* pool) {
     Pool* live = live_pool(*pool);
     if (live == nullptr) return raise(comm, ErrorKind::bad_arg, "pool_free: not a live pool (freed already?)");
     comm = live->user_comm();
-    // Tasks whose requests were freed still run; wait for them so nothing completes into a dead pool.
+    // No lease executor joins from here on. Tasks whose requests were freed still run; wait for
+    // them so nothing completes into a dead pool.
+    live->stop_lease_watch();
     live->drain();
     sidecore::mpi::ProgressEngine::instance().remove(live);
     {

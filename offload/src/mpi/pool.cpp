@@ -158,6 +158,15 @@ void link(OffloadRequest*& list, OffloadRequest* state) noexcept {
   list = state;
 }
 
+// Runs a request's task in this process (the inline fallback).
+Completion run_here(const OffloadRequest& state) noexcept {
+  size_t out_bytes = 0;
+  const int value = state.local(state.in_bytes ? state.in : nullptr, state.in_bytes,
+                                state.out_capacity ? state.out : nullptr, state.out_capacity, &out_bytes);
+  const bool ok = value == 0 && out_bytes <= state.out_capacity;
+  return Completion{ok ? ErrorKind::none : ErrorKind::function, value, ok ? out_bytes : 0, false};
+}
+
 // A request's task is done with its connection (whose lock is held): off the pending list, then
 // completed. `tasks` counts it out first, since the request may be reused once it completes.
 void finish_pending(Connection& connection, OffloadRequest* state, const Completion& completion) noexcept {
@@ -384,9 +393,20 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
     connection->may_grow.store(true, std::memory_order_relaxed);
     owned_.push_back(std::move(connection));
   }
+  if (std::optional<std::string> job = LeaseWatch::job_from_environment()) {
+    // The step's lease (srun --offload-lease), whatever the scope: the user asked for those cores.
+    // Its executors join as the lease starts (add_lease_executors); until then the connection has
+    // neither a client nor standby executors, so nothing picks it.
+    auto connection = std::make_unique<Connection>();
+    connection->host = "lease job " + *job;
+    lease_ = connection.get();
+    lease_job_ = std::move(*job);
+    owned_.push_back(std::move(connection));
+  }
   // A refused token is a broken job setup, not a missing executor: every rank fails alike.
   MPI_Allreduce(MPI_IN_PLACE, &refused, 1, MPI_INT, MPI_MAX, comm_);
   if (refused) {
+    lease_ = nullptr;
     owned_.clear();
     MPI_Comm_free(&comm_);
     throw PoolError(ErrorKind::auth, refusal.empty() ? "an executor refused another rank's token" : refusal);
@@ -398,9 +418,62 @@ Pool::Pool(MPI_Comm comm, const PoolSettings& settings) : user_comm_(comm), sett
 }
 
 Pool::~Pool() noexcept {
+  stop_lease_watch();
   owned_.clear();  // only when the engine never took them
   if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
+
+void Pool::start_lease_watch() {
+  if (lease_ == nullptr) return;
+  lease_watch_ = std::make_unique<LeaseWatch>(lease_job_,
+                                              [this](const std::vector<std::string>& cards) { add_lease_executors(cards); });
+}
+
+void Pool::stop_lease_watch() noexcept { lease_watch_.reset(); }
+
+void Pool::add_lease_executors(const std::vector<std::string>& cards) noexcept {
+  try {
+    int workers = 0;
+    for (const std::string& text : cards) workers += static_cast<int>(parse_card(text).worker_addresses.size());
+    Connection& connection = *lease_;
+    {
+      std::lock_guard lock(connection.mutex);
+      if (connection.failed.load(std::memory_order_relaxed)) return;
+      if (connection.client) {
+        if (!connection.use([&](Client& client) { client.add_standby(cards); })) return;
+      } else {
+        // The pool's first task that finds the other executors busy makes the client (submit).
+        connection.standby.insert(connection.standby.end(), cards.begin(), cards.end());
+        connection.may_grow.store(true, std::memory_order_relaxed);
+      }
+    }
+    total_workers_.fetch_add(workers, std::memory_order_relaxed);
+    logger("sidecore.mpi")
+        ->info("lease job {}: {} executor(s) with {} worker(s) joined the pool ({} worker(s) in all)", lease_job_,
+               cards.size(), workers, total_workers());
+  } catch (const std::exception& e) {
+    logger("sidecore.mpi")->warn("lease job {}: cannot use its executors: {}", lease_job_, e.what());
+  } catch (...) {
+  }
+}
+
+namespace {
+
+// The function in this process, for the inline fallback. Throws PoolError.
+void load_local(OffloadFunction& function) {
+  function.local_library = dlopen(function.library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (function.local_library == nullptr) {
+    const char* why = dlerror();
+    throw PoolError(ErrorKind::not_found, fmt::format("cannot load '{}': {}", function.library, why ? why : "?"));
+  }
+  function.local = reinterpret_cast<sidecore_function_t>(dlsym(function.local_library, function.symbol.c_str()));
+  if (function.local == nullptr) {
+    throw PoolError(ErrorKind::not_found,
+                    fmt::format("library '{}' has no symbol '{}'", function.library, function.symbol));
+  }
+}
+
+}  // namespace
 
 std::unique_ptr<OffloadFunction> Pool::lookup(const std::string& library, const std::string& symbol) {
   auto function = std::make_unique<OffloadFunction>();
@@ -409,16 +482,18 @@ std::unique_ptr<OffloadFunction> Pool::lookup(const std::string& library, const 
   function->symbol = symbol;
   if (connections_.empty()) {
     if (settings_.fallback == Fallback::error) return function;  // submit reports NO_EXECUTOR
-    function->local_library = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (function->local_library == nullptr) {
-      const char* why = dlerror();
-      throw PoolError(ErrorKind::not_found, fmt::format("cannot load '{}': {}", library, why ? why : "?"));
-    }
-    function->local = reinterpret_cast<sidecore_function_t>(dlsym(function->local_library, symbol.c_str()));
-    if (function->local == nullptr) {
-      throw PoolError(ErrorKind::not_found, fmt::format("library '{}' has no symbol '{}'", library, symbol));
-    }
+    load_local(*function);
     return function;
+  }
+  if (lease_ != nullptr && settings_.fallback == Fallback::inline_call) {
+    // A lease's executors may not have started yet, and they drain when Slurm takes the cores
+    // back: the tasks that find none run here. Where the library is only on the executors' side,
+    // they fail as they would without a lease.
+    try {
+      load_local(*function);
+    } catch (const PoolError& e) {
+      logger("sidecore.mpi")->debug("no inline fallback for '{}': {}", symbol, e.what());
+    }
   }
   function->remote.resize(connections_.size());  // a failed connection keeps an invalid Function: never picked
   for (size_t i = 0; i < connections_.size(); ++i) {
@@ -499,11 +574,12 @@ int run_inline(OffloadFunction& function, std::atomic<size_t>& pool_in_flight, c
   *request = state->request;
   OffloadRequest* raw = state.release();  // owned by the request now; free_request recycles it
   engine.started(pool_in_flight);
-  size_t out_bytes = 0;
-  const int value =
-      function.local(in_bytes ? in : nullptr, in_bytes, out_capacity ? out : nullptr, out_capacity, &out_bytes);
-  const bool ok = value == 0 && out_bytes <= out_capacity;
-  finish(raw, Completion{ok ? ErrorKind::none : ErrorKind::function, value, ok ? out_bytes : 0, false});
+  raw->local = function.local;
+  raw->in = in;
+  raw->in_bytes = in_bytes;
+  raw->out = out;
+  raw->out_capacity = out_capacity;
+  finish(raw, run_here(*raw));
   engine.progress_on_application_thread(false);  // this is the application's thread: complete now
   return MPI_SUCCESS;
 }
@@ -512,11 +588,18 @@ int run_inline(OffloadFunction& function, std::atomic<size_t>& pool_in_flight, c
 
 int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, void* out, size_t out_capacity,
                  MPI_Request* request) {
-  if (connections_.empty() && function.local == nullptr) return error_code(ErrorKind::no_executor);
   ProgressEngine& engine = ProgressEngine::instance();
-  if (function.local != nullptr) return run_inline(function, in_flight_, in, in_bytes, out, out_capacity, request);
+  if (connections_.empty()) {
+    if (function.local == nullptr) return error_code(ErrorKind::no_executor);
+    return run_inline(function, in_flight_, in, in_bytes, out, out_capacity, request);
+  }
   const std::optional<size_t> picked = pick_connection();
-  if (!picked) return error_code(ErrorKind::executor_lost);  // every connection's client has failed
+  if (!picked) {
+    // Every connection's client has failed, or only a lease is left that has not started yet.
+    if (function.local != nullptr) return run_inline(function, in_flight_, in, in_bytes, out, out_capacity, request);
+    const bool lease_pending = lease_ != nullptr && !lease_->failed.load(std::memory_order_relaxed);
+    return error_code(lease_pending ? ErrorKind::no_executor : ErrorKind::executor_lost);
+  }
   const size_t index = *picked;
   Connection& connection = *connections_[index];
   {
@@ -548,6 +631,11 @@ int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, voi
     }
     OffloadRequest* state = take_request(connection);
     state->pool_in_flight = &in_flight_;
+    state->local = function.local;
+    state->in = in;
+    state->in_bytes = in_bytes;
+    state->out = out;
+    state->out_capacity = out_capacity;
     const int rc = start_request(state);
     if (rc != MPI_SUCCESS) {
       state->next = connection.spare;
@@ -604,6 +692,12 @@ void Connection::deliver_completions() noexcept {
     auto* state = static_cast<OffloadRequest*>(done.user);
     if (state->connection.load(std::memory_order_relaxed) != this)
       continue;  // completed already, when the client failed
+    if (done.completion.not_started && state->local != nullptr) {
+      // Its executors drain (a lease taken back) or died before it was sent: the inline fallback
+      // runs it here, on whichever thread makes progress, so that it does not fail.
+      finish_pending(*this, state, run_here(*state));
+      continue;
+    }
     finish_pending(*this, state, done.completion);
   }
   completed.clear();

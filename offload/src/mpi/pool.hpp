@@ -42,6 +42,13 @@ struct OffloadRequest {
   OffloadRequest* prev = nullptr;  // in the connection's list of pending requests
   OffloadRequest* next = nullptr;  // ... or, once done, in the cache or the deferred list
   TaskId task = kNoTask;
+  // The task again, for the inline fallback when its executors drain before it starts
+  // (Completion::not_started); `local` is null when the pool has no fallback for it.
+  sidecore_function_t local = nullptr;
+  const void* in = nullptr;
+  size_t in_bytes = 0;
+  void* out = nullptr;
+  size_t out_capacity = 0;
   Completion completion;
   int error = MPI_SUCCESS;
   // Set (release) after completion and error are written, read (acquire) by query_request; set
@@ -133,7 +140,8 @@ class Pool {
   // Hands the connections over to the progress engine (ProgressEngine::add).
   std::vector<std::unique_ptr<Connection>> release_connections() noexcept { return std::move(owned_); }
   int local_workers() const noexcept { return local_workers_; }
-  int total_workers() const noexcept { return total_workers_; }
+  // Grows when a lease's executors join (on the lease watch's thread).
+  int total_workers() const noexcept { return total_workers_.load(std::memory_order_relaxed); }
   // Tasks submitted and not yet delivered to their request.
   std::atomic<size_t>& in_flight() noexcept { return in_flight_; }
 
@@ -146,11 +154,19 @@ class Pool {
   // Makes progress until no task of this pool is in flight.
   void drain();
 
+  // A lease (srun --offload-lease: SIDECORE_LEASE_JOB): follows its job record and adds its
+  // executors to the pool's lease connection as they start. Start once the engine owns the
+  // connections; stop before it lets them go. Both are no-ops without a lease.
+  void start_lease_watch();
+  void stop_lease_watch() noexcept;
+
  private:
   // The connection for the next task, from the snapshots only (no lock, no call into a client:
   // noticing a lost executor and greeting replaced workers is the progress side's job); none
   // when every connection has failed.
   std::optional<size_t> pick_connection() const noexcept;
+  // The lease watch's callback: the cards of executors the lease just started.
+  void add_lease_executors(const std::vector<std::string>& cards) noexcept;
 
   MPI_Comm user_comm_ = MPI_COMM_NULL;
   MPI_Comm comm_ = MPI_COMM_NULL;
@@ -160,8 +176,11 @@ class Pool {
   std::vector<std::unique_ptr<Connection>> owned_;  // until the engine takes them
   std::vector<Connection*> connections_;
   int local_workers_ = 0;
-  int total_workers_ = 0;
+  std::atomic<int> total_workers_{0};
   std::atomic<size_t> in_flight_{0};
+  std::string lease_job_;          // the lease's Slurm job id, when the step has one
+  Connection* lease_ = nullptr;    // its executors' connection (among connections_)
+  std::unique_ptr<LeaseWatch> lease_watch_;
 };
 
 template <class Call>

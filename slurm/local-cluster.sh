@@ -227,7 +227,7 @@ MailProg=/bin/true
 SchedulerType=sched/builtin
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=$( ((cgroup)) && echo jobacct_gather/cgroup || echo jobacct_gather/none)
-# Finished jobs in a text file, which `sacct --completion` reads (leases included): a record of
+# Finished jobs in a text file, which sacct --completion reads (leases included): a record of
 # what ran without a slurmdbd.
 JobCompType=jobcomp/filetxt
 JobCompLoc=$dir/jobcomp.txt

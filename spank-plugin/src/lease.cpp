@@ -124,7 +124,8 @@ std::vector<std::string> lease_environment(const std::vector<std::string>& env, 
 }
 
 std::vector<std::string> sbatch_arguments(const LeaseRequest& request) {
-  std::vector<std::string> args{"sbatch", "--parsable", "--quiet", "--partition=" + request.partition,
+  // Not --quiet: Slurm 22.05's sbatch then prints no job id, even with --parsable.
+  std::vector<std::string> args{"sbatch", "--parsable", "--partition=" + request.partition,
                                 "--ntasks=" + std::to_string(request.cores), "--cpus-per-task=1",
                                 "--time=" + std::to_string(request.minutes),
                                 "--job-name=sidecore-lease." + std::to_string(request.consumer_job),

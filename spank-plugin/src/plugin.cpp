@@ -268,6 +268,13 @@ void Plugin::submit_lease(const std::string& token) {
   const CommandResult submitted = run_command(sbatch_arguments(request), lease_environment(env, token), kCommandLimit);
   std::optional<uint32_t> lease;
   if (submitted.ran && submitted.exit_code == 0) lease = parse_sbatch_job_id(submitted.out);
+  if (!lease && submitted.ran && submitted.exit_code == 0) {
+    // Submitted, but its id did not come back: cancel it by its name, which is this job's own.
+    run_command({"scancel", "--quiet", "--name=sidecore-lease." + std::to_string(request.consumer_job)}, env,
+                kCommandLimit);
+    refuse("sbatch gave no job id for the lease job (its output: '" + submitted.out + "'); it was cancelled");
+    return;
+  }
   if (!lease) {
     std::string why = submitted.err;
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();

@@ -49,7 +49,7 @@ class LeaseTest : public ::testing::Test {
     write_tool("sbatch",
                "echo \"sbatch $*\" >> " + dir.file("calls") + "\nenv > " + dir.file("sbatch.env") +
                    "\nif [ -n \"$FAIL\" ]; then echo 'sbatch: error: invalid partition specified: spare' >&2; "
-                   "exit 1; fi\necho '4242;cluster'");
+                   "exit 1; fi\nif [ -n \"$SILENT\" ]; then exit 0; fi\necho '4242;cluster'");
     write_tool("squeue", "echo \"squeue $*\" >> " + dir.file("calls") + "\necho '1:30:00'");
     write_tool("scancel", "echo \"scancel $*\" >> " + dir.file("calls"));
     const char* path = std::getenv("PATH");
@@ -90,7 +90,7 @@ TEST_F(LeaseTest, SrunSubmitsTheLeaseAsTheUsersJobAndCancelsItAtTheEnd) {
   const std::string text = calls();
   EXPECT_NE(text.find("squeue --noheader --jobs=17 --format=%L"), std::string::npos) << text;
   // The job's 90 minutes left bound the admin's 120.
-  EXPECT_NE(text.find("sbatch --parsable --quiet --partition=spare --ntasks=2 --cpus-per-task=1 --time=90 "
+  EXPECT_NE(text.find("sbatch --parsable --partition=spare --ntasks=2 --cpus-per-task=1 --time=90 "
                       "--job-name=sidecore-lease.17 --output=/dev/null --error=/dev/null --chdir=/ "
                       "--comment=sidecore-lease/1 --account=physics /opt/sidecore/libexec/sidecore/sidecore-lease "
                       "/opt/sidecore/bin/sidecore-executor tcp;ofi_rxm --poll adaptive --log-level warn "
@@ -144,6 +144,17 @@ TEST_F(LeaseTest, SlurmsRefusalReachesTheUser) {
       << host.all_messages();
   EXPECT_EQ(plugin.exit(), 0);
   EXPECT_EQ(calls().find("scancel"), std::string::npos) << calls();
+}
+
+// sbatch --quiet prints no id even with --parsable (Slurm 22.05): a lease submitted without one
+// coming back is cancelled by its name, never left to run.
+TEST_F(LeaseTest, ALeaseWhoseIdDidNotComeBackIsCancelledByName) {
+  host.env["SILENT"] = "1";
+  srun({"lease_partition=spare"}, 1);
+  EXPECT_FALSE(host.env.count(kLeaseJobVariable));
+  EXPECT_NE(calls().find("scancel --quiet --name=sidecore-lease.17"), std::string::npos) << calls();
+  EXPECT_TRUE(host.logged(LogLevel::warn, "--offload-lease=1: sbatch gave no job id for the lease job"))
+      << host.all_messages();
 }
 
 TEST_F(LeaseTest, NoLeaseWasAskedForNoCommandRuns) {

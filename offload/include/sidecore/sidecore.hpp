@@ -206,6 +206,9 @@ class SIDECORE_API Client {
   const std::string& executor_host() const noexcept;  // the host name in the first executor's card
   // Every executor of the client died: every task completes with EXECUTOR_LOST.
   bool executor_lost() const noexcept;
+  // Some executor can take a task now: one that is neither lost nor draining, or a standby one.
+  // When none can, a task completes at once with EXECUTOR_LOST and Completion::not_started.
+  bool accepts_tasks() const noexcept;
   // Makes progress on what a lost worker needs: noticing the loss, greeting the worker its executor
   // started in its place (cheap to call often). True while the client's executor is alive; its
   // workers are replaced on their own, so this never has to be called for that.

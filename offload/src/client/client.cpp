@@ -152,6 +152,7 @@ const std::string& Client::executor_host() const noexcept {
   return impl_->executors.empty() ? none : impl_->executors.front().card.host;
 }
 bool Client::executor_lost() const noexcept { return impl_->all_executors_lost(); }
+bool Client::accepts_tasks() const noexcept { return impl_->accepts_tasks(); }
 bool Client::reconnect() {
   progress();  // notices a lost executor, and greets replaced workers
   return !impl_->all_executors_lost();

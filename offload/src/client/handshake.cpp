@@ -186,6 +186,14 @@ void Client::Impl::apply_task_bound(const ExecutorCard& card) noexcept {
   if (task_timeout.count() == 0 || task_timeout > bound) task_timeout = bound;
 }
 
+bool Client::Impl::accepts_tasks() const noexcept {
+  if (!standby.empty()) return true;
+  for (const auto& executor : executors) {
+    if (!executor.lost && !executor.draining) return true;
+  }
+  return false;
+}
+
 bool Client::Impl::all_executors_lost() const noexcept {
   if (!standby.empty()) return false;
   for (const auto& executor : executors) {

@@ -475,7 +475,7 @@ TaskId Client::Impl::submit(const Function& function, const void* in, size_t in_
   slot.function = function.ids_[0];
   const uint32_t e = executors.size() == 1 && standby.empty() ? 0 : choose_executor(slot.function);
   if (e == UINT32_MAX || executors[e].lost || executors[e].draining) {
-    tasks.deliver(index, Completion{ErrorKind::executor_lost, 0, 0, false});
+    tasks.deliver(index, Completion{ErrorKind::executor_lost, 0, 0, false, true});  // nothing was sent
     return id;
   }
   slot.waiting = true;

@@ -283,6 +283,7 @@ struct Client::Impl {
   Reply* find_reply(uint64_t key);
   Function lookup(std::string_view library, std::string_view symbol);
   bool all_executors_lost() const noexcept;
+  bool accepts_tasks() const noexcept;
   bool has_executor(std::string_view executor_id) const noexcept;
   // The site's bound on any task of `card`'s executor (max_task_s) is the longest a task may take
   // from here too: the client keeps the smallest bound of its executors.

@@ -90,7 +90,8 @@ struct Connection {
   bool thread_sleeping = false;            // the progress thread sleeps on the client (outside the lock)
   bool release_on_waking = false;          // ... and releases it once awake: it failed meanwhile
   std::atomic<bool> failed{false};         // the client threw: no longer used
-  std::atomic<bool> executor_lost{false};  // its executor died (the client's executor_lost())
+  // Its executors died or drain: it takes no task now (not the client's accepts_tasks()).
+  std::atomic<bool> executor_lost{false};
   std::atomic<size_t> tasks{0};            // tasks in flight on it
   std::atomic<size_t> workers{0};          // of the executors it has connected
   std::atomic<bool> may_grow{false};       // it has standby executors left
@@ -189,7 +190,7 @@ bool Connection::use(Call&& call) noexcept {
   try {
     call(*client);
     deliver_completions();
-    executor_lost.store(client->executor_lost(), std::memory_order_relaxed);
+    executor_lost.store(!client->accepts_tasks(), std::memory_order_relaxed);
     workers.store(client->workers(), std::memory_order_relaxed);
     may_grow.store(client->standby_left() > 0, std::memory_order_relaxed);
     return true;

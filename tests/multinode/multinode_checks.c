@@ -433,7 +433,10 @@ static void check_lease(int preempt) {
           continue;
         }
         ++served;
-        if (strcmp(tasks[t].host, own_host) == 0) ++here; else ++leased;
+        if (strcmp(tasks[t].host, own_host) == 0)
+          ++here;
+        else
+          ++leased;
         if (preempted_at > 0) ++after;
       }
       if (preempted_at == 0 && access("preempted", F_OK) == 0) preempted_at = now_s();
@@ -482,7 +485,10 @@ static void check_no_lease(int foreign) {
 
 int main(int argc, char **argv) {
   if (argc != 3) {
-    fprintf(stderr, "usage: %s spread|bounded|node|lost|restart|lease|lease_preempt|lease_none|lease_foreign FUNCTION_LIBRARY\n", argv[0]);
+    fprintf(
+        stderr,
+        "usage: %s spread|bounded|node|lost|restart|lease|lease_preempt|lease_none|lease_foreign FUNCTION_LIBRARY\n",
+        argv[0]);
     return 2;
   }
   const char *scenario = argv[1];

@@ -46,8 +46,9 @@ std::optional<std::string> query_job(const std::string& job) {
   posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   std::string jobs = "--jobs=" + job;
-  char* argv[] = {const_cast<char*>("squeue"), const_cast<char*>("--noheader"), const_cast<char*>("--states=all"),
-                  jobs.data(), const_cast<char*>("--format=%T|%k"), nullptr};
+  char* argv[] = {const_cast<char*>("squeue"),         const_cast<char*>("--noheader"),
+                  const_cast<char*>("--states=all"),   jobs.data(),
+                  const_cast<char*>("--format=%T|%k"), nullptr};
   pid_t pid = -1;
   const int rc = posix_spawnp(&pid, "squeue", &actions, nullptr, argv, environ);
   posix_spawn_file_actions_destroy(&actions);
@@ -129,7 +130,8 @@ std::vector<std::string> LeaseWatch::parse_comment(std::string_view comment, siz
 
 std::optional<std::string> LeaseWatch::job_from_environment() {
   const char* job = std::getenv("SIDECORE_LEASE_JOB");
-  if (job == nullptr || *job == '\0' || std::string_view(job).find_first_not_of("0123456789") != std::string_view::npos) {
+  if (job == nullptr || *job == '\0' ||
+      std::string_view(job).find_first_not_of("0123456789") != std::string_view::npos) {
     return std::nullopt;
   }
   return std::string(job);
@@ -164,7 +166,8 @@ void LeaseWatch::Impl::run() noexcept {
           on_cards(fresh);
         }
         if (state.empty() || finished(state)) {
-          logger("sidecore.client")->debug("lease job {} is {}: no more executors from it", job, state.empty() ? "gone" : state);
+          logger("sidecore.client")
+              ->debug("lease job {} is {}: no more executors from it", job, state.empty() ? "gone" : state);
           return;
         }
         if (tasks > 0 && seen.size() >= tasks) return;  // all published

@@ -425,8 +425,8 @@ Pool::~Pool() noexcept {
 
 void Pool::start_lease_watch() {
   if (lease_ == nullptr) return;
-  lease_watch_ = std::make_unique<LeaseWatch>(lease_job_,
-                                              [this](const std::vector<std::string>& cards) { add_lease_executors(cards); });
+  lease_watch_ = std::make_unique<LeaseWatch>(
+      lease_job_, [this](const std::vector<std::string>& cards) { add_lease_executors(cards); });
 }
 
 void Pool::stop_lease_watch() noexcept { lease_watch_.reset(); }

@@ -82,19 +82,19 @@ class RequestCache {
 // The atomics below it are snapshots that submit reads without the lock to pick a connection.
 struct Connection {
   std::mutex mutex;
-  std::unique_ptr<Client> client;          // null once it has failed and been released, or before the first executor
-  std::vector<std::string> standby;        // other nodes' executors (nearest first), until the client exists
-  OffloadRequest* pending = nullptr;       // requests whose task is with the client (a list)
-  OffloadRequest* spare = nullptr;         // recycled requests taken from the cache
-  std::vector<TaskCompletion> completed;   // what the client handed back, being delivered
-  bool thread_sleeping = false;            // the progress thread sleeps on the client (outside the lock)
-  bool release_on_waking = false;          // ... and releases it once awake: it failed meanwhile
-  std::atomic<bool> failed{false};         // the client threw: no longer used
+  std::unique_ptr<Client> client;         // null once it has failed and been released, or before the first executor
+  std::vector<std::string> standby;       // other nodes' executors (nearest first), until the client exists
+  OffloadRequest* pending = nullptr;      // requests whose task is with the client (a list)
+  OffloadRequest* spare = nullptr;        // recycled requests taken from the cache
+  std::vector<TaskCompletion> completed;  // what the client handed back, being delivered
+  bool thread_sleeping = false;           // the progress thread sleeps on the client (outside the lock)
+  bool release_on_waking = false;         // ... and releases it once awake: it failed meanwhile
+  std::atomic<bool> failed{false};        // the client threw: no longer used
   // Its executors died or drain: it takes no task now (not the client's accepts_tasks()).
   std::atomic<bool> executor_lost{false};
-  std::atomic<size_t> tasks{0};            // tasks in flight on it
-  std::atomic<size_t> workers{0};          // of the executors it has connected
-  std::atomic<bool> may_grow{false};       // it has standby executors left
+  std::atomic<size_t> tasks{0};       // tasks in flight on it
+  std::atomic<size_t> workers{0};     // of the executors it has connected
+  std::atomic<bool> may_grow{false};  // it has standby executors left
   bool local = false;
   size_t index = 0;       // in its pool, for the logs
   size_t table_slot = 0;  // in the progress engine's table
@@ -179,8 +179,8 @@ class Pool {
   int local_workers_ = 0;
   std::atomic<int> total_workers_{0};
   std::atomic<size_t> in_flight_{0};
-  std::string lease_job_;          // the lease's Slurm job id, when the step has one
-  Connection* lease_ = nullptr;    // its executors' connection (among connections_)
+  std::string lease_job_;        // the lease's Slurm job id, when the step has one
+  Connection* lease_ = nullptr;  // its executors' connection (among connections_)
   std::unique_ptr<LeaseWatch> lease_watch_;
 };
 

@@ -19,6 +19,8 @@ namespace sidecore::spank {
 
 // Set by srun in the step's environment: the lease job's id, which the ranks watch.
 inline constexpr const char* kLeaseJobVariable = "SIDECORE_LEASE_JOB";
+// Set to 1 with --offload-stats: each pool reports what the lease did for it at pool_free.
+inline constexpr const char* kLeaseStatsVariable = "SIDECORE_LEASE_STATS";
 // How the token reaches the lease job: its environment (Slurm keeps a job's environment readable
 // by its user and root only), never its command line, its script or a log.
 inline constexpr const char* kLeaseTokenVariable = "SIDECORE_LEASE_TOKEN";

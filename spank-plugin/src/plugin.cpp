@@ -288,6 +288,8 @@ void Plugin::submit_lease(const std::string& token) {
     refuse("cannot pass the lease job's id to the step's tasks");
     return;
   }
+  // The lease's executors print their summaries nowhere the user sees: the ranks report instead.
+  if (options_.stats) host_.setenv(kLeaseStatsVariable, "1");
   log(LogLevel::info, "lease job " + std::to_string(*lease) + ": " + std::to_string(request.cores) +
                           " core(s) in partition " + request.partition + " for at most " + std::to_string(minutes) +
                           " min");

@@ -243,9 +243,19 @@ case_lease() {
   cluster_up "$lease_args"
   local start_ns
   start_ns=$(date +%s%N)
-  lease_step lease >"$work/out" 2>"$work/err" || fail "the leasing job failed: $(cat "$work/out" "$work/err")"
+  lease_step lease --offload-stats >"$work/out" 2>"$work/err" ||
+    fail "the leasing job failed: $(cat "$work/out" "$work/err")"
   cat "$work/out"
   grep -q "^lease on 1 nodes: .* 0 failures$" "$work/out" || fail "the leasing job's checks failed: $(cat "$work/err")"
+  # --offload-stats: the rank says what the lease served for it.
+  local served
+  served=$(grep -E "^sidecore: rank 0: lease job [0-9]+ served [1-9][0-9]* task" "$work/err") ||
+    fail "no lease report with --offload-stats: $(grep -v '^$' "$work/err" | tail -20)"
+  echo "$served"
+  local remote
+  remote=$(sed -n "s/^lease: rank 0 .* \([0-9]*\) on the lease's nodes.*/\1/p" "$work/out")
+  [[ $(sed -n 's/.* served \([0-9]*\) task.*/\1/p' <<<"$served") == "$remote" ]] ||
+    fail "the rank counted $remote task(s) on the lease's nodes, but its report says: $served"
   local line first_s consumer record
   line=$(grep '^lease: rank 0 ' "$work/out")
   first_s=$(sed -n 's/.*lease_first_task=\([0-9.]*\).*/\1/p' <<<"$line")
@@ -274,7 +284,7 @@ case_lease_preempt() {
   cluster_up "$lease_args"
   rm -f "$work/lease-serving" "$work/preempted"
   # At info level the ranks say when a lease executor drains.
-  SIDECORE_LOG_LEVEL=info lease_step lease_preempt >"$work/out" 2>"$work/err" &
+  SIDECORE_LOG_LEVEL=info lease_step lease_preempt --offload-stats >"$work/out" 2>"$work/err" &
   local step=$!
   for _ in $(seq 900); do
     [[ -e $work/lease-serving ]] && break
@@ -298,6 +308,8 @@ case_lease_preempt() {
   grep -q "^lease_preempt on 1 nodes: .* 0 failures$" "$work/out" || fail "tasks failed across the preemption"
   grep -q "^lease_preempt: rank 0 .* 0 failed;" "$work/out" || fail "a task failed across the preemption"
   grep -q "drains (it stops soon)" "$work/err" || fail "no lease executor drained: $(grep -v '^$' "$work/err" | tail -20)"
+  grep -E "^sidecore: rank 0: lease job [0-9]+ served [1-9][0-9]* task" "$work/err" ||
+    fail "no lease report with --offload-stats: $(grep -v '^$' "$work/err" | tail -20)"
   local record
   record=$(ended_lease_of "$(last_consumer_job)")
   # Its executors drained and its script ended after them, before GraceTime ran out: Slurm records

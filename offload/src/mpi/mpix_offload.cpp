@@ -218,6 +218,7 @@ SIDECORE_C_API int PMPIX_Offload_pool_free(MPIX_Offload_pool* pool) {
     // them so nothing completes into a dead pool.
     live->stop_lease_watch();
     live->drain();
+    live->report_lease();
     sidecore::mpi::ProgressEngine::instance().remove(live);
     {
       std::lock_guard lock(registry().mutex);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -431,6 +432,23 @@ void Pool::start_lease_watch() {
 
 void Pool::stop_lease_watch() noexcept { lease_watch_.reset(); }
 
+void Pool::report_lease() noexcept {
+  const char* wanted = std::getenv("SIDECORE_LEASE_STATS");
+  if (lease_ == nullptr || wanted == nullptr || std::strcmp(wanted, "1") != 0) return;
+  size_t served = 0, ran_inline = 0;
+  {
+    std::lock_guard lock(lease_->mutex);
+    served = lease_->served;
+    ran_inline = lease_->ran_inline;
+  }
+  int rank = 0;
+  MPI_Comm_rank(comm_, &rank);
+  std::fprintf(stderr,
+               "sidecore: rank %d: lease job %s served %zu task(s) of this pool; %zu more ran in the rank after its "
+               "executors drained\n",
+               rank, lease_job_.c_str(), served, ran_inline);
+}
+
 void Pool::add_lease_executors(const std::vector<std::string>& cards) noexcept {
   try {
     int workers = 0;
@@ -696,8 +714,10 @@ void Connection::deliver_completions() noexcept {
       // Its executors drain (a lease taken back) or died before it was sent: the inline fallback
       // runs it here, on whichever thread makes progress, so that it does not fail.
       finish_pending(*this, state, run_here(*state));
+      ++ran_inline;
       continue;
     }
+    if (done.completion.error == ErrorKind::none || done.completion.error == ErrorKind::function) ++served;
     finish_pending(*this, state, done.completion);
   }
   completed.clear();

@@ -96,6 +96,8 @@ struct Connection {
   std::atomic<size_t> workers{0};     // of the executors it has connected
   std::atomic<bool> may_grow{false};  // it has standby executors left
   bool local = false;
+  size_t served = 0;      // tasks its executors completed (for a lease's report)
+  size_t ran_inline = 0;  // tasks that found them all draining and ran in the rank instead
   size_t index = 0;       // in its pool, for the logs
   size_t table_slot = 0;  // in the progress engine's table
   std::string host;       // its executor's host, for the logs
@@ -160,6 +162,9 @@ class Pool {
   // connections; stop before it lets them go. Both are no-ops without a lease.
   void start_lease_watch();
   void stop_lease_watch() noexcept;
+  // With srun --offload-stats (SIDECORE_LEASE_STATS): one line on stderr with what the lease did
+  // for this rank's pool. Before the engine lets the connections go.
+  void report_lease() noexcept;
 
  private:
   // The connection for the next task, from the snapshots only (no lock, no call into a client:

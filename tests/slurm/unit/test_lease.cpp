@@ -108,8 +108,18 @@ TEST_F(LeaseTest, SrunSubmitsTheLeaseAsTheUsersJobAndCancelsItAtTheEnd) {
   EXPECT_TRUE(host.logged(LogLevel::info, "lease job 4242: 2 core(s) in partition spare for at most 90 min"))
       << host.all_messages();
 
+  EXPECT_FALSE(host.env.count(kLeaseStatsVariable));  // no --offload-stats
+
   EXPECT_EQ(plugin.exit(), 0);
   EXPECT_NE(calls().find("scancel --quiet 4242"), std::string::npos) << calls();
+}
+
+TEST_F(LeaseTest, WithStatsTheRanksReportWhatTheLeaseServed) {
+  ASSERT_EQ(plugin.init({"lease_partition=spare"}), 0);
+  ASSERT_EQ(plugin.option(OptionId::lease, "2", false), 0);
+  ASSERT_EQ(plugin.option(OptionId::stats, nullptr, false), 0);
+  ASSERT_EQ(plugin.local_user_init(), 0);
+  EXPECT_EQ(host.env[kLeaseStatsVariable], "1") << host.all_messages();
 }
 
 TEST_F(LeaseTest, WithoutALeasePartitionTheStepRunsAndSaysWhy) {

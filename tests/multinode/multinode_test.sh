@@ -4,7 +4,7 @@
 # case per invocation:
 #   tests/multinode/multinode_test.sh setup | teardown | spread | node_scope | lost | restart | sbatch |
 #                                     slurmd_restart | preempt_spare | lease | lease_preempt |
-#                                     lease_refused | lease_tokens
+#                                     lease_refused | lease_tokens | lease_bench
 # Environment: SIDECORE_BUILD_DIR (the build to test), SIDECORE_TEST_USER (default sidecore-test).
 #
 # The cluster has its own folder and ports, so it never meets the slurm tier's one-node cluster.
@@ -370,6 +370,24 @@ case_lease_tokens() {
   [[ $ended == 0 ]] || fail "the first job failed: $(cat "$work/out1" "$work/err1")"
   expect_no_executor_left
   check "two jobs with a lease each: the second, pointed at the first's lease, was refused there and ran nothing on it"
+}
+
+# bench/lease-throughput.sh, shortened: the benchmark behind docs/performance.md's lease figures
+# still runs, its tasks come back correct (the program checks each) from node1's own executor and
+# from a lease's on node2, over tcp;ofi_rxm, and its holding jobs and lease are gone afterwards.
+case_lease_bench() {
+  cluster_up "$lease_args"
+  local line
+  line=$("$here/../../bench/lease-throughput.sh" --build "$build" --tasks 500 --rounds 1 2>"$work/err") ||
+    fail "bench/lease-throughput.sh failed: $(tail -5 "$work/err")"
+  echo "$line"
+  [[ $line == *'"own_host":"node1"'*'"lease_host":"node2","lease_provider":"tcp;ofi_rxm"'* ]] ||
+    fail "the lease's tasks did not run on node2 over tcp;ofi_rxm: $line"
+  [[ $line == *'"reference":{"bench":"throughput","provider":"tcp;ofi_rxm"'* ]] || fail "no reference figure: $line"
+  for _ in $(seq 100); do [[ -z $(squeue -h -o %i) ]] && break; sleep 0.1; done  # a cancelled job completing
+  [[ -z $(squeue -h -o %i) ]] || fail "jobs left after the benchmark: $(squeue)"
+  expect_no_executor_left
+  check "bench/lease-throughput.sh: node1's own executor and a lease's on node2 measured; nothing left"
 }
 
 # The test user's entries in the /dev/shm of the mount namespace file $1 (each node has its own).

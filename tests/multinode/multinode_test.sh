@@ -5,7 +5,8 @@
 #   tests/multinode/multinode_test.sh setup | teardown | spread | node_scope | lost | restart | sbatch |
 #                                     slurmd_restart | preempt_spare | lease | lease_preempt |
 #                                     lease_refused | lease_tokens | lease_bench
-# Environment: SIDECORE_BUILD_DIR (the build to test), SIDECORE_TEST_USER (default sidecore-test).
+# Environment: SIDECORE_BUILD_DIR (the build to test), SIDECORE_TEST_USER (default sidecore-test),
+# SIDECORE_MULTINODE_CGROUP=1 (the cluster under task/cgroup).
 #
 # The cluster has its own folder and ports, so it never meets the slurm tier's one-node cluster.
 set -euo pipefail
@@ -26,8 +27,12 @@ programs=/tmp/sidecore-multinode-test-programs  # the MPI program and the functi
 unset FI_TCP_IFACE FI_PROVIDER OMPI_MCA_btl_tcp_if_include OMPI_MCA_oob_tcp_if_include
 
 # $1: the plugin's admin arguments (none by default).
+# SIDECORE_MULTINODE_CGROUP=1: under task/cgroup and proctrack/cgroup (local-cluster.sh --cgroup), as
+# production sites run Slurm.
 cluster_up() {
-  "$cluster" up --nodes "$nodes" --prefix "$prefix" --plugin-args "${1-}" >/dev/null
+  local cgroup=()
+  [[ ${SIDECORE_MULTINODE_CGROUP:-0} == 1 ]] && cgroup=(--cgroup)
+  "$cluster" up --nodes "$nodes" "${cgroup[@]}" --prefix "$prefix" --plugin-args "${1-}" >/dev/null
 }
 lease_args="lease_partition=spare lease_max_cores=2"
 

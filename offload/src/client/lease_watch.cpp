@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/eventfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -31,13 +33,19 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Once a second while the lease is pending or still publishing: one squeue per rank, a light
-// query for slurmctld (one job by id).
+// Once a second while the lease starts and publishes: one squeue per rank, a light query for
+// slurmctld (one job by id). Every 5 s once it has waited a minute (pending behind other jobs: its
+// cores come later anyway). Each period is drawn within a quarter of that, so that the ranks of a
+// large step, started together, do not query slurmctld in one burst each second.
 constexpr auto kPollInterval = std::chrono::milliseconds(1000);
+constexpr auto kSlowPollInterval = std::chrono::milliseconds(5000);
+constexpr auto kSlowAfter = std::chrono::seconds(60);
 constexpr auto kCommandLimit = std::chrono::seconds(10);
 
-// squeue's output for `job` ("STATE|COMMENT"), or nothing when it could not run or timed out.
-std::optional<std::string> query_job(const std::string& job) {
+// squeue's output for `job` ("STATE|COMMENT"), or nothing when it could not run, timed out, or
+// `stop_fd` (an eventfd) became readable: the watch is being destroyed, and a squeue that hangs on
+// an unresponsive slurmctld must not hold up the rank's MPIX_Offload_pool_free.
+std::optional<std::string> query_job(const std::string& job, int stop_fd) {
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return std::nullopt;
   posix_spawn_file_actions_t actions;
@@ -66,10 +74,14 @@ std::optional<std::string> query_job(const std::string& job) {
       timed_out = true;
       break;
     }
-    pollfd fd{out[0], POLLIN, 0};
-    const int ready = ::poll(&fd, 1, static_cast<int>(left));
+    pollfd fds[2] = {{out[0], POLLIN, 0}, {stop_fd, POLLIN, 0}};
+    const int ready = ::poll(fds, 2, static_cast<int>(left));
     if (ready < 0 && errno == EINTR) continue;
     if (ready <= 0) continue;
+    if (fds[1].revents != 0) {
+      timed_out = true;  // stopping: the answer is no longer wanted
+      break;
+    }
     char buffer[4096];
     const ssize_t got = read(out[0], buffer, sizeof buffer);
     if (got < 0 && errno == EINTR) continue;
@@ -83,6 +95,12 @@ std::optional<std::string> query_job(const std::string& job) {
   }
   if (timed_out || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return std::nullopt;
   return text;
+}
+
+std::chrono::milliseconds next_interval(Clock::duration waited, std::minstd_rand& random) {
+  const auto base = waited < kSlowAfter ? kPollInterval : kSlowPollInterval;
+  std::uniform_int_distribution<long> spread(-base.count() / 4, base.count() / 4);
+  return base + std::chrono::milliseconds(spread(random));
 }
 
 // Slurm's states of a job that will run no more.
@@ -100,6 +118,7 @@ struct LeaseWatch::Impl {
   std::mutex mutex;
   std::condition_variable wake;
   bool stop = false;
+  int stop_fd = -1;  // readable once stop is set: interrupts a squeue in flight
   std::thread thread;
 
   void run() noexcept;
@@ -139,11 +158,13 @@ std::optional<std::string> LeaseWatch::job_from_environment() {
 
 void LeaseWatch::Impl::run() noexcept {
   try {
-    std::set<std::string> seen;  // executor ids already handed over
+    std::set<std::string> seen;      // executor ids already handed over
+    std::set<std::string> rejected;  // malformed cards, warned about once
     bool warned = false;
     const auto started = Clock::now();
+    std::minstd_rand random(std::random_device{}());
     while (true) {
-      const std::optional<std::string> answer = query_job(job);
+      const std::optional<std::string> answer = query_job(job, stop_fd);
       if (answer) {
         const std::string_view line = *answer;
         const size_t bar = line.find('|');
@@ -155,7 +176,9 @@ void LeaseWatch::Impl::run() noexcept {
             try {
               if (seen.insert(parse_card(card).executor_id).second) fresh.push_back(std::move(card));
             } catch (const CardError& e) {
-              logger("sidecore.client")->warn("lease job {}: ignoring a malformed card: {}", job, e.what());
+              if (rejected.insert(card).second) {
+                logger("sidecore.client")->warn("lease job {}: ignoring a malformed card: {}", job, e.what());
+              }
             }
           }
         }
@@ -171,12 +194,14 @@ void LeaseWatch::Impl::run() noexcept {
           return;
         }
         if (tasks > 0 && seen.size() >= tasks) return;  // all published
-      } else if (!warned) {
+      }
+      std::unique_lock lock(mutex);
+      if (stop) return;  // the destructor interrupted the squeue
+      if (!answer && !warned) {
         warned = true;
         logger("sidecore.client")->warn("cannot read lease job {} through squeue yet; trying again", job);
       }
-      std::unique_lock lock(mutex);
-      if (wake.wait_for(lock, kPollInterval, [this] { return stop; })) return;
+      if (wake.wait_for(lock, next_interval(Clock::now() - started, random), [this] { return stop; })) return;
     }
   } catch (const std::exception& e) {
     try {
@@ -190,6 +215,8 @@ void LeaseWatch::Impl::run() noexcept {
 LeaseWatch::LeaseWatch(std::string job, CardsCallback on_cards) : impl_(std::make_unique<Impl>()) {
   impl_->job = std::move(job);
   impl_->on_cards = std::move(on_cards);
+  // Without it (-1: poll() skips it) the destructor waits for a squeue in flight, at most kCommandLimit.
+  impl_->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
 }
 
@@ -198,8 +225,13 @@ LeaseWatch::~LeaseWatch() {
     std::lock_guard lock(impl_->mutex);
     impl_->stop = true;
   }
+  if (impl_->stop_fd >= 0) {
+    const uint64_t one = 1;
+    [[maybe_unused]] const ssize_t written = write(impl_->stop_fd, &one, sizeof one);
+  }
   impl_->wake.notify_all();
   if (impl_->thread.joinable()) impl_->thread.join();
+  if (impl_->stop_fd >= 0) close(impl_->stop_fd);
 }
 
 }  // namespace sidecore

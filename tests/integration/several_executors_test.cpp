@@ -207,6 +207,12 @@ TEST(SeveralExecutors, RetryLostGivesUpAfterItsRetries) {
 // A stream of tasks over two executors while one of them gets SIGTERM (what Slurm sends a lease
 // it reclaims, SIGKILL following after its GraceTime): that one declines what arrives from then on,
 // finishes what it runs and exits; its tasks go to the other. No task fails.
+// The worker count in an executor's card.
+size_t card_workers(const std::string& card) {
+  const auto at = card.find(" workers=");
+  return at == std::string::npos ? 0 : std::stoul(card.substr(at + 9));
+}
+
 void stream_through_a_drain(const std::string& provider, const std::vector<std::string>& extra_args) {
   const std::string token = fresh_token();
   ExecutorProcess leaving(ExecutorOptions{.provider = provider, .token = token, .extra_args = extra_args});
@@ -220,6 +226,7 @@ void stream_through_a_drain(const std::string& provider, const std::vector<std::
   auto client = sidecore::Client::connect(leaving.card(), token);  // on shm, the one with rings
   client.add_executor(staying.card());
   const auto where = client.lookup(functions_library(), "where");
+  EXPECT_EQ(client.workers_gone(), 0u);
 
   struct Streamed {
     sidecore::TaskId id = sidecore::kNoTask;
@@ -274,6 +281,8 @@ void stream_through_a_drain(const std::string& provider, const std::vector<std::
   // Later tasks all go to the one left, which the client does not count as lost.
   for (const auto& answer : where_answers(client, where, 4, 0)) EXPECT_EQ(answer, staying_answer);
   EXPECT_FALSE(client.executor_lost());
+  // What a pool subtracts from MPIX_Offload_pool_size: the workers of the one that left.
+  EXPECT_EQ(client.workers_gone(), card_workers(leaving.card()));
 }
 
 TEST(SeveralExecutors, AnExecutorThatDrainsOnSigtermHandsItsTasksToTheOthers) {
@@ -321,6 +330,7 @@ TEST(SeveralExecutors, AStandbyExecutorThatRefusesHandsItsTasksToTheNext) {
   for (const auto& answer : where_answers(client, where, 4, 0)) EXPECT_EQ(answer, serving_answer);
   EXPECT_EQ(client.standby_left(), 0u);
   EXPECT_FALSE(client.executor_lost());
+  EXPECT_EQ(client.workers_gone(), card_workers(refusing.card())) << "the refusing executor's workers";
 }
 
 TEST(SeveralExecutors, AStandbyExecutorThatIsGoneHandsItsTasksToTheNext) {

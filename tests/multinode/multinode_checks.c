@@ -371,6 +371,19 @@ static int wait_for_lease(MPIX_Offload_pool pool, int *local) {
   return total;
 }
 
+/* The pool's workers once the lease's executors are gone (drained, dead or refusing this rank):
+ * waits up to 10 s for the pool to shrink to `want` and returns what it reports then. */
+static int wait_for_shrink(MPIX_Offload_pool pool, int want) {
+  int local = -1, total = -1;
+  const double start = now_s();
+  do {
+    MPIX_Offload_pool_size(pool, &local, &total);
+    if (total <= want) break;
+    usleep(100000);
+  } while (now_s() - start < 10);
+  return total;
+}
+
 /* A where task's result is "host:pid" from a real host. */
 static void check_where_result(const struct task *task, int t) {
   CHECK(task->status.MPI_ERROR == MPI_SUCCESS, "task %d: error %d", t, task->status.MPI_ERROR);
@@ -444,6 +457,10 @@ static void check_lease(int preempt) {
     }
     CHECK(preempted_at > 0, "the test did not preempt the lease within 120 s");
     CHECK(after > 0, "no task completed after the preemption");
+    /* Slurm took the cores back: the pool no longer has the lease's workers. */
+    const int shrunk = wait_for_shrink(pool, local);
+    CHECK(shrunk == local, "pool_size still counts %d worker(s) 10 s after the lease was preempted (%d local)", shrunk,
+          local);
   }
   snprintf(summary, sizeof summary,
            "%s: rank %d on %s: pool %d local of %d workers at first, %d once the lease started; %d tasks served, "
@@ -476,8 +493,12 @@ static void check_no_lease(int foreign) {
       if (tasks[t].status.MPI_ERROR == MPI_SUCCESS && strcmp(tasks[t].host, own_host) == 0) ++here;
     }
   }
-  snprintf(summary, sizeof summary, "%s: rank %d on %s: %d of %d tasks here; pool %d local of %d workers",
-           foreign ? "lease_foreign" : "lease_none", rank, own_host, here, 4 * kTasks, local, total);
+  /* The foreign lease's executors that refused this rank's token are no longer counted. */
+  const int after = foreign ? wait_for_shrink(pool, local) : total;
+  if (foreign) CHECK(after < total, "pool_size still counts the executors that refused this rank (%d workers)", after);
+  snprintf(summary, sizeof summary,
+           "%s: rank %d on %s: %d of %d tasks here; pool %d local of %d workers, %d at the end",
+           foreign ? "lease_foreign" : "lease_none", rank, own_host, here, 4 * kTasks, local, total, after);
   MPIX_Offload_function_free(&fn);
   int rc = MPIX_Offload_pool_free(&pool);
   CHECK(rc == MPI_SUCCESS, "pool_free: rc %d", rc);

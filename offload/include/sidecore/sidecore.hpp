@@ -199,6 +199,9 @@ class SIDECORE_API Client {
 
   size_t in_flight() const noexcept;  // submitted and not yet completed
   size_t workers() const noexcept;    // workers across all connected executors
+  // Workers of the executors that take no more tasks: they died, drain (a lease reclaimed) or
+  // refused the client. What progress() has noticed so far.
+  size_t workers_gone() const noexcept;
   const std::string& provider() const noexcept;
   // Whether tasks reach the executor's workers over node-local rings (its card offers them, this
   // client's transport is automatic, and its workers took them) rather than over provider().

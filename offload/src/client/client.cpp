@@ -181,6 +181,13 @@ size_t Client::progress(std::vector<TaskCompletion>& completed) {
 void Client::take_completions(std::vector<TaskCompletion>& completed) { impl_->tasks.take_completions(completed); }
 size_t Client::in_flight() const noexcept { return impl_->tasks.in_flight(); }
 size_t Client::workers() const noexcept { return impl_->total_workers; }
+size_t Client::workers_gone() const noexcept {
+  size_t gone = 0;
+  for (const auto& executor : impl_->executors) {
+    if (executor.lost || executor.draining) gone += executor.workers.size();
+  }
+  return gone;
+}
 const std::string& Client::provider() const noexcept { return impl_->provider; }
 bool Client::on_rings() const noexcept {
   if (impl_->executors.empty()) return false;

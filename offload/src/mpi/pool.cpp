@@ -432,6 +432,17 @@ void Pool::start_lease_watch() {
 
 void Pool::stop_lease_watch() noexcept { lease_watch_.reset(); }
 
+int Pool::total_workers() noexcept {
+  const int total = total_workers_.load(std::memory_order_relaxed);
+  if (lease_ == nullptr) return total;
+  {
+    std::unique_lock lock(lease_->mutex, std::try_to_lock);  // the progress engine refreshes it too
+    if (lock.owns_lock()) lease_->use([](Client& client) { client.progress(); });
+  }
+  const auto gone = static_cast<int>(lease_->workers_gone.load(std::memory_order_relaxed));
+  return std::max(0, total - gone);
+}
+
 void Pool::report_lease() noexcept {
   const char* wanted = std::getenv("SIDECORE_LEASE_STATS");
   if (lease_ == nullptr || wanted == nullptr || std::strcmp(wanted, "1") != 0) return;
@@ -468,7 +479,7 @@ void Pool::add_lease_executors(const std::vector<std::string>& cards) noexcept {
     total_workers_.fetch_add(workers, std::memory_order_relaxed);
     logger("sidecore.mpi")
         ->info("lease job {}: {} executor(s) with {} worker(s) joined the pool ({} worker(s) in all)", lease_job_,
-               cards.size(), workers, total_workers());
+               cards.size(), workers, total_workers_.load(std::memory_order_relaxed));
   } catch (const std::exception& e) {
     logger("sidecore.mpi")->warn("lease job {}: cannot use its executors: {}", lease_job_, e.what());
   } catch (...) {

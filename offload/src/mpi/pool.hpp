@@ -92,9 +92,10 @@ struct Connection {
   std::atomic<bool> failed{false};        // the client threw: no longer used
   // Its executors died or drain: it takes no task now (not the client's accepts_tasks()).
   std::atomic<bool> executor_lost{false};
-  std::atomic<size_t> tasks{0};       // tasks in flight on it
-  std::atomic<size_t> workers{0};     // of the executors it has connected
-  std::atomic<bool> may_grow{false};  // it has standby executors left
+  std::atomic<size_t> tasks{0};         // tasks in flight on it
+  std::atomic<size_t> workers{0};       // of the executors it has connected
+  std::atomic<bool> may_grow{false};    // it has standby executors left
+  std::atomic<size_t> workers_gone{0};  // of executors that died, drain or refused it (a lease's)
   bool local = false;
   size_t served = 0;      // tasks its executors completed (for a lease's report)
   size_t ran_inline = 0;  // tasks that found them all draining and ran in the rank instead
@@ -143,8 +144,10 @@ class Pool {
   // Hands the connections over to the progress engine (ProgressEngine::add).
   std::vector<std::unique_ptr<Connection>> release_connections() noexcept { return std::move(owned_); }
   int local_workers() const noexcept { return local_workers_; }
-  // Grows when a lease's executors join (on the lease watch's thread).
-  int total_workers() const noexcept { return total_workers_.load(std::memory_order_relaxed); }
+  // Grows when a lease's executors join (on the lease watch's thread), and shrinks once they are
+  // gone (drained when Slurm took the cores back, died, or refused this rank): asks the lease's
+  // client first, so that a rank with no task in flight sees it too.
+  int total_workers() noexcept;
   // Tasks submitted and not yet delivered to their request.
   std::atomic<size_t>& in_flight() noexcept { return in_flight_; }
 
@@ -198,6 +201,7 @@ bool Connection::use(Call&& call) noexcept {
     executor_lost.store(!client->accepts_tasks(), std::memory_order_relaxed);
     workers.store(client->workers(), std::memory_order_relaxed);
     may_grow.store(client->standby_left() > 0, std::memory_order_relaxed);
+    workers_gone.store(client->workers_gone(), std::memory_order_relaxed);
     return true;
   } catch (const std::exception& e) {
     fail(e.what());

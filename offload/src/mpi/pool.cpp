@@ -439,7 +439,10 @@ int Pool::total_workers() noexcept {
     std::unique_lock lock(lease_->mutex, std::try_to_lock);  // the progress engine refreshes it too
     if (lock.owns_lock()) lease_->use([](Client& client) { client.progress(); });
   }
-  const auto gone = static_cast<int>(lease_->workers_gone.load(std::memory_order_relaxed));
+  // A lease connection whose client failed has none of them left.
+  const int gone = lease_->failed.load(std::memory_order_relaxed)
+                       ? lease_workers_.load(std::memory_order_relaxed)
+                       : static_cast<int>(lease_->workers_gone.load(std::memory_order_relaxed));
   return std::max(0, total - gone);
 }
 
@@ -476,6 +479,7 @@ void Pool::add_lease_executors(const std::vector<std::string>& cards) noexcept {
         connection.may_grow.store(true, std::memory_order_relaxed);
       }
     }
+    lease_workers_.fetch_add(workers, std::memory_order_relaxed);
     total_workers_.fetch_add(workers, std::memory_order_relaxed);
     logger("sidecore.mpi")
         ->info("lease job {}: {} executor(s) with {} worker(s) joined the pool ({} worker(s) in all)", lease_job_,

@@ -186,6 +186,7 @@ class Pool {
   std::vector<Connection*> connections_;
   int local_workers_ = 0;
   std::atomic<int> total_workers_{0};
+  std::atomic<int> lease_workers_{0};  // of total_workers_: those of the lease's published executors
   std::atomic<size_t> in_flight_{0};
   std::string lease_job_;        // the lease's Slurm job id, when the step has one
   Connection* lease_ = nullptr;  // its executors' connection (among connections_)

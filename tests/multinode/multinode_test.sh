@@ -351,8 +351,8 @@ case_lease_refused() {
 case_lease_tokens() {
   cluster_up "$lease_args"
   rm -f "$work/lease-serving" "$work/preempted"
-  # The first job's lease serves (it streams until `preempted` appears).
-  lease_step lease_preempt >"$work/out1" 2>"$work/err1" &
+  # The first job's lease serves (it streams until `preempted` appears; nothing preempts it).
+  lease_step lease_stream >"$work/out1" 2>"$work/err1" &
   local first=$!
   for _ in $(seq 900); do
     [[ -e $work/lease-serving ]] && break
@@ -461,5 +461,5 @@ while [ ! -e '"$work"'/go ] && [ -d '"$work"' ]; do sleep 0.2; done'
   check "node2's slurmd killed and restarted under a 2-node step: the step ended normally; no executor, folder or shm left; nodes idle"
 }
 
-name=${1:?usage: $0 setup|teardown|spread|bounded|node_scope|lost|restart|sbatch|slurmd_restart|preempt_spare|lease|lease_preempt|lease_refused|lease_tokens}
+name=${1:?usage: $0 setup|teardown|spread|bounded|node_scope|lost|restart|sbatch|slurmd_restart|preempt_spare|lease|lease_preempt|lease_refused|lease_tokens|lease_bench}
 "case_${name//-/_}"

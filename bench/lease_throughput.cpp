@@ -20,7 +20,12 @@
 #include <string>
 #include <vector>
 
+#include "quantile.hpp"
+
 namespace {
+
+using sidecore::bench::median;
+using sidecore::bench::Samples;
 
 using Clock = std::chrono::steady_clock;
 
@@ -93,19 +98,12 @@ double round_tasks_per_s(sidecore::Client& client, const sidecore::Function& ech
   return static_cast<double>(settings.tasks) / std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-std::string triple(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  const double median = n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+// "[median,min,max]" of a side's rates.
+std::string triple(const Samples& rates) {
+  const auto [low, high] = std::minmax_element(rates.begin(), rates.end());
   char text[96];
-  std::snprintf(text, sizeof text, "[%.0f,%.0f,%.0f]", median, values.front(), values.back());
+  std::snprintf(text, sizeof text, "[%.0f,%.0f,%.0f]", median(rates), *low, *high);
   return text;
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
 }
 
 int run(const Settings& settings) {
@@ -122,7 +120,7 @@ int run(const Settings& settings) {
   round_tasks_per_s(own, own_echo, warm);
   round_tasks_per_s(lease, lease_echo, warm);
 
-  std::vector<double> own_rates, lease_rates;
+  Samples own_rates, lease_rates;
   for (size_t round = 0; round < settings.rounds; ++round) {
     own_rates.push_back(round_tasks_per_s(own, own_echo, settings));
     lease_rates.push_back(round_tasks_per_s(lease, lease_echo, settings));

@@ -14,10 +14,12 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "../support/scoped_environment.hpp"
 #include "sidecore/sidecore.hpp"
 
 namespace sidecore {
@@ -57,17 +59,7 @@ TEST(LeaseComment, ThatIsNotALeasesGivesNothing) {
 
 class Environment : public ::testing::Test {
  protected:
-  void SetUp() override {
-    if (const char* job = std::getenv("SIDECORE_LEASE_JOB")) saved_ = job;
-  }
-  void TearDown() override {
-    if (saved_) {
-      setenv("SIDECORE_LEASE_JOB", saved_->c_str(), 1);
-    } else {
-      unsetenv("SIDECORE_LEASE_JOB");
-    }
-  }
-  std::optional<std::string> saved_;
+  sidecore_test::ScopedEnvironment job_{"SIDECORE_LEASE_JOB", std::nullopt};  // put back at the end
 };
 
 TEST_F(Environment, NamesTheLeaseJobByItsNumber) {
@@ -99,11 +91,11 @@ class FakeSqueue : public ::testing::Test {
                              "while [ \"$n\" -gt 1 ] && [ ! -e \"$dir/answer.$n\" ]; do n=$((n - 1)); done\n"
                              "cat \"$dir/answer.$n\"\n";
     fs::permissions(script, fs::perms::owner_all);
-    saved_path_ = std::getenv("PATH");
-    setenv("PATH", (dir_.string() + ":" + saved_path_).c_str(), 1);
+    const char* path = std::getenv("PATH");
+    path_.emplace("PATH", dir_.string() + (path ? ":" + std::string(path) : ""));
   }
   void TearDown() override {
-    setenv("PATH", saved_path_.c_str(), 1);
+    path_.reset();
     fs::remove_all(dir_);
   }
   void answer(int call, const std::string& text) {
@@ -117,7 +109,7 @@ class FakeSqueue : public ::testing::Test {
   }
 
   fs::path dir_;
-  std::string saved_path_;
+  std::optional<sidecore_test::ScopedEnvironment> path_;
 };
 
 // What a watch handed over, batch by batch.

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/scoped_environment.hpp"
 #include "fabric/compat.hpp"
 #include "fabric/info.hpp"
 #include "provider_choice.hpp"
@@ -139,18 +140,7 @@ TEST(ProviderDiscovery, AutoAllowsEveryCandidate) {
 // Sets or unsets FI_PROVIDER for one test, and puts the old value back.
 class ProviderVariable : public ::testing::Test {
  protected:
-  void SetUp() override {
-    if (const char* value = std::getenv("FI_PROVIDER")) saved_ = value;
-    unsetenv("FI_PROVIDER");
-  }
-  void TearDown() override {
-    if (saved_) {
-      setenv("FI_PROVIDER", saved_->c_str(), 1);
-    } else {
-      unsetenv("FI_PROVIDER");
-    }
-  }
-  std::optional<std::string> saved_;
+  sidecore_test::ScopedEnvironment provider_{"FI_PROVIDER", std::nullopt};  // unset, then put back
 };
 
 TEST_F(ProviderVariable, SetWhenTheAdminSetNone) {

@@ -242,10 +242,10 @@ int cancel_request(void* extra, int complete) noexcept {
     if (connection == nullptr) return MPI_SUCCESS;
     ProgressEngine& engine = ProgressEngine::instance();
     {
-      // MPICH does not let a request complete inside its own cancel callback (an assertion in
-      // MPI_Grequest_complete): there the completion waits for the next poll, in the MPI_Wait
-      // or MPI_Test that follows the MPI_Cancel.
-      const ProgressEngine::DeferHere deferred(engine, kMpichGrequests);
+      // Under MPICH the completion waits for the next poll, in the MPI_Wait or MPI_Test that
+      // follows the MPI_Cancel (ProgressEngine::complete): MPICH does not let a request complete
+      // inside its own cancel callback (an assertion in MPI_Grequest_complete). Waiting for this
+      // lock inside MPICH's critical section is safe because nobody calls MPI while holding it.
       std::lock_guard lock(connection->mutex);
       if (state->connection.load(std::memory_order_relaxed) != connection) return MPI_SUCCESS;  // completed meanwhile
       // Succeeds only for a task still waiting in the client; it then completes (cancelled).
@@ -635,9 +635,11 @@ int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, voi
   }
   const size_t index = *picked;
   Connection& connection = *connections_[index];
+  OffloadRequest* state = nullptr;
   {
-    // The one lock of a submit: this connection's. Everything that can fail happens before the
-    // request starts: a started request always completes.
+    // A submit takes only this connection's lock, twice: around the checks and again around the
+    // hand-over, never across the MPI call between them (start_request below). Everything that
+    // can fail happens before the request starts: a started request always completes.
     std::lock_guard lock(connection.mutex);
     if (connection.failed.load(std::memory_order_relaxed)) return error_code(ErrorKind::executor_lost);
     if (!connection.client) {
@@ -662,33 +664,46 @@ int Pool::submit(OffloadFunction& function, const void* in, size_t in_bytes, voi
         return error_code(ErrorKind::executor_lost);
       }
     }
-    OffloadRequest* state = take_request(connection);
-    state->pool_in_flight = &in_flight_;
-    state->local = function.local;
-    state->in = in;
-    state->in_bytes = in_bytes;
-    state->out = out;
-    state->out_capacity = out_capacity;
-    const int rc = start_request(state);
-    if (rc != MPI_SUCCESS) {
-      state->next = connection.spare;
-      connection.spare = state;
-      return rc;
-    }
-    *request = state->request;
-    engine.started(in_flight_);
-    link(connection.pending, state);
-    state->connection.store(&connection, std::memory_order_relaxed);
-    connection.tasks.fetch_add(1, std::memory_order_relaxed);
-    // A client that throws here fails the connection, which completes this request with
-    // EXECUTOR_LOST; one that completes the task at once hands it back right away.
-    connection.use([&](Client& client) {
-      state->task = client.submit_handed_back(function.remote[index], in, in_bytes, out, out_capacity, state);
-      if (state->task == kNoTask && state->connection.load(std::memory_order_relaxed) == &connection) {
-        finish_pending(connection, state, Completion{ErrorKind::executor_lost, 0, 0, false});  // no slot left
-      }
-    });
+    state = take_request(connection);
   }
+  state->pool_in_flight = &in_flight_;
+  state->local = function.local;
+  state->in = in;
+  state->in_bytes = in_bytes;
+  state->out = out;
+  state->out_capacity = out_capacity;
+  // Outside the connection's lock: MPICH's MPIX_Grequest_start enters MPICH's global critical
+  // section, which a thread inside MPI_Cancel holds while its cancel callback (cancel_request)
+  // waits for this lock.
+  const int rc = start_request(state);
+  if (rc != MPI_SUCCESS) {
+    std::lock_guard lock(connection.mutex);
+    state->next = connection.spare;
+    connection.spare = state;
+    return rc;
+  }
+  *request = state->request;
+  engine.started(in_flight_);
+  bool failed_meanwhile = false;
+  {
+    std::lock_guard lock(connection.mutex);
+    failed_meanwhile = connection.failed.load(std::memory_order_relaxed) || !connection.client;
+    if (!failed_meanwhile) {
+      link(connection.pending, state);
+      state->connection.store(&connection, std::memory_order_relaxed);
+      connection.tasks.fetch_add(1, std::memory_order_relaxed);
+      // A client that throws here fails the connection, which completes this request with
+      // EXECUTOR_LOST; one that completes the task at once hands it back right away.
+      connection.use([&](Client& client) {
+        state->task = client.submit_handed_back(function.remote[index], in, in_bytes, out, out_capacity, state);
+        if (state->task == kNoTask && state->connection.load(std::memory_order_relaxed) == &connection) {
+          finish_pending(connection, state, Completion{ErrorKind::executor_lost, 0, 0, false});  // no slot left
+        }
+      });
+    }
+  }
+  // Failed since the checks above: the started request completes, with the failure.
+  if (failed_meanwhile) finish(state, Completion{ErrorKind::executor_lost, 0, 0, false});
   engine.progress_on_application_thread(false);  // completes anything the submit finished at once
   engine.submitted();
   return MPI_SUCCESS;

@@ -209,19 +209,13 @@ size_t ProgressEngine::progress_on_application_thread(bool poll_clients) noexcep
   return events;
 }
 
-ProgressEngine::DeferHere::DeferHere(ProgressEngine& engine, bool enabled) noexcept
-    : engine_(enabled ? &engine : nullptr) {
-  if (engine_) engine_->deferring_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-}
-
-ProgressEngine::DeferHere::~DeferHere() {
-  if (engine_) engine_->deferring_thread_.store(std::thread::id{}, std::memory_order_relaxed);
-}
-
 void ProgressEngine::complete(OffloadRequest* request) noexcept {
   request->done.store(true, std::memory_order_release);
-  if ((defer_off_thread_ && on_progress_thread()) ||
-      deferring_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id()) {
+  // Under MPICH always: this runs under a connection's lock, and MPICH's MPI_Grequest_complete
+  // enters its global critical section, which a thread inside MPI_Cancel holds while its cancel
+  // callback waits for that lock. The application's thread completes the queue in the request's
+  // poll or wait function, holding no lock of ours.
+  if (kMpichGrequests || (defer_off_thread_ && on_progress_thread())) {
     OffloadRequest* head = deferred_.load(std::memory_order_relaxed);
     do {
       request->next = head;

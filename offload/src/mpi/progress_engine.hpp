@@ -11,7 +11,10 @@
 // milliseconds, the thread only naps for a millisecond at a time, arms no doorbell and is not
 // woken by submit, so it costs the rank's core one short wake-up per millisecond instead of one
 // per result. Under MPICH the requests' own poll and wait functions (pool.cpp) play the hook's
-// part, for the requests the application tests or waits on.
+// part, for the requests the application tests or waits on; there every MPI_Grequest_complete runs
+// on the application's thread, at every thread level, outside every lock of ours (MPICH enters its
+// global critical section in it, and holds that section while a request's cancel callback waits
+// for a connection's lock).
 //
 // Locks: each connection (one executor's client) has its own mutex, and a submit takes only that
 // one: a thread that submits alone never meets another thread's lock, and several submitting
@@ -72,26 +75,14 @@ class ProgressEngine {
   void started(std::atomic<size_t>& pool_in_flight) noexcept;
   // After a submit, so an idle thread starts watching the new task.
   void submitted() noexcept;
-  // Completes a finished request (its completion and error are filled) now or, on the progress
-  // thread below MPI_THREAD_MULTIPLE, queues it for the application's thread. After this the
-  // request may be freed at any time.
+  // Completes a finished request (its completion and error are filled) now or, under MPICH and on
+  // the progress thread below MPI_THREAD_MULTIPLE, queues it for the application's thread. After
+  // this the request may be freed at any time.
   void complete(OffloadRequest* request) noexcept;
   // On the application's thread (any thread but the progress thread): completes the requests the
   // thread deferred and, with `poll_clients`, makes progress on every connection whose lock is
   // free. Returns events.
   size_t progress_on_application_thread(bool poll_clients = true) noexcept;
-  // While one lives (when `enabled`), requests that complete on this thread are queued for the
-  // next progress_on_application_thread instead (MPICH: not inside MPI_Cancel's callback).
-  class DeferHere {
-   public:
-    DeferHere(ProgressEngine& engine, bool enabled) noexcept;
-    ~DeferHere();
-    DeferHere(const DeferHere&) = delete;
-    DeferHere& operator=(const DeferHere&) = delete;
-
-   private:
-    ProgressEngine* engine_;
-  };
 
  private:
   ProgressEngine() = default;
@@ -126,7 +117,6 @@ class ProgressEngine {
   // Below MPI_THREAD_MULTIPLE where the application's thread polls (the opal_progress hook, or
   // MPICH's generalized-request poll and wait functions).
   bool defer_off_thread_ = false;
-  std::atomic<std::thread::id> deferring_thread_{};  // a thread inside a DeferHere
   // Completed requests whose MPI_Grequest_complete is due on the application's thread: a
   // lock-free stack (pushed by the thread, taken whole by the application's thread).
   std::atomic<OffloadRequest*> deferred_{nullptr};

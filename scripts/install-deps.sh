@@ -6,6 +6,7 @@ set -euo pipefail
 # Each entry is used by the tree: the build (CMake files), the tests, scripts/, bench/ or bench/peers/.
 packages=(
   build-essential cmake pkg-config git           # git: bench/scaling.sh records the commit
+  ccache                                         # scripts/test.sh: the MPICH and package builds reuse the main build's objects
   libfabric-dev libfabric-bin libibverbs-dev     # libfabric-bin: fi_pingpong, the bench baseline
   libopenmpi-dev openmpi-bin
   libmpich-dev mpich                             # the second build and mpi tier (Open MPI stays the default mpi.h)

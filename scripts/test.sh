@@ -30,6 +30,15 @@ jobs=$(nproc)
 
 "$root/scripts/install-deps.sh"
 
+# ccache: the MPICH build and the package test's build (package.deb) compile most of the main
+# build's sources again with the same flags. Paths are hashed relative to the checkout, so build
+# folders beside each other (build, build-mpich, build-package) share what they compiled. Only for
+# build folders configured from here: CMake reads these variables when it creates a cache.
+if command -v ccache >/dev/null && [[ -z ${CMAKE_CXX_COMPILER_LAUNCHER-} ]]; then
+  export CMAKE_C_COMPILER_LAUNCHER=ccache CMAKE_CXX_COMPILER_LAUNCHER=ccache
+  export CCACHE_DIR=${CCACHE_DIR:-$build/ccache} CCACHE_BASEDIR=$root CCACHE_NOHASHDIR=1
+fi
+
 # Tests start real executors, fabric endpoints and MPI jobs: as root, Open MPI needs permission.
 if [[ $(id -u) -eq 0 ]]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -58,8 +58,10 @@ mkdir -p "$work/files" "$work/root" "$work/upper" "$work/overlay-work"
 chmod 0755 "$work" "$work/files"
 
 phase "building the packages in $build"
+# The main build's flags (RelWithDebInfo, -Werror), so that a compiler cache (scripts/test.sh) can
+# give back its objects.
 cmake_args=(-S "$source_dir" -B "$build" -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_BUILD_TYPE=RelWithDebInfo
-            -DSIDECORE_BUILD_TESTS=OFF -DSIDECORE_BUILD_BENCH=OFF -DSIDECORE_BUILD_EXAMPLES=OFF)
+            -DSIDECORE_WERROR=ON -DSIDECORE_BUILD_TESTS=OFF -DSIDECORE_BUILD_BENCH=OFF -DSIDECORE_BUILD_EXAMPLES=OFF)
 package() {  # package OUTPUT_DIR [cmake args...]: configures, builds and packs; prints the .deb
   local out=$1
   shift

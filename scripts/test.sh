@@ -88,7 +88,9 @@ if [[ $# -eq 0 && ${SIDECORE_SANITIZERS:-1} != 0 ]]; then
     local name=$1 sanitize=$2 dir=$build-$1
     section "$name build"
     # Each test's own TIMEOUT overrides ctest --timeout: stretch those instead.
-    cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DSIDECORE_SANITIZE="$sanitize" -DSIDECORE_WERROR=ON \
+    # No compiler cache: nothing else is built with these flags, so it would only cost time.
+    CMAKE_C_COMPILER_LAUNCHER= CMAKE_CXX_COMPILER_LAUNCHER= \
+      cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DSIDECORE_SANITIZE="$sanitize" -DSIDECORE_WERROR=ON \
       -DSIDECORE_TEST_TIMEOUT_SCALE=5 -DSIDECORE_BUILD_BENCH=OFF -DSIDECORE_BUILD_EXAMPLES=OFF \
       -DSIDECORE_BUILD_SPANK=OFF -DSIDECORE_BUILD_FORTRAN=OFF >/dev/null
     cmake --build "$dir" -j "$jobs"

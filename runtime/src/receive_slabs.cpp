@@ -4,6 +4,7 @@
 #include <rdma/fi_errno.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include "fabric/error.hpp"
@@ -12,7 +13,20 @@ namespace sidecore {
 
 bool ReceiveSlabs::supported(const fabric::Domain& domain) noexcept {
   if (const char* off = std::getenv("SIDECORE_MULTI_RECV"); off != nullptr && off[0] == '0') return false;
-  return (domain.info()->caps & FI_MULTI_RECV) != 0;
+  const fi_info* info = domain.info();
+  // Not the socket provider ("net" in libfabric 1.17, the core "tcp" from 1.18 on), although it
+  // offers FI_MULTI_RECV: with several callers sending at once, a slab's message was overwritten
+  // before its completion was handled (a worker "dropped a malformed message: bad magic" and a task
+  // never completed; seen twice in CI, integration.data_path.net under ASan and under TSan). Most
+  // likely it hands a slab back while another caller's message is still arriving in it, as it
+  // reads each connection's socket in pieces. Each message gets a buffer of its own there.
+  // tcp;ofi_rxm (which copies whole messages into the slab) and shm never showed it.
+  if (info->fabric_attr != nullptr && info->fabric_attr->prov_name != nullptr &&
+      (std::strcmp(info->fabric_attr->prov_name, "net") == 0 ||
+       std::strcmp(info->fabric_attr->prov_name, "tcp") == 0)) {
+    return false;
+  }
+  return (info->caps & FI_MULTI_RECV) != 0;
 }
 
 ReceiveSlabs::ReceiveSlabs(std::shared_ptr<fabric::Domain> domain, const fabric::Endpoint& endpoint,

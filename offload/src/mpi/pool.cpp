@@ -245,7 +245,8 @@ int cancel_request(void* extra, int complete) noexcept {
       // Under MPICH the completion waits for the next poll, in the MPI_Wait or MPI_Test that
       // follows the MPI_Cancel (ProgressEngine::complete): MPICH does not let a request complete
       // inside its own cancel callback (an assertion in MPI_Grequest_complete). Waiting for this
-      // lock inside MPICH's critical section is safe because nobody calls MPI while holding it.
+      // lock inside MPICH's critical section is safe because under MPICH nobody calls MPI while
+      // holding it.
       std::lock_guard lock(connection->mutex);
       if (state->connection.load(std::memory_order_relaxed) != connection) return MPI_SUCCESS;  // completed meanwhile
       // Succeeds only for a task still waiting in the client; it then completes (cancelled).

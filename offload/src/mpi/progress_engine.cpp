@@ -81,7 +81,7 @@ void ProgressEngine::add(Pool* pool) {
                                     : "no opal_progress hook (not Open MPI): the progress thread completes requests");
     int level = MPI_THREAD_SINGLE;
     MPI_Query_thread(&level);
-    defer_off_thread_ = (hook_registered_ || kMpichGrequests) && level < MPI_THREAD_MULTIPLE;
+    defer_off_thread_ = hook_registered_ && level < MPI_THREAD_MULTIPLE;  // MPICH: complete() always defers
   }
   // Nothing below throws: room was checked and reserved.
   for (auto& connection : pool->release_connections()) {

@@ -114,8 +114,8 @@ class ProgressEngine {
   std::atomic<std::thread::id> thread_id_{};  // the running progress thread's
   bool stop_ = false;
   Connection* sleeping_on_ = nullptr;  // the connection the thread sleeps on, outside every lock
-  // Below MPI_THREAD_MULTIPLE where the application's thread polls (the opal_progress hook, or
-  // MPICH's generalized-request poll and wait functions).
+  // Below MPI_THREAD_MULTIPLE under Open MPI's opal_progress hook: the thread leaves completion to
+  // the application's thread. (Under MPICH, complete() leaves it there at every level.)
   bool defer_off_thread_ = false;
   // Completed requests whose MPI_Grequest_complete is due on the application's thread: a
   // lock-free stack (pushed by the thread, taken whole by the application's thread).
